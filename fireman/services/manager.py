@@ -1,0 +1,145 @@
+"""Start, stop and report on the local services, in dependency order."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fireman.services.airflow import AirflowService
+from fireman.services.base import LocalService, project_root
+from fireman.services.influxdb import InfluxService
+from fireman.services.kafka import KafkaService
+from fireman.services.mlflow_server import MlflowService
+from fireman.services.process import PidRecord, ServiceError, port_owner, spawn, tail, terminate, wait_until
+from fireman_common.settings import ServicesSettings
+
+SERVICE_TYPES: dict[str, type[LocalService]] = {
+    cls.name: cls for cls in (KafkaService, InfluxService, MlflowService, AirflowService)
+}
+DEFAULT_SERVICES = ("kafka", "influxdb", "mlflow")
+Progress = Callable[[str], object]
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    name: str
+    healthy: bool
+    pid: int | None
+    owned: bool
+    where: str
+    detail: str = ""
+
+
+def parse_names(only: str | None, default: Iterable[str] = DEFAULT_SERVICES) -> list[str]:
+    """Turn ``--only kafka,mlflow`` into service names in start order; unknown names are an error."""
+    if not only:
+        return list(default)
+    names = [part.strip() for part in only.split(",") if part.strip()]
+    unknown = [name for name in names if name not in SERVICE_TYPES]
+    if unknown or not names:
+        raise ServiceError(
+            f"unknown service {', '.join(repr(n) for n in unknown) or '(none given)'}; "
+            f"choose from {', '.join(SERVICE_TYPES)}"
+        )
+    return [name for name in SERVICE_TYPES if name in names]
+
+
+class ServiceManager:
+    def __init__(self, settings: ServicesSettings, root: Path | None = None) -> None:
+        self.settings = settings
+        self.root = root or project_root()
+        self.services = {name: cls(settings, self.root) for name, cls in SERVICE_TYPES.items()}
+
+    def start(self, names: Iterable[str], on_progress: Progress = print) -> list[ServiceState]:
+        states = []
+        for name in names:
+            service = self.services[name]
+            started = time.monotonic()
+            reused = self._start_one(service)
+            took = time.monotonic() - started
+            what = "already running" if reused else f"started in {took:.1f}s"
+            on_progress(f"{name}: {what} at {service.describe()}")
+            states.append(self.state(name))
+        return states
+
+    def _start_one(self, service: LocalService) -> bool:
+        """Start ``service`` unless a healthy instance already answers; returns True when reused."""
+        if service.healthy():
+            service.after_start()
+            return True
+        record = PidRecord.read(service.pid_path)
+        if record and record.process():
+            # Ours, but not answering yet: it may still be starting, so give it the deadline too.
+            self._await_health(service, record)
+            service.after_start()
+            return True
+        for port in service.ports():
+            owner = port_owner(port)
+            if owner:
+                raise ServiceError(
+                    f"{service.name}: port {port} is already in use by {owner}. Stop that process or set "
+                    f"another port (see the FIREMAN_{service.name.upper()}_* settings)."
+                )
+        service.check_prerequisites()
+        service.prepare()
+        record = spawn(
+            service.command(), service.log_path, service.pid_path, service.environment(), self.root
+        )
+        self._await_health(service, record)
+        service.after_start()
+        return False
+
+    def _await_health(self, service: LocalService, record: PidRecord) -> None:
+        def ready_or_dead() -> bool:
+            return record.process() is None or service.healthy()
+
+        ok = wait_until(ready_or_dead, self.settings.start_timeout_s, interval_s=0.25)
+        if ok and record.process() is not None:
+            return
+        reason = (
+            "exited during start-up"
+            if record.process() is None
+            else (f"did not become healthy within {self.settings.start_timeout_s:.0f}s")
+        )
+        if record.process() is not None:
+            terminate(record, self.settings.stop_timeout_s)
+        raise ServiceError(
+            f"{service.name} {reason}. Last lines of {service.log_path}:\n{tail(service.log_path)}"
+        )
+
+    def stop(self, names: Iterable[str], on_progress: Progress = print) -> None:
+        # Stop in reverse start order so clients go before the servers they use.
+        for name in reversed(list(names)):
+            service = self.services[name]
+            record = PidRecord.read(service.pid_path)
+            if record is None:
+                on_progress(f"{name}: not started by fireman")
+                continue
+            was_running = terminate(record, self.settings.stop_timeout_s)
+            service.pid_path.unlink(missing_ok=True)
+            on_progress(f"{name}: {'stopped' if was_running else 'was not running'}")
+
+    def state(self, name: str) -> ServiceState:
+        service = self.services[name]
+        record = PidRecord.read(service.pid_path)
+        proc = record.process() if record else None
+        healthy = service.healthy()
+        detail = ""
+        if not healthy:
+            detail = "process running but not answering" if proc else "not running"
+        return ServiceState(
+            name=name,
+            healthy=healthy,
+            pid=proc.pid if proc else None,
+            owned=proc is not None,
+            where=service.describe(),
+            detail=detail,
+        )
+
+    @property
+    def kafka(self) -> KafkaService:
+        service = self.services["kafka"]
+        assert isinstance(service, KafkaService)
+        return service

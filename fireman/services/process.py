@@ -1,0 +1,148 @@
+"""Start, watch and stop the local server processes that fireman owns.
+
+A started process gets its own session (so a stop reaches its children too) and a pid file holding
+its pid and start time; ``stop`` only signals a pid whose start time still matches, so a recycled
+pid is never killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from fireman_common.errors import UserError
+
+
+class ServiceError(UserError):
+    """A service could not be started or is misconfigured; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    pid: int
+    create_time: float
+    command: list[str]
+
+    @classmethod
+    def read(cls, path: Path) -> PidRecord | None:
+        try:
+            data = json.loads(path.read_text())
+            return cls(pid=int(data["pid"]), create_time=float(data["create_time"]), command=data["command"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def write(self, path: Path) -> None:
+        path.write_text(
+            json.dumps({"pid": self.pid, "create_time": self.create_time, "command": self.command})
+        )
+
+    def process(self) -> psutil.Process | None:
+        """The recorded process if it is still the one we started, else None."""
+        try:
+            proc = psutil.Process(self.pid)
+            if abs(proc.create_time() - self.create_time) > 1.0 or proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except psutil.Error:
+            return None
+
+
+def port_owner(port: int, host: str = "127.0.0.1") -> str | None:
+    """Describe who listens on ``port`` (``"pid 123 (java)"``), ``"unknown process"``, or None if free."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        if sock.connect_ex((host, port)) != 0:
+            return None
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                try:
+                    return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+                except psutil.Error:
+                    return f"pid {conn.pid}"
+    except psutil.Error:
+        pass
+    return "unknown process"
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, interval_s: float = 0.2) -> bool:
+    """Poll ``check`` until it is true or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval_s)
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64_000))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return "(no log yet)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def spawn(
+    command: Sequence[str], log_path: Path, pid_path: Path, env: Mapping[str, str], cwd: Path
+) -> PidRecord:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            list(command),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
+    record = PidRecord(
+        pid=proc.pid, create_time=psutil.Process(proc.pid).create_time(), command=list(command)
+    )
+    record.write(pid_path)
+    return record
+
+
+def terminate(record: PidRecord, timeout_s: float) -> bool:
+    """SIGTERM the recorded process group, SIGKILL it after ``timeout_s``. True if it was running."""
+    proc = record.process()
+    if proc is None:
+        return False
+    group = _group_members(proc)
+    _signal_group(proc.pid, signal.SIGTERM)
+    _, alive = psutil.wait_procs(group, timeout=timeout_s)
+    if alive:
+        _signal_group(proc.pid, signal.SIGKILL)
+        for member in alive:
+            with contextlib.suppress(psutil.Error):
+                member.kill()
+        psutil.wait_procs(alive, timeout=5)
+    return True
+
+
+def _group_members(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return [proc]
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(os.getpgid(pid), sig)

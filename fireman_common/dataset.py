@@ -1,0 +1,91 @@
+"""The UCI Spambase example data: from ``FIREMAN_SPAMBASE_PATH``, the local cache, or UCI once.
+
+UCI ships ``spambase.data`` (no header, 57 features then the class) inside a zip; it is saved in the
+cache as a CSV with the project's column names (``Cont_1``..``Cont_57``, ``label``). Spambase is
+licensed CC BY 4.0 by the UCI Machine Learning Repository.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from fireman_common.errors import UserError
+from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
+from fireman_common.settings import DatasetSettings
+
+COLUMNS = [*FEATURE_NAMES, LABEL_COLUMN]
+EXPECTED_ROWS = 4601
+
+
+def load_spambase(settings: DatasetSettings) -> pd.DataFrame:
+    """Spambase as float64 features and an int label column."""
+    path = spambase_path(settings)
+    frame = pd.read_csv(path)
+    missing = [column for column in COLUMNS if column not in frame.columns]
+    if missing:
+        raise UserError(f"{path} is not Spambase: missing columns {', '.join(missing[:5])}")
+    frame = frame[COLUMNS]
+    frame[list(FEATURE_NAMES)] = frame[list(FEATURE_NAMES)].astype("float64")
+    frame[LABEL_COLUMN] = frame[LABEL_COLUMN].astype("int64")
+    return frame
+
+
+def spambase_path(settings: DatasetSettings) -> Path:
+    if settings.spambase_path is not None:
+        if not settings.spambase_path.is_file():
+            raise UserError(f"FIREMAN_SPAMBASE_PATH points to {settings.spambase_path}, which does not exist")
+        return settings.spambase_path
+    cached = settings.cache_dir / "spambase.csv"
+    if not cached.is_file():
+        download_spambase(settings.spambase_url, cached)
+    return cached
+
+
+def download_spambase(url: str, destination: Path) -> None:
+    try:
+        response = httpx.get(url, follow_redirects=True, timeout=60.0)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise UserError(
+            f"could not download Spambase from {url}: {exc}. "
+            "Set FIREMAN_SPAMBASE_PATH to a local copy, or use --dataset synthetic."
+        ) from exc
+    frame = parse_uci_archive(response.content)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_suffix(".part")
+    frame.to_csv(partial, index=False)
+    partial.replace(destination)
+
+
+def parse_uci_archive(content: bytes) -> pd.DataFrame:
+    """Read ``spambase.data`` from UCI's zip (or the bare file) into the project's columns."""
+    raw = content
+    if content[:2] == b"PK":
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            names = [name for name in archive.namelist() if name.endswith("spambase.data")]
+            if not names:
+                raise UserError("the downloaded archive has no spambase.data")
+            raw = archive.read(names[0])
+    frame = pd.read_csv(io.BytesIO(raw), header=None)
+    if frame.shape[1] != len(COLUMNS):
+        raise UserError(f"spambase.data has {frame.shape[1]} columns, expected {len(COLUMNS)}")
+    frame.columns = COLUMNS
+    return frame
+
+
+def mask_completely_at_random(frame: pd.DataFrame, rate: float, seed: int | None = None) -> pd.DataFrame:
+    """Remove each feature value independently with probability ``rate`` (MCAR); the label stays."""
+    if not 0.0 <= rate < 1.0:
+        raise UserError(f"missing rate must be in [0, 1), got {rate}")
+    rng = np.random.default_rng(seed)
+    masked = frame.copy()
+    features = masked[list(FEATURE_NAMES)].to_numpy(dtype="float64", copy=True)
+    features[rng.random(features.shape) < rate] = np.nan
+    masked[list(FEATURE_NAMES)] = features
+    return masked

@@ -1,0 +1,202 @@
+"""A thin client for the InfluxDB v1 HTTP API: line protocol on ``/write``, InfluxQL on ``/query``.
+
+InfluxDB 1.6 (Debian's package) is what runs here; 1.8, 2.x (v1 compatibility API with a DBRP
+mapping) and 3.x serve the same endpoints, so nothing below depends on the server version.
+Writes are idempotent by construction: a point is identified by measurement, tag set and time, so
+replaying a batch overwrites the same points instead of adding new ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from fireman_common.settings import InfluxSettings
+
+FieldValue = float | int | bool | str
+
+
+class InfluxError(RuntimeError):
+    """The server answered with an error (bad query, bad line protocol, missing database)."""
+
+
+class InfluxUnavailable(InfluxError):
+    """The server could not be reached or answered 5xx: a retry may succeed."""
+
+
+@dataclass(frozen=True)
+class Point:
+    measurement: str
+    fields: Mapping[str, FieldValue]
+    time_ns: int
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def _escape(text: str, specials: str) -> str:
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"line protocol cannot carry a newline: {text!r}")
+    text = text.replace("\\", "\\\\")
+    for char in specials:
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def escape_measurement(name: str) -> str:
+    return _escape(name, ", ")
+
+
+def escape_key(key: str) -> str:
+    """Escape a tag key, tag value or field key."""
+    return _escape(key, ",= ")
+
+
+def format_field_value(value: FieldValue) -> str | None:
+    """Render a field value, or None when it cannot be stored (NaN and infinities are absent values)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        if "\n" in value or "\r" in value:
+            raise ValueError(f"line protocol cannot carry a newline: {value!r}")
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise TypeError(f"unsupported field type {type(value).__name__}")
+
+
+def to_line(point: Point) -> str | None:
+    """One line of line protocol, or None when the point has no storable field."""
+    fields = []
+    for key, value in point.fields.items():
+        rendered = format_field_value(value)
+        if rendered is not None:
+            fields.append(f"{escape_key(key)}={rendered}")
+    if not fields:
+        return None
+    head = escape_measurement(point.measurement)
+    for key in sorted(point.tags):
+        if point.tags[key] != "":
+            head += f",{escape_key(key)}={escape_key(point.tags[key])}"
+    return f"{head} {','.join(fields)} {point.time_ns}"
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class InfluxClient:
+    def __init__(self, settings: InfluxSettings, database: str | None = None) -> None:
+        self.settings = settings
+        self.database = database or settings.database
+        auth = (settings.username, settings.password or "") if settings.username else None
+        self._http = httpx.Client(base_url=settings.url, timeout=settings.timeout_s, auth=auth)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> InfluxClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ping(self) -> bool:
+        try:
+            return self._http.get("/ping", timeout=2.0).status_code == 204
+        except httpx.HTTPError:
+            return False
+
+    def create_database(self, name: str | None = None) -> None:
+        """CREATE DATABASE is idempotent in InfluxDB 1.x."""
+        self.execute(f"CREATE DATABASE {quote_identifier(name or self.database)}")
+
+    def drop_database(self, name: str) -> None:
+        self.execute(f"DROP DATABASE {quote_identifier(name)}")
+
+    def write(self, points: Iterable[Point], database: str | None = None) -> int:
+        lines = [line for line in (to_line(p) for p in points) if line is not None]
+        if lines:
+            self.write_lines(lines, database=database)
+        return len(lines)
+
+    def write_lines(self, lines: list[str], database: str | None = None) -> None:
+        body = "\n".join(lines).encode()
+        params = {"db": database or self.database, "precision": "ns"}
+        response = self._request("POST", "/write", params=params, content=body)
+        if response.status_code != 204:
+            raise InfluxError(f"write rejected ({response.status_code}): {response.text.strip()}")
+
+    def execute(self, statement: str, database: str | None = None) -> None:
+        """A statement with side effects (CREATE, DROP, DELETE); runs on POST as the API requires."""
+        params = {"q": statement, "db": database or self.database}
+        response = self._request("POST", "/query", params=params)
+        self._results(response)
+
+    def query(self, statement: str, database: str | None = None) -> list[dict[str, Any]]:
+        """Run an InfluxQL query; one dict per row, with ``time`` in epoch ms and the series' tags."""
+        return list(self.iter_query(statement, database))
+
+    def iter_query(self, statement: str, database: str | None = None) -> Iterator[dict[str, Any]]:
+        params = {
+            "q": statement,
+            "db": database or self.database,
+            "epoch": "ms",
+            "chunked": "true",
+            "chunk_size": "20000",
+        }
+        try:
+            with self._http.stream("GET", "/query", params=params) as response:
+                if response.status_code >= 500:
+                    raise InfluxUnavailable(f"InfluxDB answered {response.status_code}")
+                if response.status_code >= 400:
+                    response.read()
+                    raise InfluxError(f"query failed ({response.status_code}): {response.text.strip()}")
+                for line in response.iter_lines():
+                    if line.strip():
+                        yield from _rows(json.loads(line))
+        except httpx.TransportError as exc:
+            raise InfluxUnavailable(f"InfluxDB at {self.settings.url} is unreachable: {exc}") from exc
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise InfluxUnavailable(f"InfluxDB at {self.settings.url} is unreachable: {exc}") from exc
+        if response.status_code >= 500:
+            raise InfluxUnavailable(f"InfluxDB answered {response.status_code}: {response.text.strip()}")
+        return response
+
+    @staticmethod
+    def _results(response: httpx.Response) -> list[dict[str, Any]]:
+        if response.status_code >= 400:
+            raise InfluxError(f"statement failed ({response.status_code}): {response.text.strip()}")
+        payload = response.json()
+        for result in payload.get("results", []):
+            if "error" in result:
+                raise InfluxError(result["error"])
+        return list(payload.get("results", []))
+
+
+def _rows(payload: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    if "error" in payload:
+        raise InfluxError(payload["error"])
+    for result in payload.get("results", []):
+        if "error" in result:
+            raise InfluxError(result["error"])
+        for series in result.get("series", []):
+            columns = series["columns"]
+            tags = series.get("tags") or {}
+            for values in series.get("values", []):
+                row = dict(tags)
+                row.update(zip(columns, values, strict=True))
+                yield row

@@ -1,0 +1,129 @@
+"""Settings for every fireman service, read from ``FIREMAN_*`` environment variables.
+
+Each service's entrypoint builds one settings object and passes it down; nothing here does I/O.
+Connection settings (Kafka, InfluxDB, MLflow) are small classes of their own that the service
+classes embed, so ``FIREMAN_KAFKA_PORT`` means the same thing to every process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, computed_field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK = "127.0.0.1"
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, extra="ignore", env_file=None)
+
+
+class StateSettings(BaseSettings):
+    """Where local services keep data and logs (``FIREMAN_HOME``)."""
+
+    model_config = _config("FIREMAN_")
+
+    home: Path = Path(".fireman")
+
+    @property
+    def root(self) -> Path:
+        return self.home.expanduser().resolve()
+
+
+class KafkaSettings(BaseSettings):
+    model_config = _config("FIREMAN_KAFKA_")
+
+    host: str = LOOPBACK
+    port: int = 9092
+    controller_port: int = 9093
+    bootstrap: str | None = Field(default=None, description="Overrides host:port, e.g. for a remote cluster.")
+    topic_measurements: str = "measurements"
+    topic_labels: str = "labels"
+    topic_predictions: str = "predictions"
+    topic_dlq: str = "measurements-dlq"
+    partitions: int = 4
+    replication_factor: int = 1
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    request_timeout_ms: int = 10_000
+    heap: str = "512m"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.bootstrap or f"{self.host}:{self.port}"
+
+    def topics(self) -> list[str]:
+        return [self.topic_measurements, self.topic_labels, self.topic_predictions, self.topic_dlq]
+
+
+class InfluxSettings(BaseSettings):
+    model_config = _config("FIREMAN_INFLUXDB_")
+
+    host: str = LOOPBACK
+    port: int = 8086
+    rpc_port: int = 8088
+    url_override: str | None = Field(default=None, alias="FIREMAN_INFLUXDB_URL")
+    database: str = "fireman"
+    username: str | None = None
+    password: str | None = None
+    timeout_s: float = 10.0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def url(self) -> str:
+        return self.url_override or f"http://{self.host}:{self.port}"
+
+
+class MlflowSettings(BaseSettings):
+    model_config = _config("FIREMAN_MLFLOW_")
+
+    host: str = LOOPBACK
+    port: int = 5000
+    workers: int = 2
+    tracking_uri_override: str | None = Field(default=None, alias="FIREMAN_MLFLOW_TRACKING_URI")
+    experiment: str = "spam-classifier"
+    model_name: str = "spam-classifier"
+    production_alias: str = "production"
+    previous_alias: str = "previous"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def tracking_uri(self) -> str:
+        return self.tracking_uri_override or f"http://{self.host}:{self.port}"
+
+
+class AirflowSettings(BaseSettings):
+    model_config = _config("FIREMAN_AIRFLOW_")
+
+    host: str = LOOPBACK
+    port: int = 8080
+    retrain_schedule: str = "@daily"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class DatasetSettings(BaseSettings):
+    """Where the Spambase example data comes from."""
+
+    model_config = _config("FIREMAN_")
+
+    spambase_path: Path | None = None
+    spambase_url: str = "https://archive.ics.uci.edu/static/public/94/spambase.zip"
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "fireman")
+
+
+class ServicesSettings(BaseSettings):
+    """Settings of ``fireman services``: the local Kafka, InfluxDB, MLflow and Airflow servers."""
+
+    model_config = _config("FIREMAN_SERVICES_")
+
+    start_timeout_s: float = 120.0
+    stop_timeout_s: float = 30.0
+    state: StateSettings = Field(default_factory=StateSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    airflow: AirflowSettings = Field(default_factory=AirflowSettings)

@@ -1,0 +1,161 @@
+"""Shared fixtures: real local services, started once per session through ``fireman services``.
+
+A healthy instance that is already running (a developer's ``make up``) is reused. Every test works
+in names of its own (topics, InfluxDB databases, registered models), so tests neither see nor
+disturb each other's data or a running demo.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fireman.services.manager import ServiceManager
+from fireman_common.settings import (
+    DatasetSettings,
+    InfluxSettings,
+    KafkaSettings,
+    MlflowSettings,
+    ServicesSettings,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_SPAMBASE = REPO_ROOT.parent / "shared" / "data" / "spambase.csv"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def services_settings() -> ServicesSettings:
+    os.environ.setdefault("FIREMAN_HOME", str(REPO_ROOT / ".fireman"))
+    return ServicesSettings()
+
+
+class SessionServices:
+    """Starts shared services on first use; stops, at session end, only those this session started."""
+
+    def __init__(self, manager: ServiceManager) -> None:
+        self.manager = manager
+        self.started: list[str] = []
+
+    def need(self, name: str) -> None:
+        if name in self.started:
+            return
+        already_up = self.manager.services[name].healthy()
+        self.manager.start([name], on_progress=lambda _: None)
+        if not already_up:
+            self.started.append(name)
+
+
+@pytest.fixture(scope="session")
+def service_manager(services_settings: ServicesSettings) -> ServiceManager:
+    return ServiceManager(services_settings, REPO_ROOT)
+
+
+@pytest.fixture(scope="session")
+def session_services(service_manager: ServiceManager) -> Iterator[SessionServices]:
+    services = SessionServices(service_manager)
+    yield services
+    if os.environ.get("FIREMAN_TEST_KEEP_SERVICES") != "1":
+        service_manager.stop(services.started, on_progress=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def kafka_service(session_services: SessionServices) -> KafkaSettings:
+    session_services.need("kafka")
+    return session_services.manager.settings.kafka
+
+
+@pytest.fixture(scope="session")
+def influx_service(session_services: SessionServices) -> InfluxSettings:
+    session_services.need("influxdb")
+    return session_services.manager.settings.influxdb
+
+
+@pytest.fixture(scope="session")
+def mlflow_service(session_services: SessionServices) -> MlflowSettings:
+    session_services.need("mlflow")
+    return session_services.manager.settings.mlflow
+
+
+@pytest.fixture
+def kafka_topics(kafka_service: KafkaSettings) -> KafkaSettings:
+    """Kafka settings whose four topics are fresh and belong to this test alone."""
+    from fireman_common.kafka_io import ensure_topics
+
+    tag = uuid.uuid4().hex[:10]
+    settings = kafka_service.model_copy(
+        update={
+            "topic_measurements": f"measurements-{tag}",
+            "topic_labels": f"labels-{tag}",
+            "topic_predictions": f"predictions-{tag}",
+            "topic_dlq": f"measurements-dlq-{tag}",
+        }
+    )
+    ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture
+def influx_db(influx_service: InfluxSettings) -> Iterator[InfluxSettings]:
+    """InfluxDB settings pointing at a fresh database, dropped after the test."""
+    from fireman_common.influx import InfluxClient
+
+    settings = influx_service.model_copy(update={"database": unique("test").replace("-", "_")})
+    with InfluxClient(settings) as client:
+        client.create_database()
+    yield settings
+    with InfluxClient(settings) as client:
+        client.drop_database(settings.database)
+
+
+@pytest.fixture
+def mlflow_names(mlflow_service: MlflowSettings) -> MlflowSettings:
+    """MLflow settings with an experiment and registered model name of this test's own."""
+    name = unique("spam-test")
+    return mlflow_service.model_copy(update={"experiment": name, "model_name": name})
+
+
+@pytest.fixture(scope="session")
+def dataset_settings() -> DatasetSettings:
+    if "FIREMAN_SPAMBASE_PATH" not in os.environ and SHARED_SPAMBASE.is_file():
+        os.environ["FIREMAN_SPAMBASE_PATH"] = str(SHARED_SPAMBASE)
+    return DatasetSettings()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def private_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceManager]:
+    """A Kafka and an InfluxDB of this test module's own, on free ports, for tests that stop servers.
+
+    Tests that kill or stop a server use these so the shared instances other tests rely on stay up.
+    Call ``private_services.start([...])`` for what the module needs; everything is stopped afterwards.
+    The Kafka jars are shared with the main state dir, so nothing is downloaded twice.
+    """
+    home = tmp_path_factory.mktemp("fireman-home")
+    settings = ServicesSettings(
+        state={"home": home},
+        kafka=KafkaSettings(port=free_port(), controller_port=free_port()),
+        influxdb=InfluxSettings(port=free_port(), rpc_port=free_port()),
+        mlflow=MlflowSettings(port=free_port()),
+    )
+    manager = ServiceManager(settings, REPO_ROOT)
+    shared_libs = Path(os.environ.get("FIREMAN_HOME", REPO_ROOT / ".fireman")) / "kafka" / "libs"
+    (home / "kafka").mkdir()
+    if shared_libs.is_dir():
+        (home / "kafka" / "libs").symlink_to(shared_libs)
+    yield manager
+    manager.stop(list(manager.services), on_progress=lambda _: None)

@@ -1,0 +1,84 @@
+"""A real round trip through each local service: Kafka, InfluxDB and the MLflow registry."""
+
+from __future__ import annotations
+
+import uuid
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+from sklearn.linear_model import LogisticRegression
+
+from fireman_common.influx import InfluxClient, Point
+from fireman_common.kafka_io import make_consumer, make_producer
+from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings
+
+
+def test_kafka_consumer_group_reads_exactly_what_was_produced(kafka_topics: KafkaSettings) -> None:
+    topic = kafka_topics.topic_measurements
+    sent = {f"msg-{i}-{uuid.uuid4().hex[:6]}" for i in range(500)}
+    producer = make_producer(kafka_topics)
+    futures = [producer.send(topic, key=value.encode(), value=value.encode()) for value in sorted(sent)]
+    producer.flush()
+    assert all(future.get(timeout=10).offset >= 0 for future in futures)
+    producer.close()
+
+    consumer = make_consumer(kafka_topics, group_id=f"roundtrip-{uuid.uuid4().hex[:6]}", topics=[topic])
+    received: list[str] = []
+    try:
+        for _ in range(100):
+            for records in consumer.poll(timeout_ms=500).values():
+                received.extend(record.value.decode() for record in records)
+            if len(received) >= len(sent):
+                break
+        consumer.commit()
+        # One more poll must bring nothing new: exactly N, not at least N.
+        extra = sum(len(records) for records in consumer.poll(timeout_ms=1000).values())
+    finally:
+        consumer.close()
+    assert extra == 0
+    assert len(received) == len(sent)
+    assert set(received) == sent
+
+
+def test_influx_points_written_are_read_back_with_influxql(influx_db: InfluxSettings) -> None:
+    base_ns = 1_700_000_000_000_000_000
+    points = [
+        Point(
+            "roundtrip",
+            {"value": float(i), "event_id": f"e{i}"},
+            base_ns + i * 1_000_000,
+            {"sensor_id": "s 1"},
+        )
+        for i in range(100)
+    ]
+    with InfluxClient(influx_db) as client:
+        assert client.write(points) == 100
+        # A replay overwrites the same points instead of adding new ones.
+        client.write(points[:10])
+        rows = client.query('SELECT "value", "event_id" FROM "roundtrip" GROUP BY "sensor_id"')
+    assert len(rows) == 100
+    assert rows[0]["sensor_id"] == "s 1"
+    assert [row["value"] for row in rows] == [float(i) for i in range(100)]
+    assert rows[42]["event_id"] == "e42"
+    assert rows[1]["time"] - rows[0]["time"] == 1  # epoch milliseconds
+
+
+def test_mlflow_registers_a_version_and_resolves_it_by_alias(mlflow_names: MlflowSettings) -> None:
+    mlflow.set_tracking_uri(mlflow_names.tracking_uri)
+    mlflow.set_experiment(mlflow_names.experiment)
+    features = np.array([[0.0], [1.0], [2.0], [3.0]])
+    model = LogisticRegression().fit(features, [0, 0, 1, 1])
+    with mlflow.start_run() as run:
+        mlflow.log_metric("accuracy", 1.0)
+        info = mlflow.sklearn.log_model(model, name="model", registered_model_name=mlflow_names.model_name)
+    assert info.registered_model_version is not None
+    version = str(info.registered_model_version)
+    client = MlflowClient(tracking_uri=mlflow_names.tracking_uri)
+    client.set_registered_model_alias(mlflow_names.model_name, "production", version)
+
+    resolved = client.get_model_version_by_alias(mlflow_names.model_name, "production")
+    assert resolved.version == version
+    assert resolved.run_id == run.info.run_id
+    loaded = mlflow.sklearn.load_model(f"models:/{mlflow_names.model_name}@production")
+    assert list(loaded.predict(np.array([[0.0], [3.0]]))) == [0, 1]
