@@ -85,11 +85,12 @@ def services_fetch_kafka() -> None:
 
 
 def _register_packages() -> None:
+    from monitoring.cli import register as register_monitoring
     from serving.cli import register as register_serving
     from streaming.cli import register as register_streaming
     from training.cli import register as register_training
 
-    for register in (register_streaming, register_training, register_serving):
+    for register in (register_streaming, register_training, register_serving, register_monitoring):
         register(app, bench_app)
 
 
