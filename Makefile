@@ -14,7 +14,7 @@ FIREMAN_SPAMBASE_PATH ?= $(wildcard $(CURDIR)/../shared/data/spambase.csv)
 export FIREMAN_SPAMBASE_PATH
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps python-deps kafka-jars lint typecheck test test-slow up down clean
+.PHONY: help setup system-deps python-deps kafka-jars lock docs lint typecheck test test-slow up down clean
 
 help:
 	@echo "make up         start the whole local platform"
@@ -30,6 +30,7 @@ system-deps:
 	command -v influxd >/dev/null || missing="$$missing influxdb"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install:$$missing (re-run as root, or install them)"; exit 2; fi; \
 	  echo "installing Debian packages:$$missing"; \
@@ -52,6 +53,10 @@ kafka-jars: python-deps
 lock:
 	$(BIN)/uv pip compile -q -p $(BIN)/python --extra dev pyproject.toml -o requirements.lock
 
+# Regenerate the README's configuration table from the settings classes.
+docs: python-deps
+	$(BIN)/python -m fireman.settings_doc README.md
+
 lint: python-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -66,10 +71,10 @@ test-slow: setup
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 up: setup
-	$(BIN)/fireman services start --only kafka,influxdb,mlflow,airflow
+	$(BIN)/fireman up
 
 down:
-	$(BIN)/fireman services stop
+	$(BIN)/fireman down
 
 clean:
 	-$(BIN)/fireman services stop

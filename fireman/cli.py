@@ -16,6 +16,7 @@ from fireman_common.errors import UserError
 
 if TYPE_CHECKING:
     from fireman.services.manager import ServiceManager
+    from fireman.stack import Stack
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="fireman: a streaming MLOps platform.")
 services_app = typer.Typer(
@@ -84,13 +85,114 @@ def services_fetch_kafka() -> None:
     console.print(f"kafka jars {'fetched into' if fetched else 'up to date in'} {kafka.libs}")
 
 
+@app.command("up")
+def up(
+    generator: bool = typer.Option(True, "--generator/--no-generator", help="Run the demo sensor fleet."),
+    detach: bool = typer.Option(False, "--detach", help="Start, then return (stop it: fireman down)."),
+    status_interval_s: float = typer.Option(2.0, help="Seconds between live status lines."),
+    profile: str = typer.Option("standard", help="Demo timing: standard (drift after ~2.5 min) or short."),
+) -> None:
+    """Start the platform: servers, a first model if none, collector, sink, scorer, monitor, generator."""
+    import os
+    import signal
+    import time
+
+    from rich.live import Live
+
+    from fireman.live import LiveStatus, render
+    from fireman.stack import Stack, demo_environment
+    from fireman_common.settings import ServicesSettings
+    from serving.settings import ScorerSettings
+
+    # Every process of the stack inherits these; what the user set explicitly wins.
+    for key, value in demo_environment(profile).items():
+        os.environ.setdefault(key, value)
+    settings = ServicesSettings()
+    stack = Stack(settings)
+    try:
+        stack.start(generator, on_progress=console.print)
+    except BaseException:
+        console.print("[red]start-up failed[/]; stopping what this command started")
+        stack.stop(on_progress=console.print, only_started=True)
+        raise
+    console.print(_urls_table(stack))
+    if detach:
+        console.print("running in the background; stop it with [bold]fireman down[/]")
+        return
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    live_status = LiveStatus(settings.kafka, settings.influxdb, settings.mlflow, ScorerSettings().group_id)
+    try:
+        with Live(console=console, refresh_per_second=1) as live:
+            while True:
+                live.update(render(live_status.sample()))
+                time.sleep(status_interval_s)
+    except KeyboardInterrupt:
+        console.print("stopping...")
+    finally:
+        live_status.close()
+    _stop_stack(stack)
+
+
+@app.command("down")
+def down() -> None:
+    """Stop a stack started by `fireman up --detach` (only the processes fireman started)."""
+    from fireman.stack import Stack
+    from fireman_common.settings import ServicesSettings
+
+    _stop_stack(Stack(ServicesSettings()))
+
+
+def _stop_stack(stack: Stack) -> None:
+    survivors = stack.stop(on_progress=console.print)
+    if survivors:
+        err_console.print(f"still running after stop: {', '.join(survivors)}")
+        raise typer.Exit(1)
+    console.print("[green]stopped; nothing fireman started is left running[/]")
+
+
+def _urls_table(stack: Stack) -> Table:
+    from fireman.services.airflow import ADMIN_USER, AirflowService
+
+    airflow = stack.servers.services["airflow"]
+    assert isinstance(airflow, AirflowService)
+    collector = stack.apps.services["collector"].describe()
+    table = Table("what", "where", title="fireman is up")
+    table.add_row("MLflow UI", stack.servers.services["mlflow"].describe())
+    # The stack is a local demo, so its table shows the Airflow login outright.
+    table.add_row(
+        "Airflow UI", f"{airflow.settings.airflow.url}  (login {ADMIN_USER} / {airflow.admin_password()})"
+    )
+    table.add_row("Dashboard", stack.apps.services["dashboard"].describe())
+    table.add_row("Collector API docs", f"{collector}/docs")
+    return table
+
+
+@app.command("settings")
+def settings_table() -> None:
+    """Print every FIREMAN_* setting as a Markdown table (the README's configuration section)."""
+    from fireman.settings_doc import markdown_table
+
+    typer.echo(markdown_table())
+
+
 def _register_packages() -> None:
+    from dashboard.cli import register as register_dashboard
     from monitoring.cli import register as register_monitoring
     from serving.cli import register as register_serving
     from streaming.cli import register as register_streaming
     from training.cli import register as register_training
 
-    for register in (register_streaming, register_training, register_serving, register_monitoring):
+    for register in (
+        register_streaming,
+        register_training,
+        register_serving,
+        register_monitoring,
+        register_dashboard,
+    ):
         register(app, bench_app)
 
 

@@ -98,7 +98,14 @@ class AirflowSettings(BaseSettings):
 
     host: str = LOOPBACK
     port: int = 8080
-    retrain_schedule: str = "@daily"
+    # Log servers of the scheduler's task runner and of the triggerer: a second Airflow on the same
+    # machine (a test's private one) must move these too.
+    worker_log_port: int = 8793
+    trigger_log_port: int = 8794
+    retrain_schedule: str = Field(default="@daily", description="Cron or preset; 'none' = manual only.")
+    drift_check_schedule: str = Field(
+        default="@hourly", description="How often monitor_drift reads the drift alerts (cron or preset)."
+    )
 
     @property
     def url(self) -> str:

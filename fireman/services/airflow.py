@@ -1,33 +1,62 @@
-"""Airflow 3 in standalone mode: SQLite metadata, the project's ``dags/`` folder, loopback only."""
+"""Airflow 3 in standalone mode: SQLite metadata, the project's ``dags/`` folder, loopback only.
+
+``airflow standalone`` runs the API server (UI + REST on one port), the scheduler, the DAG processor
+and the triggerer as child processes it starts by the name ``airflow``, so the virtualenv's ``bin``
+goes first on their PATH. Login is Airflow's simple auth manager with one ``admin`` user; we write
+its password file ourselves before the first start, so the password is shown once by the command
+that created it and afterwards only the file (mode 0600, in the state dir) is named.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import string
 import sys
 from pathlib import Path
 
 import httpx
 
 from fireman.services.base import LocalService
+from fireman_common.settings import ServicesSettings
 
 ADMIN_USER = "admin"
+# Everything the UI and the REST API need to run a DAG; the triggerer only runs deferred tasks but
+# standalone starts it too, and a dead one means something is wrong.
+HEALTH_COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
+_PASSWORD_ALPHABET = "".join(c for c in string.ascii_letters + string.digits if c not in "lIO01")
 
 
 class AirflowService(LocalService):
     name = "airflow"
 
+    def __init__(self, settings: ServicesSettings, root: Path) -> None:
+        super().__init__(settings, root)
+        self._new_password: str | None = None
+
     def ports(self) -> list[int]:
-        return [self.settings.airflow.port]
+        settings = self.settings.airflow
+        return [settings.port, settings.worker_log_port, settings.trigger_log_port]
 
     def check_prerequisites(self) -> None:
         pass  # apache-airflow is a Python dependency of the project
 
     def prepare(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        if self.admin_password() is None:
+            password = "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(20))
+            self.password_file.write_text(json.dumps({ADMIN_USER: password}) + "\n")
+            self.password_file.chmod(0o600)
+            self._new_password = password
 
     @property
     def password_file(self) -> Path:
         return self.dir / "simple_auth_manager_passwords.json.generated"
+
+    @property
+    def dags_folder(self) -> Path:
+        return self.root / "dags"
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "airflow", "standalone"]
@@ -35,17 +64,23 @@ class AirflowService(LocalService):
     def environment(self) -> dict[str, str]:
         env = super().environment()
         settings = self.settings.airflow
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        # DAGs start unpaused so the schedules close the loop without a click; set it to True in the
+        # environment to keep Airflow's cautious default.
+        env.setdefault("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "False")
         env.update(
             AIRFLOW_HOME=str(self.dir),
-            AIRFLOW__CORE__DAGS_FOLDER=str(self.root / "dags"),
+            AIRFLOW__CORE__DAGS_FOLDER=str(self.dags_folder),
             AIRFLOW__CORE__LOAD_EXAMPLES="False",
             AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{ADMIN_USER}:admin",
             AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(self.password_file),
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{settings.url}/execution/",
             AIRFLOW__API__HOST=settings.host,
             AIRFLOW__API__PORT=str(settings.port),
             AIRFLOW__API__BASE_URL=settings.url,
-            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{settings.url}/execution/",
             AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{self.dir / 'airflow.db'}",
+            AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(settings.worker_log_port),
+            AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(settings.trigger_log_port),
             AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="False",
             FIREMAN_PROJECT_ROOT=str(self.root),
         )
@@ -54,22 +89,24 @@ class AirflowService(LocalService):
     def admin_password(self) -> str | None:
         try:
             return str(json.loads(self.password_file.read_text())[ADMIN_USER])
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def healthy(self) -> bool:
         try:
             response = httpx.get(f"{self.settings.airflow.url}/api/v2/monitor/health", timeout=3.0)
-        except httpx.HTTPError:
+            components = response.json() if response.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError):
             return False
-        if response.status_code != 200:
-            return False
-        components = response.json()
-        return all(
-            components.get(part, {}).get("status") == "healthy" for part in ("metadatabase", "scheduler")
-        )
+        return all((components.get(part) or {}).get("status") == "healthy" for part in HEALTH_COMPONENTS)
 
     def describe(self) -> str:
-        password = self.admin_password()
-        login = f" (login {ADMIN_USER} / {password})" if password else ""
-        return f"{self.settings.airflow.url}{login}"
+        url = self.settings.airflow.url
+        if self._new_password:
+            return f"{url} (login {ADMIN_USER} / {self._new_password}, saved in {self.password_file})"
+        return f"{url} (login {ADMIN_USER}, password in {self.password_file})"
+
+    def start_timeout_s(self) -> float:
+        # Standalone starts four Python servers and migrates its database on first start: minutes on
+        # a loaded 2-core machine.
+        return max(self.settings.start_timeout_s, 300.0)

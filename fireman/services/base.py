@@ -73,6 +73,9 @@ class LocalService(ABC):
     def after_start(self) -> None:  # noqa: B027 - optional hook, most services need nothing here
         """Create what the platform expects to exist (topics, databases). Must be idempotent."""
 
+    def start_timeout_s(self) -> float:
+        return self.settings.start_timeout_s
+
     def describe(self) -> str:
         """Where users reach the service, for status output."""
         return f"127.0.0.1:{self.ports()[0]}"

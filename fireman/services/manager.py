@@ -47,10 +47,17 @@ def parse_names(only: str | None, default: Iterable[str] = DEFAULT_SERVICES) -> 
 
 
 class ServiceManager:
-    def __init__(self, settings: ServicesSettings, root: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServicesSettings,
+        root: Path | None = None,
+        types: dict[str, type[LocalService]] = SERVICE_TYPES,
+    ) -> None:
         self.settings = settings
         self.root = root or project_root()
-        self.services = {name: cls(settings, self.root) for name, cls in SERVICE_TYPES.items()}
+        self.services = {name: cls(settings, self.root) for name, cls in types.items()}
+        # What this manager itself spawned, so a failed start-up can undo exactly that.
+        self.started: list[str] = []
 
     def start(self, names: Iterable[str], on_progress: Progress = print) -> list[ServiceState]:
         states = []
@@ -87,6 +94,7 @@ class ServiceManager:
         record = spawn(
             service.command(), service.log_path, service.pid_path, service.environment(), self.root
         )
+        self.started.append(service.name)
         self._await_health(service, record)
         service.after_start()
         return False
@@ -95,13 +103,14 @@ class ServiceManager:
         def ready_or_dead() -> bool:
             return record.process() is None or service.healthy()
 
-        ok = wait_until(ready_or_dead, self.settings.start_timeout_s, interval_s=0.25)
+        timeout_s = service.start_timeout_s()
+        ok = wait_until(ready_or_dead, timeout_s, interval_s=0.25)
         if ok and record.process() is not None:
             return
         reason = (
             "exited during start-up"
             if record.process() is None
-            else (f"did not become healthy within {self.settings.start_timeout_s:.0f}s")
+            else (f"did not become healthy within {timeout_s:.0f}s")
         )
         if record.process() is not None:
             terminate(record, self.settings.stop_timeout_s)

@@ -1,0 +1,36 @@
+# One image for every fireman process in docker-compose.yml: collector, sink, scorer, monitor,
+# dashboard, generator and trainer (`fireman <command>`), the MLflow server (mlflow/start-server.sh)
+# and the Airflow components (infra/docker/airflow.sh), since MLflow and Airflow are dependencies of
+# the project. Versions come from requirements.lock, so the image runs what the tests ran.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
+
+ARG UV_VERSION=0.13.9
+# The Postgres driver for the MLflow and Airflow metadata databases (the local stack uses SQLite).
+ARG PSYCOPG2_VERSION=2.9.13
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    FIREMAN_HOME=/var/lib/fireman \
+    FIREMAN_PROJECT_ROOT=/opt/fireman
+
+RUN pip install "uv==${UV_VERSION}" \
+ && useradd --create-home --uid 10001 fireman \
+ && mkdir -p /var/lib/fireman /var/lib/mlflow /var/lib/airflow /home/fireman/.cache/fireman \
+ && chown fireman:fireman /var/lib/fireman /var/lib/mlflow /var/lib/airflow /home/fireman/.cache/fireman
+
+WORKDIR /opt/fireman
+
+# Dependencies first (a layer that only changes with the lock file), then the project itself.
+COPY pyproject.toml requirements.lock ./
+RUN uv pip install --system --no-cache -c requirements.lock -r pyproject.toml "psycopg2-binary==${PSYCOPG2_VERSION}"
+
+COPY . .
+# Editable, so the image keeps the repository layout: dags/, mlflow/ and the dashboard's static files.
+RUN uv pip install --system --no-cache --no-deps -e . \
+ && chmod 0755 mlflow/start-server.sh infra/docker/airflow.sh
+
+USER fireman
+ENTRYPOINT ["fireman"]
+CMD ["--help"]

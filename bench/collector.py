@@ -1,0 +1,381 @@
+"""`fireman bench collector`: events/s through the collector, end to end (202 = acked by Kafka).
+
+The collector runs as its own process (``fireman collector``) on fresh topics of the configured
+Kafka. The load comes from this process: a minimal HTTP/1.1 keep-alive client on asyncio + uvloop,
+one request in flight per connection. It costs a few tens of microseconds per request, so on a
+2-core machine the CPU goes to the collector and the broker rather than to the load generator
+(httpx would need several times the collector's CPU for the same request rate). Every response is
+checked to be 202, and the topic's end offsets are compared with the acknowledged event count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pstats
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from fireman.services.process import wait_until
+from fireman_common.errors import UserError
+from fireman_common.kafka_io import delete_topics, ensure_topics
+from fireman_common.schema import FEATURE_NAMES
+from fireman_common.settings import KafkaSettings
+
+# uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets the profile
+# be written on the way out.
+PROFILED_COLLECTOR = """
+import cProfile, signal, sys
+from streaming.collector import serve
+from streaming.settings import CollectorSettings
+def leave(*_):
+    raise SystemExit(0)
+signal.signal(signal.SIGTERM, leave)
+profile = cProfile.Profile()
+profile.enable()
+try:
+    serve(CollectorSettings())
+finally:
+    profile.disable()
+    profile.dump_stats(sys.argv[1])
+"""
+SINGLE_TARGET = 2_000
+BATCH_TARGET = 30_000
+console = Console()
+
+
+@dataclass
+class BenchOptions:
+    duration_s: float = 10.0
+    concurrency: int = 64
+    batch_concurrency: int = 4
+    batch_size: int = 1000
+    workers: list[int] = field(default_factory=lambda: [1])
+    profile: Path | None = None
+    warmup_s: float = 2.0
+
+
+@dataclass
+class Result:
+    workers: int
+    scenario: str
+    requests: int
+    events: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+    collector_cpu: float  # cores used by the collector processes on average
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.seconds
+
+
+def _events(count: int, seed: int) -> list[dict[str, object]]:
+    """Spambase-like events (about 45 of 57 features present), without id or time: the collector adds them."""
+    rng = np.random.default_rng(seed)
+    values = np.round(rng.exponential(0.5, size=(count, len(FEATURE_NAMES))), 3)
+    present = rng.random(values.shape) >= 0.2
+    return [
+        {
+            "sensor_id": f"bench-{i % 50}",
+            "features": {
+                name: float(v) for name, v, keep in zip(FEATURE_NAMES, row, mask, strict=True) if keep
+            },
+        }
+        for i, (row, mask) in enumerate(zip(values, present, strict=True))
+    ]
+
+
+def _request(port: int, body: bytes) -> bytes:
+    head = (
+        f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _connection(
+    port: int,
+    requests: list[bytes],
+    events_per_request: int,
+    deadline: float,
+    measure_from: float,
+    sink: dict,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    i = 0
+    try:
+        while True:
+            start = time.perf_counter()
+            if start >= deadline:
+                return
+            writer.write(requests[i % len(requests)])
+            i += 1
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            end = time.perf_counter()
+            if start < measure_from:
+                continue
+            if status == 202:
+                sink["requests"] += 1
+                sink["events"] += events_per_request
+                sink["latencies"].append((end - start) * 1000)
+            else:
+                sink["errors"] += 1
+    finally:
+        writer.close()
+
+
+async def _load(
+    port: int, bodies: list[bytes], events_per_request: int, concurrency: int, options: BenchOptions
+) -> dict:
+    requests = [_request(port, body) for body in bodies]
+    start = time.perf_counter()
+    measure_from = start + options.warmup_s
+    deadline = measure_from + options.duration_s
+    sink: dict = {"requests": 0, "events": 0, "errors": 0, "latencies": []}
+    await asyncio.gather(
+        *(
+            _connection(
+                port, requests[k::concurrency] or requests, events_per_request, deadline, measure_from, sink
+            )
+            for k in range(concurrency)
+        )
+    )
+    return sink
+
+
+def _run_load(
+    port: int, bodies: list[bytes], events_per_request: int, concurrency: int, options: BenchOptions
+) -> dict:
+    import uvloop
+
+    return uvloop.run(_load(port, bodies, events_per_request, concurrency, options))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_collector(
+    kafka: KafkaSettings, workers: int, profile: Path | None, log: Path
+) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    env = dict(os.environ)
+    env.update(
+        {
+            "FIREMAN_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
+            "FIREMAN_KAFKA_TOPIC_MEASUREMENTS": kafka.topic_measurements,
+            "FIREMAN_KAFKA_TOPIC_LABELS": kafka.topic_labels,
+            "FIREMAN_COLLECTOR_PORT": str(port),
+            "FIREMAN_COLLECTOR_WORKERS": str(workers),
+        }
+    )
+    env.pop("FIREMAN_COLLECTOR_TOKEN", None)
+    command = [sys.executable, "-m", "fireman.cli", "collector"]
+    if profile is not None:
+        command = [sys.executable, "-c", PROFILED_COLLECTOR, str(profile)]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise UserError(f"the collector exited ({proc.returncode}); see {log}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    if not wait_until(ready, timeout_s=60):
+        _stop(proc)
+        raise UserError(f"the collector did not become ready on port {port}; see {log}")
+    return proc, port
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _cpu_seconds(proc: subprocess.Popen) -> float:
+    try:
+        root = psutil.Process(proc.pid)
+        total = 0.0
+        for member in [root, *root.children(recursive=True)]:
+            times = member.cpu_times()
+            total += times.user + times.system
+        return total
+    except psutil.Error:
+        return 0.0
+
+
+def _topic_records(kafka: KafkaSettings) -> int:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, bootstrap_timeout_ms=10_000)
+    try:
+        partitions = consumer.partitions_for_topic(kafka.topic_measurements) or set()
+        tps = [TopicPartition(kafka.topic_measurements, p) for p in partitions]
+        return int(sum(consumer.end_offsets(tps).values()))
+    finally:
+        consumer.close()
+
+
+def _scenario(
+    name: str,
+    port: int,
+    proc: subprocess.Popen,
+    workers: int,
+    bodies: list[bytes],
+    per_request: int,
+    concurrency: int,
+    options: BenchOptions,
+) -> Result:
+    cpu_before = _cpu_seconds(proc)
+    wall_before = time.perf_counter()
+    sink = _run_load(port, bodies, per_request, concurrency, options)
+    cpu = (_cpu_seconds(proc) - cpu_before) / (time.perf_counter() - wall_before)
+    return Result(
+        workers,
+        name,
+        sink["requests"],
+        sink["events"],
+        sink["errors"],
+        options.duration_s,
+        sink["latencies"],
+        cpu,
+    )
+
+
+def run_bench(options: BenchOptions) -> list[Result]:
+    tag = uuid.uuid4().hex[:8]
+    base = KafkaSettings()
+    kafka = base.model_copy(
+        update={
+            "topic_measurements": f"bench-measurements-{tag}",
+            "topic_labels": f"bench-labels-{tag}",
+            "topic_predictions": f"bench-predictions-{tag}",
+            "topic_dlq": f"bench-dlq-{tag}",
+        }
+    )
+    topics = [kafka.topic_measurements, kafka.topic_labels]
+    ensure_topics(kafka, topics)
+    events = _events(4000, seed=1)
+    singles = [orjson.dumps(event) for event in events]
+    batches = [
+        orjson.dumps(events[i : i + options.batch_size]) for i in range(0, len(events), options.batch_size)
+    ]
+    results: list[Result] = []
+    log = Path(tempfile.gettempdir()) / f"fireman-bench-collector-{tag}.log"
+    console.print(
+        f"collector bench: {options.duration_s:.0f} s per scenario after {options.warmup_s:.0f} s warm-up, "
+        f"Kafka {kafka.bootstrap_servers}, {os.cpu_count()} CPUs, log {log}"
+    )
+    try:
+        for workers in options.workers:
+            profile = options.profile if options.profile is not None and workers == 1 else None
+            proc, port = _start_collector(kafka, workers, profile, log)
+            try:
+                results.append(
+                    _scenario("single", port, proc, workers, singles, 1, options.concurrency, options)
+                )
+                console.print(_describe(results[-1]))
+                results.append(
+                    _scenario(
+                        f"batch {options.batch_size}",
+                        port,
+                        proc,
+                        workers,
+                        batches,
+                        options.batch_size,
+                        options.batch_concurrency,
+                        options,
+                    )
+                )
+                console.print(_describe(results[-1]))
+            finally:
+                _stop(proc)
+        on_kafka = _topic_records(kafka)
+    finally:
+        delete_topics(kafka, topics)
+    _report(results, on_kafka, options)
+    if options.profile is not None and options.profile.is_file():
+        console.print(
+            f"\ncProfile of the collector's event-loop thread (top 25 by own time): {options.profile}"
+        )
+        pstats.Stats(str(options.profile)).sort_stats("tottime").print_stats(25)
+    return results
+
+
+def _describe(result: Result) -> str:
+    return (
+        f"  workers={result.workers} {result.scenario}: {result.events_per_s:,.0f} events/s "
+        f"({result.requests_per_s:,.0f} req/s, {result.errors} errors)"
+    )
+
+
+def _report(results: list[Result], on_kafka: int, options: BenchOptions) -> None:
+    table = Table(
+        "workers", "scenario", "req/s", "events/s", "p50 ms", "p99 ms", "collector CPU", "target", "vs target"
+    )
+    for result in results:
+        target = SINGLE_TARGET if result.scenario == "single" else BATCH_TARGET
+        latencies = np.array(result.latencies_ms or [0.0])
+        table.add_row(
+            str(result.workers),
+            result.scenario,
+            f"{result.requests_per_s:,.0f}",
+            f"{result.events_per_s:,.0f}",
+            f"{np.percentile(latencies, 50):.1f}",
+            f"{np.percentile(latencies, 99):.1f}",
+            f"{result.collector_cpu:.2f} cores",
+            f"{target:,}",
+            f"{result.events_per_s / target:.2f}x",
+        )
+    console.print(table)
+    single = [r for r in results if r.scenario == "single"]
+    batch = [r for r in results if r.scenario != "single"]
+    if single and batch:
+        console.print(
+            f"batch/single events/s ratio (workers={batch[0].workers}): "
+            f"{batch[0].events_per_s / max(single[0].events_per_s, 1e-9):.1f}x"
+        )
+    acknowledged = sum(r.events for r in results)
+    console.print(
+        f"records on the Kafka topic: {on_kafka:,} (>= {acknowledged:,} acknowledged in the measured windows;"
+        " the rest are warm-up)"
+    )

@@ -1,0 +1,259 @@
+"""What monitoring costs the scorer: scoring throughput with ``fireman monitor`` off and on, side by side.
+
+The monitor runs as deployed: a process of its own (niced by ``FIREMAN_MONITOR_NICE``), in its own
+consumer group, reading the same topics while the scorer works. Each run has fresh topics holding
+the same pre-produced events, so both runs start from an identical backlog; off and on runs
+alternate. The Evidently cost of one window (1,000 x 57 against the reference) is timed too, with
+and without Evidently's HTML widgets.
+
+For ``fireman bench scorer --with-monitoring``: wrap the scorer's measured run in
+``with monitoring_running(monitor_settings_for(kafka, influxdb, mlflow)):`` and make sure the
+production version has a drift reference (``attach_reference``), or the monitor skips drift.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing.synchronize import Event as ProcessEvent
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from fireman_common.schema import FEATURE_NAMES
+from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
+from monitoring.settings import MonitorSettings
+
+console = Console()
+
+
+@dataclass
+class BenchOptions:
+    events: int = 60_000
+    repeats: int = 2
+    windows: int = 5
+
+
+def monitor_settings_for(
+    kafka: KafkaSettings, influxdb: InfluxSettings, mlflow: MlflowSettings, **overrides: Any
+) -> MonitorSettings:
+    """Monitor settings for the given connections, in a consumer group of its own."""
+    return MonitorSettings(
+        kafka=kafka,
+        influxdb=influxdb,
+        mlflow=mlflow,
+        **{"group_id": f"bench-monitor-{uuid.uuid4().hex[:8]}", **overrides},
+    )
+
+
+def _monitor_process(settings: MonitorSettings, stop: ProcessEvent, ready: ProcessEvent) -> None:
+    from monitoring.monitor import Monitor
+    from serving.runtime import configure_logging
+
+    configure_logging("WARNING")
+    if settings.nice:
+        os.nice(settings.nice)
+    monitor = Monitor(settings)
+    halt = threading.Event()
+
+    def bridge() -> None:
+        # Reference and Evidently load before the first window; count the monitor ready after that.
+        monitor.ready.wait()
+        monitor.references.get(settings.mlflow.model_name, _production_version(settings.mlflow))
+        import evidently.presets  # noqa: F401
+
+        ready.set()
+        stop.wait()
+        halt.set()
+
+    threading.Thread(target=bridge, daemon=True).start()
+    monitor.run(halt)
+
+
+def _production_version(mlflow: MlflowSettings) -> str:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow.tracking_uri)
+    return str(client.get_model_version_by_alias(mlflow.model_name, mlflow.production_alias).version)
+
+
+@contextmanager
+def monitoring_running(settings: MonitorSettings, start_timeout_s: float = 180.0) -> Iterator[int]:
+    """``fireman monitor`` in a separate process for the duration of the block (started and ready).
+
+    Yields the monitor's pid (e.g. to read its CPU time with psutil).
+    """
+    context = multiprocessing.get_context("spawn")
+    stop, ready = context.Event(), context.Event()
+    process = context.Process(target=_monitor_process, args=(settings, stop, ready), daemon=True)
+    process.start()
+    try:
+        if not ready.wait(start_timeout_s):
+            raise RuntimeError(f"the monitor was not ready within {start_timeout_s:.0f} s")
+        assert process.pid is not None
+        yield process.pid
+    finally:
+        stop.set()
+        process.join(60)
+        if process.is_alive():
+            process.terminate()
+            process.join(10)
+
+
+def attach_reference(mlflow: MlflowSettings, version: str, features: pd.DataFrame) -> None:
+    """Log ``features`` as the drift reference of ``version``'s run (what training does for its models)."""
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    from monitoring.reference import REFERENCE_ARTIFACT
+
+    client = MlflowClient(tracking_uri=mlflow.tracking_uri)
+    run_id = client.get_model_version(mlflow.model_name, version).run_id
+    with tempfile.TemporaryDirectory(prefix="fireman-reference-") as tmp:
+        local = Path(tmp) / Path(REFERENCE_ARTIFACT).name
+        features[list(FEATURE_NAMES)].astype("float64").to_parquet(local, index=False)
+        client.log_artifact(run_id, str(local), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
+
+
+# --- the benchmark itself ------------------------------------------------------------------------
+
+
+def _fresh_topics(kafka: KafkaSettings) -> KafkaSettings:
+    from fireman_common.kafka_io import ensure_topics
+
+    tag = uuid.uuid4().hex[:8]
+    topics = kafka.model_copy(
+        update={
+            "topic_measurements": f"bench-measurements-{tag}",
+            "topic_labels": f"bench-labels-{tag}",
+            "topic_predictions": f"bench-predictions-{tag}",
+            "topic_dlq": f"bench-dlq-{tag}",
+        }
+    )
+    ensure_topics(topics)
+    return topics
+
+
+def _score_backlog(
+    kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings, events: int
+) -> float:
+    """Events/s of the scorer through a backlog of ``events``, from ready to the last one committed."""
+    from serving.scorer import Scorer
+    from serving.settings import ScorerSettings
+    from serving.testkit import wait_for
+
+    scorer = Scorer(
+        ScorerSettings(kafka=kafka, influxdb=influx, mlflow=mlflow, group_id=f"bench-{uuid.uuid4().hex[:8]}")
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=scorer.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        if not scorer.ready.wait(120):
+            raise RuntimeError("the scorer did not start")
+        started = time.perf_counter()
+        if not wait_for(lambda: scorer.stats.committed >= events, 600, interval_s=0.02):
+            raise RuntimeError(f"the scorer committed {scorer.stats.committed} of {events} events")
+        return events / (time.perf_counter() - started)
+    finally:
+        stop.set()
+        thread.join(60)
+
+
+def _window_cost(reference: Any, rows: pd.DataFrame, windows: int) -> tuple[float, float]:
+    """Seconds per 1,000-event window: without widgets (as the monitor runs) and with (HTML reports)."""
+    import tempfile
+
+    from monitoring.drift import compute_drift
+
+    matrix = rows[list(FEATURE_NAMES)].to_numpy(dtype=np.float64)
+    probabilities = np.random.default_rng(0).random(len(matrix))
+    compute_drift(reference, matrix[:1000], probabilities[:1000], 0.5, 10)  # imports, warm-up
+    quiet = []
+    for i in range(windows):
+        window = slice((i * 1000) % (len(matrix) - 1000), (i * 1000) % (len(matrix) - 1000) + 1000)
+        started = time.perf_counter()
+        compute_drift(reference, matrix[window], probabilities[window], 0.5, 10)
+        quiet.append(time.perf_counter() - started)
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        compute_drift(reference, matrix[:1000], probabilities[:1000], 0.5, 10, Path(tmp) / "r.html")
+        rendered = time.perf_counter() - started
+    return statistics.median(quiet), rendered
+
+
+def run_bench(options: BenchOptions) -> dict[str, float]:
+    from fireman_common.influx import InfluxClient
+    from monitoring.reference import ReferenceStore
+    from serving.testkit import make_events, produce_events, spambase_rows
+    from training.settings import TrainingSettings
+    from training.workflow import run_training
+
+    kafka, influx, mlflow = KafkaSettings(), InfluxSettings(), MlflowSettings()
+    dataset = DatasetSettings()
+    name = f"bench-monitoring-{uuid.uuid4().hex[:8]}"
+    mlflow = mlflow.model_copy(update={"experiment": name, "model_name": name})
+    influx = influx.model_copy(update={"database": name.replace("-", "_")})
+    with console.status("training the production model (training defaults)"):
+        outcome = run_training(
+            TrainingSettings(mlflow=mlflow, dataset=dataset), source="file", promote="force"
+        )
+    # Spambase is sorted by class: shuffled, windows look like the reference (no drift alerts).
+    rows = spambase_rows(dataset, options.events, missing_rate=0.2).sample(frac=1.0, random_state=0)
+    events = make_events(rows)
+    results: dict[str, list[float]] = {"off": [], "on": []}
+    monitor_cpu: list[float] = []
+    try:
+        for repeat in range(options.repeats):
+            for mode in ("off", "on") if repeat % 2 == 0 else ("on", "off"):
+                topics = _fresh_topics(kafka)
+                with console.status(f"run {repeat + 1}/{options.repeats}, monitoring {mode}: producing"):
+                    produce_events(topics, events)
+                with console.status(f"run {repeat + 1}/{options.repeats}, monitoring {mode}: scoring"):
+                    if mode == "on":
+                        with monitoring_running(monitor_settings_for(topics, influx, mlflow)) as pid:
+                            monitor = psutil.Process(pid)
+                            before = sum(monitor.cpu_times()[:2])
+                            rate = _score_backlog(topics, influx, mlflow, len(events))
+                            spent = sum(monitor.cpu_times()[:2]) - before
+                            monitor_cpu.append(spent / (len(events) / rate))
+                    else:
+                        rate = _score_backlog(topics, influx, mlflow, len(events))
+                results[mode].append(rate)
+                console.print(f"monitoring {mode}: {rate:,.0f} events/s")
+        with console.status("timing Evidently windows"):
+            reference = ReferenceStore(mlflow, MonitorSettings().reference_rows).load(name, outcome.version)
+            quiet, rendered = _window_cost(reference, rows, options.windows)
+    finally:
+        with InfluxClient(influx) as client:
+            client.drop_database(influx.database)
+    off, on = statistics.median(results["off"]), statistics.median(results["on"])
+    table = Table("measure", "value")
+    table.add_row("scorer, monitoring off (median events/s)", f"{off:,.0f}")
+    table.add_row("scorer, monitoring on (median events/s)", f"{on:,.0f}")
+    table.add_row("on / off", f"{on / off:.1%}")
+    table.add_row("monitor CPU while the scorer ran (cores)", f"{statistics.median(monitor_cpu):.2f}")
+    table.add_row("Evidently, 1,000 x 57 window, no widgets (s)", f"{quiet:.2f}")
+    table.add_row("Evidently, same window with HTML widgets (s)", f"{rendered:.2f}")
+    table.add_row("widgets cost (x)", f"{rendered / quiet:.1f}")
+    console.print(table)
+    console.print(
+        f"events per run: {len(events):,}, runs per mode: {options.repeats}, CPUs: {os.cpu_count()}"
+    )
+    settings = MonitorSettings()
+    budget = f"{settings.drift_cpu_budget:.0%}"
+    console.print(f"monitor: nice {settings.nice}, drift CPU budget {budget} of a core")
+    return {"off": off, "on": on, "ratio": on / off, "window_s": quiet, "window_html_s": rendered}

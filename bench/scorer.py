@@ -1,0 +1,307 @@
+"""`fireman bench scorer`: the stream scorer end to end, beside a one-predict-per-message baseline.
+
+Three runs in one process, against the running Kafka, InfluxDB and MLflow, with a model trained by
+the training code at its production settings:
+
+1. throughput: ``events`` Spambase events are loaded onto a fresh topic first, then the scorer runs
+   until every one is scored, acknowledged by Kafka, written to InfluxDB and committed;
+2. latency: events are produced at ``rate`` per second while the scorer runs; latency is scored time
+   minus event time;
+3. baseline: the same topic read one message at a time with one ``predict_proba`` call each, as the
+   original FIREMAN classifier does (its Kafka and InfluxDB writes are batched, to favour it).
+
+``observers`` is where drift monitoring plugs in (a later ``--with-monitoring`` flag).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from fireman_common.schema import Event, now_ms
+from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
+from serving.scorer import BatchObserver, Scorer
+from serving.settings import ScorerSettings
+
+BENCH_MODEL = "fireman-bench-scorer"
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    events: int = 200_000
+    rate: int = 2000
+    latency_seconds: float = 20.0
+    baseline_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    events_per_s: float
+    p50_ms: float
+    p99_ms: float
+    latency_events: int
+    baseline_per_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.events_per_s / self.baseline_per_s
+
+
+def run_bench(
+    options: BenchOptions, observers: Sequence[BatchObserver] = (), console: Console | None = None
+) -> BenchResult:
+    from fireman_common.influx import InfluxClient
+    from fireman_common.kafka_io import delete_topics, ensure_topics
+
+    console = console or Console()
+    tag = uuid.uuid4().hex[:8]
+    base = KafkaSettings()
+    throughput_topics = _topics(base, f"bench-{tag}-a")
+    latency_topics = _topics(base, f"bench-{tag}-b")
+    influx = InfluxSettings().model_copy(update={"database": f"bench_{tag}"})
+    mlflow = MlflowSettings().model_copy(update={"model_name": BENCH_MODEL, "experiment": BENCH_MODEL})
+    all_topics = [*throughput_topics.topics(), *latency_topics.topics()]
+    ensure_topics(base, all_topics)
+    try:
+        with Progress(console=console, transient=True) as progress:
+            progress.add_task("training the production-settings model", total=None)
+            version = _train(mlflow)
+        console.print(f"model {BENCH_MODEL} version {version} (training defaults)")
+        payloads = _payloads(options.events)
+        _load(throughput_topics, payloads, console)
+        eps = _throughput(throughput_topics, influx, mlflow, options.events, observers, console)
+        latencies = _latency(latency_topics, influx, mlflow, options, observers, console)
+        baseline = _baseline(throughput_topics, influx, mlflow, options.baseline_seconds, console)
+    finally:
+        delete_topics(base, all_topics)
+        with InfluxClient(influx) as client:
+            client.drop_database(influx.database)
+    result = BenchResult(
+        events_per_s=eps,
+        p50_ms=float(np.percentile(latencies, 50)),
+        p99_ms=float(np.percentile(latencies, 99)),
+        latency_events=len(latencies),
+        baseline_per_s=baseline,
+    )
+    table = Table("measure", "value", title="fireman bench scorer")
+    table.add_row("scorer, end to end (InfluxDB writes on)", f"{result.events_per_s:,.0f} events/s")
+    table.add_row(f"latency at {options.rate:,} events/s: p50", f"{result.p50_ms:.0f} ms")
+    table.add_row(f"latency at {options.rate:,} events/s: p99", f"{result.p99_ms:.0f} ms")
+    table.add_row("baseline, one predict per message", f"{result.baseline_per_s:,.1f} events/s")
+    table.add_row("scorer / baseline", f"{result.ratio:,.0f}x")
+    console.print(table)
+    return result
+
+
+def _topics(base: KafkaSettings, prefix: str) -> KafkaSettings:
+    return base.model_copy(
+        update={
+            "topic_measurements": f"{prefix}-measurements",
+            "topic_labels": f"{prefix}-labels",
+            "topic_predictions": f"{prefix}-predictions",
+            "topic_dlq": f"{prefix}-dlq",
+        }
+    )
+
+
+def _train(mlflow: MlflowSettings) -> str:
+    from training.settings import TrainingSettings
+    from training.workflow import run_training
+
+    return run_training(TrainingSettings(mlflow=mlflow), promote="force").version
+
+
+def _payloads(count: int) -> list[tuple[bytes, bytes]]:
+    """(key, value) of ``count`` Spambase events, 10% of values missing, all stamped later at send."""
+    from serving.testkit import make_events, spambase_rows
+
+    rows = spambase_rows(DatasetSettings(), min(count, 4601), missing_rate=0.1)
+    templates = make_events(rows, prefix="tmpl")
+    payloads = []
+    for i in range(count):
+        template = templates[i % len(templates)]
+        event = Event(
+            event_id=f"b-{i}", sensor_id=template.sensor_id, timestamp=0, features=template.features
+        )
+        payloads.append((event.sensor_id.encode(), event.to_json()))
+    return payloads
+
+
+def _producer(kafka: KafkaSettings):
+    from confluent_kafka import Producer
+
+    return Producer({"bootstrap.servers": kafka.bootstrap_servers, "acks": "all", "linger.ms": 5})
+
+
+def _send(producer, topic: str, key: bytes, value: bytes) -> None:
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
+def _stamp(value: bytes, timestamp: int) -> bytes:
+    event = orjson.loads(value)
+    event["timestamp"] = timestamp
+    return orjson.dumps(event)
+
+
+def _load(kafka: KafkaSettings, payloads: list[tuple[bytes, bytes]], console: Console) -> None:
+    producer = _producer(kafka)
+    stamp = now_ms()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"loading {len(payloads):,} events", total=len(payloads))
+        for i, (key, value) in enumerate(payloads):
+            _send(producer, kafka.topic_measurements, key, _stamp(value, stamp))
+            if i % 5000 == 0:
+                producer.poll(0)
+                progress.update(task, completed=i)
+        producer.flush()
+
+
+def _start(
+    kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings, observers: Sequence[BatchObserver]
+) -> tuple[Scorer, threading.Event, threading.Thread]:
+    settings = ScorerSettings(
+        kafka=kafka,
+        influxdb=influx,
+        mlflow=mlflow,
+        group_id=f"bench-{uuid.uuid4().hex[:8]}",
+        log_interval_s=3600,
+    )
+    scorer = Scorer(settings, observers=observers)
+    stop = threading.Event()
+    thread = threading.Thread(target=scorer.run, args=(stop,), daemon=True)
+    thread.start()
+    return scorer, stop, thread
+
+
+def _until(predicate, timeout_s: float, interval_s: float = 0.01) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the benchmark timed out waiting for the scorer")
+        time.sleep(interval_s)
+
+
+def _throughput(
+    kafka: KafkaSettings,
+    influx: InfluxSettings,
+    mlflow: MlflowSettings,
+    events: int,
+    observers: Sequence[BatchObserver],
+    console: Console,
+) -> float:
+    scorer, stop, thread = _start(kafka, influx, mlflow, observers)
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("scoring (throughput)", total=events)
+            _until(lambda: scorer.stats.polled > 0, 120)
+            started = time.perf_counter()
+
+            def done() -> bool:
+                progress.update(task, completed=scorer.stats.committed)
+                return scorer.stats.committed >= events
+
+            _until(done, 600)
+            elapsed = time.perf_counter() - started
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+    return events / elapsed
+
+
+def _latency(
+    kafka: KafkaSettings,
+    influx: InfluxSettings,
+    mlflow: MlflowSettings,
+    options: BenchOptions,
+    observers: Sequence[BatchObserver],
+    console: Console,
+) -> list[int]:
+    payloads = _payloads(min(options.events, int(options.rate * options.latency_seconds)))
+    scorer, stop, thread = _start(kafka, influx, mlflow, observers)
+    producer = _producer(kafka)
+    try:
+        _until(lambda: bool(scorer.assignment()), 120)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"producing at {options.rate:,} events/s (latency)", total=len(payloads))
+            started = time.perf_counter()
+            tick = 0.01  # send in 10 ms slices, each stamped when it is sent
+            for i, (key, value) in enumerate(payloads):
+                due = started + i / options.rate
+                wait = due - time.perf_counter()
+                if wait > tick:
+                    producer.poll(0)
+                    time.sleep(wait)
+                    progress.update(task, completed=i)
+                _send(producer, kafka.topic_measurements, key, _stamp(value, now_ms()))
+            producer.flush()
+        _until(lambda: scorer.stats.committed >= len(payloads), 120)
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+    return list(scorer.stats.latencies_ms)
+
+
+def _baseline(
+    kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings, seconds: float, console: Console
+) -> float:
+    """One consumed message, one ``predict_proba`` call, one produced prediction: for ``seconds``."""
+    from confluent_kafka import Consumer
+
+    from fireman_common.influx import InfluxClient
+    from serving.codec import decode_batch, encode_predictions
+    from serving.model import Registry
+
+    registry = Registry(mlflow)
+    target = registry.production()
+    assert target is not None
+    model = registry.load(target)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "group.id": f"baseline-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([kafka.topic_measurements])
+    producer = _producer(kafka)
+    lines: list[str] = []
+    count = 0
+    with InfluxClient(influx) as client, Progress(console=console, transient=True) as progress:
+        progress.add_task(f"baseline: one predict per message for {seconds:.0f} s", total=None)
+        started = None
+        while started is None or time.perf_counter() - started < seconds:
+            message = consumer.poll(1.0)
+            if message is None or message.error() is not None:
+                continue
+            if started is None:
+                started = time.perf_counter()
+            batch = decode_batch([message.value()], model.feature_order)
+            predictions, probabilities = model.score(batch.matrix(len(model.feature_order)))
+            values, new_lines, _ = encode_predictions(
+                batch, predictions, probabilities, model.lineage, now_ms()
+            )
+            _send(producer, kafka.topic_predictions, message.key() or b"", values[0])
+            lines.extend(new_lines)
+            if len(lines) >= 1000:
+                client.write_lines(lines)
+                lines = []
+            count += 1
+        elapsed = time.perf_counter() - started
+        producer.flush()
+    consumer.close()
+    return count / elapsed

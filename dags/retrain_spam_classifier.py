@@ -1,0 +1,177 @@
+"""Scheduled and on-demand retraining of the spam classifier from InfluxDB history.
+
+Thin on purpose: each task makes one call into ``training.dag_tasks`` and passes paths and ids on.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+
+from fireman_common.settings import AirflowSettings
+
+DAG_ID = "retrain_spam_classifier"
+
+DOC_MD = """
+### Retrain the spam classifier
+
+Pulls labelled history from InfluxDB, trains the imputer + random-forest pipeline, registers a new
+version in MLflow and moves the `production` alias only if the champion/challenger gate says so.
+The stream scorer picks up a new `production` version by itself.
+
+| task | does |
+|---|---|
+| `extract` | `measurements` joined with `labels` over the window, as parquet in `$FIREMAN_HOME/retrain/` |
+| `validate` | row count, both classes, class balance, missing share; fails with the reason when unusable |
+| `train` | logs the run to MLflow and registers a version (a re-run reuses it) |
+| `evaluate_and_promote` | the gate: challenger vs champion on the same hold-out |
+| `report` | the summary, in the log and as `retrain.*` tags on the MLflow run |
+
+**Window**: `window_start`/`window_end` if given (what `monitor_drift` sends), else the last
+`window_hours` hours, else the run's data interval, else `FIREMAN_TRAIN_HISTORY_HOURS`.
+Gate metric and margin default to `FIREMAN_TRAIN_GATE_METRIC` / `FIREMAN_TRAIN_MARGIN`.
+Schedule: `FIREMAN_AIRFLOW_RETRAIN_SCHEDULE` (default `@daily`, `none` for manual runs only).
+
+In MLflow, the run carries the tag `fireman.airflow_run` = `retrain_spam_classifier/<run id>`.
+"""
+
+METRICS = ["f1", "accuracy", "precision", "recall", "roc_auc"]
+
+PARAMS = {
+    "window_hours": Param(
+        None,
+        type=["null", "number"],
+        exclusiveMinimum=0,
+        title="Window (hours)",
+        description="Train on the last N hours before the run. Empty: the run's data interval.",
+    ),
+    "window_start": Param(
+        None,
+        type=["null", "string"],
+        title="Window start (ISO time)",
+        description="Explicit window start, e.g. 2026-11-28T00:00:00+00:00; wins over the window in hours.",
+    ),
+    "window_end": Param(
+        None,
+        type=["null", "string"],
+        title="Window end (ISO time)",
+        description="Explicit window end; empty means the run's time.",
+    ),
+    "gate_metric": Param(
+        None,
+        type=["null", "string"],
+        enum=[None, *METRICS],
+        title="Gate metric",
+        description="The metric the challenger must beat the champion on. Empty: FIREMAN_TRAIN_GATE_METRIC.",
+    ),
+    "margin": Param(
+        None,
+        type=["null", "number"],
+        minimum=0,
+        title="Margin",
+        description="How much better the challenger must be. Empty: FIREMAN_TRAIN_MARGIN.",
+    ),
+    "promote_mode": Param(
+        "auto",
+        type="string",
+        enum=["auto", "never", "force"],
+        title="Promote mode",
+        description="auto: through the gate; never: register only; force: promote, bypassing the gate.",
+    ),
+    "reason": Param(
+        None,
+        type=["null", "string"],
+        title="Reason",
+        description="Why this run was started (monitor_drift fills it in).",
+    ),
+}
+
+DEFAULT_ARGS = {
+    "owner": "fireman",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+
+def _timetable() -> CronDataIntervalTimetable | None:
+    # Reads FIREMAN_AIRFLOW_RETRAIN_SCHEDULE from the environment only: no I/O at parse time.
+    schedule = AirflowSettings().retrain_schedule.strip()
+    if schedule.lower() in ("", "none", "null"):
+        return None
+    return CronDataIntervalTimetable(schedule, timezone="UTC")
+
+
+def _run_key(context: dict[str, Any]) -> str:
+    return f"{DAG_ID}/{context['run_id']}"
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=_timetable(),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=DOC_MD,
+    tags=["fireman", "training", "mlflow"],
+    default_args=DEFAULT_ARGS,
+    params=PARAMS,
+)
+def retrain_spam_classifier() -> None:
+    @task
+    def extract(**context: Any) -> dict[str, Any]:
+        from training import dag_tasks
+
+        return dag_tasks.extract(
+            _run_key(context),
+            context["params"],
+            context.get("data_interval_start"),
+            context.get("data_interval_end"),
+            context["dag_run"].run_after,
+        )
+
+    @task
+    def validate(extracted: dict[str, Any]) -> dict[str, Any]:
+        from training import dag_tasks
+
+        return dag_tasks.validate(extracted["path"])
+
+    @task
+    def train(extracted: dict[str, Any], validated: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from training import dag_tasks
+
+        return dag_tasks.train(extracted["path"], _run_key(context))
+
+    @task
+    def evaluate_and_promote(trained: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from training import dag_tasks
+
+        params = context["params"]
+        return dag_tasks.evaluate_and_promote(
+            trained["version"], params.get("gate_metric"), params.get("margin"), params["promote_mode"]
+        )
+
+    @task
+    def report(
+        extracted: dict[str, Any],
+        validated: dict[str, Any],
+        trained: dict[str, Any],
+        decision: dict[str, Any],
+        **context: Any,
+    ) -> dict[str, Any]:
+        from training import dag_tasks
+
+        return dag_tasks.report(_run_key(context), extracted, validated, trained, decision)
+
+    # XComArgs at parse time, the tasks' dicts at run time.
+    extracted: Any = extract()
+    validated: Any = validate(extracted)
+    trained: Any = train(extracted, validated)
+    decision: Any = evaluate_and_promote(trained)
+    report(extracted, validated, trained, decision)
+
+
+retrain_spam_classifier()

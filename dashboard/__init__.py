@@ -1,0 +1,1 @@
+"""The live dashboard: a small JSON API over InfluxDB and Kafka, and one page of charts."""

@@ -1,0 +1,225 @@
+"""The whole local platform behind ``fireman up``: the servers, a first model, then the fireman processes.
+
+Each fireman process (collector, sink, scorer, monitor, generator) is run like a server: its own
+session, a pid file and a log under ``$FIREMAN_HOME/apps/<name>/``, so ``fireman down`` can stop a
+stack that ``fireman up --detach`` left running, and Ctrl-C stops exactly what was started.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import httpx
+
+from fireman.services.base import LocalService
+from fireman.services.manager import SERVICE_TYPES, Progress, ServiceManager
+from fireman.services.process import PidRecord
+from fireman_common.errors import UserError
+from fireman_common.settings import ServicesSettings
+from streaming.settings import DEFAULT_DRIFT_FEATURES
+
+if TYPE_CHECKING:
+    from streaming.settings import CollectorSettings
+
+SERVERS = ("kafka", "influxdb", "mlflow", "airflow")
+
+
+def fireman_executable() -> str:
+    beside_python = Path(sys.executable).with_name("fireman")
+    return str(beside_python) if beside_python.exists() else (shutil.which("fireman") or "fireman")
+
+
+class AppProcess(LocalService):
+    """A fireman process of the stack; healthy while the process we started is alive."""
+
+    args: ClassVar[tuple[str, ...]]
+
+    @property
+    def dir(self) -> Path:
+        return self.settings.state.root / "apps" / self.name
+
+    def ports(self) -> list[int]:
+        return []
+
+    def check_prerequisites(self) -> None:
+        pass
+
+    def prepare(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def command(self) -> list[str]:
+        return [fireman_executable(), *self.args]
+
+    def healthy(self) -> bool:
+        record = PidRecord.read(self.pid_path)
+        return record is not None and record.process() is not None
+
+    def describe(self) -> str:
+        return f"log {self.log_path}"
+
+
+class CollectorApp(AppProcess):
+    name = "collector"
+    args = ("collector",)
+
+    def ports(self) -> list[int]:
+        return [self._settings().port]
+
+    def _settings(self) -> CollectorSettings:
+        from streaming.settings import CollectorSettings
+
+        return CollectorSettings()
+
+    def healthy(self) -> bool:
+        settings = self._settings()
+        try:
+            response = httpx.get(f"http://{settings.host}:{settings.port}/healthz", timeout=2.0)
+            return response.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def describe(self) -> str:
+        settings = self._settings()
+        return f"http://{settings.host}:{settings.port}"
+
+
+class SinkApp(AppProcess):
+    name = "sink"
+    args = ("sink",)
+
+
+class ScorerApp(AppProcess):
+    name = "scorer"
+    args = ("scorer",)
+
+
+class MonitorApp(AppProcess):
+    name = "monitor"
+    args = ("monitor",)
+
+
+class DashboardApp(AppProcess):
+    name = "dashboard"
+    args = ("dashboard",)
+
+    def _url(self) -> str:
+        from dashboard.settings import DashboardSettings
+
+        settings = DashboardSettings()
+        return f"http://{settings.host}:{settings.port}"
+
+    def ports(self) -> list[int]:
+        return [int(self._url().rsplit(":", 1)[1])]
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self._url()}/api/health", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def describe(self) -> str:
+        return self._url()
+
+
+class GeneratorApp(AppProcess):
+    """The demo sensor fleet; its rate and drift come from the demo profile's FIREMAN_GENERATOR_* values."""
+
+    name = "generator"
+    args = ("generator",)
+
+
+# The demo shifts 36 of 57 features: the generator's ten high-importance defaults alone move a drift
+# share of about 0.18, below the monitor's default alert threshold (0.5), and the demo must alert.
+DEMO_DRIFT_FEATURES = list(dict.fromkeys([*DEFAULT_DRIFT_FEATURES, *(f"Cont_{i}" for i in range(1, 32))]))
+
+# Environment defaults of each demo profile; a variable the user has set wins. `standard` shows drift
+# after ~2.5 minutes and checks for it every 2 minutes; `short` compresses the story for the
+# end-to-end test.
+DEMO_PROFILES: dict[str, dict[str, str]] = {
+    "standard": {
+        "FIREMAN_GENERATOR_RATE": "20",
+        "FIREMAN_GENERATOR_LOOP": "true",
+        "FIREMAN_GENERATOR_DRIFT_AFTER": "3000",
+        "FIREMAN_GENERATOR_DRIFT_KIND": "shift",
+        "FIREMAN_GENERATOR_LABEL_DELAY_S": "5",
+        "FIREMAN_MONITOR_WINDOW_SIZE": "1000",
+        "FIREMAN_AIRFLOW_DRIFT_CHECK_SCHEDULE": "*/2 * * * *",
+        "FIREMAN_SCORER_RELOAD_INTERVAL_S": "10",
+    },
+    "short": {
+        "FIREMAN_GENERATOR_RATE": "100",
+        "FIREMAN_GENERATOR_LOOP": "true",
+        "FIREMAN_GENERATOR_DRIFT_AFTER": "1500",
+        "FIREMAN_GENERATOR_DRIFT_KIND": "shift",
+        "FIREMAN_GENERATOR_LABEL_DELAY_S": "2",
+        "FIREMAN_MONITOR_WINDOW_SIZE": "500",
+        "FIREMAN_MONITOR_MIN_WINDOW_SIZE": "100",
+        "FIREMAN_AIRFLOW_DRIFT_CHECK_SCHEDULE": "* * * * *",
+        "FIREMAN_SCORER_RELOAD_INTERVAL_S": "5",
+    },
+}
+
+
+def demo_environment(profile: str) -> dict[str, str]:
+    if profile not in DEMO_PROFILES:
+        raise UserError(f"unknown demo profile {profile!r}; choose from {', '.join(DEMO_PROFILES)}")
+    return {**DEMO_PROFILES[profile], "FIREMAN_GENERATOR_DRIFT_FEATURES": json.dumps(DEMO_DRIFT_FEATURES)}
+
+
+APP_TYPES: dict[str, type[LocalService]] = {
+    cls.name: cls for cls in (CollectorApp, SinkApp, ScorerApp, MonitorApp, DashboardApp, GeneratorApp)
+}
+
+
+class Stack:
+    def __init__(self, settings: ServicesSettings, root: Path | None = None) -> None:
+        self.servers = ServiceManager(settings, root)
+        self.apps = ServiceManager(settings, self.servers.root, types=APP_TYPES)
+
+    def app_names(self, generator: bool) -> list[str]:
+        return [name for name in APP_TYPES if generator or name != "generator"]
+
+    def start(self, generator: bool, on_progress: Progress) -> None:
+        self.servers.start(SERVERS, on_progress=on_progress)
+        ensure_first_model(on_progress)
+        self.apps.start(self.app_names(generator), on_progress=on_progress)
+
+    def stop(self, on_progress: Progress, only_started: bool = False) -> list[str]:
+        """Stop the apps, then the servers; returns the names of any process still alive afterwards.
+
+        ``only_started`` limits it to what this Stack spawned, so a failed start-up leaves servers that
+        were already running (another stack, a test session) alone.
+        """
+        self.apps.stop(self.apps.started if only_started else list(APP_TYPES), on_progress=on_progress)
+        servers = self.servers.started if only_started else list(SERVICE_TYPES)
+        self.servers.stop(servers, on_progress=on_progress)
+        survivors = []
+        for manager in (self.apps, self.servers):
+            for name, service in manager.services.items():
+                record = PidRecord.read(service.pid_path)
+                if record and record.process():
+                    survivors.append(name)
+        return survivors
+
+
+def ensure_first_model(on_progress: Progress) -> None:
+    """Train and promote a model from Spambase when the registry has no production model yet."""
+    from mlflow import MlflowClient
+
+    from training.registry import resolve_production
+    from training.settings import TrainingSettings
+    from training.workflow import run_training
+
+    settings = TrainingSettings()
+    current = resolve_production(MlflowClient(tracking_uri=settings.mlflow.tracking_uri), settings.mlflow)
+    if current is not None:
+        on_progress(f"model: {settings.mlflow.model_name}@production is version {current[0]}")
+        return
+    on_progress("model: registry is empty, training the first model from Spambase...")
+    outcome = run_training(settings, source="file", promote="auto")
+    f1 = outcome.metrics.get("f1", float("nan"))
+    on_progress(f"model: version {outcome.version} trained (hold-out F1 {f1:.3f}), {outcome.reason}")

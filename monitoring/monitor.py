@@ -1,0 +1,464 @@
+"""``fireman monitor``: drift windows and online accuracy, in a process of its own, off the scoring path.
+
+The main loop consumes ``measurements``, ``predictions`` and ``labels`` in its own consumer group,
+joins them (:mod:`monitoring.windows`), hands closed windows to the drift worker thread (Evidently
+takes ~1 s per 1,000-event window, so consumption goes on meanwhile; when ``drift_queue`` windows
+wait, reading pauses), writes ``performance`` points for windows that got labels, and commits the
+offsets of every message whose outputs are in InfluxDB (:mod:`monitoring.offsets`). On stop, the
+queued windows are finished and committed; open windows are not, so a restart replays them.
+
+The monitor shares the machine with the scorer, so its per-event work is kept small: whether a
+window is tested for drift is decided when it opens (:meth:`DriftWorker.wants_window`, from the CPU
+budget), and only those windows' measurements are parsed; the others cost an id lookup and their
+confusion counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from fireman_common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
+from monitoring.drift import WindowDrift, compute_drift
+from monitoring.offsets import OffsetTracker, Partition, Position
+from monitoring.points import alert_point, drift_points, performance_point
+from monitoring.reference import ReferenceStore
+from monitoring.settings import MonitorSettings
+from monitoring.windows import (
+    BadMessage,
+    ClosedWindow,
+    Features,
+    Prediction,
+    WindowBook,
+    measurement_id,
+    parse_features,
+    parse_label,
+    parse_prediction,
+)
+
+if TYPE_CHECKING:
+    from serving.kafka_client import BatchConsumer, Record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MonitorStats:
+    measurements: int = 0
+    predictions: int = 0
+    labels: int = 0
+    bad_messages: int = 0
+    windows_tested: int = 0
+    windows_skipped: int = 0
+    windows_shed: int = 0
+    windows_failed: int = 0
+    alerts: int = 0
+    performance_points: int = 0
+    drift_seconds: float = 0.0
+
+
+def write_points(
+    client: InfluxClient, points: list[Point], stop: threading.Event, retry_max_s: float
+) -> bool:
+    """Write, retrying while InfluxDB is unavailable; False if stopped before it succeeded."""
+    delay = 0.5
+    while True:
+        try:
+            client.write(points)
+            return True
+        except InfluxUnavailable as exc:
+            log.warning("InfluxDB unavailable (%s); retrying in %.1f s", exc, delay)
+        if stop.wait(delay):
+            return False
+        delay = min(delay * 2, retry_max_s)
+
+
+class DriftWorker:
+    """Runs Evidently on closed windows, in order; writes ``drift`` and ``alerts``; releases offsets."""
+
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        references: ReferenceStore,
+        release: Callable[[list[Position]], None],
+        stats: MonitorStats,
+    ) -> None:
+        self.settings = settings
+        self.references = references
+        self.release = release
+        self.stats = stats
+        self.queue: queue.Queue[ClosedWindow | None] = queue.Queue(maxsize=settings.drift_queue)
+        self.streaks: dict[tuple[str, str], int] = {}
+        self.results: list[tuple[ClosedWindow, WindowDrift]] = []  # the last few, for logs and tests
+        self.done = threading.Event()
+        self._client = InfluxClient(settings.influxdb)
+        self._thread = threading.Thread(target=self._run, name="drift-worker", daemon=True)
+        self._abort = threading.Event()
+        self._windows = 0
+        self._next_test = 0.0  # monotonic time before which windows are shed (CPU budget)
+        self._lock = threading.Lock()
+        self._chosen = 0  # windows chosen for drift and not done yet
+
+    def wants_window(self) -> bool:
+        """Whether the window opening now is to be tested (called from the reading thread).
+
+        Under a budget below one core, one window at a time is chosen, once the pause that keeps
+        Evidently within the budget after the previous test is over; the others are shed as they
+        open, before any of their feature rows is parsed.
+        """
+        with self._lock:
+            if self.settings.drift_cpu_budget < 1 and (self._chosen or time.monotonic() < self._next_test):
+                return False
+            self._chosen += 1
+            return True
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, window: ClosedWindow, stop: threading.Event) -> bool:
+        """Queue a window, waiting while the queue is full; False if stopped first."""
+        while True:
+            try:
+                self.queue.put(window, timeout=0.2)
+                return True
+            except queue.Full:
+                if stop.is_set():
+                    return False
+
+    def finish(self, timeout_s: float) -> None:
+        """Process what is queued, then stop."""
+        try:
+            self.queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            self._abort.set()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._abort.set()
+            log.warning("drift worker still busy after %.0f s; its windows will be replayed", timeout_s)
+        self._client.close()
+
+    def _run(self) -> None:
+        # Importing Evidently takes seconds: do it before the first window is due.
+        import evidently.presets  # noqa: F401
+
+        while True:
+            window = self.queue.get()
+            if window is None or self._abort.is_set():
+                break
+            try:
+                self._handle(window)
+            except Exception:
+                self.stats.windows_failed += 1
+                log.exception("drift of window %s failed; the window is dropped", _describe(window))
+                self.release(window.positions)
+            finally:
+                with self._lock:
+                    self._chosen = max(0, self._chosen - 1)
+        self.done.set()
+
+    def _handle(self, window: ClosedWindow) -> None:
+        settings = self.settings
+        size = len(window.matrix)
+        if size < settings.min_window_size:
+            self.stats.windows_skipped += 1
+            log.warning(
+                "window %s has %d events, fewer than the minimum %d (closed by %s): drift not tested",
+                _describe(window),
+                size,
+                settings.min_window_size,
+                window.reason,
+            )
+            self.release(window.positions)
+            return
+        key = window.key
+        reference = self.references.get(key.model_name, key.version)
+        if reference is None:
+            self.stats.windows_skipped += 1
+            log.warning(
+                "window %s: no reference for version %s, drift not tested", _describe(window), key.version
+            )
+            self.release(window.positions)
+            return
+        self._windows += 1
+        html = (
+            self._report_path(window)
+            if settings.html_report_every and (self._windows % settings.html_report_every == 0)
+            else None
+        )
+        started = time.perf_counter()
+        drift = compute_drift(
+            reference,
+            window.matrix,
+            window.probabilities,
+            settings.drift_threshold,
+            settings.min_feature_values,
+            html,
+        )
+        elapsed = time.perf_counter() - started
+        self.stats.drift_seconds += elapsed
+        with self._lock:
+            self._next_test = time.monotonic() + elapsed * (1 / settings.drift_cpu_budget - 1)
+        for feature, reason in drift.untested.items():
+            log.warning("window %s: %s left out of the drift test: %s", _describe(window), feature, reason)
+        points = drift_points(key, drift)
+        slot = (key.model_name, key.version)
+        streak = self.streaks.get(slot, 0) + 1 if drift.dataset_drift else 0
+        self.streaks[slot] = streak
+        alert = streak >= settings.alert_windows
+        if alert:
+            points.append(alert_point(key, drift, settings.drift_threshold, streak, settings.alert_windows))
+        if not write_points(self._client, points, self._abort, settings.retry_max_s):
+            return  # stopping: not released, so the window's events are replayed
+        self.stats.windows_tested += 1
+        self.results = [*self.results[-49:], (window, drift)]
+        self.release(window.positions)
+        log.info(
+            "window %s: %d events, %d/%d features drifted (%.0f%%)%s, missing %.1f%%, "
+            "prediction drift %s, %.2f s%s",
+            _describe(window),
+            size,
+            drift.drifted_features,
+            drift.tested_features,
+            100 * drift.share_drifted_features,
+            " DATASET DRIFT" if drift.dataset_drift else "",
+            100 * drift.missing_share,
+            f"{drift.prediction_drift_score:.3f}" if drift.prediction_drift_score is not None else "-",
+            elapsed,
+            f", report {drift.report_path}" if drift.report_path else "",
+        )
+        if alert:
+            self.stats.alerts += 1
+            log.warning(
+                "DRIFT ALERT: %s version %s, %d consecutive windows over %.0f%% drifted features; "
+                "drifted: %s",
+                key.model_name,
+                key.version,
+                streak,
+                100 * settings.drift_threshold,
+                ", ".join(drift.drifted) or "-",
+            )
+
+    def _report_path(self, window: ClosedWindow) -> Path:
+        key = window.key
+        name = f"drift-{key.model_name}-v{key.version}-{key.start_ns // 1_000_000}.html"
+        return self.settings.state.root / "monitoring" / "reports" / name
+
+
+def _object(value: bytes | None) -> dict[str, Any]:
+    message = orjson.loads(value or b"null")
+    if not isinstance(message, dict):
+        raise BadMessage(f"expected a JSON object, got {type(message).__name__}")
+    return message
+
+
+def _describe(window: ClosedWindow) -> str:
+    key = window.key
+    return f"{key.model_name} v{key.version} @{key.start_ns // 1_000_000}"
+
+
+class Monitor:
+    def __init__(self, settings: MonitorSettings, references: ReferenceStore | None = None) -> None:
+        self.settings = settings
+        self.stats = MonitorStats()
+        self.tracker = OffsetTracker()
+        self.references = references or ReferenceStore(settings.mlflow, settings.reference_rows)
+        self.book = WindowBook(
+            window_size=settings.window_size,
+            window_seconds=settings.window_seconds,
+            join_timeout_s=settings.join_timeout_s,
+            max_unjoined=settings.max_unjoined,
+            label_wait_s=settings.label_wait_s,
+            max_awaiting=settings.max_awaiting_labels,
+            release=self.tracker.release,
+        )
+        self.worker = DriftWorker(settings, self.references, self.tracker.release, self.stats)
+        self.book.select = self.worker.wants_window
+        self.ready = threading.Event()
+        self._consumer: BatchConsumer | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        from serving.kafka_client import BatchConsumer
+
+        settings = self.settings
+        kafka = settings.kafka
+        topics = [kafka.topic_measurements, kafka.topic_predictions, kafka.topic_labels]
+        client = InfluxClient(settings.influxdb)
+        try:
+            client.create_database()
+        except InfluxError as exc:
+            log.warning("InfluxDB not ready (%s); writes will be retried", exc)
+        consumer = BatchConsumer(kafka, settings.group_id, topics, on_revoke=self._on_revoke)
+        self._consumer = consumer
+        self.worker.start()
+        self.ready.set()
+        log.info(
+            "monitoring %s: windows of %d events or %.0f s, drift threshold %.0f%% for %d windows",
+            ", ".join(topics),
+            settings.window_size,
+            settings.window_seconds,
+            100 * settings.drift_threshold,
+            settings.alert_windows,
+        )
+        next_flush = next_log = time.monotonic()
+        try:
+            while not stop.is_set():
+                records = consumer.poll(settings.max_batch, settings.poll_timeout_ms / 1000)
+                now = time.monotonic()
+                joined = self._read(records, now)
+                # Partitions interleave in a batch; event order keeps windows close to time order.
+                joined.sort(key=lambda pair: pair[0].timestamp)
+                closed = []
+                for prediction, features in joined:
+                    closed.extend(self.book.add_scored(prediction, features))
+                self._log_bad_features()
+                closed.extend(self.book.expire())
+                for window in closed:
+                    if not window.drift:
+                        self._shed(window)
+                    elif not self.worker.submit(window, stop):
+                        break
+                if now >= next_flush:
+                    self._flush_performance(client, stop)
+                    next_flush = now + settings.performance_flush_s
+                consumer.commit(self.tracker.committable())
+                if now >= next_log:
+                    self._log_progress()
+                    next_log = now + settings.log_interval_s
+        finally:
+            self._shutdown(client, consumer, stop)
+
+    # --- messages -----------------------------------------------------------------------------
+
+    def _read(self, records: list[Record], now: float) -> list[tuple[Prediction, Features]]:
+        """Take in a polled batch; returns the events it completed (features and prediction)."""
+        kafka = self.settings.kafka
+        measurements, predictions = kafka.topic_measurements, kafka.topic_predictions
+        joined: list[tuple[Prediction, Features]] = []
+        last: dict[Partition, int] = {}
+        for record in records:
+            topic, partition, offset = record.topic(), record.partition(), record.offset()
+            assert topic is not None and partition is not None and offset is not None
+            last[(topic, partition)] = offset
+            position = (topic, partition, offset)
+            value = record.value()
+            if isinstance(value, str):
+                value = value.encode()
+            try:
+                if topic == measurements:
+                    pair = self._on_measurement(value, position, now)
+                elif topic == predictions:
+                    pair = self._on_prediction(_object(value), position, now)
+                else:
+                    self._on_label(_object(value), position)
+                    continue
+            except (BadMessage, orjson.JSONDecodeError) as exc:
+                self.stats.bad_messages += 1
+                log.warning("skipping %s[%d]@%d: %s", topic, partition, offset, exc)
+                continue
+            if pair is not None:
+                joined.append(pair)
+        self.tracker.seen_up_to(last)
+        return joined
+
+    def _on_measurement(
+        self, value: bytes | None, position: Position, now: float
+    ) -> tuple[Prediction, Features] | None:
+        self.stats.measurements += 1
+        event_id = measurement_id(value) if value else None
+        if event_id is None:  # not in the collector's form: parse it all now (and find poison early)
+            event_id, row = parse_features(_object(value))
+            features = Features(event_id, row, position, now)
+        else:
+            features = Features(event_id, None, position, now, value)
+        self.tracker.hold([position])
+        prediction = self.book.add_features(features)
+        return (prediction, features) if prediction is not None else None
+
+    def _on_prediction(
+        self, message: dict[str, Any], position: Position, now: float
+    ) -> tuple[Prediction, Features] | None:
+        self.stats.predictions += 1
+        prediction = parse_prediction(message, position, now)
+        self.tracker.hold([position])
+        features = self.book.add_prediction(prediction)
+        return (prediction, features) if features is not None else None
+
+    def _on_label(self, message: dict[str, Any], position: Position) -> None:
+        self.stats.labels += 1
+        event_id, label = parse_label(message)
+        if self.book.apply_label(event_id, label, position):
+            self.tracker.hold([position])  # released once the performance point is written
+
+    def _log_bad_features(self) -> None:
+        bad, self.book.bad_features = self.book.bad_features, []
+        for (topic, partition, offset), reason in bad:
+            self.stats.bad_messages += 1
+            log.warning("left out of the drift test: %s[%d]@%d: %s", topic, partition, offset, reason)
+
+    def _shed(self, window: ClosedWindow) -> None:
+        """A window not chosen for drift (CPU budget): its accuracy is still measured, and the alert
+        streak is left as it is."""
+        self.stats.windows_shed += 1
+        log.debug("window %s: drift not tested, over the CPU budget", _describe(window))
+        self.tracker.release(window.positions)
+
+    # --- output -------------------------------------------------------------------------------
+
+    def _flush_performance(self, client: InfluxClient, stop: threading.Event) -> None:
+        windows = self.book.take_dirty()
+        if not windows:
+            return
+        positions = [p for window in windows for p in window.label_positions]
+        points = [performance_point(w) for w in windows]
+        if not write_points(client, points, stop, self.settings.retry_max_s):
+            self.book.dirty.update(w.key for w in windows)
+            return
+        for window in windows:
+            window.label_positions = []
+        self.tracker.release(positions)
+        self.stats.performance_points += len(windows)
+
+    def _on_revoke(self, partitions: list[Partition]) -> None:
+        if self._consumer is not None:
+            self._consumer.commit(self.tracker.committable(), asynchronous=False)
+        self.tracker.forget(partitions)
+
+    def _log_progress(self) -> None:
+        book = self.book.stats
+        stats = self.stats
+        log.info(
+            "read %d measurements, %d predictions, %d labels; joined %d; "
+            "windows: %d tested, %d skipped, %d shed (CPU budget); %d alerts; "
+            "labels counted %d (early %d, expired %d); %d offsets held",
+            stats.measurements,
+            stats.predictions,
+            stats.labels,
+            book.joined,
+            stats.windows_tested,
+            stats.windows_skipped,
+            stats.windows_shed,
+            stats.alerts,
+            book.labels_applied,
+            book.labels_early,
+            book.labels_expired,
+            self.tracker.held_count(),
+        )
+
+    def _shutdown(self, client: InfluxClient, consumer: BatchConsumer, stop: threading.Event) -> None:
+        try:
+            self.worker.finish(timeout_s=60.0)
+            self._flush_performance(client, stop)  # one attempt: stop is set
+            consumer.commit(self.tracker.committable(), asynchronous=False)
+        finally:
+            client.close()
+            consumer.close()
+            self._log_progress()
+            log.info("monitor stopped")

@@ -1,0 +1,87 @@
+"""The InfluxDB points the monitor writes: ``drift``, ``alerts`` and ``performance``.
+
+Every point of a window is at the window's start time (its first event's point time), so writing a
+window again (a replay, or more labels arriving) overwrites it instead of adding a point.
+"""
+
+from __future__ import annotations
+
+from fireman_common.influx import Point
+from monitoring.drift import WindowDrift
+from monitoring.windows import Window, WindowKey
+
+DRIFT = "drift"
+ALERTS = "alerts"
+PERFORMANCE = "performance"
+
+
+def drift_points(key: WindowKey, drift: WindowDrift) -> list[Point]:
+    tags = {"model_version": key.version}
+    window = Point(
+        DRIFT,
+        {
+            "share_drifted_features": drift.share_drifted_features,
+            "drifted_features": drift.drifted_features,
+            "tested_features": drift.tested_features,
+            "dataset_drift": int(drift.dataset_drift),
+            "window_size": drift.window_size,
+            "missing_share": drift.missing_share,
+            # Absent (not written) when the reference has no scores or the window too few.
+            "prediction_drift_score": drift.prediction_drift_score
+            if drift.prediction_drift_score is not None
+            else float("nan"),
+        },
+        key.start_ns,
+        tags,
+    )
+    per_feature = []
+    for feature in drift.features:
+        fields: dict[str, float | int] = {"missing_share": feature.missing_share}
+        if feature.drift_score is not None:
+            fields["drift_score"] = feature.drift_score
+            fields["drifted"] = int(bool(feature.drifted))
+        per_feature.append(Point(DRIFT, fields, key.start_ns, {**tags, "feature": feature.feature}))
+    return [window, *per_feature]
+
+
+def alert_point(
+    key: WindowKey, drift: WindowDrift, threshold: float, consecutive: int, required: int
+) -> Point:
+    drifted = drift.drifted
+    return Point(
+        ALERTS,
+        {
+            "share_drifted_features": drift.share_drifted_features,
+            "threshold": threshold,
+            "consecutive_windows": consecutive,
+            "required_windows": required,
+            "drifted_features": len(drifted),
+            "features": ",".join(drifted),
+            "window_size": drift.window_size,
+            "message": (
+                f"{consecutive} consecutive windows with {drift.share_drifted_features:.0%} of features "
+                f"drifted (threshold {threshold:.0%}) for {key.model_name} version {key.version}"
+            ),
+        },
+        key.start_ns,
+        {"kind": "drift", "model_name": key.model_name, "model_version": key.version},
+    )
+
+
+def performance_point(window: Window) -> Point:
+    confusion = window.confusion
+    return Point(
+        PERFORMANCE,
+        {
+            **confusion.metrics(),
+            "n_labelled": confusion.n,
+            "n_predictions": window.predictions,
+            "label_coverage": confusion.n / window.predictions if window.predictions else 0.0,
+            "tp": confusion.tp,
+            "fp": confusion.fp,
+            "tn": confusion.tn,
+            "fn": confusion.fn,
+        },
+        window.key.start_ns,
+        {"model_version": window.key.version},
+    )

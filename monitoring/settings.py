@@ -1,0 +1,80 @@
+"""Settings of ``fireman monitor`` (``FIREMAN_MONITOR_*``), built by the CLI and passed down."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings, StateSettings
+
+
+class MonitorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FIREMAN_MONITOR_", extra="ignore", env_file=None)
+
+    group_id: str = "fireman-monitor"
+    # Windows of scored events, per model version: closed by count or by time, whichever comes first.
+    window_size: int = Field(default=1000, ge=2, description="Events in a drift window.")
+    window_seconds: float = Field(
+        default=300.0, gt=0, description="Longest span of a window, in event time and in wall time."
+    )
+    min_window_size: int = Field(
+        default=100, ge=2, description="A window closed by time with fewer events is not tested."
+    )
+    min_feature_values: int = Field(
+        default=10, ge=2, description="Non-null values a feature needs (window and reference) to be tested."
+    )
+    drift_threshold: float = Field(
+        default=0.5, gt=0, le=1, description="Share of drifted features that makes a window's dataset drift."
+    )
+    alert_windows: int = Field(
+        default=2, ge=1, description="Consecutive drifting windows that raise an alert."
+    )
+    reference_rows: int = Field(
+        default=2000,
+        ge=50,
+        description="Most reference rows compared (a seeded sample; bounds Evidently's cost).",
+    )
+    drift_cpu_budget: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Most of one core Evidently may use; windows due sooner are not tested (shed).",
+    )
+    html_report_every: int = Field(
+        default=0, ge=0, description="Save an Evidently HTML report every N windows (0: never)."
+    )
+    # Joining the three topics.
+    join_timeout_s: float = Field(
+        default=120.0, gt=0, description="How long features and predictions wait for each other."
+    )
+    max_unjoined: int = Field(default=200_000, ge=1000, description="Most events waiting to be joined.")
+    label_wait_s: float = Field(
+        default=24 * 3600.0, gt=0, description="How long a window's predictions wait for their labels."
+    )
+    max_awaiting_labels: int = Field(
+        default=2_000_000, ge=1000, description="Most predictions kept for their late labels."
+    )
+    # Consumption and output.
+    max_batch: int = Field(default=5000, ge=1)
+    poll_timeout_ms: int = Field(default=500, ge=1)
+    drift_queue: int = Field(
+        default=4, ge=1, description="Closed windows waiting for Evidently before reads pause."
+    )
+    performance_flush_s: float = Field(
+        default=2.0, gt=0, description="How often updated accuracy is written."
+    )
+    retry_max_s: float = Field(default=10.0, gt=0, description="Longest wait between InfluxDB retries.")
+    nice: int = Field(default=10, ge=0, le=19, description="Niceness added by `fireman monitor` itself.")
+    log_interval_s: float = Field(default=30.0, gt=0)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+
+    @model_validator(mode="after")
+    def _minimum_fits(self) -> MonitorSettings:
+        if self.min_window_size > self.window_size:
+            raise ValueError(
+                f"min_window_size ({self.min_window_size}) is larger than window_size ({self.window_size})"
+            )
+        return self

@@ -1,0 +1,430 @@
+"""The monitor's in-memory state: joining the three topics, tumbling windows, late labels. No I/O here.
+
+- ``measurements`` (features) and ``predictions`` (model version, prediction) are joined on
+  ``event_id``; whichever comes first waits, at most ``join_timeout_s`` and ``max_unjoined`` events.
+- Scored events go into one open window per model version, so a window is always compared with the
+  reference of the version that scored it. A window closes at ``window_size`` events, or when an
+  event is ``window_seconds`` (event time) after its first one, or ``window_seconds`` (wall time)
+  after it opened, whichever comes first.
+- Feature rows cost more to parse than anything else the monitor does, and drift is tested on few
+  windows (the CPU budget sheds the rest), so a measurement is kept raw (only its ``event_id`` is
+  read) and parsed only when its event lands in a window chosen for drift (``select``, asked when a
+  window opens). Other windows keep their confusion counts only.
+- Each window keeps confusion counts for its predictions. A label finds its prediction through
+  ``awaiting`` (then leaves it: a label counts once, in its prediction's window). A label that
+  arrives before its prediction waits in ``early_labels``.
+
+Every item records the Kafka positions it came from, so the caller can hold and release offsets.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from fireman_common.schema import FEATURE_NAMES
+from monitoring.offsets import Position
+from serving.pointtime import point_time_ns
+
+FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_ID_FIELD = b'"event_id":"'
+# What the collector accepts as an id; anything else (escapes, odd spacing) is parsed in full.
+_PLAIN_ID = re.compile(rb"[A-Za-z0-9_.:\-]{1,128}")
+
+
+class BadMessage(ValueError):
+    """A message that is not what the topic carries; the text says what is wrong."""
+
+
+@dataclass(frozen=True)
+class WindowKey:
+    model_name: str
+    version: str
+    start_ns: int  # the first event's point time: a replay of the same window overwrites its points
+
+
+@dataclass
+class Features:
+    event_id: str
+    row: np.ndarray | None  # None until parsed from ``raw``
+    position: Position
+    arrived: float
+    raw: bytes | None = None
+
+    def parsed_row(self) -> np.ndarray:
+        if self.row is None:
+            self.row = parse_measurement(self.raw, self.event_id)
+        return self.row
+
+
+@dataclass
+class Prediction:
+    event_id: str
+    timestamp: int
+    model_name: str
+    version: str
+    prediction: int
+    probability: float
+    position: Position
+    arrived: float
+
+
+@dataclass
+class Confusion:
+    tp: int = 0
+    fp: int = 0
+    tn: int = 0
+    fn: int = 0
+
+    def add(self, prediction: int, label: int) -> None:
+        if prediction == 1:
+            if label == 1:
+                self.tp += 1
+            else:
+                self.fp += 1
+        elif label == 1:
+            self.fn += 1
+        else:
+            self.tn += 1
+
+    @property
+    def n(self) -> int:
+        return self.tp + self.fp + self.tn + self.fn
+
+    def metrics(self) -> dict[str, float]:
+        n = self.n
+        precision = self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+        recall = self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return {
+            "accuracy": (self.tp + self.tn) / n if n else math.nan,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+        }
+
+
+@dataclass
+class Window:
+    key: WindowKey
+    first_ms: int
+    opened: float
+    rows: list[np.ndarray] = field(default_factory=list)
+    probabilities: list[float] = field(default_factory=list)
+    positions: list[Position] = field(default_factory=list)
+    confusion: Confusion = field(default_factory=Confusion)
+    predictions: int = 0
+    closed: float | None = None
+    drift: bool = True  # chosen for the drift test: feature rows and probabilities are kept
+    label_positions: list[Position] = field(default_factory=list)  # labels counted, not yet written
+
+    def matrix(self) -> np.ndarray:
+        if not self.rows:
+            return np.empty((0, len(FEATURE_NAMES)))
+        return np.vstack(self.rows)
+
+
+@dataclass
+class ClosedWindow:
+    """What the drift worker needs; the window itself stays for its late labels."""
+
+    key: WindowKey
+    matrix: np.ndarray
+    probabilities: np.ndarray
+    positions: list[Position]
+    reason: str
+    drift: bool = True
+    events: int = 0  # scored events, with or without a feature row
+
+
+def measurement_id(value: bytes) -> str | None:
+    """The ``event_id`` of a raw measurement without parsing it; None when that needs a full parse."""
+    start = value.find(_ID_FIELD)
+    if start < 0:
+        return None
+    start += len(_ID_FIELD)
+    end = value.find(b'"', start)
+    if end < 0 or not _PLAIN_ID.fullmatch(value, start, end):
+        return None
+    return value[start:end].decode()
+
+
+def parse_measurement(value: bytes | None, event_id: str) -> np.ndarray:
+    """The feature row of a raw measurement whose id was read by :func:`measurement_id`."""
+    try:
+        event = orjson.loads(value or b"null")
+    except orjson.JSONDecodeError as exc:
+        raise BadMessage(f"invalid JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise BadMessage(f"expected a JSON object, got {type(event).__name__}")
+    parsed_id, row = parse_features(event)
+    if parsed_id != event_id:
+        raise BadMessage(f"event_id: two values in one message ({event_id!r:.80}, {parsed_id!r:.80})")
+    return row
+
+
+def parse_features(event: dict[str, Any]) -> tuple[str, np.ndarray]:
+    event_id = event.get("event_id")
+    features = event.get("features")
+    if not isinstance(event_id, str) or not event_id:
+        raise BadMessage(f"event_id: expected a string, got {event_id!r:.80}")
+    if not isinstance(features, dict):
+        raise BadMessage(f"features: expected an object, got {type(features).__name__}")
+    row = np.full(len(FEATURE_NAMES), np.nan)
+    for name, value in features.items():
+        index = FEATURE_INDEX.get(name)
+        if index is not None and value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise BadMessage(f"features.{name}: expected a number, got {value!r:.80}")
+            row[index] = value
+    return event_id, row
+
+
+def parse_prediction(message: dict[str, Any], position: Position, now: float) -> Prediction:
+    try:
+        prediction = message["prediction"]
+        if prediction not in (0, 1) or isinstance(prediction, bool):
+            raise BadMessage(f"prediction: expected 0 or 1, got {prediction!r:.80}")
+        return Prediction(
+            event_id=str(message["event_id"]),
+            timestamp=int(message["timestamp"]),
+            model_name=str(message["model_name"]),
+            version=str(message["model_version"]),
+            prediction=int(prediction),
+            probability=float(message["probability"]),
+            position=position,
+            arrived=now,
+        )
+    except KeyError as exc:
+        raise BadMessage(f"missing field {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise BadMessage(str(exc)) from None
+
+
+def parse_label(message: dict[str, Any]) -> tuple[str, int]:
+    event_id = message.get("event_id")
+    label = message.get("label")
+    if not isinstance(event_id, str) or not event_id:
+        raise BadMessage(f"event_id: expected a string, got {event_id!r:.80}")
+    if label not in (0, 1) or isinstance(label, bool):
+        raise BadMessage(f"label: expected 0 or 1, got {label!r:.80}")
+    return event_id, int(label)
+
+
+@dataclass
+class BookStats:
+    joined: int = 0
+    labels_applied: int = 0
+    labels_early: int = 0
+    labels_expired: int = 0
+    features_expired: int = 0
+    predictions_expired: int = 0
+    awaiting_evicted: int = 0
+    windows_closed: int = 0
+    bad_features: int = 0
+
+
+class WindowBook:
+    def __init__(
+        self,
+        window_size: int,
+        window_seconds: float,
+        join_timeout_s: float,
+        max_unjoined: int,
+        label_wait_s: float,
+        max_awaiting: int,
+        release: Callable[[list[Position]], None],
+        clock: Callable[[], float] = time.monotonic,
+        select: Callable[[], bool] | None = None,
+    ) -> None:
+        self.window_size = window_size
+        self.window_ms = int(window_seconds * 1000)
+        self.window_seconds = window_seconds
+        self.join_timeout_s = join_timeout_s
+        self.max_unjoined = max_unjoined
+        self.label_wait_s = label_wait_s
+        self.max_awaiting = max_awaiting
+        self.release = release
+        self.clock = clock
+        # Asked as each window opens: test its drift? (No ``select``: every window is tested.)
+        self.select = select
+        self.stats = BookStats()
+        self.features: OrderedDict[str, Features] = OrderedDict()
+        self.predictions: OrderedDict[str, Prediction] = OrderedDict()
+        self.open: dict[tuple[str, str], Window] = {}
+        self.windows: OrderedDict[WindowKey, Window] = OrderedDict()  # open and closed, oldest first
+        self.awaiting: OrderedDict[str, tuple[WindowKey, int]] = OrderedDict()
+        self.early_labels: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self.dirty: set[WindowKey] = set()
+        self.bad_features: list[tuple[Position, str]] = []  # for the caller to log
+
+    # --- joining ------------------------------------------------------------------------------
+
+    def add_features(self, features: Features) -> Prediction | None:
+        """Store features, or return the prediction they complete (the caller then calls ``add_scored``)."""
+        prediction = self.predictions.pop(features.event_id, None)
+        if prediction is not None:
+            return prediction
+        previous = self.features.pop(features.event_id, None)
+        if previous is not None:  # a replayed measurement: keep one copy
+            self.release([previous.position])
+        self.features[features.event_id] = features
+        self._bound(self.features, "features_expired")
+        return None
+
+    def add_prediction(self, prediction: Prediction) -> Features | None:
+        features = self.features.pop(prediction.event_id, None)
+        if features is not None:
+            return features
+        previous = self.predictions.pop(prediction.event_id, None)
+        if previous is not None:
+            self.release([previous.position])
+        self.predictions[prediction.event_id] = prediction
+        self._bound(self.predictions, "predictions_expired")
+        return None
+
+    def add_scored(self, prediction: Prediction, features: Features) -> list[ClosedWindow]:
+        """Put a joined event in its version's window; returns the windows this closed."""
+        self.stats.joined += 1
+        closed: list[ClosedWindow] = []
+        slot = (prediction.model_name, prediction.version)
+        window = self.open.get(slot)
+        if window is not None and prediction.timestamp - window.first_ms >= self.window_ms:
+            closed.append(self._close(window, "time"))
+            window = None
+        if window is None:
+            key = WindowKey(
+                prediction.model_name,
+                prediction.version,
+                point_time_ns(prediction.timestamp, prediction.event_id),
+            )
+            window = Window(
+                key=key,
+                first_ms=prediction.timestamp,
+                opened=self.clock(),
+                drift=self.select is None or self.select(),
+            )
+            self.open[slot] = window
+            self.windows[key] = window
+        if window.drift:
+            try:
+                window.rows.append(features.parsed_row())
+                window.probabilities.append(prediction.probability)
+                window.positions.append(features.position)
+            except BadMessage as exc:  # counted for accuracy, left out of the drift test
+                self.stats.bad_features += 1
+                self.bad_features.append((features.position, str(exc)))
+                self.release([features.position])
+        else:
+            self.release([features.position])  # nothing derived from it will be written
+        window.positions.append(prediction.position)
+        window.predictions += 1
+        self.awaiting[prediction.event_id] = (window.key, prediction.prediction)
+        if len(self.awaiting) > self.max_awaiting:
+            self.awaiting.popitem(last=False)
+            self.stats.awaiting_evicted += 1
+        early = self.early_labels.pop(prediction.event_id, None)
+        if early is not None:
+            self.apply_label(prediction.event_id, early[0], None)
+        if window.predictions >= self.window_size:
+            closed.append(self._close(window, "size"))
+        return closed
+
+    # --- labels -------------------------------------------------------------------------------
+
+    def apply_label(self, event_id: str, label: int, position: Position | None) -> bool:
+        """Count a label in its prediction's window. False when the prediction is not known (yet)."""
+        found = self.awaiting.pop(event_id, None)
+        if found is None:
+            self.early_labels[event_id] = (label, self.clock())
+            self.early_labels.move_to_end(event_id)
+            self.stats.labels_early += 1
+            while len(self.early_labels) > self.max_awaiting:
+                self.early_labels.popitem(last=False)
+                self.stats.labels_expired += 1
+            return False
+        key, prediction = found
+        window = self.windows.get(key)
+        if window is None:  # its window has expired: too late to count
+            self.stats.labels_expired += 1
+            return False
+        window.confusion.add(prediction, label)
+        if position is not None:
+            window.label_positions.append(position)
+        self.dirty.add(key)
+        self.stats.labels_applied += 1
+        return True
+
+    def take_dirty(self) -> list[Window]:
+        """Windows whose performance changed since the last call (their label positions go with them)."""
+        windows = [self.windows[key] for key in self.dirty if key in self.windows]
+        self.dirty.clear()
+        return windows
+
+    # --- time ---------------------------------------------------------------------------------
+
+    def expire(self) -> list[ClosedWindow]:
+        """Close windows open too long (wall time); drop what waited too long. Returns closed windows."""
+        now = self.clock()
+        closed = [
+            self._close(window, "idle")
+            for window in list(self.open.values())
+            if now - window.opened >= self.window_seconds
+        ]
+        waiting: tuple[tuple[OrderedDict[str, Any], str], ...] = (
+            (self.features, "features_expired"),
+            (self.predictions, "predictions_expired"),
+        )
+        for table, counter in waiting:
+            while table:
+                oldest = next(iter(table.values()))
+                if now - oldest.arrived < self.join_timeout_s:
+                    break
+                table.popitem(last=False)
+                self.release([oldest.position])
+                setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        while self.early_labels:
+            _, (_, arrived) = next(iter(self.early_labels.items()))
+            if now - arrived < self.label_wait_s:
+                break
+            self.early_labels.popitem(last=False)
+            self.stats.labels_expired += 1
+        while self.windows:
+            window = next(iter(self.windows.values()))
+            if window.closed is None or now - window.closed < self.label_wait_s or window.key in self.dirty:
+                break
+            self.windows.popitem(last=False)
+        return closed
+
+    def close_all(self) -> list[ClosedWindow]:
+        return [self._close(window, "shutdown") for window in list(self.open.values())]
+
+    def _close(self, window: Window, reason: str) -> ClosedWindow:
+        del self.open[(window.key.model_name, window.key.version)]
+        window.closed = self.clock()
+        self.stats.windows_closed += 1
+        closed = ClosedWindow(
+            key=window.key,
+            matrix=window.matrix(),
+            probabilities=np.asarray(window.probabilities, dtype=np.float64),
+            positions=window.positions,
+            reason=reason,
+            drift=window.drift,
+            events=window.predictions,
+        )
+        window.rows, window.probabilities, window.positions = [], [], []
+        return closed
+
+    def _bound(self, table: OrderedDict[str, Any], counter: str) -> None:
+        while len(table) > self.max_unjoined:
+            _, oldest = table.popitem(last=False)
+            self.release([oldest.position])
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)

@@ -1,0 +1,49 @@
+"""`fireman` commands of the serving package. Heavy imports stay inside the command functions."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Add this package's commands to the `fireman` app and its `fireman bench` group."""
+
+    @app.command("scorer")
+    def scorer(
+        log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+    ) -> None:
+        """Score `measurements` with the registry's production model (settings: FIREMAN_SCORER_*).
+
+        SIGTERM or Ctrl-C finishes the batch in flight, commits and exits 0.
+        """
+        import signal
+        import threading
+
+        from serving.runtime import configure_logging, load_settings
+        from serving.scorer import Scorer
+
+        configure_logging(log_level)
+        settings = load_settings()
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        Scorer(settings).run(stop)
+
+    @bench_app.command("scorer")
+    def bench_scorer(
+        events: int = typer.Option(200_000, min=1000, help="Events for the throughput run."),
+        rate: int = typer.Option(2000, min=1, help="Events/s for the latency run."),
+        latency_seconds: float = typer.Option(20.0, min=1.0, help="Length of the latency run."),
+        baseline_seconds: float = typer.Option(10.0, min=1.0, help="Length of the per-message baseline run."),
+    ) -> None:
+        """End-to-end scorer throughput and latency beside a one-predict-per-message baseline."""
+        from bench.scorer import BenchOptions, run_bench
+
+        from serving.runtime import configure_logging
+
+        configure_logging("WARNING")
+        run_bench(
+            BenchOptions(
+                events=events, rate=rate, latency_seconds=latency_seconds, baseline_seconds=baseline_seconds
+            )
+        )

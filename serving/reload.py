@@ -1,0 +1,138 @@
+"""The hot-reload watcher: polls the registry alias, loads and checks a new version off the hot path.
+
+The scorer takes a checked model with ``take_pending`` between two batches, so a batch is always
+scored by exactly one version. Refusals are logged and written to ``model_events`` once per version.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from mlflow.exceptions import MlflowException
+
+from fireman_common.influx import Point
+from serving.model import AliasTarget, ModelRefused, Registry, ServingModel
+
+log = logging.getLogger(__name__)
+
+MODEL_EVENTS = "model_events"
+
+
+def model_event(kind: str, model_name: str, fields: dict[str, float | int | str]) -> Point:
+    return Point(
+        MODEL_EVENTS, fields=fields, time_ns=time.time_ns(), tags={"model_name": model_name, "event": kind}
+    )
+
+
+class ModelWatcher:
+    def __init__(
+        self,
+        registry: Registry,
+        interval_s: float,
+        emit: Callable[[Point], None],
+    ) -> None:
+        self.registry = registry
+        self.interval_s = interval_s
+        self._emit = emit
+        self._halt = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: ServingModel | None = None
+        self._refused: str | None = None
+        self._missing_logged = False
+        self.current_version: str | None = None
+        self._thread: threading.Thread | None = None
+
+    def wait_for_first(self, stop: threading.Event) -> ServingModel | None:
+        """Block until the alias names a servable version (None if stopped first); never consumes."""
+        while not stop.is_set():
+            model = self.check()
+            if model is not None:
+                return model
+            stop.wait(self.interval_s)
+        return None
+
+    def check(self) -> ServingModel | None:
+        """One look at the alias; a new, servable version is returned (and not yet in use)."""
+        try:
+            target = self.registry.production()
+        except (MlflowException, OSError) as exc:
+            log.warning(
+                "could not read the model registry at %s: %s", self.registry.settings.tracking_uri, exc
+            )
+            return None
+        settings = self.registry.settings
+        if target is None:
+            if not self._missing_logged:
+                what = "keeps serving" if self.current_version else "waits without consuming"
+                log.warning(
+                    "no model in production: registered model %r has no alias %r; the scorer %s "
+                    "(train one with `fireman train`)",
+                    settings.model_name,
+                    settings.production_alias,
+                    what,
+                )
+                self._missing_logged = True
+            return None
+        self._missing_logged = False
+        if target.version in (self.current_version, self._refused):
+            return None
+        return self._load(target)
+
+    def _load(self, target: AliasTarget) -> ServingModel | None:
+        log.info("loading %s version %s (run %s)", target.name, target.version, target.run_id)
+        started = time.perf_counter()
+        try:
+            model = self.registry.load(target)
+        except ModelRefused as exc:
+            self._refused = target.version
+            log.error(
+                "refused %s version %s: %s; still serving version %s",
+                target.name,
+                target.version,
+                exc,
+                self.current_version or "none",
+            )
+            self._emit(
+                model_event(
+                    "refused",
+                    target.name,
+                    {
+                        "from_version": self.current_version or "",
+                        "to_version": target.version,
+                        "reason": str(exc)[:1000],
+                        "load_seconds": time.perf_counter() - started,
+                    },
+                )
+            )
+            return None
+        return model
+
+    def start(self, current_version: str) -> None:
+        self.current_version = current_version
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._halt.wait(self.interval_s):
+            with self._lock:
+                if self._pending is not None:
+                    continue  # the scorer has not taken the last one yet
+            model = self.check()
+            if model is not None:
+                with self._lock:
+                    self._pending = model
+
+    def take_pending(self) -> ServingModel | None:
+        with self._lock:
+            model, self._pending = self._pending, None
+        if model is not None:
+            self.current_version = model.version
+        return model
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)

@@ -1,0 +1,37 @@
+"""Settings of ``fireman scorer`` (``FIREMAN_SCORER_*``), built by the CLI and passed down."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings
+
+
+class ScorerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FIREMAN_SCORER_", extra="ignore", env_file=None)
+
+    group_id: str = "fireman-scorer"
+    max_batch: int = Field(
+        default=5000, ge=1, le=100_000, description="Most events scored in one model call."
+    )
+    max_wait_ms: int = Field(default=100, ge=1, description="Longest wait to fill a batch.")
+    reload_interval_s: float = Field(
+        default=10.0, gt=0, description="How often the registry alias is polled."
+    )
+    influx_buffer_points: int = Field(
+        default=200_000, ge=1, description="Points awaiting InfluxDB before consumption pauses."
+    )
+    influx_chunk_points: int = Field(default=10_000, ge=1, description="Most points in one InfluxDB write.")
+    influx_retry_max_s: float = Field(
+        default=5.0, gt=0, description="Longest back-off between write retries."
+    )
+    drain_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="On shutdown or rebalance, how long to wait for pending InfluxDB writes.",
+    )
+    log_interval_s: float = Field(default=10.0, gt=0)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)

@@ -1,0 +1,194 @@
+"""`fireman` commands of the streaming package. Heavy imports stay inside the command functions."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGINT/SIGTERM, so loops finish the batch in hand instead of dying mid-write."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+def _overrides(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Add this package's commands to the `fireman` app and its `fireman bench` group."""
+
+    @app.command("collector")
+    def collector(
+        host: str | None = typer.Option(None, help="Listen address (FIREMAN_COLLECTOR_HOST)."),
+        port: int | None = typer.Option(None, help="Listen port (FIREMAN_COLLECTOR_PORT, default 8000)."),
+        workers: int | None = typer.Option(None, help="Worker processes (FIREMAN_COLLECTOR_WORKERS)."),
+    ) -> None:
+        """Run the HTTP collector: POST /v1/events, /v1/labels and the legacy /FIREMAN/SPAM into Kafka."""
+        from streaming.collector import serve
+        from streaming.settings import CollectorSettings
+
+        _logging()
+        options = _overrides(host=host, port=port, workers=workers)
+        # Worker processes rebuild their settings from the environment, so options go there too.
+        for key, value in options.items():
+            os.environ[f"FIREMAN_COLLECTOR_{key.upper()}"] = str(value)
+        settings = CollectorSettings(**options)
+        logging.getLogger(__name__).info(
+            "collector on http://%s:%d -> Kafka %s",
+            settings.host,
+            settings.port,
+            settings.kafka.bootstrap_servers,
+        )
+        serve(settings)
+
+    @app.command("sink")
+    def sink(
+        group_id: str | None = typer.Option(None, help="Kafka consumer group (FIREMAN_SINK_GROUP_ID)."),
+        batch_size: int | None = typer.Option(
+            None, help="Records per InfluxDB write (FIREMAN_SINK_BATCH_SIZE)."
+        ),
+    ) -> None:
+        """Copy `measurements` and `labels` from Kafka into InfluxDB until SIGTERM (then drain and commit)."""
+        from streaming.settings import SinkSettings
+        from streaming.sink import SinkStats, run_sink
+
+        _logging()
+        log = logging.getLogger("fireman.sink")
+        settings = SinkSettings(**_overrides(group_id=group_id, batch_size=batch_size))
+        stop = _stop_on_signals()
+        log.info(
+            "sink: %s + %s (group %s) -> %s/%s",
+            settings.kafka.topic_measurements,
+            settings.kafka.topic_labels,
+            settings.group_id,
+            settings.influxdb.url,
+            settings.influxdb.database,
+        )
+
+        def report(stats: SinkStats) -> None:
+            log.info(
+                "written %d, dead-lettered %d, commits %d", stats.written, stats.dead_lettered, stats.commits
+            )
+
+        stats = run_sink(settings, stop, on_batch=report)
+        log.info("sink stopped: %s", stats.as_dict())
+
+    @app.command("generator")
+    def generator(
+        rate: float | None = typer.Option(
+            None, help="Events per second, 0 = as fast as possible (default 10)."
+        ),
+        batch: int | None = typer.Option(None, help="Events per POST (default 1)."),
+        sensors: int | None = typer.Option(None, help="Number of simulated sensors (default 5)."),
+        limit: int | None = typer.Option(None, help="Stop after this many events."),
+        loop: bool | None = typer.Option(None, "--loop/--no-loop", help="Start over at the end of the data."),
+        missing_rate: float | None = typer.Option(
+            None, help="Share of values removed at random (default 0.2)."
+        ),
+        seed: int | None = typer.Option(
+            None, help="Seed for order, missingness, ids and labels (default 0)."
+        ),
+        drift_after: int | None = typer.Option(None, help="Inject covariate shift after this many events."),
+        drift_kind: str | None = typer.Option(None, help="shift, scale or swap (default shift)."),
+        drift_features: str | None = typer.Option(None, help="Comma-separated features to drift."),
+        drift_magnitude: float | None = typer.Option(None, help="Shift in std units / scale factor - 1."),
+        label_delay: float | None = typer.Option(
+            None, help="Seconds before a row's label is posted (default 5)."
+        ),
+        label_fraction: float | None = typer.Option(None, help="Share of rows that get a label (default 1)."),
+        dataset: str | None = typer.Option(None, help="spambase or synthetic (default spambase)."),
+        url: str | None = typer.Option(None, help="Collector URL (FIREMAN_GENERATOR_COLLECTOR_URL)."),
+    ) -> None:
+        """Replay Spambase rows as sensor events with missing values, optional drift and delayed labels."""
+        import httpx
+        from pydantic import ValidationError
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn
+
+        from fireman_common.errors import UserError
+        from streaming.generator import Generator, GeneratorStats, load_frame
+        from streaming.settings import GeneratorSettings
+
+        options = _overrides(
+            rate=rate,
+            batch=batch,
+            sensors=sensors,
+            limit=limit,
+            loop=loop,
+            missing_rate=missing_rate,
+            seed=seed,
+            drift_after=drift_after,
+            drift_kind=drift_kind,
+            drift_magnitude=drift_magnitude,
+            label_delay_s=label_delay,
+            label_fraction=label_fraction,
+            dataset=dataset,
+            collector_url=url,
+        )
+        if drift_features is not None:
+            options["drift_features"] = tuple(
+                name.strip() for name in drift_features.split(",") if name.strip()
+            )
+        try:
+            settings = GeneratorSettings(**options)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise UserError(f"bad generator option: {problems}") from None
+        frame = load_frame(settings)
+        console = Console()
+        stop = _stop_on_signals()
+        with (
+            httpx.Client(base_url=settings.collector_url, timeout=settings.timeout_s) as client,
+            Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console) as progress,
+        ):
+            task = progress.add_task("starting")
+
+            def show(stats: GeneratorStats) -> None:
+                progress.update(task, description=stats.summary())
+
+            stats = Generator(settings, client, frame, on_progress=show).run(stop)
+        console.print(f"{'stopped' if stop.is_set() else 'done'}: {stats.summary()}")
+        if stats.last_error:
+            console.print(f"last error: {stats.last_error}")
+
+    @bench_app.command("collector")
+    def bench_collector(
+        duration: float = typer.Option(10.0, help="Seconds per scenario."),
+        concurrency: int = typer.Option(64, help="Concurrent connections for single-event POSTs."),
+        batch_concurrency: int = typer.Option(4, help="Concurrent connections for batch POSTs."),
+        batch_size: int = typer.Option(1000, help="Events per batch POST."),
+        workers: str = typer.Option("1", help="Comma-separated collector worker counts to compare."),
+        profile: Path | None = typer.Option(None, help="Write a cProfile of the collector (workers=1) here."),
+    ) -> None:
+        """Events/s through the collector, acknowledged by Kafka: single-event vs batch POSTs."""
+        from bench.collector import BenchOptions, run_bench
+
+        run_bench(
+            BenchOptions(
+                duration_s=duration,
+                concurrency=concurrency,
+                batch_concurrency=batch_concurrency,
+                batch_size=batch_size,
+                workers=[int(part) for part in workers.split(",") if part.strip()],
+                profile=profile,
+            )
+        )

@@ -1,0 +1,304 @@
+"""Raw history: a consumer group copies ``measurements`` and ``labels`` from Kafka into InfluxDB.
+
+At-least-once: a polled batch is written to InfluxDB, poison messages go to the DLQ, and only then
+are the batch's offsets committed. Writes are idempotent (see ``streaming.payloads.event_time_ns``),
+so a batch written twice after a crash is still one point per event. While InfluxDB is down the
+consumer pauses its partitions and keeps polling (an empty poll keeps its group membership), so
+nothing more is fetched into memory until the batch in hand is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+from pydantic import ValidationError
+
+from fireman_common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
+from fireman_common.schema import LabelIn
+from streaming.payloads import WIRE_EVENT, event_time_ns
+from streaming.settings import SinkSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SinkStats:
+    consumed: int = 0
+    written: int = 0
+    dead_lettered: int = 0
+    commits: int = 0
+    write_failures: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Item:
+    message: Any
+    point: Point | None = None
+    error: str | None = None
+
+
+@dataclass
+class _Batch:
+    items: list[_Item] = field(default_factory=list)
+
+    def points(self) -> list[_Item]:
+        return [item for item in self.items if item.point is not None]
+
+    def dead(self) -> list[_Item]:
+        return [item for item in self.items if item.error is not None]
+
+
+def event_point(value: bytes, measurement: str) -> Point:
+    event = WIRE_EVENT.validate_json(value)
+    fields: dict[str, float | str] = {
+        name: value for name, value in event.features.items() if value is not None
+    }
+    fields["event_id"] = event.event_id
+    return Point(
+        measurement,
+        fields=fields,
+        time_ns=event_time_ns(event.timestamp, event.event_id),
+        tags={"sensor_id": event.sensor_id},
+    )
+
+
+def label_point(value: bytes, measurement: str) -> Point:
+    label = LabelIn.model_validate_json(value)
+    return Point(
+        measurement,
+        fields={"label": label.label, "event_id": label.event_id},
+        time_ns=event_time_ns(label.timestamp, label.event_id),
+        tags={"sensor_id": label.sensor_id},
+    )
+
+
+class Sink:
+    """The sink's main loop; ``run(stop)`` returns once ``stop`` is set and the batch in hand is done."""
+
+    def __init__(
+        self,
+        settings: SinkSettings,
+        consumer: KafkaConsumer,
+        producer: KafkaProducer,
+        influx: InfluxClient,
+        on_batch: Callable[[SinkStats], None] | None = None,
+        stats: SinkStats | None = None,
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.producer = producer
+        self.influx = influx
+        self.on_batch = on_batch
+        self.stats = stats if stats is not None else SinkStats()
+        kafka = settings.kafka
+        self._converters: dict[str, Callable[[bytes], Point]] = {
+            kafka.topic_measurements: lambda value: event_point(value, settings.measurement_events),
+            kafka.topic_labels: lambda value: label_point(value, settings.measurement_labels),
+        }
+
+    def run(self, stop: threading.Event) -> SinkStats:
+        self._ensure_database()
+        while not stop.is_set():
+            self.step(stop)
+        return self.stats
+
+    def step(self, stop: threading.Event) -> int:
+        """Poll one batch and see it through to a commit; returns how many messages it held."""
+        polled = self.consumer.poll(
+            timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.batch_size
+        )
+        messages = [message for records in polled.values() for message in records]
+        if not messages:
+            return 0
+        self.stats.consumed += len(messages)
+        batch = self._convert(messages)
+        if not self._write(batch, stop):
+            # Stopping while InfluxDB is still down: leave the offsets uncommitted so the group
+            # hands these messages out again; rewind so a later poll in this process would too.
+            self._rewind(messages)
+            return len(messages)
+        self._dead_letter(batch.dead())
+        self._commit(messages)
+        if self.on_batch is not None:
+            self.on_batch(self.stats)
+        return len(messages)
+
+    def _convert(self, messages: list[Any]) -> _Batch:
+        batch = _Batch()
+        for message in messages:
+            item = _Item(message)
+            convert = self._converters.get(message.topic)
+            try:
+                if convert is None:
+                    raise ValueError(f"no conversion for topic {message.topic!r}")
+                if message.value is None:
+                    raise ValueError("empty message")
+                item.point = convert(message.value)
+            except ValidationError as exc:
+                item.error = _describe(exc)
+            except ValueError as exc:
+                item.error = str(exc)
+            batch.items.append(item)
+        return batch
+
+    def _write(self, batch: _Batch, stop: threading.Event) -> bool:
+        """Write the batch's points, waiting out InfluxDB outages; False only when told to stop first."""
+        delay = self.settings.retry_initial_s
+        give_up_at: float | None = None
+        paused: set[TopicPartition] = set()
+        try:
+            while True:
+                try:
+                    self._write_isolating(batch.points())
+                    return True
+                except InfluxUnavailable as exc:
+                    self.stats.write_failures += 1
+                    log.warning("InfluxDB unavailable, retrying in %.1f s: %s", delay, exc)
+                if stop.is_set():
+                    give_up_at = give_up_at or time.monotonic() + self.settings.shutdown_timeout_s
+                    if time.monotonic() >= give_up_at:
+                        log.warning(
+                            "stopping with %d messages unwritten; they stay uncommitted", len(batch.items)
+                        )
+                        return False
+                paused |= self._idle(delay)
+                delay = min(delay * 2, self.settings.retry_max_s)
+        finally:
+            still_ours = paused & self.consumer.assignment()
+            if still_ours:
+                self.consumer.resume(*still_ours)
+
+    def _idle(self, seconds: float) -> set[TopicPartition]:
+        """Wait while staying in the group: poll with every partition paused, so nothing is fetched."""
+        assigned = set(self.consumer.assignment())
+        if assigned:
+            self.consumer.pause(*assigned)
+        polled = self.consumer.poll(timeout_ms=int(seconds * 1000), max_records=1)
+        # A rebalance can assign partitions that are not paused yet; put back what they returned.
+        for tp, records in polled.items():
+            if records:
+                self.consumer.seek(tp, records[0].offset)
+        return assigned
+
+    def _write_isolating(self, items: list[_Item]) -> None:
+        """Write points; when InfluxDB rejects a batch, find the offending points and dead-letter them."""
+        if not items:
+            return
+        try:
+            self.influx.write([item.point for item in items if item.point is not None])
+            self.stats.written += len(items)
+        except InfluxUnavailable:
+            raise
+        except InfluxError as exc:
+            if "database not found" in str(exc):
+                self.influx.create_database()
+                self._write_isolating(items)
+            elif len(items) == 1:
+                items[0].point, items[0].error = None, f"InfluxDB rejected the point: {exc}"
+            else:
+                middle = len(items) // 2
+                self._write_isolating(items[:middle])
+                self._write_isolating(items[middle:])
+
+    def _dead_letter(self, items: list[_Item]) -> None:
+        if not items:
+            return
+        futures = []
+        for item in items:
+            message = item.message
+            headers = [
+                ("error", (item.error or "unknown error").encode()),
+                ("source-topic", message.topic.encode()),
+                ("source-partition", str(message.partition).encode()),
+                ("source-offset", str(message.offset).encode()),
+            ]
+            futures.append(
+                self.producer.send(
+                    self.settings.kafka.topic_dlq,
+                    value=message.value or b"",
+                    key=message.key,
+                    headers=headers,
+                )
+            )
+        self.producer.flush(timeout=self.settings.kafka.request_timeout_ms / 1000)
+        for future in futures:
+            future.get(timeout=self.settings.kafka.request_timeout_ms / 1000)
+        self.stats.dead_lettered += len(items)
+        log.warning("sent %d unparseable messages to %s", len(items), self.settings.kafka.topic_dlq)
+
+    def _commit(self, messages: list[Any]) -> None:
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for message in messages:
+            tp = TopicPartition(message.topic, message.partition)
+            if tp not in offsets or offsets[tp].offset <= message.offset:
+                offsets[tp] = OffsetAndMetadata(message.offset + 1, "", -1)
+        try:
+            self.consumer.commit(offsets)
+            self.stats.commits += 1
+        except CommitFailedError as exc:
+            # The group rebalanced; the new owner re-reads these messages and rewrites the same points.
+            log.warning("offset commit failed after a rebalance: %s", exc)
+
+    def _rewind(self, messages: list[Any]) -> None:
+        first: dict[TopicPartition, int] = {}
+        for message in messages:
+            tp = TopicPartition(message.topic, message.partition)
+            first[tp] = min(first.get(tp, message.offset), message.offset)
+        for tp, offset in first.items():
+            if tp in self.consumer.assignment():
+                self.consumer.seek(tp, offset)
+
+    def _ensure_database(self) -> None:
+        try:
+            self.influx.create_database()
+        except InfluxUnavailable as exc:
+            log.warning("InfluxDB unavailable at start (the sink will retry): %s", exc)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False)[:5]:
+        where = ".".join(str(part) for part in error["loc"])
+        parts.append(f"{where}: {error['msg']}" if where else error["msg"])
+    return "; ".join(parts)
+
+
+def run_sink(
+    settings: SinkSettings,
+    stop: threading.Event,
+    on_batch: Callable[[SinkStats], None] | None = None,
+    stats: SinkStats | None = None,
+) -> SinkStats:
+    """Build the clients from settings and run until ``stop`` is set."""
+    from fireman_common.kafka_io import ensure_topics, make_consumer, make_producer
+
+    kafka = settings.kafka
+    try:
+        ensure_topics(kafka, [kafka.topic_measurements, kafka.topic_labels, kafka.topic_dlq])
+    except KafkaError as exc:
+        log.warning("could not ensure topics (continuing): %s", exc)
+    consumer = make_consumer(
+        kafka,
+        settings.group_id,
+        [kafka.topic_measurements, kafka.topic_labels],
+        max_poll_records=settings.batch_size,
+    )
+    producer = make_producer(kafka)
+    influx = InfluxClient(settings.influxdb)
+    try:
+        return Sink(settings, consumer, producer, influx, on_batch, stats).run(stop)
+    finally:
+        consumer.close(autocommit=False)
+        producer.close(timeout=10)
+        influx.close()

@@ -1,0 +1,280 @@
+"""The monitor against real Kafka, InfluxDB and MLflow, fed by the real stream scorer.
+
+A model is trained once (``training.workflow.run_training``, which logs the drift reference and the
+hold-out); the generator's library turns hold-out rows into events (with drift injected where a test
+asks), the scorer scores them, and the monitor writes ``drift``, ``alerts`` and ``performance``.
+Events go in 250 at a time, each chunk once the monitor has joined the previous one, as a live
+stream arrives: the count windows then hold exactly events 0-999, 1000-1999 and 2000-2999.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from fireman_common.influx import InfluxClient
+from fireman_common.kafka_io import make_producer
+from fireman_common.schema import FEATURE_NAMES, now_ms
+from fireman_common.settings import (
+    DatasetSettings,
+    InfluxSettings,
+    KafkaSettings,
+    MlflowSettings,
+    StateSettings,
+)
+from monitoring.monitor import Monitor
+from monitoring.settings import MonitorSettings
+from serving.scorer import Scorer
+from serving.settings import ScorerSettings
+from streaming.settings import DEFAULT_DRIFT_FEATURES, GeneratorSettings
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 3000
+CHUNK = 250
+# The generator's ten default features plus twenty more: 30 of 57 shifted, over the 0.5 default.
+SHIFTED = tuple(dict.fromkeys([*DEFAULT_DRIFT_FEATURES, *(f"Cont_{i}" for i in range(1, 30))]).keys())[:30]
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        threading.Event().wait(0.1)
+    return True
+
+
+@pytest.fixture(scope="module")
+def trained(mlflow_service: MlflowSettings, dataset_settings: DatasetSettings) -> dict[str, Any]:
+    """One small production model for the module: its settings, hold-out frame and hold-out accuracy."""
+    import mlflow
+
+    from training.settings import TrainingSettings
+    from training.workflow import HOLDOUT_ARTIFACT, run_training
+
+    name = f"monitor-test-{uuid.uuid4().hex[:10]}"
+    names = mlflow_service.model_copy(update={"experiment": name, "model_name": name})
+    settings = TrainingSettings(mlflow=names, dataset=dataset_settings, n_estimators=40, n_jobs=1)
+    outcome = run_training(settings, source="file", promote="force")
+    local = mlflow.artifacts.download_artifacts(
+        run_id=outcome.run_id, artifact_path=HOLDOUT_ARTIFACT, tracking_uri=names.tracking_uri
+    )
+    return {"mlflow": names, "holdout": pd.read_parquet(local), "accuracy": outcome.metrics["accuracy"]}
+
+
+@contextmanager
+def running(target: Callable[[threading.Event], None]) -> Iterator[None]:
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            target(stop)
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=90)
+    assert not thread.is_alive(), "did not stop"
+    assert not errors, errors
+
+
+def stream(
+    kafka: KafkaSettings,
+    influx: InfluxSettings,
+    mlflow: MlflowSettings,
+    events: list[dict[str, Any]],
+    labels: list[dict[str, Any]],
+    home: Path,
+    expect_windows: int = EVENTS // 1000,
+    **monitor_options: Any,
+) -> Monitor:
+    """Score ``events`` and monitor them; labels follow once every event is scored (they come late)."""
+    import orjson
+
+    scorer = Scorer(
+        ScorerSettings(kafka=kafka, influxdb=influx, mlflow=mlflow, group_id=f"s-{uuid.uuid4().hex}")
+    )
+    settings = MonitorSettings(
+        kafka=kafka,
+        influxdb=influx,
+        mlflow=mlflow,
+        group_id=f"m-{uuid.uuid4().hex}",
+        state=StateSettings(home=home),
+        # Windows here come seconds apart; the default budget would shed some of them.
+        drift_cpu_budget=1.0,
+        **monitor_options,
+    )
+    monitor = Monitor(settings)
+    producer = make_producer(kafka)
+    try:
+        with running(scorer.run), running(monitor.run):
+            for start in range(0, len(events), CHUNK):
+                chunk = events[start : start + CHUNK]
+                for event in chunk:
+                    producer.send(
+                        kafka.topic_measurements, key=event["sensor_id"].encode(), value=orjson.dumps(event)
+                    )
+                producer.flush()
+                done = start + len(chunk)
+                assert wait_for(lambda done=done: monitor.book.stats.joined >= done, 60), monitor.book.stats
+            for label in labels:
+                producer.send(kafka.topic_labels, key=label["sensor_id"].encode(), value=orjson.dumps(label))
+            producer.flush()
+            # Done when every window is through the drift worker, every label is counted, and
+            # nothing is held in memory any more: all of it is in InfluxDB.
+            assert wait_for(
+                lambda: (
+                    monitor.stats.windows_tested + monitor.stats.windows_skipped >= expect_windows
+                    and monitor.book.stats.labels_applied >= len(labels)
+                    and monitor.tracker.held_count() == 0
+                ),
+                120,
+            ), (monitor.stats, monitor.book.stats)
+    finally:
+        producer.close()
+    return monitor
+
+
+def generated(holdout: pd.DataFrame, dataset: DatasetSettings, **drift: Any) -> tuple[list[dict], list[dict]]:
+    from streaming.generator import generate
+
+    # The hold-out already has the training run's missing values: no second mask.
+    spec = GeneratorSettings(missing_rate=0.0, seed=3, data=dataset, **drift)
+    return generate(holdout, EVENTS, spec, start_ms=now_ms() - 60_000, step_ms=10)
+
+
+def query(influx: InfluxSettings, statement: str) -> list[dict[str, Any]]:
+    with InfluxClient(influx) as client:
+        return client.query(statement)
+
+
+WINDOWS = "SELECT * FROM drift WHERE feature = '' ORDER BY time"
+PERFORMANCE = "SELECT * FROM performance ORDER BY time"
+
+
+def test_no_drift_no_alert_and_online_accuracy_matches_the_holdout(
+    kafka_topics: KafkaSettings,
+    influx_db: InfluxSettings,
+    trained: dict[str, Any],
+    dataset_settings: DatasetSettings,
+    tmp_path: Path,
+) -> None:
+    events, labels = generated(trained["holdout"], dataset_settings)
+    stream(kafka_topics, influx_db, trained["mlflow"], events, labels, tmp_path)
+
+    windows = query(influx_db, WINDOWS)
+    assert [w["window_size"] for w in windows] == [1000, 1000, 1000]
+    assert [w["dataset_drift"] for w in windows] == [0, 0, 0], windows
+    assert all(w["share_drifted_features"] < 0.5 for w in windows)
+    assert all(w["prediction_drift_score"] is not None for w in windows)
+    assert all(0.0 < w["missing_share"] < 0.5 for w in windows)
+    assert query(influx_db, "SELECT * FROM alerts") == []
+    per_feature = query(influx_db, "SELECT * FROM drift WHERE feature <> ''")
+    assert len(per_feature) == 3 * len(FEATURE_NAMES)
+
+    performance = query(influx_db, PERFORMANCE)
+    assert len(performance) == 3
+    assert sum(p["n_labelled"] for p in performance) == EVENTS
+    assert all(p["label_coverage"] == 1.0 for p in performance)
+    online = sum(p["accuracy"] * p["n_labelled"] for p in performance) / EVENTS
+    assert abs(online - trained["accuracy"]) <= 0.05, (online, trained["accuracy"])
+    assert {p["model_version"] for p in performance} == {w["model_version"] for w in windows}
+
+
+def test_injected_drift_is_detected_after_the_injection_and_raises_an_alert(
+    kafka_topics: KafkaSettings,
+    influx_db: InfluxSettings,
+    trained: dict[str, Any],
+    dataset_settings: DatasetSettings,
+    tmp_path: Path,
+) -> None:
+    events, labels = generated(
+        trained["holdout"], dataset_settings, drift_after=1000, drift_kind="shift", drift_features=SHIFTED
+    )
+    stream(kafka_topics, influx_db, trained["mlflow"], events, labels, tmp_path)
+
+    windows = query(influx_db, WINDOWS)
+    assert [w["dataset_drift"] for w in windows] == [0, 1, 1], windows
+    assert windows[0]["share_drifted_features"] < 0.5 <= windows[1]["share_drifted_features"]
+
+    per_feature = query(
+        influx_db, "SELECT drifted, drift_score FROM drift WHERE feature <> '' GROUP BY feature"
+    )
+    drifted_by_window: dict[int, set[str]] = {}
+    for row in per_feature:
+        if row["drifted"] == 1:
+            drifted_by_window.setdefault(row["time"], set()).add(row["feature"])
+    before, first, second = (drifted_by_window.get(w["time"], set()) for w in windows)
+    # A few features pass the per-feature test by chance in any window; the shifted ones all do after.
+    assert len(before) <= 5, before
+    assert set(SHIFTED) <= first and set(SHIFTED) <= second
+    assert len((first | second) - set(SHIFTED) - before) <= 3  # the shifted features, not noise
+
+    alerts = query(influx_db, "SELECT * FROM alerts")
+    assert len(alerts) == 1, alerts  # two consecutive drifting windows: the second one raises it
+    alert = alerts[0]
+    assert alert["time"] == windows[2]["time"]
+    assert alert["kind"] == "drift" and alert["consecutive_windows"] == 2
+    assert set(SHIFTED) <= set(alert["features"].split(","))
+
+    performance = {p["time"]: p for p in query(influx_db, PERFORMANCE)}
+    accuracy = [performance[w["time"]]["accuracy"] for w in windows]
+    assert abs(accuracy[0] - trained["accuracy"]) <= 0.05
+    assert max(accuracy[1:]) < accuracy[0] - 0.1, accuracy
+
+
+def test_all_null_feature_and_undersized_window_are_logged_not_fatal(
+    kafka_topics: KafkaSettings,
+    influx_db: InfluxSettings,
+    trained: dict[str, Any],
+    dataset_settings: DatasetSettings,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events, labels = generated(trained["holdout"], dataset_settings)
+    events = events[:260]
+    for event in events:
+        event["features"].pop("Cont_5", None)
+    caplog.set_level(logging.WARNING, logger="monitoring")
+    monitor = stream(
+        kafka_topics,
+        influx_db,
+        trained["mlflow"],
+        events,
+        labels[:260],
+        tmp_path,
+        window_size=200,
+        min_window_size=100,
+        window_seconds=3.0,
+        expect_windows=2,
+    )
+
+    assert monitor.stats.windows_tested == 1 and monitor.stats.windows_skipped == 1
+    assert "Cont_5 left out of the drift test: 0 value(s) in the window (all missing)" in caplog.text
+    assert "has 60 events, fewer than the minimum 100 (closed by idle): drift not tested" in caplog.text
+    windows = query(influx_db, WINDOWS)
+    assert [w["window_size"] for w in windows] == [200]
+    assert windows[0]["tested_features"] == len(FEATURE_NAMES) - 1
+    cont_5 = query(influx_db, "SELECT * FROM drift WHERE feature = 'Cont_5'")
+    assert len(cont_5) == 1
+    assert cont_5[0]["missing_share"] == 1.0
+    assert cont_5[0]["drift_score"] is None and cont_5[0]["drifted"] is None
+    # Accuracy is still measured for both windows, tested for drift or not.
+    assert sum(p["n_labelled"] for p in query(influx_db, PERFORMANCE)) == 260

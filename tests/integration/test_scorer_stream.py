@@ -1,0 +1,321 @@
+"""The stream scorer against real Kafka, InfluxDB and MLflow: scoring, lineage, replays, hot reload."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from fireman_common.influx import InfluxClient
+from fireman_common.schema import FEATURE_NAMES
+from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
+from serving.scorer import Scorer
+from serving.settings import ScorerSettings
+from serving.testkit import (
+    fit_pipeline,
+    make_events,
+    produce_events,
+    read_topic,
+    register_model,
+    spambase_rows,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pipeline(dataset_settings: DatasetSettings) -> Any:
+    return fit_pipeline(dataset_settings)
+
+
+@pytest.fixture
+def production(mlflow_names: MlflowSettings, pipeline: Any, dataset_settings: DatasetSettings) -> str:
+    features = spambase_rows(dataset_settings, 50)[list(FEATURE_NAMES)]
+    return register_model(mlflow_names, pipeline, features)
+
+
+def scorer_settings(
+    kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings, **extra: Any
+) -> ScorerSettings:
+    return ScorerSettings(
+        kafka=kafka, influxdb=influx, mlflow=mlflow, group_id=f"scorer-{uuid.uuid4().hex[:8]}", **extra
+    )
+
+
+@contextmanager
+def running(settings: ScorerSettings) -> Iterator[Scorer]:
+    scorer = Scorer(settings)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            scorer.run(stop)
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        yield scorer
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive(), "the scorer did not stop"
+    assert not errors, errors
+
+
+def influx_rows(influx: InfluxSettings, query: str) -> list[dict[str, Any]]:
+    with InfluxClient(influx) as client:
+        return client.query(query)
+
+
+def prediction_count(influx: InfluxSettings) -> int:
+    rows = influx_rows(influx, "SELECT count(event_id) FROM predictions")
+    return int(rows[0]["count"]) if rows else 0
+
+
+def test_scores_every_event_with_the_production_version(
+    kafka_topics: KafkaSettings,
+    influx_db: InfluxSettings,
+    mlflow_names: MlflowSettings,
+    dataset_settings: DatasetSettings,
+) -> None:
+    from training.settings import TrainingSettings
+    from training.workflow import run_training
+
+    trained = run_training(
+        TrainingSettings(mlflow=mlflow_names, dataset=dataset_settings),
+        promote="force",
+        params={"n_estimators": 60},
+    )
+    production, pipeline = trained.version, trained.model
+    rows = spambase_rows(dataset_settings, 5000)
+    events = make_events(rows)
+    poison = [
+        b"{not json",
+        orjson.dumps({"event_id": "p1", "sensor_id": "s", "timestamp": 1, "features": {"Cont_1": "x"}}),
+    ]
+    produce_events(kafka_topics, events, extra=poison)
+
+    with running(scorer_settings(kafka_topics, influx_db, mlflow_names)) as scorer:
+        assert wait_for(lambda: scorer.stats.committed >= len(events) + len(poison), 90), scorer.stats
+
+    messages = read_topic(kafka_topics, kafka_topics.topic_predictions, len(events))
+    predictions = {p["event_id"]: p for p in (orjson.loads(m.value()) for m in messages)}
+    assert len(messages) == len(events) == len(predictions)
+    assert {p["model_version"] for p in predictions.values()} == {production}
+    assert {p["model_name"] for p in predictions.values()} == {mlflow_names.model_name}
+    assert all(p["run_id"] for p in predictions.values())
+    assert all(m.key().decode() == orjson.loads(m.value())["sensor_id"] for m in messages)
+
+    offline = pipeline.predict(rows[list(FEATURE_NAMES)])
+    offline_proba = pipeline.predict_proba(rows[list(FEATURE_NAMES)])[:, 1]
+    online = np.array([predictions[e.event_id]["prediction"] for e in events])
+    online_proba = np.array([predictions[e.event_id]["probability"] for e in events])
+    assert (online == offline).all()
+    assert np.allclose(online_proba, offline_proba)
+
+    points = influx_rows(influx_db, "SELECT event_id, prediction, model_version, latency_ms FROM predictions")
+    assert len(points) == len(events)
+    assert {p["event_id"] for p in points} == set(predictions)
+    assert {p["model_version"] for p in points} == {production}
+    by_id = {p["event_id"]: p for p in points}
+    assert all(by_id[e.event_id]["prediction"] == predictions[e.event_id]["prediction"] for e in events)
+    assert all(by_id[e.event_id]["time"] == e.timestamp for e in events[:100])
+
+    dead = read_topic(kafka_topics, kafka_topics.topic_dlq, len(poison))
+    assert sorted(m.value() for m in dead) == sorted(poison)
+    reasons = [dict(m.headers())["error"].decode() for m in dead]
+    assert any("invalid JSON" in r for r in reasons)
+    assert any("features.Cont_1" in r for r in reasons)
+
+
+def test_replay_by_another_version_overwrites_instead_of_duplicating(
+    kafka_topics: KafkaSettings,
+    influx_db: InfluxSettings,
+    mlflow_names: MlflowSettings,
+    production: str,
+    pipeline: Any,
+    dataset_settings: DatasetSettings,
+) -> None:
+    rows = spambase_rows(dataset_settings, 1000)
+    events = make_events(rows, sensors=2)  # many events share a sensor and a millisecond
+    produce_events(kafka_topics, events)
+    with running(scorer_settings(kafka_topics, influx_db, mlflow_names)) as scorer:
+        assert wait_for(lambda: scorer.stats.committed >= len(events), 60)
+    assert prediction_count(influx_db) == len(events)
+
+    newer = register_model(mlflow_names, pipeline, rows[list(FEATURE_NAMES)].head(20))
+    # A new group replays the whole topic, as after a lost offset commit, but with the new version.
+    with running(scorer_settings(kafka_topics, influx_db, mlflow_names)) as scorer:
+        assert wait_for(lambda: scorer.stats.committed >= len(events), 60)
+    points = influx_rows(influx_db, "SELECT event_id, model_version FROM predictions")
+    assert len(points) == len(events)
+    assert {p["model_version"] for p in points} == {newer}
+
+
+class Feed:
+    """Produces Spambase events in small chunks from a thread, so events flow while the test acts."""
+
+    def __init__(self, kafka: KafkaSettings, rows: pd.DataFrame, chunk: int = 200) -> None:
+        self.kafka, self.rows, self.chunk = kafka, rows, chunk
+        self.sent: list[str] = []
+        self.halt = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        prefix = uuid.uuid4().hex[:8]
+        for start in range(0, len(self.rows), self.chunk):
+            if self.halt.is_set():
+                return
+            events = make_events(self.rows.iloc[start : start + self.chunk], prefix=f"{prefix}-{start}")
+            produce_events(self.kafka, events)
+            self.sent.extend(e.event_id for e in events)
+            self.halt.wait(0.05)
+
+    def __enter__(self) -> Feed:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.halt.set()
+        self.thread.join(timeout=60)
+
+
+def versions_in_partition_order(kafka: KafkaSettings, expected: int) -> tuple[set[str], list[list[str]]]:
+    messages = read_topic(kafka, kafka.topic_predictions, expected)
+    by_partition: dict[int, list[tuple[int, str]]] = {}
+    ids = set()
+    for message in messages:
+        value = orjson.loads(message.value())
+        ids.add(value["event_id"])
+        by_partition.setdefault(message.partition(), []).append((message.offset(), value["model_version"]))
+    return ids, [[v for _, v in sorted(entries)] for entries in by_partition.values()]
+
+
+def test_alias_move_switches_the_version_live_without_losing_events(
+    kafka_topics: KafkaSettings,
+    influx_db: InfluxSettings,
+    mlflow_names: MlflowSettings,
+    production: str,
+    pipeline: Any,
+    dataset_settings: DatasetSettings,
+) -> None:
+    rows = spambase_rows(dataset_settings, 6000)
+    settings = scorer_settings(kafka_topics, influx_db, mlflow_names, reload_interval_s=0.5, max_batch=200)
+    with running(settings) as scorer, Feed(kafka_topics, rows) as feed:
+        assert wait_for(lambda: scorer.stats.scored > 500, 60)
+        newer = register_model(mlflow_names, pipeline, rows[list(FEATURE_NAMES)].head(20))
+        assert wait_for(lambda: scorer.stats.model_version == newer, 60)
+        switched_at = scorer.stats.scored
+        assert wait_for(lambda: scorer.stats.scored > switched_at + 500 or not feed.thread.is_alive(), 60)
+        feed.thread.join(timeout=60)
+        assert wait_for(lambda: scorer.stats.committed >= len(feed.sent), 60)
+
+    ids, versions = versions_in_partition_order(kafka_topics, len(feed.sent))
+    assert ids == set(feed.sent)
+    for sequence in versions:
+        # In each partition, v1 until the switch and the new version from then on.
+        assert sequence == sorted(sequence, key=lambda v: v == newer)
+    assert any(newer in sequence for sequence in versions)
+    assert prediction_count(influx_db) == len(feed.sent)
+    events = influx_rows(influx_db, "SELECT * FROM model_events WHERE event = 'switch'")
+    assert [(e["from_version"], e["to_version"]) for e in events] == [(production, newer)]
+    assert events[0]["load_seconds"] > 0
+
+
+def test_broken_model_is_refused_and_the_old_version_keeps_serving(
+    kafka_topics: KafkaSettings,
+    influx_db: InfluxSettings,
+    mlflow_names: MlflowSettings,
+    production: str,
+    dataset_settings: DatasetSettings,
+) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    rows = spambase_rows(dataset_settings, 2000)
+    produce_events(kafka_topics, make_events(rows.head(1000)))
+    settings = scorer_settings(kafka_topics, influx_db, mlflow_names, reload_interval_s=0.5)
+    with running(settings) as scorer:
+        assert wait_for(lambda: scorer.stats.committed >= 1000, 60)
+        wrong = pd.DataFrame(
+            rows[list(FEATURE_NAMES[:10])].fillna(0).to_numpy(), columns=[f"f_{i}" for i in range(10)]
+        )
+        broken = RandomForestClassifier(n_estimators=3, random_state=0).fit(wrong, rows["label"])
+        broken_version = register_model(mlflow_names, broken, wrong)
+
+        def refused() -> list[dict[str, Any]]:
+            return influx_rows(influx_db, "SELECT * FROM model_events WHERE event = 'refused'")
+
+        assert wait_for(lambda: bool(refused()), 60)
+        produce_events(kafka_topics, make_events(rows.tail(1000)))
+        assert wait_for(lambda: scorer.stats.committed >= 2000, 60)
+        assert scorer.stats.model_version == production
+
+    [event] = refused()
+    assert (event["from_version"], event["to_version"]) == (production, broken_version)
+    assert "not event features" in event["reason"]
+    points = influx_rows(influx_db, "SELECT event_id, model_version FROM predictions")
+    assert len(points) == 2000
+    assert {p["model_version"] for p in points} == {production}
+
+
+def test_two_scorers_in_one_group_split_the_partitions(
+    kafka_topics: KafkaSettings,
+    influx_db: InfluxSettings,
+    mlflow_names: MlflowSettings,
+    production: str,
+    dataset_settings: DatasetSettings,
+) -> None:
+    settings = scorer_settings(kafka_topics, influx_db, mlflow_names)
+    with running(settings) as first, running(settings) as second:
+        assert wait_for(lambda: len(first.assignment()) == len(second.assignment()) == 2, 60)
+        events = make_events(spambase_rows(dataset_settings, 8000))
+        produce_events(kafka_topics, events)
+        assert wait_for(lambda: first.stats.committed + second.stats.committed >= len(events), 90)
+        assert first.stats.scored > 0 and second.stats.scored > 0
+        assert sorted(first.assignment() + second.assignment()) == [
+            (kafka_topics.topic_measurements, p) for p in range(4)
+        ]
+
+    messages = read_topic(kafka_topics, kafka_topics.topic_predictions, len(events))
+    ids = [orjson.loads(m.value())["event_id"] for m in messages]
+    assert len(ids) == len(set(ids)) == len(events)  # no event scored by both
+    assert prediction_count(influx_db) == len(events)
+
+
+def test_influxdb_outage_keeps_kafka_output_flowing_pauses_then_loses_nothing(
+    private_services: Any,
+    kafka_topics: KafkaSettings,
+    mlflow_names: MlflowSettings,
+    production: str,
+    dataset_settings: DatasetSettings,
+) -> None:
+    private_services.start(["influxdb"], on_progress=lambda _: None)
+    influx = private_services.settings.influxdb.model_copy(update={"database": "scorer_outage"})
+    settings = scorer_settings(
+        kafka_topics, influx, mlflow_names, max_batch=200, influx_buffer_points=1000, influx_retry_max_s=0.5
+    )
+    events = make_events(spambase_rows(dataset_settings, 5000))
+    with running(settings) as scorer:
+        assert wait_for(lambda: bool(scorer.assignment()), 60)
+        private_services.stop(["influxdb"], on_progress=lambda _: None)
+        produce_events(kafka_topics, events)
+        assert wait_for(lambda: scorer.paused, 60)
+        # Predictions kept reaching Kafka while InfluxDB was down, up to the buffer bound; nothing committed.
+        assert len(read_topic(kafka_topics, kafka_topics.topic_predictions, 1000, timeout_s=10)) >= 1000
+        assert scorer.stats.scored < len(events)
+        assert scorer.stats.committed == 0
+        private_services.start(["influxdb"], on_progress=lambda _: None)
+        assert wait_for(lambda: scorer.stats.committed >= len(events), 120)
+    assert prediction_count(influx) == len(events)

@@ -1,0 +1,105 @@
+"""Training from labelled history written through the real InfluxDB, in the sink's schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from fireman_common.dataset import load_spambase, mask_completely_at_random
+from fireman_common.errors import UserError
+from fireman_common.influx import InfluxClient, Point
+from fireman_common.schema import FEATURE_NAMES
+from fireman_common.settings import DatasetSettings, InfluxSettings, MlflowSettings
+from training import workflow
+from training.settings import TrainingSettings
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+SMALL_FOREST = {"n_estimators": 20}
+
+
+def write_history(
+    influx: InfluxSettings, dataset: DatasetSettings, events: int, labelled: int, label: int | None = None
+) -> None:
+    """``events`` measurements one second apart from START; the first ``labelled`` get a label.
+
+    Labels carry a sub-millisecond offset from their event's time, as the sink may add, so only a
+    join on ``event_id`` pairs them correctly.
+    """
+    spambase = load_spambase(dataset).sample(events, random_state=5).reset_index(drop=True)
+    spambase = mask_completely_at_random(spambase, 0.2, seed=5)
+    start_ns = int(START.timestamp()) * 1_000_000_000
+    points = []
+    for i, row in spambase.iterrows():
+        event_id = f"evt-{i:05d}"
+        tags = {"sensor_id": f"sensor-{int(i) % 3}"}
+        time_ns = start_ns + int(i) * 1_000_000_000
+        features = {name: float(row[name]) for name in FEATURE_NAMES if row[name] == row[name]}
+        points.append(Point("measurements", {**features, "event_id": event_id}, time_ns + 17, tags))
+        if int(i) < labelled:
+            value = int(row["label"]) if label is None else label
+            points.append(Point("labels", {"label": value, "event_id": event_id}, time_ns + 401, tags))
+    with InfluxClient(influx) as client:
+        client.write(points)
+
+
+def settings_for(influx: InfluxSettings, names: MlflowSettings, dataset: DatasetSettings) -> TrainingSettings:
+    return TrainingSettings(influxdb=influx, mlflow=names, dataset=dataset)
+
+
+def test_influx_history_row_count_matches_labelled_events(
+    influx_db: InfluxSettings, mlflow_names: MlflowSettings, dataset_settings: DatasetSettings
+) -> None:
+    write_history(influx_db, dataset_settings, events=400, labelled=340)
+    settings = settings_for(influx_db, mlflow_names, dataset_settings).model_copy(update={"split": "time"})
+    until = START + timedelta(hours=1)
+    outcome = workflow.run_training(settings, source="influx", since=START, until=until, params=SMALL_FOREST)
+    assert outcome.rows == 340 and outcome.unlabelled_excluded == 60
+    assert (outcome.version, outcome.promoted) == ("1", True)
+    client = MlflowClient(tracking_uri=mlflow_names.tracking_uri)
+    tags = client.get_model_version(mlflow_names.model_name, "1").tags
+    assert tags["data_source"] == "influx" and tags["data_rows"] == "340"
+    assert tags["data_since"] == START.isoformat() and tags["data_until"] == until.isoformat()
+    params = client.get_run(outcome.run_id).data.params
+    assert (params["rows_holdout"], params["unlabelled_excluded"], params["split"]) == ("68", "60", "time")
+
+
+def test_dag_steps_extract_validate_train_promote(
+    influx_db: InfluxSettings, mlflow_names: MlflowSettings, dataset_settings: DatasetSettings, tmp_path: Path
+) -> None:
+    write_history(influx_db, dataset_settings, events=300, labelled=300)
+    settings = settings_for(influx_db, mlflow_names, dataset_settings)
+    extracted = workflow.extract_history(
+        settings, tmp_path / "history.parquet", since=START, until=START + timedelta(hours=1)
+    )
+    assert extracted.rows == 300 and extracted.unlabelled_excluded == 0
+    assert workflow.validate_file(settings, extracted.path) == 300
+    registered = workflow.train_from_file(settings, extracted.path, params=SMALL_FOREST)
+    assert registered.version == "1"
+    client = MlflowClient(tracking_uri=mlflow_names.tracking_uri)
+    assert client.get_registered_model(mlflow_names.model_name).aliases == {}  # the gate has not run yet
+    decision = workflow.evaluate_and_promote(settings, registered.version)
+    assert (decision.promoted, decision.decision, decision.champion) == (True, "first", None)
+    assert client.get_registered_model(mlflow_names.model_name).aliases == {"production": "1"}
+    tags = client.get_model_version(mlflow_names.model_name, "1").tags
+    assert tags["data_since"] == START.isoformat()
+
+
+def test_bad_windows_are_user_errors_and_log_no_model(
+    influx_db: InfluxSettings, mlflow_names: MlflowSettings, dataset_settings: DatasetSettings
+) -> None:
+    write_history(influx_db, dataset_settings, events=250, labelled=250, label=1)
+    settings = settings_for(influx_db, mlflow_names, dataset_settings)
+    with pytest.raises(UserError, match=r"missing label class: every row.* has label 1"):
+        workflow.run_training(settings, source="influx", since=START, until=START + timedelta(hours=1))
+    with pytest.raises(UserError, match="empty training window: no measurements"):
+        workflow.run_training(settings, source="influx", since=START - timedelta(days=2), until=START)
+    with pytest.raises(UserError, match="too few labelled rows to train: 10 between"):
+        workflow.run_training(settings, source="influx", since=START, until=START + timedelta(seconds=10))
+    client = MlflowClient(tracking_uri=mlflow_names.tracking_uri)
+    assert client.search_model_versions(f"name = '{mlflow_names.model_name}'") == []
+    assert client.get_experiment_by_name(mlflow_names.experiment) is None

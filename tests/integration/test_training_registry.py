@@ -1,0 +1,161 @@
+"""Training, registration and the promotion gate against the real MLflow server.
+
+One lifecycle per test model name: a weak first model becomes the champion because there is none,
+a deliberately worse challenger is rejected (and says why), a model with the real defaults wins
+(and meets F1 >= 0.90 on Spambase with 20% MCAR missingness), then rollback restores the old champion.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import mlflow.pyfunc
+import mlflow.sklearn
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.types import DataType
+from typer.testing import CliRunner
+
+from fireman.cli import app
+from fireman_common.dataset import load_spambase, mask_completely_at_random
+from fireman_common.errors import UserError
+from fireman_common.schema import FEATURE_NAMES
+from fireman_common.settings import DatasetSettings, MlflowSettings
+from tests.conftest import free_port
+from training.settings import TrainingSettings
+from training.workflow import HOLDOUT_ARTIFACT, REFERENCE_ARTIFACT, run_training
+
+pytestmark = pytest.mark.integration
+
+
+def cli_env(names: MlflowSettings) -> dict[str, str]:
+    return {"FIREMAN_MLFLOW_EXPERIMENT": names.experiment, "FIREMAN_MLFLOW_MODEL_NAME": names.model_name}
+
+
+def test_gated_lifecycle(mlflow_names: MlflowSettings, dataset_settings: DatasetSettings) -> None:
+    settings = TrainingSettings(mlflow=mlflow_names, dataset=dataset_settings)
+    client = MlflowClient(tracking_uri=mlflow_names.tracking_uri)
+    name = mlflow_names.model_name
+
+    def alias(which: str) -> str | None:
+        aliases = client.get_registered_model(name).aliases
+        return str(aliases[which]) if which in aliases else None
+
+    # No champion yet: the first version is promoted whatever its quality.
+    weak = run_training(settings, params={"n_estimators": 5, "max_depth": 3})
+    assert (weak.version, weak.promoted, weak.decision) == ("1", True, "first")
+    assert alias("production") == "1" and alias("previous") is None
+    run = client.get_run(weak.run_id)
+    assert {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "missing_rate"} <= set(
+        run.data.metrics
+    )
+    assert run.data.params["data_source"] == "file" and run.data.params["rows_total"] == "4601"
+    artifacts = {item.path for item in client.list_artifacts(weak.run_id)}
+    assert {"confusion_matrix.png", "features.json", "reference", "holdout"} <= artifacts
+    version_tags = client.get_model_version(name, "1").tags
+    assert version_tags["data_source"] == "file" and version_tags["data_rows"] == "4601"
+
+    # A deliberately worse challenger is registered, not promoted, and its tags say why.
+    worse = run_training(settings, params={"n_estimators": 1, "max_depth": 1})
+    assert (worse.version, worse.promoted, worse.decision) == ("2", False, "rejected")
+    assert alias("production") == "1"
+    tags = client.get_model_version(name, "2").tags
+    assert tags["gate.decision"] == "rejected" and tags["gate.compared_with"] == "1"
+    assert "does not beat the champion on f1" in tags["gate.reason"]
+    compared = json.loads(tags["gate.metrics"])
+    assert compared["challenger"]["f1"] < compared["champion"]["f1"]
+    assert json.loads(client.get_model_version(name, "1").tags["gate.challenge.v2"])["decision"] == "rejected"
+
+    # The real defaults win; the old champion keeps `previous`. This is also the quality acceptance.
+    best = run_training(settings)
+    print(f"\nhold-out F1 on Spambase with 20% MCAR missingness (defaults): {best.metrics['f1']:.4f}")
+    assert best.metrics["f1"] >= 0.90
+    assert (best.version, best.promoted, best.decision) == ("3", True, "promoted")
+    assert alias("production") == "3" and alias("previous") == "1"
+    assert client.get_model_version(name, "1").tags["gate.replaced_by"] == "3"
+
+    # Served through the alias, the model gives the in-memory pipeline's results on rows with NaNs.
+    spambase = load_spambase(dataset_settings)
+    rows = mask_completely_at_random(spambase.sample(300, random_state=1), 0.3, seed=3)[list(FEATURE_NAMES)]
+    assert rows.isna().any(axis=1).all()
+    expected = best.model.predict(rows)
+    uri = f"models:/{name}@production"
+    mlflow.set_tracking_uri(mlflow_names.tracking_uri)
+    np.testing.assert_array_equal(mlflow.sklearn.load_model(uri).predict(rows), expected)
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    inputs = pyfunc.metadata.get_input_schema().input_types_dict()
+    assert list(inputs) == list(FEATURE_NAMES) and set(inputs.values()) == {DataType.double}
+    np.testing.assert_array_equal(np.asarray(pyfunc.predict(rows)), expected)
+
+    runner = CliRunner()
+    env = cli_env(mlflow_names)
+    # Rollback restores the old champion and clears `previous`, so a second rollback is refused.
+    result = runner.invoke(app, ["rollback", "--by", "test-suite"], env=env)
+    assert result.exit_code == 0, result.output
+    assert alias("production") == "1" and alias("previous") is None
+    assert client.get_model_version(name, "3").tags["rollback.by"] == "test-suite"
+    result = runner.invoke(app, ["rollback"], env=env)
+    assert isinstance(result.exception, UserError) and "nothing to roll back" in str(result.exception)
+
+    # A manual promotion bypasses the gate and records who did it.
+    result = runner.invoke(app, ["promote", "2", "--by", "alice"], env=env)
+    assert result.exit_code == 0, result.output
+    assert alias("production") == "2" and alias("previous") == "1"
+    tags = client.get_model_version(name, "2").tags
+    assert (tags["gate.decision"], tags["gate.by"]) == ("manual", "alice")
+    result = runner.invoke(app, ["promote", "99"], env=env)
+    assert isinstance(result.exception, UserError) and "unknown version 99" in str(result.exception)
+
+    result = runner.invoke(app, ["models", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    listed = {row["version"]: row for row in json.loads(result.stdout)}
+    assert set(listed) == {"1", "2", "3"}
+    assert listed["2"]["aliases"] == ["production"] and listed["1"]["aliases"] == ["previous"]
+    assert listed["3"]["metrics"]["f1"] == pytest.approx(best.metrics["f1"])
+    assert listed["3"]["data"]["data_source"] == "file"
+
+    # The drift reference and the hold-out are in the run, as float64 feature columns.
+    reference = mlflow.artifacts.download_artifacts(run_id=best.run_id, artifact_path=REFERENCE_ARTIFACT)
+
+    sample = pd.read_parquet(reference)
+    assert list(sample.columns) == list(FEATURE_NAMES) and (sample.dtypes == "float64").all()
+    assert len(
+        pd.read_parquet(
+            mlflow.artifacts.download_artifacts(run_id=best.run_id, artifact_path=HOLDOUT_ARTIFACT)
+        )
+    )
+
+
+def test_train_cli_json_and_never_mode(
+    mlflow_names: MlflowSettings, dataset_settings: DatasetSettings
+) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["train", "--promote", "never", "--param", "n_estimators=20", "--json"],
+        env=cli_env(mlflow_names),
+    )
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.stdout)  # MLflow's registration notes go to stderr
+    assert (outcome["version"], outcome["promoted"], outcome["decision"]) == ("1", False, "skipped")
+    assert set(outcome["metrics"]) == {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
+    client = MlflowClient(tracking_uri=mlflow_names.tracking_uri)
+    assert client.get_registered_model(mlflow_names.model_name).aliases == {}
+    assert client.get_run(outcome["run_id"]).data.params["n_estimators"] == "20"
+
+
+def test_unreachable_tracking_server_exits_2_quickly() -> None:
+    env = {**os.environ, "FIREMAN_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "fireman.cli", "rollback"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "unreachable" in done.stderr and "Traceback" not in done.stderr

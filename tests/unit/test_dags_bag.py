@@ -1,0 +1,73 @@
+"""The DAG folder as Airflow's own DagBag loads it: no import errors, and each DAG is well formed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.integration.test_airflow_support import DAGS_FOLDER, configure_airflow
+
+configure_airflow()
+
+EXPECTED = {"retrain_spam_classifier", "monitor_drift"}
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS_FOLDER), include_examples=False)
+
+
+def test_no_import_errors_and_both_dags_load(dagbag: Any) -> None:
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) >= EXPECTED
+
+
+def test_every_dag_has_tags_doc_and_retries_with_backoff(dagbag: Any) -> None:
+    for dag_id in dagbag.dag_ids:
+        dag = dagbag.dags[dag_id]
+        assert dag.tags, f"{dag_id} has no tags"
+        assert dag.doc_md and dag.doc_md.strip(), f"{dag_id} has no doc_md"
+        for task in dag.tasks:
+            assert task.retries >= 1, f"{dag_id}.{task.task_id} does not retry"
+            assert task.retry_exponential_backoff, f"{dag_id}.{task.task_id} retries without back-off"
+
+
+def test_retrain_tasks_and_trigger_form(dagbag: Any) -> None:
+    dag = dagbag.dags["retrain_spam_classifier"]
+    assert [t.task_id for t in dag.topological_sort()] == [
+        "extract",
+        "validate",
+        "train",
+        "evaluate_and_promote",
+        "report",
+    ]
+    # The manual trigger form: window, gate metric, margin and promote mode, with usable defaults.
+    assert {"window_hours", "gate_metric", "margin", "promote_mode"} <= set(dag.params)
+    assert dag.params["promote_mode"] == "auto"
+    assert dag.params.get_param("promote_mode").schema["enum"] == ["auto", "never", "force"]
+    assert "f1" in dag.params.get_param("gate_metric").schema["enum"]
+    assert dag.timetable.expression == "@daily"
+
+
+def test_monitor_triggers_the_retrain_dag_hourly(dagbag: Any) -> None:
+    dag = dagbag.dags["monitor_drift"]
+    assert dag.timetable.expression == "@hourly"
+    trigger = dag.get_task("trigger_retrain")
+    assert trigger.trigger_dag_id == "retrain_spam_classifier"
+    assert [t.task_id for t in dag.topological_sort()] == ["check_drift", "trigger_retrain", "record_trigger"]
+
+
+def test_parsing_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing is contacted while parsing: unreachable services must not matter."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("FIREMAN_INFLUXDB_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("FIREMAN_MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("FIREMAN_AIRFLOW_RETRAIN_SCHEDULE", "0 3 * * *")
+    bag = DagBag(dag_folder=str(DAGS_FOLDER), include_examples=False)
+    assert bag.import_errors == {}
+    timetable: Any = bag.dags["retrain_spam_classifier"].timetable
+    assert timetable.expression == "0 3 * * *"

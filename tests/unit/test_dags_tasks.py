@@ -1,0 +1,156 @@
+"""The DAG task functions' own rules: which window a run trains on, when a window is unusable, and
+which failures skip Airflow's retries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pendulum
+import pytest
+
+from fireman_common.errors import UserError
+from fireman_common.influx import InfluxUnavailable
+from fireman_common.schema import FEATURE_NAMES
+from tests.integration.test_airflow_support import configure_airflow
+from training import dag_tasks, retrain_trigger, sources
+
+configure_airflow()
+
+END = datetime(2026, 11, 28, tzinfo=UTC)
+DAY = (END - timedelta(days=1), END)
+
+
+def window(
+    params: Mapping[str, object], interval: tuple[datetime, datetime] | None = DAY
+) -> tuple[datetime, datetime]:
+    start, end = interval if interval else (None, None)
+    return dag_tasks.training_window(params, start, end, END + timedelta(minutes=5), default_hours=168)
+
+
+def test_window_precedence() -> None:
+    explicit = {"window_start": "2026-11-27T10:00:00Z", "window_end": "2026-11-27T12:00:00+00:00"}
+    assert window(explicit) == (
+        datetime(2026, 11, 27, 10, tzinfo=UTC),
+        datetime(2026, 11, 27, 12, tzinfo=UTC),
+    )
+    # A start alone runs to the end of the data interval (what a drift trigger without an end means).
+    assert window({"window_start": "2026-11-27T22:00:00+00:00"}) == (END - timedelta(hours=2), END)
+    assert window({"window_hours": 6}) == (END - timedelta(hours=6), END)
+    assert window({}) == DAY
+    # A manual run has no data interval: the default history back from when the run was due.
+    due = END + timedelta(minutes=5)
+    assert window({}, None) == (due - timedelta(hours=168), due)
+    assert window({"window_hours": 1}, None) == (due - timedelta(hours=1), due)
+
+
+def test_window_accepts_airflow_pendulum_times() -> None:
+    start, end = pendulum.datetime(2026, 11, 27, tz="UTC"), pendulum.datetime(2026, 11, 28, tz="UTC")
+    assert dag_tasks.training_window({"window_hours": 2}, start, end, None, 168) == (
+        END - timedelta(hours=2),
+        END,
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"window_end": "2026-11-27T12:00:00+00:00"}, "window_end was given without window_start"),
+        ({"window_hours": 0}, "window_hours must be positive"),
+        ({"window_start": "yesterday"}, "window_start is not an ISO 8601 time: 'yesterday'"),
+        ({"window_start": "2026-11-28T01:00:00+00:00"}, "empty training window"),
+    ],
+)
+def test_window_errors_name_the_parameter(params: dict[str, object], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        window(params)
+
+
+def frame(rows: int, positive: int, missing: float) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(rows, len(FEATURE_NAMES)))
+    data[rng.random(data.shape) < missing] = np.nan
+    result = pd.DataFrame(data, columns=list(FEATURE_NAMES))
+    result["label"] = np.array([1] * positive + [0] * (rows - positive), dtype="int64")
+    return result
+
+
+Writer = Callable[[pd.DataFrame], str]
+
+
+@pytest.fixture
+def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Writer:
+    monkeypatch.setenv("FIREMAN_TRAIN_MIN_ROWS", "50")
+
+    def to_file(data: pd.DataFrame) -> str:
+        path = tmp_path / "window.parquet"
+        info = sources.DataInfo(
+            source="influx", since="2026-11-27T00:00:00+00:00", until="2026-11-28T00:00:00+00:00"
+        )
+        return str(sources.write_parquet(sources.Dataset(data, info), path))
+
+    return to_file
+
+
+def test_validate_reports_a_usable_window(write: Writer) -> None:
+    summary = dag_tasks.validate(write(frame(200, 80, 0.2)))
+    assert summary["rows"] == 200
+    assert summary["positive_share"] == 0.4
+    assert 0.15 < summary["missing_share"] < 0.25
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (frame(20, 10, 0.0), "too few labelled rows to train: 20"),
+        (frame(200, 0, 0.0), "missing label class"),
+        (frame(200, 4, 0.0), r"unusable window: the rarer label class is 2\.0% of 200 rows"),
+        (frame(200, 80, 0.9), r"unusable window: 9\d\.\d% of feature values are missing"),
+    ],
+)
+def test_unusable_window_fails_without_retry(write: Writer, data: pd.DataFrame, message: str) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match=message):
+        dag_tasks.validate(write(data))
+
+
+def test_only_unreachable_services_are_retried() -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    @dag_tasks.fail_fast_on_bad_input
+    def unreachable() -> None:
+        try:
+            raise InfluxUnavailable("InfluxDB at http://127.0.0.1:8086 is unreachable")
+        except InfluxUnavailable as exc:
+            raise UserError("could not read training history") from exc
+
+    @dag_tasks.fail_fast_on_bad_input
+    def bad_request() -> None:
+        raise UserError("unknown gate metric 'auc'")
+
+    with pytest.raises(UserError, match="could not read"):
+        unreachable()
+    with pytest.raises(AirflowFailException, match="unknown gate metric 'auc'"):
+        bad_request()
+
+
+def test_gate_overrides_are_checked_before_any_io() -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="unknown gate metric 'auc': use one of f1, accuracy"):
+        dag_tasks.evaluate_and_promote("1", gate_metric="auc")
+    with pytest.raises(AirflowFailException, match="unknown promote mode 'maybe'"):
+        dag_tasks.evaluate_and_promote("1", promote="maybe")
+
+
+def test_monitor_interval_for_scheduled_and_manual_runs() -> None:
+    assert retrain_trigger.monitor_interval(END - timedelta(hours=1), END, END) == (
+        END - timedelta(hours=1),
+        END,
+    )
+    # Triggered by hand without a logical date: the hour before the run.
+    assert retrain_trigger.monitor_interval(None, None, END) == (END - timedelta(hours=1), END)

@@ -1,0 +1,109 @@
+"""The measurements the dashboard and Grafana read are the ones the platform's writers really write.
+
+Each writer's own point-building code is run on a tiny input and its points are compared with
+``dashboard.contract``: a renamed field or tag in a writer fails here instead of leaving a chart
+empty. Fields the dashboard does not read may exist beyond the contract; the contract's must exist.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+
+import orjson
+
+from dashboard import contract
+from fireman_common.schema import FEATURE_NAMES
+
+
+def parse_line(line: str) -> tuple[str, set[str], set[str]]:
+    """(measurement, tag keys, field keys) of one line of line protocol without escaped characters."""
+    head, fields, _time = line.split(" ")
+    measurement, *tags = head.split(",")
+    return measurement, {t.split("=")[0] for t in tags}, {f.split("=")[0] for f in fields.split(",")}
+
+
+def test_predictions_match_the_scorer_encoding() -> None:
+    from serving.codec import Lineage, decode_batch, encode_predictions
+
+    event = {"event_id": "e1", "sensor_id": "s1", "timestamp": 1_700_000_000_000, "features": {"Cont_1": 1.0}}
+    batch = decode_batch([orjson.dumps(event)], FEATURE_NAMES)
+    _, lines, _ = encode_predictions(batch, [1], [0.9], Lineage("m", "3", "run"), 1_700_000_000_050)
+    measurement, tags, fields = parse_line(lines[0])
+    assert measurement == contract.PREDICTIONS.name
+    assert tags == contract.PREDICTIONS.tags
+    assert fields == contract.PREDICTIONS.fields
+
+
+def test_model_events_match_the_scorer() -> None:
+    from serving import reload, scorer
+
+    point = reload.model_event("switch", "m", {"to_version": "2"})
+    assert point.measurement == contract.MODEL_EVENTS.name
+    assert set(point.tags) == contract.MODEL_EVENTS.tags
+    # The fields are dict literals at the model_event(...) call sites: collect their keys.
+    written: set[str] = set()
+    for module in (reload, scorer):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "model_event":
+                fields = node.args[2]
+                assert isinstance(fields, ast.Dict)
+                written |= {k.value for k in fields.keys if isinstance(k, ast.Constant)}
+    assert written == contract.MODEL_EVENTS.fields
+
+
+def test_measurements_match_the_sink() -> None:
+    from streaming.settings import SinkSettings
+    from streaming.sink import event_point
+
+    event = {"event_id": "e1", "sensor_id": "s1", "timestamp": 1_700_000_000_000, "features": {"Cont_1": 1.0}}
+    point = event_point(orjson.dumps(event), SinkSettings().measurement_events)
+    assert point.measurement == contract.MEASUREMENTS.name
+    assert set(point.tags) == contract.MEASUREMENTS.tags
+    assert set(point.fields) <= contract.MEASUREMENTS.fields
+    assert "event_id" in point.fields
+
+
+def test_drift_and_performance_match_the_monitor() -> None:
+    from monitoring.drift import FeatureDrift, WindowDrift
+    from monitoring.points import drift_points, performance_point
+    from monitoring.windows import Confusion, Window, WindowKey
+
+    key = WindowKey("m", "2", 1_700_000_000_000_000_000)
+    drift = WindowDrift(
+        window_size=100,
+        missing_share=0.2,
+        tested_features=2,
+        drifted_features=1,
+        share_drifted_features=0.5,
+        dataset_drift=True,
+        prediction_drift_score=0.1,
+        features=[
+            FeatureDrift("Cont_1", 0.1, 0.01, True, "ks"),
+            FeatureDrift("Cont_2", 0.3, 0.6, False, "ks"),
+        ],
+    )
+    points = drift_points(key, drift)
+    assert {p.measurement for p in points} == {contract.DRIFT.name}
+    assert set().union(*(p.tags for p in points)) == contract.DRIFT.tags
+    assert contract.DRIFT.fields <= set().union(*(p.fields for p in points))
+
+    window = Window(
+        key=key, first_ms=0, opened=0.0, confusion=Confusion(tp=3, fp=1, tn=5, fn=1), predictions=10
+    )
+    performance = performance_point(window)
+    assert performance.measurement == contract.PERFORMANCE.name
+    assert set(performance.tags) == contract.PERFORMANCE.tags
+    assert contract.PERFORMANCE.fields <= set(performance.fields)
+
+
+def test_consumer_lag_points_match_the_contract() -> None:
+    from dashboard.lag import GroupLag
+
+    point = GroupLag("fireman-scorer", 7, 4, at=1_700_000_003.7).point(interval_s=5)
+    assert point.measurement == contract.CONSUMER_LAG.name
+    assert set(point.tags) == contract.CONSUMER_LAG.tags
+    assert set(point.fields) == contract.CONSUMER_LAG.fields
+    # Floored to the interval, so two samplers write the same point.
+    assert point.time_ns == 1_700_000_000 * 10**9
+    assert point.fields == {"lag": 7, "partitions": 4}

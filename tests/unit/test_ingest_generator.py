@@ -1,0 +1,77 @@
+"""The generator's row stream: deterministic, MCAR-masked, drifted after N, labelled by fraction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fireman_common.dataset import load_spambase
+from fireman_common.schema import FEATURE_NAMES, EventIn, LabelIn
+from fireman_common.settings import DatasetSettings
+from streaming.generator import generate, iter_rows, synthetic_frame
+from streaming.settings import GeneratorSettings
+
+
+@pytest.fixture(scope="module")
+def spambase(dataset_settings: DatasetSettings) -> pd.DataFrame:
+    return load_spambase(dataset_settings)
+
+
+def test_same_seed_same_stream_other_seed_other_stream(spambase: pd.DataFrame) -> None:
+    settings = GeneratorSettings(seed=3)
+    first = generate(spambase, 300, settings)
+    assert generate(spambase, 300, settings) == first
+    assert generate(spambase, 300, GeneratorSettings(seed=4))[0] != first[0]
+
+
+def test_events_and_labels_follow_the_contract(spambase: pd.DataFrame) -> None:
+    events, labels = generate(spambase, 500, GeneratorSettings(sensors=3, label_fraction=0.3), start_ms=1000)
+    for event in events:
+        EventIn.model_validate(event)
+    for label in labels:
+        LabelIn.model_validate(label)
+    assert {event["sensor_id"] for event in events} == {"sensor-1", "sensor-2", "sensor-3"}
+    assert len({event["event_id"] for event in events}) == 500
+    assert [event["timestamp"] for event in events[:3]] == [1000, 2000, 3000]
+    by_id = {event["event_id"]: event for event in events}
+    assert all(by_id[label["event_id"]]["timestamp"] == label["timestamp"] for label in labels)
+    assert 0.2 < len(labels) / 500 < 0.4
+    # Shuffled, so both classes show up early (Spambase's file is sorted by class).
+    assert {label["label"] for label in labels[:50]} == {0, 1}
+
+
+def test_missing_rate_is_mcar_and_absent_not_zero(spambase: pd.DataFrame) -> None:
+    events, _ = generate(spambase, 1000, GeneratorSettings(missing_rate=0.2))
+    present = sum(len(event["features"]) for event in events)
+    assert 0.18 < 1 - present / (1000 * len(FEATURE_NAMES)) < 0.22
+    assert all(value == value for event in events for value in event["features"].values())
+    none_missing, _ = generate(spambase, 50, GeneratorSettings(missing_rate=0.0))
+    assert all(len(event["features"]) == len(FEATURE_NAMES) for event in none_missing)
+
+
+def test_drift_starts_after_n_events(spambase: pd.DataFrame) -> None:
+    base = GeneratorSettings(missing_rate=0.0, seed=5)
+    clean, _ = generate(spambase, 400, base)
+    drifted, _ = generate(
+        spambase, 400, base.model_copy(update={"drift_after": 200, "drift_features": ("Cont_55", "Cont_7")})
+    )
+    assert drifted[:200] == clean[:200]
+    for before, after in zip(clean[200:], drifted[200:], strict=True):
+        assert after["features"]["Cont_55"] > before["features"]["Cont_55"]
+        assert after["features"]["Cont_1"] == before["features"]["Cont_1"]
+
+
+def test_loop_continues_past_the_dataset_and_limit_stops() -> None:
+    frame = synthetic_frame(seed=1, rows=40)
+    rows = list(iter_rows(frame, GeneratorSettings(dataset="synthetic", limit=100, loop=True)))
+    assert len(rows) == 100 and len({row.event_id for row in rows}) == 100
+    assert len(list(iter_rows(frame, GeneratorSettings(dataset="synthetic", loop=False)))) == 40
+
+
+def test_synthetic_dataset_has_spambase_shape() -> None:
+    frame = synthetic_frame(seed=0)
+    assert list(frame.columns) == [*FEATURE_NAMES, "label"]
+    assert frame.shape == (4601, 58)
+    assert 0.3 < frame["label"].mean() < 0.5
+    assert np.isfinite(frame[list(FEATURE_NAMES)].to_numpy()).all()

@@ -1,0 +1,87 @@
+"""Decoding events into the scoring matrix, poison detection, and the encoded predictions."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+
+from fireman_common.schema import Event
+from serving.codec import Lineage, decode_batch, encode_predictions
+from serving.pointtime import point_time_ns
+from streaming.payloads import event_time_ns
+
+ORDER = ("Cont_3", "Cont_1", "Cont_2")
+
+
+def event(**overrides: object) -> bytes:
+    body: dict[str, object] = {
+        "event_id": "e-1",
+        "sensor_id": "s-1",
+        "timestamp": 1_700_000_000_000,
+        "features": {"Cont_1": 1.0, "Cont_3": 3},
+    }
+    body.update(overrides)
+    return orjson.dumps(body)
+
+
+def test_matrix_follows_the_model_order_with_nan_for_absent_and_null_features() -> None:
+    batch = decode_batch([event(), event(event_id="e-2", features={"Cont_2": None, "Cont_9": 9.0})], ORDER)
+    matrix = batch.matrix(len(ORDER))
+    assert matrix.dtype.name == "float64"
+    assert matrix[0, 0] == 3.0 and matrix[0, 1] == 1.0 and math.isnan(matrix[0, 2])
+    assert all(math.isnan(v) for v in matrix[1])
+    assert batch.event_ids == ["e-1", "e-2"] and not batch.poison
+
+
+def test_the_wire_form_of_an_event_decodes() -> None:
+    wire = Event(event_id="a", sensor_id="b", timestamp=5, features={"Cont_1": 0.5}).to_json()
+    batch = decode_batch([wire], ORDER)
+    assert batch.timestamps == [5] and batch.rows == [[None, 0.5, None]]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"{not json", "invalid JSON"),
+        (b"[1, 2]", "expected a JSON object"),
+        (None, "empty message"),
+        (event(event_id=7), "event_id"),
+        (event(sensor_id="has space"), "sensor_id"),
+        (event(timestamp="2026-01-01T00:00:00Z"), "timestamp"),
+        (event(timestamp=1.5), "timestamp"),
+        (event(features=[1.0]), "features"),
+        (event(features={"Cont_1": "1.5"}), "features.Cont_1"),
+        (event(features={"Cont_1": True}), "features.Cont_1"),
+    ],
+)
+def test_poison_is_reported_with_the_offending_field_and_the_batch_goes_on(
+    value: bytes | None, reason: str
+) -> None:
+    batch = decode_batch([event(), value, event(event_id="e-3")], ORDER)
+    assert batch.event_ids == ["e-1", "e-3"]
+    [(index, message)] = batch.poison
+    assert index == 1 and reason in message
+
+
+def test_predictions_carry_lineage_and_lines_use_the_event_point_time() -> None:
+    batch = decode_batch([event(), event(event_id="e-2")], ORDER)
+    lineage = Lineage("spam", "7", "run-1")
+    messages, lines, latencies = encode_predictions(batch, [1, 0], [0.75, 0.25], lineage, 1_700_000_000_120)
+    first = orjson.loads(messages[0])
+    assert first["model_name"] == "spam" and first["model_version"] == "7" and first["run_id"] == "run-1"
+    assert first["prediction"] == 1 and first["probability"] == 0.75 and first["latency_ms"] == 120
+    assert latencies == [120, 120]
+    assert lines[0] == (
+        'predictions,sensor_id=s-1 event_id="e-1",prediction=1i,probability=0.75,latency_ms=120i,'
+        f'model_version="7" {point_time_ns(1_700_000_000_000, "e-1")}'
+    )
+    # Same sensor and millisecond, different events: different points.
+    assert lines[0].rsplit(" ", 1)[1] != lines[1].rsplit(" ", 1)[1]
+
+
+def test_point_time_is_the_ingest_sinks_rule() -> None:
+    for event_id in ("a", "e-1", "sensor-3:42"):
+        assert point_time_ns(1_700_000_000_000, event_id) == event_time_ns(1_700_000_000_000, event_id)
+        assert point_time_ns(1_700_000_000_000, event_id) // 1_000_000 == 1_700_000_000_000

@@ -1,0 +1,221 @@
+"""`fireman` commands of the training package. Heavy imports stay inside the command functions."""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from datetime import UTC, datetime
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fireman_common.errors import UserError
+
+console = Console()
+
+
+def _parse_time(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise UserError(f"{option} {value!r} is not an ISO 8601 time (e.g. 2026-01-31T12:00:00Z)") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def _parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``--param n_estimators=50 --param max_depth=null``: values are JSON, else plain strings."""
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--param {item!r} is not KEY=VALUE")
+        try:
+            params[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key.strip()] = raw
+    return params
+
+
+def _settings(**overrides: Any) -> Any:
+    from training.settings import TrainingSettings
+
+    return TrainingSettings(**{key: value for key, value in overrides.items() if value is not None})
+
+
+def _client(settings: Any) -> Any:
+    from training.tracking import connect
+
+    return connect(settings.mlflow, settings.health_timeout_s)
+
+
+def _quiet_mlflow() -> None:
+    import logging
+    import os
+
+    # The run/experiment links and registration chatter would bury the summary. MLflow configures its
+    # logger on import, so the level is set after importing it.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow writes run links straight to stdout, which would corrupt `--json` output.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    import mlflow  # noqa: F401
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Add this package's commands to the `fireman` app and its `fireman bench` group."""
+
+    @app.command("train")
+    def train(
+        source: str = typer.Option(
+            "file", "--source", help="file (Spambase CSV) or influx (labelled history)."
+        ),
+        since: str | None = typer.Option(
+            None, "--since", help="Influx window start, ISO 8601 (UTC if naive)."
+        ),
+        until: str | None = typer.Option(None, "--until", help="Influx window end (exclusive); default now."),
+        last_hours: float | None = typer.Option(
+            None, "--last-hours", help="Influx window: the last N hours (FIREMAN_TRAIN_HISTORY_HOURS)."
+        ),
+        promote: str = typer.Option(
+            "auto", "--promote", help="auto (gate), never, or force (bypass the gate)."
+        ),
+        split: str | None = typer.Option(None, "--split", help="stratified (default) or time (influx only)."),
+        missing_rate: float | None = typer.Option(
+            None, "--missing-rate", help="MCAR rate for --source file."
+        ),
+        param: list[str] | None = typer.Option(
+            None, "--param", help="Model parameter KEY=VALUE (repeatable)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+    ) -> None:
+        """Train, log to MLflow, register a version and apply the promotion gate."""
+        _quiet_mlflow()
+        from training.workflow import run_training
+
+        settings = _settings(split=split, missing_rate=missing_rate)
+        params = _parse_params(param)
+        with console.status(f"training from {source}…", spinner="dots") if not as_json else nullcontext():
+            outcome = run_training(
+                settings,
+                source=source,
+                promote=promote,
+                since=_parse_time(since, "--since"),
+                until=_parse_time(until, "--until"),
+                last_hours=last_hours,
+                params=params,
+            )
+        if as_json:
+            typer.echo(json.dumps(outcome.to_dict(), indent=2, sort_keys=True))
+            return
+        window = f"{outcome.since} .. {outcome.until}" if outcome.since else "whole file"
+        console.print(f"run id    {outcome.run_id}")
+        console.print(f"version   {settings.mlflow.model_name} v{outcome.version}")
+        console.print(f"data      {outcome.source}, {window}, {outcome.rows} rows", highlight=False)
+        if outcome.unlabelled_excluded:
+            console.print(f"          {outcome.unlabelled_excluded} unlabelled events excluded")
+        table = Table("metric", "hold-out")
+        for key, value in outcome.metrics.items():
+            table.add_row(key, f"{value:.4f}")
+        console.print(table)
+        verdict = "[green]promoted[/]" if outcome.promoted else "[yellow]not promoted[/]"
+        console.print(f"decision  {verdict} ({outcome.decision}): {outcome.reason}")
+
+    @app.command("promote")
+    def promote_version(
+        version: str = typer.Argument(..., help="Registered model version to serve."),
+        by: str | None = typer.Option(
+            None, "--by", help="Who is promoting (default: FIREMAN_ACTOR or $USER)."
+        ),
+    ) -> None:
+        """Manually point `production` at VERSION, bypassing the gate (recorded on the versions)."""
+        _quiet_mlflow()
+        from training import registry
+
+        settings = _settings()
+        client = _client(settings)
+        change = registry.promote_manually(client, settings.mlflow, version, by or registry.actor())
+        name = settings.mlflow.model_name
+        console.print(f"{name}: production -> v{change.production}", highlight=False)
+        if change.previous:
+            console.print(f"{name}: previous -> v{change.previous}", highlight=False)
+
+    @app.command("rollback")
+    def rollback(
+        by: str | None = typer.Option(
+            None, "--by", help="Who is rolling back (default: FIREMAN_ACTOR or $USER)."
+        ),
+    ) -> None:
+        """Move `production` back to `previous` (then `previous` is cleared)."""
+        _quiet_mlflow()
+        from training import registry
+
+        settings = _settings()
+        client = _client(settings)
+        change = registry.rollback(client, settings.mlflow, by or registry.actor())
+        name = settings.mlflow.model_name
+        rolled = f" (rolled back from v{change.replaced})" if change.replaced else ""
+        console.print(f"{name}: production -> v{change.production}{rolled}", highlight=False)
+
+    @app.command("models")
+    def models(as_json: bool = typer.Option(False, "--json", help="Print the versions as JSON.")) -> None:
+        """Registered versions with their aliases, key hold-out metrics, data windows and gate decisions."""
+        _quiet_mlflow()
+        from dataclasses import asdict
+
+        from training import registry
+
+        settings = _settings()
+        rows = registry.list_versions(_client(settings), settings.mlflow)
+        if as_json:
+            typer.echo(json.dumps([asdict(row) for row in rows], indent=2))
+            return
+        if not rows:
+            console.print(f"no versions of {settings.mlflow.model_name!r} yet: run `fireman train`")
+            return
+        table = Table(
+            "version",
+            "aliases",
+            *registry.KEY_METRICS,
+            "data",
+            "decision",
+            "created",
+            "run id",
+            title=settings.mlflow.model_name,
+        )
+        for row in rows:
+            data = row.data.get("data_source", "")
+            if row.data.get("data_since"):
+                data += f" {row.data['data_since'][:16]}..{row.data['data_until'][:16]}"
+            if row.data.get("data_rows"):
+                data += f" ({row.data['data_rows']} rows)"
+            metrics = [
+                f"{row.metrics[key]:.4f}" if key in row.metrics else "-" for key in registry.KEY_METRICS
+            ]
+            table.add_row(
+                row.version,
+                ", ".join(row.aliases),
+                *metrics,
+                data,
+                row.decision,
+                row.created,
+                row.run_id[:12],
+            )
+        console.print(table)
+
+    @bench_app.command("train")
+    def bench_train(
+        rows: int = typer.Option(
+            100_000, "--rows", help="Labelled events of InfluxDB history to train from."
+        ),
+        keep: bool = typer.Option(False, "--keep", help="Keep the benchmark database and model afterwards."),
+    ) -> None:
+        """Time training from InfluxDB history: query, fit and log/register, each measured separately."""
+        _quiet_mlflow()
+        from bench.train import run_bench
+
+        run_bench(rows=rows, keep=keep, console=console)

@@ -1,0 +1,327 @@
+"""The retraining DAG's tasks as plain functions: one call per task, JSON-able results for XCom.
+
+Settings are built inside each call from ``FIREMAN_TRAIN_*`` (and the embedded ``FIREMAN_MLFLOW_*``,
+``FIREMAN_INFLUXDB_*``, ``FIREMAN_HOME``), never when Airflow parses the DAG file. Results carry
+paths, counts and ids, never data.
+
+Re-running a DAG run is idempotent: the extracted file is keyed by the DAG run, and ``train`` looks
+for an MLflow run already tagged with the same DAG run before it trains again, so a retried or
+cleared run reuses its registered version instead of registering another one.
+
+Errors: a ``UserError`` about the data or the request (an empty window, one label class, an unknown
+gate metric) fails the task at once, since a retry would see the same data; one caused by an
+unreachable InfluxDB or MLflow is left to Airflow's retries.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar, get_args
+
+import httpx
+from pydantic import Field
+
+from fireman_common.errors import UserError
+from fireman_common.influx import InfluxUnavailable
+from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
+from training import sources, workflow
+from training.settings import TrainingSettings
+
+log = logging.getLogger(__name__)
+
+RUN_TAG = "fireman.airflow_run"
+PROMOTE_MODES = ("auto", "never", "force")
+GATE_METRICS: tuple[str, ...] = get_args(TrainingSettings.model_fields["gate_metric"].annotation)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class RetrainSettings(TrainingSettings):
+    """``TrainingSettings`` plus what only the DAG checks; same ``FIREMAN_TRAIN_`` prefix."""
+
+    min_class_share: float = Field(
+        default=0.05, ge=0, lt=0.5, description="Smallest share of the rarer label class the DAG trains on."
+    )
+    max_missing_share: float = Field(
+        default=0.8, gt=0, le=1, description="Largest share of missing feature values the DAG trains on."
+    )
+
+
+def fail_fast_on_bad_input(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn a non-transient ``UserError`` into Airflow's no-retry failure, with the same message."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            if _transient(exc):
+                raise
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(str(exc)) from exc
+
+    return wrapper
+
+
+def _transient(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, InfluxUnavailable | httpx.TransportError | ConnectionError | TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+# --- the window ------------------------------------------------------------------------------------
+
+
+def training_window(
+    params: Mapping[str, Any],
+    data_interval_start: datetime | None,
+    data_interval_end: datetime | None,
+    run_after: datetime | None,
+    default_hours: float,
+) -> tuple[datetime, datetime]:
+    """The run's history window, first match wins.
+
+    1. ``window_start``/``window_end`` (the drift DAG sets both; a missing end means the run's end);
+    2. ``window_hours`` back from the data interval's end, or from when the run was due;
+    3. the data interval of a scheduled run;
+    4. ``FIREMAN_TRAIN_HISTORY_HOURS`` back from when the run was due.
+    """
+    end = _utc(data_interval_end or run_after or datetime.now(UTC))
+    start_text, end_text = params.get("window_start"), params.get("window_end")
+    hours = params.get("window_hours")
+    if start_text:
+        start = _parse(str(start_text), "window_start")
+        if end_text:
+            end = _parse(str(end_text), "window_end")
+    elif end_text:
+        raise UserError("window_end was given without window_start")
+    elif hours is not None:
+        if float(hours) <= 0:
+            raise UserError(f"window_hours must be positive, got {hours}")
+        start = end - timedelta(hours=float(hours))
+    elif data_interval_start is not None and data_interval_end is not None and data_interval_start < end:
+        start = _utc(data_interval_start)
+    else:
+        start = end - timedelta(hours=default_hours)
+    if start >= end:
+        raise UserError(f"empty training window: {start.isoformat()} is not before {end.isoformat()}")
+    return start, end
+
+
+def _parse(text: str, what: str) -> datetime:
+    try:
+        return _utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except ValueError:
+        raise UserError(f"{what} is not an ISO 8601 time: {text!r}") from None
+
+
+def _utc(moment: datetime) -> datetime:
+    """A plain ``datetime`` in UTC; Airflow hands out pendulum times, whose arithmetic can drop the zone."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(moment.timestamp(), tz=UTC)
+
+
+# --- tasks -----------------------------------------------------------------------------------------
+
+
+def data_path(settings: TrainingSettings, run_key: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_key).strip("_")
+    return settings.state.root / "retrain" / f"{safe}.parquet"
+
+
+@fail_fast_on_bad_input
+def extract(
+    run_key: str,
+    params: Mapping[str, Any],
+    data_interval_start: datetime | None,
+    data_interval_end: datetime | None,
+    run_after: datetime | None,
+) -> dict[str, Any]:
+    """The run's labelled history from InfluxDB into a parquet file under the state dir."""
+    settings = RetrainSettings()
+    since, until = training_window(
+        params, data_interval_start, data_interval_end, run_after, settings.history_hours
+    )
+    extracted = workflow.extract_history(settings, data_path(settings, run_key), "influx", since, until)
+    log.info(
+        "extracted %d labelled rows (%d unlabelled events excluded) from %s to %s into %s",
+        extracted.rows,
+        extracted.unlabelled_excluded,
+        extracted.since,
+        extracted.until,
+        extracted.path,
+    )
+    return {
+        "path": extracted.path,
+        "rows": extracted.rows,
+        "unlabelled_excluded": extracted.unlabelled_excluded,
+        "since": extracted.since,
+        "until": extracted.until,
+    }
+
+
+@fail_fast_on_bad_input
+def validate(path: str) -> dict[str, Any]:
+    """Row count and both classes (training's checks), then class balance and missing share."""
+    settings = RetrainSettings()
+    rows = workflow.validate_file(settings, path)
+    frame = sources.read_parquet(Path(path)).frame
+    where = f"in {path}"
+    positive = float(frame[LABEL_COLUMN].mean())
+    minority = min(positive, 1.0 - positive)
+    if minority < settings.min_class_share:
+        raise UserError(
+            f"unusable window: the rarer label class is {minority:.1%} of {rows} rows {where}, below "
+            f"{settings.min_class_share:.1%} (FIREMAN_TRAIN_MIN_CLASS_SHARE)"
+        )
+    missing = float(frame[list(FEATURE_NAMES)].isna().to_numpy().mean())
+    if missing > settings.max_missing_share:
+        raise UserError(
+            f"unusable window: {missing:.1%} of feature values are missing {where}, above "
+            f"{settings.max_missing_share:.1%} (FIREMAN_TRAIN_MAX_MISSING_SHARE)"
+        )
+    summary = {"rows": rows, "positive_share": round(positive, 4), "missing_share": round(missing, 4)}
+    log.info("window is usable: %s", summary)
+    return summary
+
+
+@fail_fast_on_bad_input
+def train(path: str, run_key: str) -> dict[str, Any]:
+    """Train and register; a run already tagged with ``run_key`` is reused instead (idempotence)."""
+    settings = RetrainSettings()
+    from training.tracking import connect
+
+    client = connect(settings.mlflow, settings.health_timeout_s)
+    found = _registered_for(client, settings, run_key)
+    if found is not None:
+        log.info("DAG run %s already trained MLflow run %s (version %s): reusing it", run_key, *found)
+        run_id, version = found
+        metrics = {k: v for k, v in client.get_run(run_id).data.metrics.items() if k != "missing_rate"}
+        return {"run_id": run_id, "version": version, "metrics": metrics, "reused": True}
+    registered = workflow.train_from_file(settings, path)
+    client.set_tag(registered.run_id, RUN_TAG, run_key)
+    log.info(
+        "MLflow run %s registered %s version %s: %s",
+        registered.run_id,
+        settings.mlflow.model_name,
+        registered.version,
+        _metrics_text(registered.metrics),
+    )
+    return {
+        "run_id": registered.run_id,
+        "version": registered.version,
+        "metrics": registered.metrics,
+        "reused": False,
+    }
+
+
+def _registered_for(client: Any, settings: TrainingSettings, run_key: str) -> tuple[str, str] | None:
+    experiment = client.get_experiment_by_name(settings.mlflow.experiment)
+    if experiment is None:
+        return None
+    quoted = run_key.replace("\\", "\\\\").replace("'", "\\'")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{RUN_TAG}` = '{quoted}' and attributes.status = 'FINISHED'",
+        max_results=5,
+    )
+    for run in runs:
+        versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
+        for version in versions:
+            if version.name == settings.mlflow.model_name:
+                return run.info.run_id, str(version.version)
+    return None
+
+
+@fail_fast_on_bad_input
+def evaluate_and_promote(
+    version: str, gate_metric: str | None = None, margin: float | None = None, promote: str = "auto"
+) -> dict[str, Any]:
+    """The champion/challenger gate; the trigger form's gate metric and margin override the settings."""
+    settings = RetrainSettings()
+    if promote not in PROMOTE_MODES:
+        raise UserError(f"unknown promote mode {promote!r}: use one of {', '.join(PROMOTE_MODES)}")
+    overrides: dict[str, Any] = {}
+    if gate_metric:
+        if gate_metric not in GATE_METRICS:
+            raise UserError(f"unknown gate metric {gate_metric!r}: use one of {', '.join(GATE_METRICS)}")
+        overrides["gate_metric"] = gate_metric
+    if margin is not None:
+        if float(margin) < 0:
+            raise UserError(f"margin must be zero or more, got {margin}")
+        overrides["margin"] = float(margin)
+    settings = settings.model_copy(update=overrides)
+    decision = workflow.evaluate_and_promote(settings, str(version), promote)
+    log.info(
+        "version %s: %s (%s); champion was %s",
+        decision.version,
+        decision.decision,
+        decision.reason,
+        decision.champion or "none",
+    )
+    return {
+        "version": decision.version,
+        "promoted": decision.promoted,
+        "decision": decision.decision,
+        "reason": decision.reason,
+        "champion": decision.champion,
+        "metrics": decision.metrics,
+        "gate_metric": settings.gate_metric,
+        "margin": settings.margin,
+        "promote": promote,
+    }
+
+
+@fail_fast_on_bad_input
+def report(
+    run_key: str,
+    extracted: Mapping[str, Any],
+    validated: Mapping[str, Any],
+    trained: Mapping[str, Any],
+    decision: Mapping[str, Any],
+) -> dict[str, Any]:
+    """One summary: logged, and set as tags on the MLflow run so the run explains itself."""
+    settings = RetrainSettings()
+    from training.tracking import connect
+
+    client = connect(settings.mlflow, settings.health_timeout_s)
+    summary = (
+        f"{settings.mlflow.model_name} v{trained['version']} trained on {validated['rows']} rows "
+        f"from {extracted['since']} to {extracted['until']}: {_metrics_text(trained.get('metrics') or {})}. "
+        f"Gate ({decision['gate_metric']}, margin {decision['margin']}, mode {decision['promote']}): "
+        f"{decision['decision']} - {decision['reason']}"
+    )
+    tags = {
+        RUN_TAG: run_key,
+        "retrain.window_since": extracted["since"],
+        "retrain.window_until": extracted["until"],
+        "retrain.rows": validated["rows"],
+        "retrain.positive_share": validated["positive_share"],
+        "retrain.missing_share": validated["missing_share"],
+        "retrain.decision": decision["decision"],
+        "retrain.promoted": decision["promoted"],
+        "retrain.champion": decision["champion"] or "none",
+        "retrain.summary": summary,
+    }
+    for key, value in tags.items():
+        client.set_tag(trained["run_id"], key, str(value))
+    experiment_id = client.get_run(trained["run_id"]).info.experiment_id
+    url = f"{settings.mlflow.tracking_uri}/#/experiments/{experiment_id}/runs/{trained['run_id']}"
+    log.info("%s", summary)
+    log.info("MLflow run: %s", url)
+    return {"run_id": trained["run_id"], "version": trained["version"], "summary": summary, "url": url}
+
+
+def _metrics_text(metrics: Mapping[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in sorted(metrics.items())) or "no metrics"

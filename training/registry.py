@@ -1,0 +1,215 @@
+"""The model registry, MLflow 3 style: aliases ``production`` (serving) and ``previous`` (rollback).
+
+Stages are deprecated and never used. Every change of ``production`` is recorded as version tags:
+``gate.*`` on the version a decision was about, ``gate.challenge.v<N>`` on the champion it faced.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from fireman_common.errors import UserError
+from fireman_common.settings import MlflowSettings
+
+KEY_METRICS = ("f1", "roc_auc", "accuracy")
+DATA_TAGS = ("data_source", "data_since", "data_until", "data_rows")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def actor() -> str:
+    """Who is acting: ``FIREMAN_ACTOR`` (e.g. ``airflow:retrain``) or the OS user."""
+    name = os.environ.get("FIREMAN_ACTOR")
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def resolve_production(client: MlflowClient, settings: MlflowSettings) -> tuple[str, str] | None:
+    """``(version, run_id)`` of the serving model, or None before the first promotion."""
+    version = alias_version(client, settings.model_name, settings.production_alias)
+    if version is None:
+        return None
+    return str(version.version), str(version.run_id)
+
+
+def get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
+    if not str(version).isdigit():
+        raise UserError(f"unknown version {version!r} of model {name!r}: versions are numbers")
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+            raise UserError(f"unknown version {version} of registered model {name!r}") from None
+        raise
+
+
+def set_tags(client: MlflowClient, name: str, version: str, tags: dict[str, Any]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
+
+
+def record_decision(
+    client: MlflowClient,
+    name: str,
+    challenger: str,
+    champion: str | None,
+    decision: str,
+    reason: str,
+    metrics: dict[str, Any],
+    by: str | None = None,
+) -> None:
+    """Tag both versions with what was compared, the outcome, why and when."""
+    when = now_iso()
+    record = {"decision": decision, "reason": reason, "time": when, "metrics": metrics}
+    tags = {
+        "gate.decision": decision,
+        "gate.reason": reason,
+        "gate.time": when,
+        "gate.compared_with": champion or "none",
+        "gate.metrics": json.dumps(metrics, sort_keys=True),
+    }
+    if by:
+        tags["gate.by"] = by
+        record["by"] = by
+    set_tags(client, name, challenger, tags)
+    if champion is not None and champion != challenger:
+        set_tags(
+            client, name, champion, {f"gate.challenge.v{challenger}": json.dumps(record, sort_keys=True)}
+        )
+
+
+def move_production(client: MlflowClient, settings: MlflowSettings, version: str) -> str | None:
+    """Point ``production`` at ``version``; the replaced champion keeps ``previous``. Returns it."""
+    name = settings.model_name
+    current = alias_version(client, name, settings.production_alias)
+    old = str(current.version) if current is not None else None
+    if old == str(version):
+        return None
+    if old is not None:
+        client.set_registered_model_alias(name, settings.previous_alias, old)
+        set_tags(client, name, old, {"gate.replaced_by": version, "gate.replaced_time": now_iso()})
+    client.set_registered_model_alias(name, settings.production_alias, str(version))
+    return old
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    production: str
+    previous: str | None
+    replaced: str | None
+
+
+def promote_manually(client: MlflowClient, settings: MlflowSettings, version: str, by: str) -> AliasChange:
+    """``fireman promote``: bypass the gate, and say so on the versions involved."""
+    name = settings.model_name
+    get_version(client, name, version)
+    current = alias_version(client, name, settings.production_alias)
+    champion = str(current.version) if current is not None else None
+    if champion == str(version):
+        raise UserError(f"version {version} of {name!r} is already {settings.production_alias}")
+    record_decision(
+        client, name, str(version), champion, "manual", f"manual promotion by {by}: gate bypassed", {}, by=by
+    )
+    replaced = move_production(client, settings, str(version))
+    return AliasChange(production=str(version), previous=replaced, replaced=replaced)
+
+
+def rollback(client: MlflowClient, settings: MlflowSettings, by: str) -> AliasChange:
+    """Move ``production`` back to ``previous`` and clear ``previous``.
+
+    Clearing (rather than swapping) means a second rollback cannot silently re-deploy the model that
+    was just rolled back; to undo a rollback, ``fireman promote`` that version explicitly.
+    """
+    name = settings.model_name
+    previous = alias_version(client, name, settings.previous_alias)
+    if previous is None:
+        raise UserError(
+            f"nothing to roll back to: registered model {name!r} has no {settings.previous_alias!r} alias"
+        )
+    current = alias_version(client, name, settings.production_alias)
+    restored = str(previous.version)
+    rolled_back = str(current.version) if current is not None else None
+    when = now_iso()
+    client.set_registered_model_alias(name, settings.production_alias, restored)
+    client.delete_registered_model_alias(name, settings.previous_alias)
+    set_tags(
+        client,
+        name,
+        restored,
+        {"rollback.restored_time": when, "rollback.by": by, "rollback.from": rolled_back},
+    )
+    if rolled_back is not None:
+        set_tags(client, name, rolled_back, {"rollback.rolled_back_time": when, "rollback.by": by})
+    return AliasChange(production=restored, previous=None, replaced=rolled_back)
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    version: str
+    aliases: list[str]
+    run_id: str
+    created: str
+    metrics: dict[str, float]
+    data: dict[str, str]
+    decision: str
+
+
+def list_versions(client: MlflowClient, settings: MlflowSettings) -> list[VersionRow]:
+    name = settings.model_name
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException as exc:
+        raise UserError(f"could not list versions of {name!r}: {exc.message}") from exc
+    # search_model_versions leaves ``aliases`` empty; the registered model has the authoritative map.
+    by_version: dict[str, list[str]] = {}
+    if versions:
+        for alias, number in (client.get_registered_model(name).aliases or {}).items():
+            by_version.setdefault(str(number), []).append(alias)
+    rows = []
+    for version in sorted(versions, key=lambda v: int(v.version)):
+        metrics: dict[str, float] = {}
+        if version.run_id:
+            try:
+                run_metrics = client.get_run(version.run_id).data.metrics
+                metrics = {key: run_metrics[key] for key in KEY_METRICS if key in run_metrics}
+            except MlflowException:
+                pass
+        tags = version.tags or {}
+        rows.append(
+            VersionRow(
+                version=str(version.version),
+                aliases=sorted(by_version.get(str(version.version), [])),
+                run_id=version.run_id or "",
+                created=datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).isoformat(
+                    timespec="seconds"
+                ),
+                metrics=metrics,
+                data={key: tags.get(key, "") for key in DATA_TAGS},
+                decision=tags.get("gate.decision", ""),
+            )
+        )
+    return rows

@@ -1,0 +1,347 @@
+"""Training end to end, and the same work cut into steps for the retraining DAG.
+
+``run_training`` does everything in one process. The DAG calls one step per task and passes only
+ids and paths between them (XCom): ``extract_history`` -> parquet path, ``validate_file`` -> row
+count, ``train_from_file`` -> run id and version, ``evaluate_and_promote`` -> the decision. Data is
+validated before an MLflow run starts, so bad data never leaves a model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fireman_common.errors import UserError
+from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
+from training import evaluation, registry, sources
+from training.gate import GateRule, Verdict, decide
+from training.pipeline import PARAM_NAMES, build_pipeline, fit_params_for
+from training.settings import TrainingSettings
+from training.tracking import connect
+
+FEATURES = list(FEATURE_NAMES)
+MODEL_ARTIFACT = "model"
+REFERENCE_ARTIFACT = "reference/reference.parquet"
+HOLDOUT_ARTIFACT = "holdout/holdout.parquet"
+FEATURES_ARTIFACT = "features.json"
+CONFUSION_ARTIFACT = "confusion_matrix.png"
+# skops (MLflow's safe default format) refuses types it has not been told to trust; these are the
+# forest's node storage and numpy dtypes, both written by this process.
+SKOPS_TRUSTED_TYPES = ["numpy.dtype", "sklearn.tree._tree.Tree"]
+
+
+@dataclass
+class Decision:
+    version: str
+    promoted: bool
+    decision: str
+    reason: str
+    champion: str | None
+    metrics: dict[str, dict[str, float]]
+
+
+@dataclass
+class Registered:
+    run_id: str
+    version: str
+    metrics: dict[str, float]
+    rows: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingOutcome:
+    run_id: str
+    version: str
+    metrics: dict[str, float]
+    promoted: bool
+    reason: str
+    rows: int
+    decision: str = ""
+    champion: str | None = None
+    source: str = "file"
+    since: str | None = None
+    until: str | None = None
+    unlabelled_excluded: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    # The fitted pipeline itself, for callers in the same process; not part of the JSON form.
+    model: Any = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        # Not asdict(): it would deep-copy the fitted model.
+        return {item.name: getattr(self, item.name) for item in fields(self) if item.name != "model"}
+
+
+@dataclass
+class Extracted:
+    path: str
+    rows: int
+    unlabelled_excluded: int
+    source: str
+    since: str | None
+    until: str | None
+
+
+def _pipeline_params(settings: TrainingSettings, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    params = settings.pipeline_params()
+    unknown = sorted(set(overrides or {}) - set(PARAM_NAMES))
+    if unknown:
+        raise UserError(f"unknown model parameters: {', '.join(unknown)} (known: {', '.join(PARAM_NAMES)})")
+    params.update(overrides or {})
+    return params
+
+
+# --- DAG steps -------------------------------------------------------------------------------------
+
+
+def extract_history(
+    settings: TrainingSettings,
+    out_path: str | Path,
+    source: str = "influx",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    last_hours: float | None = None,
+) -> Extracted:
+    """Read the training window and write it to a parquet file (with the window in its metadata)."""
+    dataset = sources.load(settings, source, since, until, last_hours)
+    path = sources.write_parquet(dataset, Path(out_path))
+    info = dataset.info
+    return Extracted(str(path), dataset.rows, info.unlabelled_excluded, info.source, info.since, info.until)
+
+
+def validate_file(settings: TrainingSettings, path: str | Path) -> int:
+    """Validate an extracted file; returns its row count or raises UserError."""
+    dataset = sources.read_parquet(Path(path))
+    sources.validate(dataset, settings.min_rows)
+    return dataset.rows
+
+
+def train_from_file(
+    settings: TrainingSettings, path: str | Path, params: dict[str, Any] | None = None
+) -> Registered:
+    dataset = sources.read_parquet(Path(path))
+    sources.validate(dataset, settings.min_rows)
+    client = connect(settings.mlflow, settings.health_timeout_s)
+    registered, _, _ = _train_and_register(settings, client, dataset, params)
+    return registered
+
+
+def evaluate_and_promote(settings: TrainingSettings, version: str, promote: str = "auto") -> Decision:
+    """Score a registered challenger and the champion on the challenger's hold-out; apply the gate."""
+    import mlflow
+
+    client = connect(settings.mlflow, settings.health_timeout_s)
+    challenger = registry.get_version(client, settings.mlflow.model_name, version)
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=challenger.run_id,
+            artifact_path=HOLDOUT_ARTIFACT,
+            tracking_uri=settings.mlflow.tracking_uri,
+        )
+    except Exception as exc:
+        raise UserError(f"version {version} has no hold-out artifact to evaluate on: {exc}") from exc
+    holdout = pd.read_parquet(local)
+    model = _load_version(settings, str(version))
+    return _gate(settings, client, str(version), model, holdout, promote)
+
+
+# --- one process -----------------------------------------------------------------------------------
+
+
+def run_training(
+    settings: TrainingSettings,
+    source: str = "file",
+    promote: str = "auto",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    last_hours: float | None = None,
+    params: dict[str, Any] | None = None,
+) -> TrainingOutcome:
+    if promote not in ("auto", "never", "force"):
+        raise UserError(f"unknown --promote {promote!r}: use auto, never or force")
+    _pipeline_params(settings, params)  # reject unknown parameters before any I/O
+    client = connect(settings.mlflow, settings.health_timeout_s)
+    started = time.perf_counter()
+    dataset = sources.load(settings, source, since, until, last_hours)
+    query_s = time.perf_counter() - started
+    sources.validate(dataset, settings.min_rows)
+    registered, model, holdout = _train_and_register(settings, client, dataset, params)
+    started = time.perf_counter()
+    decision = _gate(settings, client, registered.version, model, holdout, promote)
+    timings = {"query": query_s, **registered.timings, "gate": time.perf_counter() - started}
+    info = dataset.info
+    return TrainingOutcome(
+        run_id=registered.run_id,
+        version=registered.version,
+        metrics=registered.metrics,
+        promoted=decision.promoted,
+        reason=decision.reason,
+        rows=dataset.rows,
+        decision=decision.decision,
+        champion=decision.champion,
+        source=info.source,
+        since=info.since,
+        until=info.until,
+        unlabelled_excluded=info.unlabelled_excluded,
+        timings=timings,
+        model=model,
+    )
+
+
+# --- internals -------------------------------------------------------------------------------------
+
+
+def _experiment_id(client: Any, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            raise UserError(
+                f"MLflow experiment {name!r} is deleted: restore it or set FIREMAN_MLFLOW_EXPERIMENT"
+            )
+        return str(experiment.experiment_id)
+    try:
+        return str(client.create_experiment(name))
+    except MlflowException:  # created concurrently by another trainer
+        return str(client.get_experiment_by_name(name).experiment_id)
+
+
+def _train_and_register(
+    settings: TrainingSettings, client: Any, dataset: sources.Dataset, overrides: dict[str, Any] | None
+) -> tuple[Registered, Any, pd.DataFrame]:
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    train, holdout = evaluation.split(dataset, settings.test_size, settings.split, settings.random_state)
+    params = fit_params_for(_pipeline_params(settings, overrides), len(train))
+    experiment_id = _experiment_id(client, settings.mlflow.experiment)
+
+    started = time.perf_counter()
+    model = build_pipeline(**params)
+    model.fit(train[FEATURES], train[LABEL_COLUMN])
+    fit_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    metrics = evaluation.score(model, holdout)
+    evaluate_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    info = dataset.info
+    window = {"data_source": info.source, "data_since": info.since or "", "data_until": info.until or ""}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{info.source}") as run:
+        mlflow.log_params(
+            {
+                **{key: ("None" if value is None else value) for key, value in params.items()},
+                **window,
+                "data_database": info.database or "",
+                "split": settings.split,
+                "test_size": settings.test_size,
+                "missing_rate_injected": info.missing_rate_injected
+                if info.missing_rate_injected is not None
+                else "",
+                "rows_total": dataset.rows,
+                "rows_train": len(train),
+                "rows_holdout": len(holdout),
+                "unlabelled_excluded": info.unlabelled_excluded,
+            }
+        )
+        mlflow.log_metrics({**metrics, "missing_rate": evaluation.missing_rate(dataset.frame)})
+        mlflow.log_dict({"features": FEATURES, "label": LABEL_COLUMN}, FEATURES_ARTIFACT)
+        mlflow.log_figure(
+            evaluation.confusion_figure(model, holdout, f"hold-out, {len(holdout)} rows"), CONFUSION_ARTIFACT
+        )
+        with tempfile.TemporaryDirectory(prefix="fireman-train-") as tmp:
+            reference = train[FEATURES].sample(
+                n=min(settings.reference_rows, len(train)), random_state=settings.random_state
+            )
+            _log_parquet(reference, Path(tmp), REFERENCE_ARTIFACT)
+            _log_parquet(holdout, Path(tmp), HOLDOUT_ARTIFACT)
+        example = train[FEATURES].head(5)
+        signature = infer_signature(example, model.predict(example))
+        # Explicit requirements skip MLflow's inference, which re-imports the model in a subprocess.
+        requirements = mlflow.sklearn.get_default_pip_requirements(include_skops=True)
+        logged = mlflow.sklearn.log_model(
+            model,
+            name=MODEL_ARTIFACT,
+            signature=signature,
+            input_example=example,
+            pip_requirements=requirements,
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        )
+        run_id = run.info.run_id
+    tags = {
+        **window,
+        "data_rows": str(dataset.rows),
+        "data_unlabelled_excluded": str(info.unlabelled_excluded),
+    }
+    # register_model creates the registered model on first use and links the version to the run.
+    version = mlflow.register_model(logged.model_uri, settings.mlflow.model_name, tags=tags)
+    log_s = time.perf_counter() - started
+    registered = Registered(
+        run_id=run_id,
+        version=str(version.version),
+        metrics=metrics,
+        rows=dataset.rows,
+        timings={"fit": fit_s, "evaluate": evaluate_s, "log_register": log_s},
+    )
+    return registered, model, holdout
+
+
+def _log_parquet(frame: pd.DataFrame, tmp: Path, artifact: str) -> None:
+    import mlflow
+
+    local = tmp / artifact
+    local.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(local, index=False)
+    mlflow.log_artifact(str(local), artifact_path=str(Path(artifact).parent))
+
+
+def _load_version(settings: TrainingSettings, version: str) -> Any:
+    import mlflow.sklearn
+
+    return mlflow.sklearn.load_model(f"models:/{settings.mlflow.model_name}/{version}")
+
+
+def _gate(
+    settings: TrainingSettings, client: Any, version: str, model: Any, holdout: pd.DataFrame, promote: str
+) -> Decision:
+    rule = GateRule(settings.gate_metric, settings.margin, settings.guard_metric, settings.guard_tolerance)
+    name = settings.mlflow.model_name
+    current = registry.alias_version(client, name, settings.mlflow.production_alias)
+    champion = str(current.version) if current is not None else None
+    if champion == version:
+        return Decision(version, True, "unchanged", f"version {version} is already production", champion, {})
+    challenger_scores = evaluation.score(model, holdout)
+    champion_scores = evaluation.score(_load_version(settings, champion), holdout) if champion else None
+    verdict: Verdict = decide(rule, challenger_scores, champion_scores, promote)
+    compared = {rule.gate_metric, rule.guard_metric}
+    metrics = {"challenger": {key: round(challenger_scores[key], 6) for key in sorted(compared)}}
+    if champion_scores is not None:
+        metrics["champion"] = {key: round(champion_scores[key], 6) for key in sorted(compared)}
+    by = registry.actor() if verdict.decision == "forced" else None
+    registry.record_decision(
+        client,
+        name,
+        version,
+        champion,
+        verdict.decision,
+        verdict.reason,
+        {**metrics, "holdout_rows": len(holdout)},
+        by=by,
+    )
+    if verdict.promote:
+        registry.move_production(client, settings.mlflow, version)
+    return Decision(version, verdict.promote, verdict.decision, verdict.reason, champion, metrics)
+
+
+def outcome_json(outcome: TrainingOutcome) -> str:
+    return json.dumps(outcome.to_dict(), indent=2, sort_keys=True)
