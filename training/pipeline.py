@@ -30,7 +30,7 @@ PARAM_NAMES = (
 
 def build_pipeline(
     imputer_strategy: str = "median",
-    n_estimators: int = 300,
+    n_estimators: int = 100,
     max_depth: int | None = None,
     min_samples_leaf: int = 1,
     criterion: str = "entropy",

@@ -21,7 +21,9 @@ class TrainingSettings(BaseSettings):
     # Pipeline. Defaults were chosen on Spambase with 20% MCAR missingness (see docs/decisions.md):
     # entropy splits and balanced class weights gained about half a point of F1 over sklearn's defaults.
     imputer_strategy: Literal["mean", "median", "most_frequent", "constant"] = "median"
-    n_estimators: int = Field(default=300, ge=1)
+    # 100 trees score like 300 on Spambase (hold-out F1 0.918 mean over 4 seeds for both) at a third of
+    # the scorer's predict cost, which is the largest part of its per-batch time.
+    n_estimators: int = Field(default=100, ge=1)
     max_depth: int | None = Field(default=None, ge=1)
     min_samples_leaf: int = Field(default=1, ge=1)
     criterion: Literal["gini", "entropy", "log_loss"] = "entropy"
