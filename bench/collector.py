@@ -1,11 +1,13 @@
 """`fireman bench collector`: events/s through the collector, end to end (202 = acked by Kafka).
 
 The collector runs as its own process (``fireman collector``) on fresh topics of the configured
-Kafka. The load comes from this process: a minimal HTTP/1.1 keep-alive client on asyncio + uvloop,
-one request in flight per connection. It costs a few tens of microseconds per request, so on a
-2-core machine the CPU goes to the collector and the broker rather than to the load generator
-(httpx would need several times the collector's CPU for the same request rate). Every response is
-checked to be 202, and the topic's end offsets are compared with the acknowledged event count.
+Kafka, once per producer client (``FIREMAN_COLLECTOR_KAFKA_CLIENT``: kafka-python, then librdkafka
+via confluent-kafka), so the two are compared side by side in one run. The load comes from this
+process: a minimal HTTP/1.1 keep-alive client on asyncio + uvloop, one request in flight per
+connection. It costs a few tens of microseconds per request, so on a 2-core machine the CPU goes to
+the collector and the broker rather than to the load generator (httpx would need several times the
+collector's CPU for the same request rate). Every response is checked to be 202, and the topic's end
+offsets are compared with the acknowledged event count.
 """
 
 from __future__ import annotations
@@ -64,12 +66,14 @@ class BenchOptions:
     batch_concurrency: int = 4
     batch_size: int = 1000
     workers: list[int] = field(default_factory=lambda: [1])
+    clients: list[str] = field(default_factory=lambda: ["kafka-python", "confluent"])
     profile: Path | None = None
     warmup_s: float = 2.0
 
 
 @dataclass
 class Result:
+    client: str
     workers: int
     scenario: str
     requests: int
@@ -185,7 +189,7 @@ def _free_port() -> int:
 
 
 def _start_collector(
-    kafka: KafkaSettings, workers: int, profile: Path | None, log: Path
+    kafka: KafkaSettings, client: str, workers: int, profile: Path | None, log: Path
 ) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     env = dict(os.environ)
@@ -196,6 +200,7 @@ def _start_collector(
             "FIREMAN_KAFKA_TOPIC_LABELS": kafka.topic_labels,
             "FIREMAN_COLLECTOR_PORT": str(port),
             "FIREMAN_COLLECTOR_WORKERS": str(workers),
+            "FIREMAN_COLLECTOR_KAFKA_CLIENT": client,
         }
     )
     env.pop("FIREMAN_COLLECTOR_TOKEN", None)
@@ -259,6 +264,7 @@ def _scenario(
     name: str,
     port: int,
     proc: subprocess.Popen,
+    client: str,
     workers: int,
     bodies: list[bytes],
     per_request: int,
@@ -270,6 +276,7 @@ def _scenario(
     sink = _run_load(port, bodies, per_request, concurrency, options)
     cpu = (_cpu_seconds(proc) - cpu_before) / (time.perf_counter() - wall_before)
     return Result(
+        client,
         workers,
         name,
         sink["requests"],
@@ -303,15 +310,15 @@ def run_bench(options: BenchOptions) -> list[Result]:
     log = Path(tempfile.gettempdir()) / f"fireman-bench-collector-{tag}.log"
     console.print(
         f"collector bench: {options.duration_s:.0f} s per scenario after {options.warmup_s:.0f} s warm-up, "
-        f"Kafka {kafka.bootstrap_servers}, {os.cpu_count()} CPUs, log {log}"
+        f"Kafka {kafka.bootstrap_servers}, {os.cpu_count()} CPUs, load average {_loadavg()}, log {log}"
     )
     try:
-        for workers in options.workers:
-            profile = options.profile if options.profile is not None and workers == 1 else None
-            proc, port = _start_collector(kafka, workers, profile, log)
+        for client, workers in ((c, w) for c in options.clients for w in options.workers):
+            profile = _profile_path(options, client, workers)
+            proc, port = _start_collector(kafka, client, workers, profile, log)
             try:
                 results.append(
-                    _scenario("single", port, proc, workers, singles, 1, options.concurrency, options)
+                    _scenario("single", port, proc, client, workers, singles, 1, options.concurrency, options)
                 )
                 console.print(_describe(results[-1]))
                 results.append(
@@ -319,6 +326,7 @@ def run_bench(options: BenchOptions) -> list[Result]:
                         f"batch {options.batch_size}",
                         port,
                         proc,
+                        client,
                         workers,
                         batches,
                         options.batch_size,
@@ -333,29 +341,54 @@ def run_bench(options: BenchOptions) -> list[Result]:
     finally:
         delete_topics(kafka, topics)
     _report(results, on_kafka, options)
-    if options.profile is not None and options.profile.is_file():
-        console.print(
-            f"\ncProfile of the collector's event-loop thread (top 25 by own time): {options.profile}"
-        )
-        pstats.Stats(str(options.profile)).sort_stats("tottime").print_stats(25)
+    for client in options.clients:
+        path = _profile_path(options, client, 1)
+        if path is not None and path.is_file():
+            console.print(
+                f"\ncProfile of the {client} collector's event-loop thread (top 25 by own time): {path}"
+            )
+            pstats.Stats(str(path)).sort_stats("tottime").print_stats(25)
     return results
+
+
+def _profile_path(options: BenchOptions, client: str, workers: int) -> Path | None:
+    """One profile per client, of the single-worker collector (cProfile sees one process only)."""
+    if options.profile is None or workers != 1:
+        return None
+    if len(options.clients) == 1:
+        return options.profile
+    return options.profile.with_name(f"{options.profile.stem}-{client}{options.profile.suffix}")
+
+
+def _loadavg() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def _describe(result: Result) -> str:
     return (
-        f"  workers={result.workers} {result.scenario}: {result.events_per_s:,.0f} events/s "
+        f"  {result.client} workers={result.workers} {result.scenario}: {result.events_per_s:,.0f} events/s "
         f"({result.requests_per_s:,.0f} req/s, {result.errors} errors)"
     )
 
 
 def _report(results: list[Result], on_kafka: int, options: BenchOptions) -> None:
     table = Table(
-        "workers", "scenario", "req/s", "events/s", "p50 ms", "p99 ms", "collector CPU", "target", "vs target"
+        "client",
+        "workers",
+        "scenario",
+        "req/s",
+        "events/s",
+        "p50 ms",
+        "p99 ms",
+        "collector CPU",
+        "target",
+        "vs target",
     )
     for result in results:
         target = SINGLE_TARGET if result.scenario == "single" else BATCH_TARGET
         latencies = np.array(result.latencies_ms or [0.0])
         table.add_row(
+            result.client,
             str(result.workers),
             result.scenario,
             f"{result.requests_per_s:,.0f}",
@@ -367,13 +400,17 @@ def _report(results: list[Result], on_kafka: int, options: BenchOptions) -> None
             f"{result.events_per_s / target:.2f}x",
         )
     console.print(table)
-    single = [r for r in results if r.scenario == "single"]
-    batch = [r for r in results if r.scenario != "single"]
-    if single and batch:
-        console.print(
-            f"batch/single events/s ratio (workers={batch[0].workers}): "
-            f"{batch[0].events_per_s / max(single[0].events_per_s, 1e-9):.1f}x"
-        )
+    console.print(f"load average at the end: {_loadavg()} (other processes share these CPUs)")
+    by_key = {(r.client, r.workers, r.scenario): r for r in results}
+    base_client = options.clients[0]
+    for other in options.clients[1:]:
+        for (client, workers, scenario), result in by_key.items():
+            base = by_key.get((base_client, workers, scenario))
+            if client == other and base is not None:
+                console.print(
+                    f"{other} / {base_client} (workers={workers}, {scenario}): "
+                    f"{result.events_per_s / max(base.events_per_s, 1e-9):.2f}x events/s"
+                )
     acknowledged = sum(r.events for r in results)
     console.print(
         f"records on the Kafka topic: {on_kafka:,} (>= {acknowledged:,} acknowledged in the measured windows;"

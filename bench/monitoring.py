@@ -216,6 +216,8 @@ def run_bench(options: BenchOptions) -> dict[str, float]:
     events = make_events(rows)
     results: dict[str, list[float]] = {"off": [], "on": []}
     monitor_cpu: list[float] = []
+    # Other work on the machine skews a run; the 1-minute load average is printed with each one.
+    loads: list[float] = [os.getloadavg()[0]]
     try:
         for repeat in range(options.repeats):
             for mode in ("off", "on") if repeat % 2 == 0 else ("on", "off"):
@@ -233,7 +235,8 @@ def run_bench(options: BenchOptions) -> dict[str, float]:
                     else:
                         rate = _score_backlog(topics, influx, mlflow, len(events))
                 results[mode].append(rate)
-                console.print(f"monitoring {mode}: {rate:,.0f} events/s")
+                loads.append(os.getloadavg()[0])
+                console.print(f"monitoring {mode}: {rate:,.0f} events/s (load average {loads[-1]:.2f})")
         with console.status("timing Evidently windows"):
             reference = ReferenceStore(mlflow, MonitorSettings().reference_rows).load(name, outcome.version)
             quiet, rendered = _window_cost(reference, rows, options.windows)
@@ -251,9 +254,17 @@ def run_bench(options: BenchOptions) -> dict[str, float]:
     table.add_row("widgets cost (x)", f"{rendered / quiet:.1f}")
     console.print(table)
     console.print(
-        f"events per run: {len(events):,}, runs per mode: {options.repeats}, CPUs: {os.cpu_count()}"
+        f"events per run: {len(events):,}, runs per mode: {options.repeats}, CPUs: {os.cpu_count()}, "
+        f"1-minute load average {min(loads):.2f}-{max(loads):.2f} (before and after each run)"
     )
     settings = MonitorSettings()
     budget = f"{settings.drift_cpu_budget:.0%}"
     console.print(f"monitor: nice {settings.nice}, drift CPU budget {budget} of a core")
-    return {"off": off, "on": on, "ratio": on / off, "window_s": quiet, "window_html_s": rendered}
+    return {
+        "off": off,
+        "on": on,
+        "ratio": on / off,
+        "window_s": quiet,
+        "window_html_s": rendered,
+        "load_max": max(loads),
+    }

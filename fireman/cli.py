@@ -103,10 +103,13 @@ def up(
     from fireman.stack import Stack, demo_environment
     from fireman_common.settings import ServicesSettings
     from serving.settings import ScorerSettings
+    from streaming.settings import CollectorSettings
 
     # Every process of the stack inherits these; what the user set explicitly wins.
     for key, value in demo_environment(profile).items():
         os.environ.setdefault(key, value)
+    collector = CollectorSettings()
+    os.environ.setdefault("FIREMAN_GENERATOR_COLLECTOR_URL", f"http://{collector.host}:{collector.port}")
     settings = ServicesSettings()
     stack = Stack(settings)
     try:

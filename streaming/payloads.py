@@ -132,7 +132,12 @@ class Record:
 
 def event_record(event_id: str, sensor_id: str, timestamp: int, features: dict[str, float | None]) -> Record:
     """The wire form of :class:`fireman_common.schema.Event`: epoch ms, present features only."""
-    present = {name: value for name, value in features.items() if value is not None}
+    # Most events have no nulls; the C-level scan is far cheaper than rebuilding every dict.
+    present = (
+        {name: value for name, value in features.items() if value is not None}
+        if None in features.values()
+        else features
+    )
     value = orjson.dumps(
         {"event_id": event_id, "sensor_id": sensor_id, "timestamp": timestamp, "features": present}
     )
