@@ -17,7 +17,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 FEATURE_NAMES: tuple[str, ...] = tuple(f"Cont_{i}" for i in range(1, 58))
 LABEL_COLUMN = "label"
 
-# 1970..2100 in epoch milliseconds: anything outside is a unit mistake (seconds or nanoseconds).
+# 1970..2100 in epoch milliseconds: anything later is a unit mistake (microseconds or nanoseconds).
+# Epoch seconds cannot be told from January-1970 milliseconds, so they pass as such.
 MIN_EPOCH_MS = 0
 MAX_EPOCH_MS = 4_102_444_800_000
 

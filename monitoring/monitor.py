@@ -277,12 +277,16 @@ class Monitor:
             max_unjoined=settings.max_unjoined,
             label_wait_s=settings.label_wait_s,
             max_awaiting=settings.max_awaiting_labels,
-            release=self.tracker.release,
+            release=self._release_later,
         )
         self.worker = DriftWorker(settings, self.references, self.tracker.release, self.stats)
         self.book.select = self.worker.wants_window
         self.ready = threading.Event()
         self._consumer: BatchConsumer | None = None
+        # Holds and releases of a polled batch go to the tracker together (one lock, not one per
+        # message), holds first: a message can be held and released within one batch.
+        self._to_hold: list[Position] = []
+        self._to_release: list[Position] = []
 
     def run(self, stop: threading.Event) -> None:
         from serving.kafka_client import BatchConsumer
@@ -323,7 +327,9 @@ class Monitor:
                 for window in closed:
                     if not window.drift:
                         self._shed(window)
-                    elif not self.worker.submit(window, stop):
+                self._settle()  # before the worker may release any of these windows' positions
+                for window in closed:
+                    if window.drift and not self.worker.submit(window, stop):
                         break
                 if now >= next_flush:
                     self._flush_performance(client, stop)
@@ -378,7 +384,7 @@ class Monitor:
             features = Features(event_id, row, position, now)
         else:
             features = Features(event_id, None, position, now, value)
-        self.tracker.hold([position])
+        self._to_hold.append(position)
         prediction = self.book.add_features(features)
         return (prediction, features) if prediction is not None else None
 
@@ -387,7 +393,7 @@ class Monitor:
     ) -> tuple[Prediction, Features] | None:
         self.stats.predictions += 1
         prediction = parse_prediction(message, position, now)
-        self.tracker.hold([position])
+        self._to_hold.append(position)
         features = self.book.add_prediction(prediction)
         return (prediction, features) if features is not None else None
 
@@ -395,7 +401,18 @@ class Monitor:
         self.stats.labels += 1
         event_id, label = parse_label(message)
         if self.book.apply_label(event_id, label, position):
-            self.tracker.hold([position])  # released once the performance point is written
+            self._to_hold.append(position)  # released once the performance point is written
+
+    def _release_later(self, positions: list[Position]) -> None:
+        self._to_release.extend(positions)
+
+    def _settle(self) -> None:
+        if self._to_hold:
+            self.tracker.hold(self._to_hold)
+            self._to_hold = []
+        if self._to_release:
+            self.tracker.release(self._to_release)
+            self._to_release = []
 
     def _log_bad_features(self) -> None:
         bad, self.book.bad_features = self.book.bad_features, []
@@ -408,7 +425,7 @@ class Monitor:
         streak is left as it is."""
         self.stats.windows_shed += 1
         log.debug("window %s: drift not tested, over the CPU budget", _describe(window))
-        self.tracker.release(window.positions)
+        self._release_later(window.positions)
 
     # --- output -------------------------------------------------------------------------------
 

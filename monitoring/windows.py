@@ -20,7 +20,6 @@ Every item records the Kafka positions it came from, so the caller can hold and 
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -30,14 +29,12 @@ from typing import Any
 import numpy as np
 import orjson
 
+from fireman_common.pointtime import point_time_ns
 from fireman_common.schema import FEATURE_NAMES
 from monitoring.offsets import Position
-from serving.pointtime import point_time_ns
 
 FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _ID_FIELD = b'"event_id":"'
-# What the collector accepts as an id; anything else (escapes, odd spacing) is parsed in full.
-_PLAIN_ID = re.compile(rb"[A-Za-z0-9_.:\-]{1,128}")
 
 
 class BadMessage(ValueError):
@@ -51,7 +48,7 @@ class WindowKey:
     start_ns: int  # the first event's point time: a replay of the same window overwrites its points
 
 
-@dataclass
+@dataclass(slots=True)
 class Features:
     event_id: str
     row: np.ndarray | None  # None until parsed from ``raw``
@@ -65,7 +62,7 @@ class Features:
         return self.row
 
 
-@dataclass
+@dataclass(slots=True)
 class Prediction:
     event_id: str
     timestamp: int
@@ -152,9 +149,13 @@ def measurement_id(value: bytes) -> str | None:
         return None
     start += len(_ID_FIELD)
     end = value.find(b'"', start)
-    if end < 0 or not _PLAIN_ID.fullmatch(value, start, end):
+    # Without a backslash, the bytes between the quotes are the decoded string.
+    if end < 0 or value.find(b"\\", start, end) >= 0:
         return None
-    return value[start:end].decode()
+    try:
+        return value[start:end].decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def parse_measurement(value: bytes | None, event_id: str) -> np.ndarray:

@@ -9,7 +9,6 @@ body in one call, about twice as fast, which matters at tens of thousands of eve
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -154,15 +153,3 @@ def label_record(label: LabelIn) -> Record:
         }
     )
     return Record(label.sensor_id.encode(), value)
-
-
-def event_time_ns(timestamp_ms: int, event_id: str) -> int:
-    """The InfluxDB time of an event's point: its millisecond plus a sub-millisecond offset from its id.
-
-    InfluxDB identifies a point by measurement, tags and time, so two events of one sensor in the same
-    millisecond would overwrite each other. The offset (0..999,999 ns, from a hash of ``event_id``)
-    keeps distinct events apart, while a replay of the same event lands on the same point. Queries
-    with ``epoch=ms`` still return the event's own millisecond.
-    """
-    digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
-    return timestamp_ms * 1_000_000 + int.from_bytes(digest, "big") % 1_000_000

@@ -1,7 +1,7 @@
 """Raw history: a consumer group copies ``measurements`` and ``labels`` from Kafka into InfluxDB.
 
 At-least-once: a polled batch is written to InfluxDB, poison messages go to the DLQ, and only then
-are the batch's offsets committed. Writes are idempotent (see ``streaming.payloads.event_time_ns``),
+are the batch's offsets committed. Writes are idempotent (see ``fireman_common.pointtime``),
 so a batch written twice after a crash is still one point per event. While InfluxDB is down the
 consumer pauses its partitions and keeps polling (an empty poll keeps its group membership), so
 nothing more is fetched into memory until the batch in hand is written.
@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from pydantic import ValidationError
 
 from fireman_common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
+from fireman_common.pointtime import point_time_ns
 from fireman_common.schema import LabelIn
-from streaming.payloads import WIRE_EVENT, event_time_ns
+from streaming.payloads import WIRE_EVENT
 from streaming.settings import SinkSettings
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def event_point(value: bytes, measurement: str) -> Point:
     return Point(
         measurement,
         fields=fields,
-        time_ns=event_time_ns(event.timestamp, event.event_id),
+        time_ns=point_time_ns(event.timestamp, event.event_id),
         tags={"sensor_id": event.sensor_id},
     )
 
@@ -78,7 +79,7 @@ def label_point(value: bytes, measurement: str) -> Point:
     return Point(
         measurement,
         fields={"label": label.label, "event_id": label.event_id},
-        time_ns=event_time_ns(label.timestamp, label.event_id),
+        time_ns=point_time_ns(label.timestamp, label.event_id),
         tags={"sensor_id": label.sensor_id},
     )
 
@@ -246,9 +247,9 @@ class Sink:
         try:
             self.consumer.commit(offsets)
             self.stats.commits += 1
-        except CommitFailedError as exc:
-            # The group rebalanced; the new owner re-reads these messages and rewrites the same points.
-            log.warning("offset commit failed after a rebalance: %s", exc)
+        except KafkaError as exc:  # CommitFailedError (a rebalance) or the broker being unreachable
+            # The new owner, or the next commit of this one, covers these messages; replays overwrite.
+            log.warning("offset commit failed (the messages will be replayed): %s", exc)
 
     def _rewind(self, messages: list[Any]) -> None:
         first: dict[TopicPartition, int] = {}

@@ -14,11 +14,11 @@ import pytest
 from fireman_common.dataset import load_spambase
 from fireman_common.influx import InfluxClient
 from fireman_common.kafka_io import make_producer
+from fireman_common.pointtime import point_time_ns
 from fireman_common.schema import FEATURE_NAMES
 from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings
 from streaming.collector import running
 from streaming.generator import Generator
-from streaming.payloads import event_time_ns
 from streaming.settings import CollectorSettings, GeneratorSettings
 from tests.conftest import free_port
 from tests.integration.test_ingest_support import TopicReader, influx_count, sink_running, wait_for
@@ -136,7 +136,7 @@ def test_replays_overwrite_and_poison_messages_go_to_the_dlq(
     with InfluxClient(influx_db) as influx:
         times = sorted(row["time"] for row in influx.query('SELECT * FROM "measurements"'))
     assert times == [1_769_860_800_000] * 3
-    assert len({event_time_ns(1_769_860_800_000, f"ev-{i}") for i in range(3)}) == 3
+    assert len({point_time_ns(1_769_860_800_000, f"ev-{i}") for i in range(3)}) == 3
 
 
 def test_fireman_sink_drains_and_commits_on_sigterm(

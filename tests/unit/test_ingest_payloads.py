@@ -8,12 +8,12 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from fireman_common.pointtime import point_time_ns
 from fireman_common.schema import Event, EventIn, present_features
 from streaming.clock import SensorClock
 from streaming.payloads import (
     PayloadError,
     event_record,
-    event_time_ns,
     parse_events,
     parse_labels,
     parse_legacy,
@@ -104,10 +104,10 @@ def test_legacy_body_keeps_only_present_values() -> None:
 
 
 def test_event_time_is_deterministic_distinct_and_keeps_the_millisecond() -> None:
-    times = {event_time_ns(1_769_860_800_123, f"event-{i}") for i in range(2000)}
+    times = {point_time_ns(1_769_860_800_123, f"event-{i}") for i in range(2000)}
     assert len(times) > 1990  # ~2 collisions expected among 2,000 ids in one ms at most
     assert all(t // 1_000_000 == 1_769_860_800_123 for t in times)
-    assert event_time_ns(7, "same") == event_time_ns(7, "same")
+    assert point_time_ns(7, "same") == point_time_ns(7, "same")
 
 
 def test_sensor_clock_never_repeats_a_millisecond_per_sensor() -> None:

@@ -15,6 +15,7 @@ from monitoring.windows import (
     Features,
     Prediction,
     WindowBook,
+    measurement_id,
     parse_features,
     parse_label,
     parse_prediction,
@@ -170,3 +171,43 @@ def test_offsets_commit_up_to_the_oldest_message_still_held() -> None:
     tracker.release([("t", 0, 3), ("t", 0, 3)])  # releasing twice is harmless
     assert tracker.committable() == {("t", 0): 5}
     assert tracker.held_count() == 0
+
+
+def test_only_windows_chosen_for_drift_parse_their_raw_measurements() -> None:
+    import orjson
+
+    chosen = iter([False, True])
+    released: list[Position] = []
+    book = make_book(Clock(), released, window_size=2)
+    book.select = lambda: next(chosen)
+
+    def raw(i: int, features: object) -> Features:
+        value = orjson.dumps({"event_id": f"e{i}", "sensor_id": "s", "timestamp": 1, "features": features})
+        event_id = measurement_id(value)
+        assert event_id == f"e{i}"
+        return Features(event_id, None, ("measurements", 0, i), 0.0, value)
+
+    closed = []
+    for i, features in enumerate([{"Cont_1": 1.0}, {"Cont_1": "x"}, {"Cont_1": "y"}, {"Cont_2": 2.5}]):
+        assert book.add_features(raw(i, features)) is None
+        p = prediction(i)
+        f = book.add_prediction(p)
+        assert f is not None
+        closed.extend(book.add_scored(p, f))
+    shed, tested = closed
+    # Not chosen: no feature row is parsed (the bad value in e1 goes unnoticed), positions are released.
+    assert not shed.drift and shed.matrix.shape == (0, len(FEATURE_NAMES)) and shed.events == 2
+    assert ("measurements", 0, 0) in released and ("measurements", 0, 1) in released
+    # Chosen: rows are parsed; a bad one is left out of the drift test but still counted for accuracy.
+    assert tested.drift and tested.events == 2 and tested.matrix.shape == (1, len(FEATURE_NAMES))
+    assert tested.matrix[0, 1] == 2.5 and len(tested.probabilities) == 1
+    assert [(position, reason[:18]) for position, reason in book.bad_features] == [
+        (("measurements", 0, 2), "features.Cont_1: e")
+    ]
+
+
+def test_measurement_ids_that_need_a_full_parse() -> None:
+    assert measurement_id(b'{"event_id":"a-1","features":{}}') == "a-1"
+    assert measurement_id(b'{"event_id": "a-1"}') is None  # not the collector's compact form
+    assert measurement_id(b'{"event_id":"a\\"b"}') is None  # an escape
+    assert measurement_id(b'{"features":{}}') is None

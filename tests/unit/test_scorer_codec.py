@@ -7,10 +7,10 @@ import math
 import orjson
 import pytest
 
+from fireman_common.pointtime import point_time_ns
 from fireman_common.schema import Event
 from serving.codec import Lineage, decode_batch, encode_predictions
-from serving.pointtime import point_time_ns
-from streaming.payloads import event_time_ns
+from streaming.sink import event_point
 
 ORDER = ("Cont_3", "Cont_1", "Cont_2")
 
@@ -81,7 +81,9 @@ def test_predictions_carry_lineage_and_lines_use_the_event_point_time() -> None:
     assert lines[0].rsplit(" ", 1)[1] != lines[1].rsplit(" ", 1)[1]
 
 
-def test_point_time_is_the_ingest_sinks_rule() -> None:
-    for event_id in ("a", "e-1", "sensor-3:42"):
-        assert point_time_ns(1_700_000_000_000, event_id) == event_time_ns(1_700_000_000_000, event_id)
-        assert point_time_ns(1_700_000_000_000, event_id) // 1_000_000 == 1_700_000_000_000
+def test_a_prediction_point_shares_its_raw_events_point_time() -> None:
+    raw = event(event_id="sensor-3:42")
+    batch = decode_batch([raw], ORDER)
+    _, [line], _ = encode_predictions(batch, [1], [0.9], Lineage("spam", "1", "run"), 1_700_000_000_500)
+    assert int(line.rsplit(" ", 1)[1]) == event_point(raw, "measurements").time_ns
+    assert event_point(raw, "measurements").time_ns // 1_000_000 == 1_700_000_000_000

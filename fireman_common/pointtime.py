@@ -1,10 +1,11 @@
 """The InfluxDB point time of an event: its millisecond plus a sub-millisecond offset from its id.
 
 A point is identified by measurement, tag set and time. Two events of one sensor in the same
-millisecond would overwrite each other at a bare millisecond time; the offset (0..999,999 ns, from
-a BLAKE2b hash of the event id) keeps them apart, while a replay of the same event lands on the same
-point. This is the ingest sink's rule (``streaming.payloads.event_time_ns``), so the raw and the
-prediction points of an event share a timestamp.
+millisecond would overwrite each other at a bare millisecond time; the offset (0..999,999 ns, from a
+BLAKE2b hash of the event id) keeps them apart, while a replay of the same event lands on the same
+point. The sink (raw events and labels), the scorer (predictions) and the monitor all use this one
+rule, so every point of an event shares its timestamp, and queries with ``epoch=ms`` still return the
+event's own millisecond.
 """
 
 from __future__ import annotations
