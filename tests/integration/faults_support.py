@@ -298,6 +298,8 @@ class Pipeline:
                 "FIREMAN_GENERATOR_BATCH": str(spec.batch),
                 "FIREMAN_GENERATOR_SENSORS": str(spec.sensors),
                 "FIREMAN_GENERATOR_LABEL_FRACTION": "0",
+                # The synthetic fleet has 4,601 rows; a longer stream starts a new (reshuffled) pass.
+                "FIREMAN_GENERATOR_LOOP": "true",
                 # Long enough to outlast a 20 s outage with the generator's 10 s back-off cap.
                 "FIREMAN_GENERATOR_MAX_RETRIES": "30",
             }
@@ -308,19 +310,30 @@ class Pipeline:
             name: Proc(name, base, workdir / f"{name}.log")
             for name in ("collector", "sink", "scorer", "generator")
         }
-        self.expected = self._expected_ids()
+        self.streams = {"generator": spec.events}
+        self.expected = self._expected_ids(spec.seed, spec.events)
 
-    def _expected_ids(self) -> set[str]:
-        spec = self.spec
+    def _expected_ids(self, seed: int, events: int) -> set[str]:
         settings = GeneratorSettings(
             dataset="synthetic",
-            seed=spec.seed,
-            limit=spec.events,
-            sensors=spec.sensors,
+            seed=seed,
+            limit=events,
+            sensors=self.spec.sensors,
             label_fraction=0,
-            loop=False,
+            loop=True,
         )
-        return {row.event_id for row in iter_rows(synthetic_frame(spec.seed), settings)}
+        return {row.event_id for row in iter_rows(synthetic_frame(seed), settings)}
+
+    def add_stream(self, seed: int, events: int) -> Proc:
+        """A second generator (another seed, so other ids), started by the caller when it wants."""
+        name = f"generator-{len(self.streams) + 1}"
+        env = {**self.env, "FIREMAN_GENERATOR_SEED": str(seed), "FIREMAN_GENERATOR_LIMIT": str(events)}
+        self.procs[name] = Proc("generator", env, self.procs["generator"].log.with_name(f"{name}.log"))
+        self.streams[name] = events
+        ids = self._expected_ids(seed, events)
+        assert not ids & self.expected, "the two streams share event ids"
+        self.expected |= ids
+        return self.procs[name]
 
     # -- running -------------------------------------------------------------------------------
 
@@ -400,7 +413,7 @@ class Pipeline:
 
         def resumed() -> bool:
             now = self.counts()
-            grew = [now[i] > before[i] or now[i] >= self.spec.events for i in (0, 1) if watch[i]]
+            grew = [now[i] > before[i] or now[i] >= len(self.expected) for i in (0, 1) if watch[i]]
             return all(grew)
 
         wait_for(resumed, 180, f"{what}: output to resume (was {before})\n{self.tails()}", interval=0.2)
@@ -409,15 +422,17 @@ class Pipeline:
 
     def finish(self, times: FaultTimes, timeout: float = 240) -> Audit:
         """Wait for the generator and for every event's two points, stop everything, audit."""
-        generator = self.procs["generator"]
-        code = generator.wait(timeout=timeout)
-        summary = SUMMARY.findall(generator.text())
-        assert code == 0 and summary, f"generator exited {code}\n{generator.tail()}"
-        sent, accepted, rejected, failed = map(int, summary[-1])
-        assert (sent, accepted, rejected, failed) == (self.spec.events, self.spec.events, 0, 0), (
-            f"the generator did not get every event accepted: {summary[-1]}\n{generator.tail()}"
-        )
-        self.wait_counts(self.spec.events, self.spec.events, timeout, "every event's two points")
+        for name, events in self.streams.items():
+            generator = self.procs[name]
+            code = generator.wait(timeout=timeout)
+            summary = SUMMARY.findall(generator.text())
+            assert code == 0 and summary, f"{name} exited {code}\n{generator.tail()}"
+            sent, accepted, rejected, failed = map(int, summary[-1])
+            assert (sent, accepted, rejected, failed) == (events, events, 0, 0), (
+                f"{name} did not get every event accepted: {summary[-1]}\n{generator.tail()}"
+            )
+        total = len(self.expected)
+        self.wait_counts(total, total, timeout, "every event's two points")
         times.caught_up_at = time.monotonic()
         codes = self.stop()
         assert codes["sink"] == 0 and codes["scorer"] == 0, f"SIGTERM exit codes {codes}\n{self.tails()}"
@@ -425,7 +440,8 @@ class Pipeline:
 
     def stop(self) -> dict[str, int | None]:
         """SIGTERM everything still running (generator first, consumers last); their exit codes."""
-        return {name: self.procs[name].terminate() for name in ("generator", "collector", "scorer", "sink")}
+        order = [*self.streams, "collector", "scorer", "sink"]
+        return {name: self.procs[name].terminate() for name in order}
 
     def tails(self) -> str:
         return "\n".join(proc.tail(1500) for proc in self.procs.values() if proc.starts)

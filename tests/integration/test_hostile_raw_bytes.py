@@ -89,10 +89,9 @@ def test_poison_goes_to_the_dlq_and_every_good_event_is_stored_and_scored_once(
     producer = make_producer(kafka_topics)
     try:
         step = GOOD // len(POISON)
+        topic = kafka_topics.topic_measurements
         for i, event in enumerate(events):
-            producer.send(
-                kafka_topics.topic_measurements, key=event.sensor_id.encode(), value=event.to_json()
-            )
+            producer.send(topic, key=event.sensor_id.encode(), value=event.to_json())
             if i % step == 0 and i // step < len(POISON):
                 producer.send(topic, key=b"hostile", value=POISON[i // step])
         producer.flush()

@@ -1,0 +1,319 @@
+"""``fireman bench report``: run every benchmark in one go and write ``docs/performance.md``.
+
+The collector, scorer, training, monitoring and soak benches run one after the other on this machine,
+each with its own side-by-side comparison (batch POSTs vs single-event POSTs, batched scoring vs one
+``predict`` per message, monitoring on vs off), so every ratio in the report was measured in the
+same run as the figure it qualifies. The report also records how it was produced and the machine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from bench.soak import SoakOptions, SoakResult, run_soak
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    output: Path = Path("docs/performance.md")
+    soak_minutes: float = 10.0
+    quick: bool = False
+
+
+@dataclass(frozen=True)
+class Row:
+    figure: str
+    value: str
+    target: str
+    met: bool | None
+    baseline: str = "-"
+    ratio: str = "-"
+
+
+@dataclass
+class Section:
+    name: str
+    command: str
+    rows: list[Row] = field(default_factory=list)
+    error: str | None = None
+    load: tuple[float, float] = (0.0, 0.0)
+
+
+def machine() -> dict[str, str]:
+    """CPU count and model, memory, load average, OS and Python: what the figures depend on."""
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()
+    return {
+        "CPUs": str(os.cpu_count()),
+        "CPU model": model,
+        "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "load average (1, 5, 15 min) at the start": " / ".join(f"{v:.2f}" for v in load),
+        "OS": f"{platform.system()} {platform.release()}",
+        "Python": sys.version.split()[0],
+    }
+
+
+TIMES = "\u00d7"  # the multiplication sign of "12x"
+
+
+def _x(value: float) -> str:
+    return f"{value:.1f}{TIMES}" if value < 100 else f"{value:,.0f}{TIMES}"
+
+
+def _collector(quick: bool) -> list[Row]:
+    from bench.collector import BATCH_TARGET, SINGLE_TARGET, BenchOptions, run_bench
+
+    options = BenchOptions(duration_s=3.0, warmup_s=1.0) if quick else BenchOptions()
+    results = run_bench(options)
+    by_key = {(r.client, r.workers, r.scenario): r for r in results}
+    rows = []
+    for client in options.clients:
+        single = by_key.get((client, 1, "single"))
+        batch = by_key.get((client, 1, f"batch {options.batch_size}"))
+        if single is None or batch is None:
+            continue
+        rows.append(
+            Row(
+                f"collector ({client}), single-event POSTs/s",
+                f"{single.requests_per_s:,.0f}",
+                f"≥ {SINGLE_TARGET:,}",
+                single.requests_per_s >= SINGLE_TARGET,
+            )
+        )
+        rows.append(
+            Row(
+                f"collector ({client}), events/s in batch POSTs of {options.batch_size:,}",
+                f"{batch.events_per_s:,.0f}",
+                f"≥ {BATCH_TARGET:,}",
+                batch.events_per_s >= BATCH_TARGET,
+                baseline=f"{single.events_per_s:,.0f} (one event per POST)",
+                ratio=_x(batch.events_per_s / single.events_per_s),
+            )
+        )
+    return rows
+
+
+def _scorer(quick: bool) -> list[Row]:
+    from bench.scorer import BenchOptions, run_bench
+
+    options = (
+        BenchOptions(events=20_000, latency_seconds=5.0, baseline_seconds=3.0) if quick else BenchOptions()
+    )
+    result = run_bench(options)
+    return [
+        Row(
+            "scorer, end-to-end events/s (Kafka → model → Kafka + InfluxDB)",
+            f"{result.events_per_s:,.0f}",
+            "≥ 20,000",
+            result.events_per_s >= 20_000,
+            baseline=f"{result.baseline_per_s:,.0f} (one predict per message)",
+            ratio=_x(result.ratio),
+        ),
+        Row("scorer vs per-message baseline", _x(result.ratio), f"≥ 100{TIMES}", result.ratio >= 100),
+        Row(
+            f"scorer p50 / p99 latency at {options.rate:,} events/s",
+            f"{result.p50_ms:.0f} / {result.p99_ms:.0f} ms",
+            "p99 < 500 ms",
+            result.p99_ms < 500,
+        ),
+    ]
+
+
+def _training(quick: bool) -> list[Row]:
+    from bench.train import run_bench
+
+    rows = 20_000 if quick else 100_000
+    timings = run_bench(rows=rows)
+    total = timings["total"]
+    return [Row(f"training from {rows:,} rows of InfluxDB history", f"{total:.1f} s", "≤ 60 s", total <= 60)]
+
+
+def _monitoring(quick: bool) -> list[Row]:
+    from bench.monitoring import BenchOptions, run_bench
+
+    options = BenchOptions(events=20_000, repeats=1) if quick else BenchOptions()
+    result = run_bench(options)
+    return [
+        Row(
+            "scorer throughput with monitoring on / off",
+            f"{result['ratio']:.1%}",
+            "≥ 90%",
+            result["ratio"] >= 0.9,
+            baseline=f"{result['off']:,.0f} events/s (monitoring off)",
+            ratio=f"{result['on']:,.0f} / {result['off']:,.0f}",
+        )
+    ]
+
+
+def _soak(minutes: float) -> list[Row]:
+    result: SoakResult = run_soak(SoakOptions(minutes=minutes))
+    growths = {
+        name: g
+        for name in ("collector", "sink", "scorer", "monitor")
+        if (g := result.growth(name)) is not None
+    }
+    worst = max(growths.items(), key=lambda item: item[1]) if growths else ("-", 0.0)
+    lags = {g: lag for g in ("sink", "scorer", "monitor") if (lag := result.max_lag(g)) is not None}
+    p50, p99 = result.latency()
+    rows = [
+        Row(
+            f"soak {minutes:g} min at {result.options.rate:g} events/s: largest RSS growth after warm-up",
+            f"{worst[1]:+.1%} ({worst[0]})",
+            f"< {result.options.max_growth:.0%}",
+            result.memory_flat,
+        ),
+        Row(
+            "soak: largest consumer lag after warm-up",
+            ", ".join(f"{g} {v:,}" for g, v in lags.items()) or "unknown",
+            ", ".join(f"{g} ≤ {result.lag_bound(g):,.0f}" for g in lags)
+            + f" ({result.options.max_lag_s:g} s of traffic per topic read)",
+            result.lag_bounded,
+        ),
+        Row(
+            "soak: scored events/s (steady state)",
+            f"{result.events_per_s:,.0f}",
+            f"{result.options.rate:g} (the generator's rate)",
+            result.events_per_s >= 0.95 * result.options.rate,
+        ),
+    ]
+    if p50 is not None and p99 is not None:
+        rows.append(Row("soak: end-to-end latency p50 / worst p99", f"{p50:.0f} / {p99:.0f} ms", "-", None))
+    if result.exited:
+        rows.append(Row("soak: processes that exited", str(result.exited), "none", False))
+    return rows
+
+
+def run_report(options: ReportOptions, console: Console | None = None) -> Path:
+    console = console or Console()
+    started = dt.datetime.now(dt.UTC)
+    host = machine()
+    load = host["load average (1, 5, 15 min) at the start"]
+    console.print(f"benchmark report on {host['CPUs']} CPUs ({host['CPU model']}), load {load}")
+    benches: list[tuple[str, str, Callable[[], list[Row]]]] = [
+        ("Collector", "fireman bench collector", lambda: _collector(options.quick)),
+        ("Scorer", "fireman bench scorer", lambda: _scorer(options.quick)),
+        ("Training", "fireman bench train", lambda: _training(options.quick)),
+        ("Monitoring", "fireman bench monitoring", lambda: _monitoring(options.quick)),
+        (
+            "Soak",
+            f"fireman bench soak --minutes {options.soak_minutes:g}",
+            lambda: _soak(options.soak_minutes),
+        ),
+    ]
+    sections = []
+    for name, command, run in benches:
+        console.rule(f"{name}: {command}")
+        section = Section(name, command)
+        before = os.getloadavg()[0]
+        try:
+            section.rows = run()
+        except Exception as exc:  # one failing bench must not lose the others' figures
+            section.error = f"{type(exc).__name__}: {exc}"
+            console.print(f"[red]{name} bench failed: {section.error}[/]")
+        section.load = (before, os.getloadavg()[0])
+        sections.append(section)
+    finished = dt.datetime.now(dt.UTC)
+    text = render(sections, host, started, finished, options)
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    options.output.write_text(text)
+    _print(sections, console)
+    console.print(f"wrote {options.output}")
+    return options.output
+
+
+def _verdict(met: bool | None) -> str:
+    return "-" if met is None else ("met" if met else "**short**")
+
+
+def render(
+    sections: list[Section],
+    host: dict[str, str],
+    started: dt.datetime,
+    finished: dt.datetime,
+    options: ReportOptions,
+) -> str:
+    lines = [
+        "# Performance",
+        "",
+        "Generated by `fireman bench report`"
+        + (" --quick (short smoke runs, not for quoting)" if options.quick else "")
+        + f" on {started:%Y-%m-%d %H:%M} UTC, in {(finished - started).total_seconds() / 60:.0f} min. "
+        "Every figure below was measured in this one run; each ratio compares two configurations measured "
+        "side by side in it, so the ratios hold even where the machine's load moved the absolute numbers.",
+        "",
+        "## Summary",
+        "",
+        "| figure | measured | target | verdict | per-message baseline (same run) | ratio |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for section in sections:
+        for row in section.rows:
+            cells = [row.figure, row.value, row.target, _verdict(row.met), row.baseline, row.ratio]
+            lines.append("| " + " | ".join(cells) + " |")
+        if section.error:
+            lines.append(f"| {section.name} | failed: {section.error[:120]} | - | - | - | - |")
+    lines += [
+        "",
+        "## How the figures were produced",
+        "",
+        "| bench | command | load average before → after |",
+        "| --- | --- | --- |",
+    ]
+    for section in sections:
+        lines.append(
+            f"| {section.name} | `{section.command}` | {section.load[0]:.2f} → {section.load[1]:.2f} |"
+        )
+    lines += [
+        "",
+        "- **Collector**: a keep-alive HTTP load generator in its own process posts to a real `fireman "
+        "collector` (acks=all); single-event POSTs are the per-message baseline for batch POSTs.",
+        "- **Scorer**: a backlog on Kafka is scored end to end (decode → one `predict_proba` per batch → "
+        "predictions acknowledged by Kafka → InfluxDB → offsets committed); the baseline scores the same "
+        "events one `predict` call per message. Latency: events produced at a fixed rate, measured from the "
+        "event's timestamp to the written prediction.",
+        "- **Training**: `fireman train` on synthetic history written to InfluxDB, wall time of all phases.",
+        "- **Monitoring**: scorer throughput with the drift monitor consuming the same topics, against "
+        "the monitor off.",
+        "- **Soak**: generator → collector → Kafka → sink + scorer + monitor at a fixed rate; RSS of every "
+        "process, committed consumer lag and end-to-end latency sampled every 5 s; memory is flat when no "
+        "process grows 10% or more between the end of the warm-up (first 20%) and the end.",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "| --- | --- |",
+        *(f"| {key} | {value} |" for key, value in host.items()),
+        f"| load average at the end | {' / '.join(f'{v:.2f}' for v in os.getloadavg())} |",
+        "",
+        "Kafka, InfluxDB and MLflow ran locally on the same machine. Figures taken under load are lower "
+        "bounds; re-run on an idle machine before quoting absolute numbers.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _print(sections: list[Section], console: Console) -> None:
+    table = Table("figure", "measured", "target", "verdict", "baseline", "ratio", title="benchmark report")
+    for section in sections:
+        for row in section.rows:
+            table.add_row(row.figure, row.value, row.target, _verdict(row.met), row.baseline, row.ratio)
+        if section.error:
+            table.add_row(section.name, f"[red]failed[/]: {section.error[:80]}", "-", "-", "-", "-")
+    console.print(table)
