@@ -38,7 +38,6 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     ) -> None:
         """End-to-end scorer throughput and latency beside a one-predict-per-message baseline."""
         from bench.scorer import BenchOptions, run_bench
-
         from serving.runtime import configure_logging
 
         configure_logging("WARNING")
