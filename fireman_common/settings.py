@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, computed_field
+from pydantic import Field, computed_field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK = "127.0.0.1"
@@ -118,6 +118,13 @@ class DatasetSettings(BaseSettings):
     model_config = _config("FIREMAN_")
 
     spambase_path: Path | None = None
+
+    @field_validator("spambase_path", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        # `make` exports FIREMAN_SPAMBASE_PATH empty when ../shared has no copy: that means "download".
+        return None if isinstance(value, str) and not value.strip() else value
+
     spambase_url: str = "https://archive.ics.uci.edu/static/public/94/spambase.zip"
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "fireman")
 

@@ -122,10 +122,14 @@ def mlflow_names(mlflow_service: MlflowSettings) -> MlflowSettings:
     return mlflow_service.model_copy(update={"experiment": name, "model_name": name})
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Every test, and every process a test starts, reads Spambase from the shared copy when there is one.
+    if not os.environ.get("FIREMAN_SPAMBASE_PATH") and SHARED_SPAMBASE.is_file():
+        os.environ["FIREMAN_SPAMBASE_PATH"] = str(SHARED_SPAMBASE)
+
+
 @pytest.fixture(scope="session")
 def dataset_settings() -> DatasetSettings:
-    if "FIREMAN_SPAMBASE_PATH" not in os.environ and SHARED_SPAMBASE.is_file():
-        os.environ["FIREMAN_SPAMBASE_PATH"] = str(SHARED_SPAMBASE)
     return DatasetSettings()
 
 
