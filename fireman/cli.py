@@ -183,6 +183,7 @@ def settings_table() -> None:
 
 
 def _register_packages() -> None:
+    from bench.hardening_cli import register as register_hardening
     from dashboard.cli import register as register_dashboard
     from monitoring.cli import register as register_monitoring
     from serving.cli import register as register_serving
@@ -195,6 +196,7 @@ def _register_packages() -> None:
         register_serving,
         register_monitoring,
         register_dashboard,
+        register_hardening,
     ):
         register(app, bench_app)
 
