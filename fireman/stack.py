@@ -158,6 +158,8 @@ DEMO_PROFILES: dict[str, dict[str, str]] = {
         "FIREMAN_GENERATOR_LABEL_DELAY_S": "2",
         "FIREMAN_MONITOR_WINDOW_SIZE": "500",
         "FIREMAN_MONITOR_MIN_WINDOW_SIZE": "100",
+        # Windows close every few seconds here; let Evidently test most of them.
+        "FIREMAN_MONITOR_DRIFT_CPU_BUDGET": "0.5",
         "FIREMAN_AIRFLOW_DRIFT_CHECK_SCHEDULE": "* * * * *",
         "FIREMAN_SCORER_RELOAD_INTERVAL_S": "5",
     },
