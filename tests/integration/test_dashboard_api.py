@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -16,6 +15,7 @@ from dashboard import testkit
 from dashboard.app import Dashboard
 from dashboard.lag import measure_lag
 from dashboard.settings import DashboardSettings
+from fireman.services.process import wait_until
 from fireman_common.kafka_io import admin_client, make_producer
 from fireman_common.settings import InfluxSettings, KafkaSettings
 from tests.conftest import free_port
@@ -27,11 +27,8 @@ COMMITTED = 20
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
+    if not wait_until(predicate, timeout, interval_s=0.2):
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def lagging_groups(kafka: KafkaSettings) -> tuple[str, str]:

@@ -24,6 +24,7 @@ from dashboard import testkit
 from dashboard.app import Dashboard
 from dashboard.contract import MODEL_EVENTS
 from dashboard.settings import DashboardSettings
+from fireman.services.process import wait_until
 from fireman_common.influx import InfluxClient, Point
 from fireman_common.settings import InfluxSettings, KafkaSettings, StateSettings
 from tests.integration.test_dashboard_api import dashboard_settings
@@ -61,11 +62,8 @@ COLOURED_PIXELS_JS = """
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
+    if not wait_until(predicate, timeout, interval_s=0.2):
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
