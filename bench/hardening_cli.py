@@ -22,7 +22,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         import logging
 
         from bench.soak import SoakOptions, run_soak
-        from serving.runtime import configure_logging
+        from fireman_common.runtime import configure_logging
 
         configure_logging("WARNING")
         logging.getLogger("kafka").setLevel(logging.ERROR)
@@ -42,7 +42,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         import logging
 
         from bench.report import ReportOptions, run_report
-        from serving.runtime import configure_logging
+        from fireman_common.runtime import configure_logging
 
         configure_logging("WARNING")
         logging.getLogger("kafka").setLevel(logging.ERROR)

@@ -59,8 +59,8 @@ def monitor_settings_for(
 
 
 def _monitor_process(settings: MonitorSettings, stop: ProcessEvent, ready: ProcessEvent) -> None:
+    from fireman_common.runtime import configure_logging
     from monitoring.monitor import Monitor
-    from serving.runtime import configure_logging
 
     configure_logging("WARNING")
     if settings.nice:

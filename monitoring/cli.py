@@ -19,28 +19,17 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         finishes the windows already closed, writes, commits and exits 0.
         """
         import os
-        import signal
-        import threading
 
-        from pydantic import ValidationError
-
-        from fireman_common.errors import UserError
+        from fireman_common.runtime import configure_logging, load_settings, stop_on_signals
         from monitoring.monitor import Monitor
         from monitoring.settings import MonitorSettings
-        from serving.runtime import configure_logging
 
         configure_logging(log_level)
-        try:
-            settings = MonitorSettings()
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise UserError(f"invalid FIREMAN_MONITOR_* settings: {problems}") from None
+        settings = load_settings(MonitorSettings)
         if settings.nice:
             # Monitoring is best effort: under CPU pressure the scorer goes first and the monitor lags.
             os.nice(settings.nice)
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
+        stop = stop_on_signals()
         Monitor(settings).run(stop)
 
     @bench_app.command("monitoring")
@@ -51,7 +40,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     ) -> None:
         """Scorer throughput with the monitor off and on, side by side; Evidently's cost per window."""
         from bench.monitoring import BenchOptions, run_bench
-        from serving.runtime import configure_logging
+        from fireman_common.runtime import configure_logging
 
         configure_logging("WARNING")
         run_bench(BenchOptions(events=events, repeats=repeats, windows=windows))

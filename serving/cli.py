@@ -16,18 +16,12 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
         SIGTERM or Ctrl-C finishes the batch in flight, commits and exits 0.
         """
-        import signal
-        import threading
-
-        from serving.runtime import configure_logging, load_settings
+        from fireman_common.runtime import configure_logging, load_settings, stop_on_signals
         from serving.scorer import Scorer
+        from serving.settings import ScorerSettings
 
         configure_logging(log_level)
-        settings = load_settings()
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-        Scorer(settings).run(stop)
+        Scorer(load_settings(ScorerSettings)).run(stop_on_signals())
 
     @bench_app.command("scorer")
     def bench_scorer(
@@ -38,7 +32,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     ) -> None:
         """End-to-end scorer throughput and latency beside a one-predict-per-message baseline."""
         from bench.scorer import BenchOptions, run_bench
-        from serving.runtime import configure_logging
+        from fireman_common.runtime import configure_logging
 
         configure_logging("WARNING")
         run_bench(

@@ -4,29 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 from pathlib import Path
 from typing import Any
 
 import typer
 
-
-def _stop_on_signals() -> threading.Event:
-    """An event set by SIGINT/SIGTERM, so loops finish the batch in hand instead of dying mid-write."""
-    stop = threading.Event()
-
-    def handler(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return stop
-
-
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+from fireman_common.runtime import configure_logging, stop_on_signals
 
 
 def _overrides(**values: Any) -> dict[str, Any]:
@@ -46,7 +29,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         from streaming.collector import serve
         from streaming.settings import CollectorSettings
 
-        _logging()
+        configure_logging()
         options = _overrides(host=host, port=port, workers=workers)
         # Worker processes rebuild their settings from the environment, so options go there too.
         for key, value in options.items():
@@ -71,10 +54,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         from streaming.settings import SinkSettings
         from streaming.sink import SinkStats, run_sink
 
-        _logging()
+        configure_logging()
         log = logging.getLogger("fireman.sink")
         settings = SinkSettings(**_overrides(group_id=group_id, batch_size=batch_size))
-        stop = _stop_on_signals()
+        stop = stop_on_signals()
         log.info(
             "sink: %s + %s (group %s) -> %s/%s",
             settings.kafka.topic_measurements,
@@ -155,7 +138,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             raise UserError(f"bad generator option: {problems}") from None
         frame = load_frame(settings)
         console = Console()
-        stop = _stop_on_signals()
+        stop = stop_on_signals()
         with (
             httpx.Client(base_url=settings.collector_url, timeout=settings.timeout_s) as client,
             Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console) as progress,
