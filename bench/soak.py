@@ -192,9 +192,15 @@ def _register_model(mlflow: MlflowSettings) -> None:
     register_model(mlflow, estimator, features.head(20))
 
 
-def _environment(names: _Names, options: SoakOptions, home: Path) -> dict[str, str]:
+def pipeline_environment(
+    kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings, home: Path, collector_port: int
+) -> dict[str, str]:
+    """The environment of a private pipeline: this process's, minus any FIREMAN_* setting, plus names
+    (topics, database, model, consumer groups, collector port) that belong to this pipeline alone.
+
+    Shared by the soak and the fault-injection tests, so both run the processes the same way.
+    """
     env = {key: value for key, value in os.environ.items() if not key.startswith("FIREMAN_")}
-    kafka, influx, mlflow = names.kafka, names.influx, names.mlflow
     tag = kafka.topic_measurements
     env.update(
         {
@@ -209,15 +215,25 @@ def _environment(names: _Names, options: SoakOptions, home: Path) -> dict[str, s
             "FIREMAN_MLFLOW_TRACKING_URI": mlflow.tracking_uri,
             "FIREMAN_MLFLOW_EXPERIMENT": mlflow.experiment,
             "FIREMAN_MLFLOW_MODEL_NAME": mlflow.model_name,
-            "FIREMAN_COLLECTOR_PORT": str(names.port),
+            "FIREMAN_COLLECTOR_PORT": str(collector_port),
             "FIREMAN_SINK_GROUP_ID": f"sink-{tag}",
             "FIREMAN_SCORER_GROUP_ID": f"scorer-{tag}",
             "FIREMAN_MONITOR_GROUP_ID": f"monitor-{tag}",
-            "FIREMAN_GENERATOR_COLLECTOR_URL": f"http://127.0.0.1:{names.port}",
+            "FIREMAN_GENERATOR_COLLECTOR_URL": f"http://127.0.0.1:{collector_port}",
             "FIREMAN_GENERATOR_DATASET": "synthetic",
+            # The synthetic fleet has 4,601 rows; a longer stream starts a new (reshuffled) pass.
+            "FIREMAN_GENERATOR_LOOP": "true",
+        }
+    )
+    return env
+
+
+def _environment(names: _Names, options: SoakOptions, home: Path) -> dict[str, str]:
+    env = pipeline_environment(names.kafka, names.influx, names.mlflow, home, names.port)
+    env.update(
+        {
             "FIREMAN_GENERATOR_RATE": str(options.rate),
             "FIREMAN_GENERATOR_BATCH": str(options.batch),
-            "FIREMAN_GENERATOR_LOOP": "true",
             "FIREMAN_GENERATOR_LABEL_DELAY_S": "5",
         }
     )

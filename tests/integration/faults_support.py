@@ -12,7 +12,6 @@ InfluxDB, and the predictions on Kafka.
 from __future__ import annotations
 
 import collections
-import os
 import re
 import signal
 import subprocess
@@ -26,6 +25,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from bench.soak import pipeline_environment
 from fireman.services.manager import ServiceManager
 from fireman.services.process import wait_until
 from fireman_common.influx import InfluxClient, InfluxUnavailable
@@ -263,43 +263,23 @@ class Pipeline:
         self.spec = spec
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        tag = names.kafka.topic_measurements
-        base = {key: value for key, value in os.environ.items() if not key.startswith("FIREMAN_")}
-        kafka, influx, mlflow = names.kafka, names.influx, names.mlflow
         home = workdir / "home"
         home.mkdir(exist_ok=True)
+        base = pipeline_environment(names.kafka, names.influx, names.mlflow, home, self.port)
         base.update(
             {
-                "FIREMAN_HOME": str(home),
-                "FIREMAN_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
-                "FIREMAN_KAFKA_TOPIC_MEASUREMENTS": kafka.topic_measurements,
-                "FIREMAN_KAFKA_TOPIC_LABELS": kafka.topic_labels,
-                "FIREMAN_KAFKA_TOPIC_PREDICTIONS": kafka.topic_predictions,
-                "FIREMAN_KAFKA_TOPIC_DLQ": kafka.topic_dlq,
-                "FIREMAN_INFLUXDB_URL": influx.url,
-                "FIREMAN_INFLUXDB_DATABASE": influx.database,
-                "FIREMAN_MLFLOW_TRACKING_URI": mlflow.tracking_uri,
-                "FIREMAN_MLFLOW_EXPERIMENT": mlflow.experiment,
-                "FIREMAN_MLFLOW_MODEL_NAME": mlflow.model_name,
-                "FIREMAN_COLLECTOR_PORT": str(self.port),
                 "FIREMAN_COLLECTOR_READINESS_INTERVAL_S": "0.5",
-                "FIREMAN_SINK_GROUP_ID": f"sink-{tag}",
                 "FIREMAN_SINK_POLL_TIMEOUT_MS": "200",
                 "FIREMAN_SINK_RETRY_MAX_S": "2",
-                "FIREMAN_SCORER_GROUP_ID": f"scorer-{tag}",
                 "FIREMAN_SCORER_MAX_BATCH": "200",
                 "FIREMAN_SCORER_INFLUX_RETRY_MAX_S": "2",
                 "FIREMAN_SCORER_LOG_INTERVAL_S": "2",
-                "FIREMAN_GENERATOR_COLLECTOR_URL": self.url,
-                "FIREMAN_GENERATOR_DATASET": "synthetic",
                 "FIREMAN_GENERATOR_SEED": str(spec.seed),
                 "FIREMAN_GENERATOR_LIMIT": str(spec.events),
                 "FIREMAN_GENERATOR_RATE": str(spec.rate),
                 "FIREMAN_GENERATOR_BATCH": str(spec.batch),
                 "FIREMAN_GENERATOR_SENSORS": str(spec.sensors),
                 "FIREMAN_GENERATOR_LABEL_FRACTION": "0",
-                # The synthetic fleet has 4,601 rows; a longer stream starts a new (reshuffled) pass.
-                "FIREMAN_GENERATOR_LOOP": "true",
                 # Long enough to outlast a 20 s outage with the generator's 10 s back-off cap.
                 "FIREMAN_GENERATOR_MAX_RETRIES": "30",
             }
