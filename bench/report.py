@@ -305,6 +305,9 @@ def render(
         "Kafka, InfluxDB and MLflow ran locally on the same machine. Figures taken under load are lower "
         "bounds; re-run on an idle machine before quoting absolute numbers.",
         "",
+        "Profiles, earlier runs and the measurements behind each design choice are in "
+        "[performance-notes.md](performance-notes.md).",
+        "",
     ]
     return "\n".join(lines)
 

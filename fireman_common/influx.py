@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,10 +38,20 @@ class Point:
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
+# In an unquoted name (measurement, tag key or value, field key) InfluxDB 1.6 reads a control character
+# back altered (a field key "\t" becomes "val0") and a backslash doubled, or rejects it at the end of a
+# name: refused here, before the server, rather than stored as something else.
+_UNSTORABLE_IN_NAMES = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+
+
 def _escape(text: str, specials: str) -> str:
     if "\n" in text or "\r" in text:
         raise ValueError(f"line protocol cannot carry a newline: {text!r}")
-    text = text.replace("\\", "\\\\")
+    unstorable = _UNSTORABLE_IN_NAMES.search(text)
+    if unstorable is not None:
+        raise ValueError(
+            f"InfluxDB cannot store {unstorable.group()!r} in a name or tag value exactly: {text!r}"
+        )
     for char in specials:
         text = text.replace(char, "\\" + char)
     return text

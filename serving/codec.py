@@ -73,7 +73,7 @@ def decode_event(value: bytes | None, feature_order: Sequence[str]) -> tuple[str
     if not set(map(type, features.values())) <= _VALUE_TYPES:
         bad = next(k for k, v in features.items() if type(v) not in _VALUE_TYPES)
         raise PoisonMessage(f"features.{bad:.80}: expected a number or null, got {features[bad]!r:.80}")
-    return event_id, sensor_id, timestamp, [features.get(name) for name in feature_order]
+    return event_id, sensor_id, timestamp, list(map(features.get, feature_order))
 
 
 def decode_batch(values: Sequence[bytes | None], feature_order: Sequence[str]) -> DecodedBatch:

@@ -48,6 +48,7 @@ class BatchConsumer:
         group_id: str,
         topics: Sequence[str],
         on_revoke: Callable[[list[tuple[str, int]]], None] | None = None,
+        on_lost: Callable[[list[tuple[str, int]]], None] | None = None,
     ) -> None:
         self._consumer = Consumer(
             {
@@ -61,11 +62,14 @@ class BatchConsumer:
             }
         )
         self._on_revoke = on_revoke
+        self._on_lost = on_lost
         self._paused = False
         # Kept from the rebalance callbacks: calling into librdkafka from another thread while this one
         # serves a rebalance inside consume() deadlocks on the GIL.
         self._owned: frozenset[tuple[str, int]] = frozenset()
-        self._consumer.subscribe(list(topics), on_revoke=self._revoked, on_assign=self._assigned)
+        self._consumer.subscribe(
+            list(topics), on_revoke=self._revoked, on_assign=self._assigned, on_lost=self._lost
+        )
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", _describe(partitions))
@@ -78,6 +82,13 @@ class BatchConsumer:
         self._owned = self._owned - {(tp.topic, tp.partition) for tp in partitions}
         if self._on_revoke is not None:
             self._on_revoke([(tp.topic, tp.partition) for tp in partitions])
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("lost %s (the group moved on without this member)", _describe(partitions))
+        self._owned = self._owned - {(tp.topic, tp.partition) for tp in partitions}
+        callback = self._on_lost or self._on_revoke
+        if callback is not None:
+            callback([(tp.topic, tp.partition) for tp in partitions])
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         records: list[Record] = []
@@ -105,6 +116,17 @@ class BatchConsumer:
         except KafkaException as exc:
             # A commit racing a rebalance fails; the events are replayed, and replays overwrite.
             log.warning("offset commit failed (events will be replayed): %s", exc)
+
+    def seek(self, positions: Offsets) -> None:
+        """Read each owned partition again from the given offset; partitions no longer owned are skipped."""
+        for (topic, partition), offset in positions.items():
+            if (topic, partition) not in self._owned:
+                continue
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                # Not fetching yet (e.g. just assigned): it starts from the committed offset anyway.
+                log.warning("could not seek %s[%d] to %d: %s", topic, partition, offset, exc)
 
     def pause(self) -> None:
         if not self._paused:
@@ -147,7 +169,7 @@ class BatchConsumer:
 class AckProducer:
     """Produces asynchronously; ``flush`` returns only once every record is acknowledged by all ISRs."""
 
-    def __init__(self, settings: KafkaSettings) -> None:
+    def __init__(self, settings: KafkaSettings, delivery_timeout_ms: int = 30_000) -> None:
         self._errors: list[str] = []
         self._producer = Producer(
             {
@@ -157,7 +179,7 @@ class AckProducer:
                 "linger.ms": 5,
                 "compression.type": "lz4",
                 "queue.buffering.max.messages": 1_000_000,
-                "message.timeout.ms": max(30_000, settings.request_timeout_ms),
+                "message.timeout.ms": delivery_timeout_ms,
                 "delivery.report.only.error": True,
                 "on_delivery": self._delivered,
             }
@@ -168,11 +190,13 @@ class AckProducer:
             self._errors.append(f"{message.topic()}: {error}")
 
     def produce(
-        self, topic: str, value: bytes, key: bytes | None = None, headers: list[Header] | None = None
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Sequence[Header] | None = None
     ) -> None:
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers)
+                self._producer.produce(
+                    topic, value=value, key=key, headers=list(headers) if headers else None
+                )
                 return
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: serve delivery reports, then retry

@@ -4,6 +4,13 @@ Per batch: poll up to ``max_batch`` events (or ``max_wait_ms``), decode them int
 in the model's feature order, call ``predict_proba`` once, produce the predictions and wait for
 Kafka's acks, hand the InfluxDB lines to the background writer, and commit the offsets of every
 batch the writer has made durable. Poison messages go to the DLQ and the batch goes on.
+
+Two batches overlap: while one batch is in ``predict_proba`` (native code that releases the GIL), the
+loop produces the previous batch's predictions and polls and decodes the next. Batches still finish
+strictly in order, each with the model it was scored by.
+
+Kafka refusing predictions (e.g. a broker outage longer than the delivery timeout) is not fatal: the
+batch is not committed, its partitions are rewound to its first offsets and it is scored again.
 """
 
 from __future__ import annotations
@@ -13,16 +20,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
+from fireman_common.dead_letter import dead_letter_headers
 from fireman_common.influx import InfluxClient, InfluxError, Point
 from fireman_common.schema import now_ms
-from serving.codec import decode_batch, encode_predictions
+from serving.codec import DecodedBatch, decode_batch, encode_predictions
 from serving.influx_writer import InfluxWriter
-from serving.kafka_client import AckProducer, BatchConsumer, Offsets, Record
+from serving.kafka_client import AckProducer, BatchConsumer, KafkaDeliveryError, Offsets, Record
 from serving.model import Registry, ServingModel
 from serving.reload import ModelWatcher, model_event
 from serving.settings import ScorerSettings
@@ -44,6 +53,7 @@ class ScorerStats:
     committed: int = 0
     batches: int = 0
     switches: int = 0
+    rewinds: int = 0
     model_version: str | None = None
     latencies_ms: deque[int] = field(default_factory=lambda: deque(maxlen=200_000))
 
@@ -53,6 +63,19 @@ class _Pending:
     seq: int
     offsets: Offsets
     events: int
+
+
+@dataclass
+class _Flight:
+    """A polled batch on its way through the model: offsets, decoded events, and the prediction."""
+
+    first_offsets: Offsets
+    next_offsets: Offsets
+    records: int
+    batch: DecodedBatch
+    model: ServingModel
+    features: np.ndarray
+    prediction: Future[tuple[list[int], list[float]]] | None
 
 
 class Scorer:
@@ -69,6 +92,8 @@ class Scorer:
         self.ready = threading.Event()  # set once a model is loaded and the consumer subscribed
         self.model: ServingModel | None = None
         self._pending: deque[_Pending] = deque()
+        self._in_flight: _Flight | None = None
+        self._predictor: ThreadPoolExecutor | None = None
         self._writer: InfluxWriter | None = None
         self._consumer: BatchConsumer | None = None
         self._producer: AckProducer | None = None
@@ -96,12 +121,14 @@ class Scorer:
                 return
             self._switch(model)
             watcher.start(model.version)
-            self._producer = AckProducer(settings.kafka)
+            self._producer = AckProducer(settings.kafka, settings.delivery_timeout_ms)
+            self._predictor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
             self._consumer = BatchConsumer(
                 settings.kafka,
                 settings.group_id,
                 [settings.kafka.topic_measurements],
                 on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
             )
             self.ready.set()
             self._loop(stop, watcher)
@@ -121,9 +148,13 @@ class Scorer:
                 self._switch(fresh)
             self._commit_durable()
             self._backpressure()
-            records = self._consumer.poll(settings.max_batch, timeout_s)
-            if records:
-                self._score(records)
+            # With a batch in the model, take only what is already fetched: waiting to fill a batch
+            # would hold the finished one back.
+            records = self._consumer.poll(settings.max_batch, 0 if self._in_flight else timeout_s)
+            flight = self._start(records) if records else None
+            previous, self._in_flight = self._in_flight, flight
+            if previous is not None:
+                self._finish(previous)
             if time.monotonic() >= next_log:
                 now = time.monotonic()
                 stats = self.stats
@@ -141,38 +172,71 @@ class Scorer:
                 logged_at, logged_scored, logged_batches = now, stats.scored, stats.batches
                 next_log = now + settings.log_interval_s
 
-    def _score(self, records: list[Record]) -> None:
-        assert self._producer is not None and self._writer is not None and self.model is not None
-        kafka = self.settings.kafka
+    def _start(self, records: list[Record]) -> _Flight:
+        """Decode a polled batch, dead-letter its poison, and hand its matrix to the model thread."""
+        assert self._predictor is not None and self.model is not None
         model = self.model
-        producer = self._producer
-        offsets: Offsets = {}
+        first: Offsets = {}
+        following: Offsets = {}
         for record in records:
-            offsets[(record.topic(), record.partition())] = record.offset() + 1  # type: ignore[index, operator]
+            key = (record.topic(), record.partition())
+            first.setdefault(key, record.offset())  # type: ignore[arg-type]
+            following[key] = record.offset() + 1  # type: ignore[index, operator]
         batch = decode_batch([r.value() for r in records], model.feature_order)  # type: ignore[misc]
         for index, reason in batch.poison:
             self._dead_letter(records[index], reason)
+        features = batch.matrix(len(model.feature_order))
+        prediction = self._predictor.submit(model.score, features) if len(batch) else None
+        return _Flight(first, following, len(records), batch, model, features, prediction)
+
+    def _finish(self, flight: _Flight) -> bool:
+        """Publish a flight's predictions and queue its InfluxDB lines; False if Kafka refused them."""
+        assert self._producer is not None and self._writer is not None
+        batch = flight.batch
         lines: list[str] = []
-        if len(batch):
-            matrix = batch.matrix(len(model.feature_order))
-            predictions, probabilities = model.score(matrix)
+        if flight.prediction is not None:
+            predictions, probabilities = flight.prediction.result()
+            model = flight.model
             messages, lines, latencies = encode_predictions(
                 batch, predictions, probabilities, model.lineage, now_ms()
             )
-            topic = kafka.topic_predictions
+            topic = self.settings.kafka.topic_predictions
+            producer = self._producer
             for message, sensor_id in zip(messages, batch.sensor_ids, strict=True):
                 producer.produce(topic, message, sensor_id.encode())
             self.stats.latencies_ms.extend(latencies)
             for observer in self.observers:
-                observer.on_batch(model, matrix, probabilities)
-        producer.flush()  # raises unless Kafka acknowledged every prediction: then nothing is committed
+                observer.on_batch(model, flight.features, probabilities)
+        try:
+            self._producer.flush()
+        except KafkaDeliveryError as exc:
+            log.warning("Kafka did not acknowledge a batch (%s): it will be scored again", exc)
+            self._rewind(flight)
+            return False
         seq = self._writer.submit(lines)
-        self._pending.append(_Pending(seq, offsets, len(records)))
+        self._pending.append(_Pending(seq, flight.next_offsets, flight.records))
         stats = self.stats
-        stats.polled += len(records)
+        stats.polled += flight.records
         stats.scored += len(batch)
         stats.poison += len(batch.poison)
         stats.batches += 1
+        return True
+
+    def _rewind(self, failed: _Flight) -> None:
+        """Seek back to the first offset of the failed batch and of the one behind it, and drop both."""
+        assert self._consumer is not None
+        later, self._in_flight = self._in_flight, None
+        positions = dict(failed.first_offsets)
+        if later is not None:
+            for key, offset in later.first_offsets.items():
+                positions[key] = min(offset, positions.get(key, offset))
+        self._consumer.seek(positions)
+        self.stats.rewinds += 1
+
+    def _drain_in_flight(self) -> None:
+        flight, self._in_flight = self._in_flight, None
+        if flight is not None:
+            self._finish(flight)
 
     def _dead_letter(self, record: Record, reason: str) -> None:
         assert self._producer is not None
@@ -189,12 +253,9 @@ class Scorer:
             self.settings.kafka.topic_dlq,
             value.encode() if isinstance(value, str) else (value or b""),
             key.encode() if isinstance(key, str) else key,
-            headers=[
-                ("error", reason.encode()),
-                ("source_topic", str(record.topic()).encode()),
-                ("source_partition", str(record.partition()).encode()),
-                ("source_offset", str(record.offset()).encode()),
-            ],
+            headers=dead_letter_headers(
+                reason, "scorer", str(record.topic()), record.partition() or 0, record.offset() or 0
+            ),
         )
 
     def _commit_durable(self, asynchronous: bool = True) -> None:
@@ -223,13 +284,28 @@ class Scorer:
             self._consumer.resume()
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
-        """Before partitions move: commit what is durable, so the new owner starts after it."""
+        """Before partitions move: finish and commit what is in hand, so the new owner starts after it."""
+        self._drain_in_flight()
         if self._writer is not None and self._pending:
             self._writer.wait_durable(self._pending[-1].seq, self.settings.drain_timeout_s)
         self._commit_durable(asynchronous=False)
-        revoked = set(partitions)
+        self._forget(partitions)
+
+    def _on_lost(self, partitions: list[tuple[str, int]]) -> None:
+        """The group moved on without us (e.g. a session timeout): nothing of these can be committed.
+
+        The new owner replays from the last commit, so the batch in the model is dropped rather than
+        published, and pending offsets of the lost partitions are forgotten. No broker call here: the
+        coordinator is usually what went away.
+        """
+        log.warning("lost %d partitions; their uncommitted events will be replayed", len(partitions))
+        self._in_flight = None
+        self._forget(partitions)
+
+    def _forget(self, partitions: list[tuple[str, int]]) -> None:
+        gone = set(partitions)
         for pending in self._pending:
-            for key in revoked & pending.offsets.keys():
+            for key in gone & pending.offsets.keys():
                 del pending.offsets[key]
 
     def _switch(self, model: ServingModel) -> None:
@@ -273,6 +349,10 @@ class Scorer:
     def _shutdown(self, writer: InfluxWriter) -> None:
         drain = self.settings.drain_timeout_s
         try:
+            if self._in_flight is not None and self._consumer is not None:
+                self._drain_in_flight()
+            if self._predictor is not None:
+                self._predictor.shutdown(wait=True)
             if self._producer is not None:
                 self._producer.close()
             if self._pending and not writer.wait_durable(self._pending[-1].seq, drain):

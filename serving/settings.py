@@ -31,6 +31,11 @@ class ScorerSettings(BaseSettings):
         gt=0,
         description="On shutdown or rebalance, how long to wait for pending InfluxDB writes.",
     )
+    delivery_timeout_ms: int = Field(
+        default=30_000,
+        ge=1000,
+        description="How long Kafka may take to acknowledge a prediction before its batch is scored again.",
+    )
     log_interval_s: float = Field(default=10.0, gt=0)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     influxdb: InfluxSettings = Field(default_factory=InfluxSettings)

@@ -9,7 +9,7 @@ queued time out (``message.timeout.ms``) before the request stops waiting, so a 
 a late write.
 
 kafka-python is kept behind the same interface (``kafka_client="kafka-python"``) only so that
-``fireman bench collector`` can measure both clients side by side; see docs/performance.md.
+``fireman bench collector`` can measure both clients side by side; see docs/performance-notes.md.
 """
 
 from __future__ import annotations

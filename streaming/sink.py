@@ -21,6 +21,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from pydantic import ValidationError
 
+from fireman_common.dead_letter import dead_letter_headers
 from fireman_common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
 from fireman_common.pointtime import point_time_ns
 from fireman_common.schema import LabelIn
@@ -218,12 +219,9 @@ class Sink:
         futures = []
         for item in items:
             message = item.message
-            headers = [
-                ("error", (item.error or "unknown error").encode()),
-                ("source-topic", message.topic.encode()),
-                ("source-partition", str(message.partition).encode()),
-                ("source-offset", str(message.offset).encode()),
-            ]
+            headers = dead_letter_headers(
+                item.error or "unknown error", "sink", message.topic, message.partition, message.offset
+            )
             futures.append(
                 self.producer.send(
                     self.settings.kafka.topic_dlq,

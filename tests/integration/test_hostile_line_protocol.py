@@ -28,10 +28,9 @@ ROUND_TRIP = settings(
 )
 # Line protocol is line-based: a newline cannot be carried at all (to_line refuses it, tested below).
 no_newline = st.characters(exclude_categories=("Cs",), exclude_characters="\n\r")
-# Unquoted names and tag values leave out two things InfluxDB 1.6 does not round-trip (reported, not
-# fixed here): control characters (a field key "\t" reads back as "val0"), and backslashes, which
-# to_line doubles but the server stores doubled (measurement "m\x" becomes "m\\x") or, at the end
-# of a tag key, tag value or field key, rejects (400). Quoted string field values carry both.
+# Unquoted names and tag values cannot carry what InfluxDB 1.6 does not round-trip: control characters
+# (a field key "\t" read back as "val0") and backslashes (stored doubled, or a 400 at the end of a
+# name). to_line refuses those (tested below); quoted string field values carry both.
 printable = st.characters(exclude_categories=("Cs", "Cc"), exclude_characters="\\")
 names = st.text(printable, min_size=1, max_size=20)
 tag_values = st.text(printable, max_size=40)
@@ -99,6 +98,27 @@ def test_a_newline_anywhere_is_refused_before_the_server(where: str, text: str, 
     else:
         parts["fields"] = {"f": bad}
     with pytest.raises(ValueError, match="newline"):
+        to_line(Point(**parts))
+
+
+@given(
+    st.sampled_from(["measurement", "tag_key", "tag_value", "field_key"]),
+    st.text(printable, max_size=5),
+    st.one_of(st.just("\\"), st.characters(categories=("Cc",), exclude_characters="\n\r")),
+)
+@settings(max_examples=40, database=None)
+def test_a_name_influxdb_would_alter_is_refused_before_the_server(where: str, text: str, char: str) -> None:
+    bad = text + char + text
+    parts: dict[str, Any] = {"measurement": "m", "fields": {"f": bad}, "tags": {"t": "v"}, "time_ns": 1}
+    if where == "measurement":
+        parts["measurement"] = bad
+    elif where == "tag_key":
+        parts["tags"] = {bad: "v"}
+    elif where == "tag_value":
+        parts["tags"] = {"t": bad}
+    else:
+        parts["fields"] = {bad: 1.0}
+    with pytest.raises(ValueError, match="cannot store"):
         to_line(Point(**parts))
 
 

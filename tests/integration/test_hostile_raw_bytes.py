@@ -114,9 +114,14 @@ def test_poison_goes_to_the_dlq_and_every_good_event_is_stored_and_scored_once(
     by_value = collections.Counter(m.value() or b"" for m in dlq)
     for value in POISON:
         assert by_value[value or b""] >= 2, f"{value!r} not dead-lettered by both the sink and the scorer"
+    writers: collections.Counter[bytes] = collections.Counter()
     for message in dlq:
         headers = dict(message.headers() or [])
         assert headers.get("error"), f"a dead letter without its reason: {message.value()!r}"
+        assert headers["source-topic"] == kafka_topics.topic_measurements.encode()
+        assert int(headers["source-offset"]) >= 0 and int(headers["source-partition"]) >= 0
+        writers[headers["dead-lettered-by"]] += 1
+    assert writers == {b"sink": len(POISON), b"scorer": len(POISON)}
     assert len(dlq) == 2 * len(POISON), [m.value() for m in dlq]
 
     ids = {e.event_id for e in events}

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from fireman_common.influx import InfluxClient
+from fireman_common.kafka_io import delete_topics, ensure_topics
 from fireman_common.schema import FEATURE_NAMES
 from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
 from serving.scorer import Scorer
@@ -319,3 +320,29 @@ def test_influxdb_outage_keeps_kafka_output_flowing_pauses_then_loses_nothing(
         private_services.start(["influxdb"], on_progress=lambda _: None)
         assert wait_for(lambda: scorer.stats.committed >= len(events), 120)
     assert prediction_count(influx) == len(events)
+
+
+def test_predictions_kafka_refuses_are_not_committed_and_are_scored_again(
+    kafka_topics: KafkaSettings,
+    influx_db: InfluxSettings,
+    mlflow_names: MlflowSettings,
+    production: str,
+    dataset_settings: DatasetSettings,
+) -> None:
+    # Without its predictions topic (and with auto-create off) the broker refuses every prediction,
+    # as it would during an outage longer than the delivery timeout.
+    delete_topics(kafka_topics, [kafka_topics.topic_predictions])
+    settings = scorer_settings(kafka_topics, influx_db, mlflow_names, max_batch=100, delivery_timeout_ms=1500)
+    events = make_events(spambase_rows(dataset_settings, 400))
+    with running(settings) as scorer:
+        assert wait_for(lambda: bool(scorer.assignment()), 60)
+        produce_events(kafka_topics, events)
+        assert wait_for(lambda: scorer.stats.rewinds >= 2, 60), "the refused batch was not retried"
+        assert scorer.stats.committed == 0
+        assert prediction_count(influx_db) == 0  # nothing of a refused batch reaches InfluxDB either
+        ensure_topics(kafka_topics, [kafka_topics.topic_predictions])
+        assert wait_for(lambda: scorer.stats.committed >= len(events), 120)
+    messages = read_topic(kafka_topics, kafka_topics.topic_predictions, len(events))
+    ids = [orjson.loads(m.value())["event_id"] for m in messages]
+    assert sorted(ids) == sorted(e.event_id for e in events)
+    assert prediction_count(influx_db) == len(events)
