@@ -133,6 +133,13 @@ def _scorer(quick: bool) -> list[Row]:
             "p99 < 500 ms",
             result.p99_ms < 500,
         ),
+        Row(
+            f"scorer rate of good events with {options.poison_share:.0%} raw poison mixed in",
+            f"{result.poisoned_per_s:,.0f} ({result.poisoned_ratio:.0%} of the clean run)",
+            "≥ 90% of the clean rate",
+            result.poisoned_ratio >= 0.9,
+            ratio=f"{result.poisoned_ratio:.2f}{TIMES}",
+        ),
     ]
 
 

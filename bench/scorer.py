@@ -5,9 +5,11 @@ the training code at its production settings:
 
 1. throughput: ``events`` Spambase events are loaded onto a fresh topic first, then the scorer runs
    until every one is scored, acknowledged by Kafka, written to InfluxDB and committed;
-2. latency: events are produced at ``rate`` per second while the scorer runs; latency is scored time
+2. poison: the same backlog with a share of raw poison mixed in (invalid UTF-8, truncated JSON, a
+   wrong schema), all of which go to the DLQ; the scorer's rate of good events against run 1;
+3. latency: events are produced at ``rate`` per second while the scorer runs; latency is scored time
    minus event time;
-3. baseline: the same topic read one message at a time with one ``predict_proba`` call each, as the
+4. baseline: the same topic read one message at a time with one ``predict_proba`` call each, as the
    original FIREMAN classifier does (its Kafka and InfluxDB writes are batched, to favour it).
 
 ``observers`` is where drift monitoring plugs in (a later ``--with-monitoring`` flag).
@@ -41,6 +43,7 @@ class BenchOptions:
     rate: int = 2000
     latency_seconds: float = 20.0
     baseline_seconds: float = 10.0
+    poison_share: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,15 @@ class BenchResult:
     p99_ms: float
     latency_events: int
     baseline_per_s: float
+    poisoned_per_s: float
 
     @property
     def ratio(self) -> float:
         return self.events_per_s / self.baseline_per_s
+
+    @property
+    def poisoned_ratio(self) -> float:
+        return self.poisoned_per_s / self.events_per_s
 
 
 def run_bench(
@@ -67,9 +75,10 @@ def run_bench(
     base = KafkaSettings()
     throughput_topics = _topics(base, f"bench-{tag}-a")
     latency_topics = _topics(base, f"bench-{tag}-b")
+    poison_topics = _topics(base, f"bench-{tag}-c")
     influx = InfluxSettings().model_copy(update={"database": f"bench_{tag}"})
     mlflow = MlflowSettings().model_copy(update={"model_name": BENCH_MODEL, "experiment": BENCH_MODEL})
-    all_topics = [*throughput_topics.topics(), *latency_topics.topics()]
+    all_topics = [*throughput_topics.topics(), *latency_topics.topics(), *poison_topics.topics()]
     ensure_topics(base, all_topics)
     try:
         with Progress(console=console, transient=True) as progress:
@@ -79,6 +88,11 @@ def run_bench(
         payloads = _payloads(options.events)
         _load(throughput_topics, payloads, console)
         eps = _throughput(throughput_topics, influx, mlflow, options.events, observers, console)
+        poisoned = _with_poison(payloads, options.poison_share)
+        del payloads
+        _load(poison_topics, poisoned, console)
+        poisoned_eps = _throughput(poison_topics, influx, mlflow, len(poisoned), observers, console)
+        poisoned_eps *= options.events / len(poisoned)  # good events per second
         latencies = _latency(latency_topics, influx, mlflow, options, observers, console)
         baseline = _baseline(throughput_topics, influx, mlflow, options.baseline_seconds, console)
     finally:
@@ -91,6 +105,7 @@ def run_bench(
         p99_ms=float(np.percentile(latencies, 99)),
         latency_events=len(latencies),
         baseline_per_s=baseline,
+        poisoned_per_s=poisoned_eps,
     )
     table = Table("measure", "value", title="fireman bench scorer")
     table.add_row("scorer, end to end (InfluxDB writes on)", f"{result.events_per_s:,.0f} events/s")
@@ -98,6 +113,10 @@ def run_bench(
     table.add_row(f"latency at {options.rate:,} events/s: p99", f"{result.p99_ms:.0f} ms")
     table.add_row("baseline, one predict per message", f"{result.baseline_per_s:,.1f} events/s")
     table.add_row("scorer / baseline", f"{result.ratio:,.0f}x")
+    table.add_row(
+        f"good events/s with {options.poison_share:.0%} poison mixed in",
+        f"{result.poisoned_per_s:,.0f} events/s ({result.poisoned_ratio:.0%} of the clean rate)",
+    )
     console.print(table)
     return result
 
@@ -136,6 +155,28 @@ def _payloads(count: int) -> list[tuple[bytes, bytes]]:
     return payloads
 
 
+# Raw bytes a broken or hostile producer might write: not UTF-8, cut-off JSON, valid JSON of the wrong shape.
+POISON = (
+    b"\xff\xfe\x00not utf-8",
+    b'{"event_id": "cut", "sensor_id": "s-1", "timestamp": 17',
+    b'{"event_id": "wrong", "sensor_id": "s-1", "timestamp": "yesterday", "features": {}}',
+    b"[1, 2, 3]",
+)
+
+
+def _with_poison(payloads: list[tuple[bytes, bytes]], share: float) -> list[tuple[bytes, bytes]]:
+    """The payloads with one poison message after every ``1 / share`` good ones."""
+    if share <= 0:
+        return list(payloads)
+    every = max(1, round(1 / share))
+    mixed: list[tuple[bytes, bytes]] = []
+    for i, payload in enumerate(payloads):
+        mixed.append(payload)
+        if i % every == every - 1:
+            mixed.append((b"hostile", POISON[(i // every) % len(POISON)]))
+    return mixed
+
+
 def _producer(kafka: KafkaSettings):
     from confluent_kafka import Producer
 
@@ -163,7 +204,8 @@ def _load(kafka: KafkaSettings, payloads: list[tuple[bytes, bytes]], console: Co
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"loading {len(payloads):,} events", total=len(payloads))
         for i, (key, value) in enumerate(payloads):
-            _send(producer, kafka.topic_measurements, key, _stamp(value, stamp))
+            poison = key == b"hostile"
+            _send(producer, kafka.topic_measurements, key, value if poison else _stamp(value, stamp))
             if i % 5000 == 0:
                 producer.poll(0)
                 progress.update(task, completed=i)

@@ -93,6 +93,8 @@ class Scorer:
         self.model: ServingModel | None = None
         self._pending: deque[_Pending] = deque()
         self._in_flight: _Flight | None = None
+        self._poison_log_after = 0.0
+        self._poison_unlogged = 0
         self._predictor: ThreadPoolExecutor | None = None
         self._writer: InfluxWriter | None = None
         self._consumer: BatchConsumer | None = None
@@ -160,13 +162,15 @@ class Scorer:
                 stats = self.stats
                 batches = max(1, stats.batches - logged_batches)
                 log.info(
-                    "%.0f events/s, %.0f events/batch, lag %s, model %s version %s, influx buffer %d%s",
+                    "%.0f events/s, %.0f events/batch, lag %s, model %s version %s, influx buffer %d, "
+                    "%d poison so far%s",
                     (stats.scored - logged_scored) / (now - logged_at),
                     (stats.scored - logged_scored) / batches,
                     self._consumer.lag(),
                     self.model.lineage.model_name if self.model else "-",
                     stats.model_version,
                     self._writer.buffered_points if self._writer else 0,
+                    stats.poison,
                     " (paused: InfluxDB behind)" if self._consumer.paused else "",
                 )
                 logged_at, logged_scored, logged_batches = now, stats.scored, stats.batches
@@ -240,13 +244,21 @@ class Scorer:
 
     def _dead_letter(self, record: Record, reason: str) -> None:
         assert self._producer is not None
-        log.warning(
-            "poison message %s[%s]@%s to the DLQ: %s",
-            record.topic(),
-            record.partition(),
-            record.offset(),
-            reason,
-        )
+        # One line per log interval: a flood of poison must not turn into a flood of log lines.
+        now = time.monotonic()
+        if now >= self._poison_log_after:
+            log.warning(
+                "poison message %s[%s]@%s to the DLQ: %s%s",
+                record.topic(),
+                record.partition(),
+                record.offset(),
+                reason,
+                f" ({self._poison_unlogged} more since the last report)" if self._poison_unlogged else "",
+            )
+            self._poison_log_after = now + self.settings.log_interval_s
+            self._poison_unlogged = 0
+        else:
+            self._poison_unlogged += 1
         value = record.value()
         key = record.key()
         self._producer.produce(
