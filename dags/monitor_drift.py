@@ -5,7 +5,7 @@ Thin on purpose: the decision and the cool-down live in ``training.retrain_trigg
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
@@ -33,13 +33,6 @@ alert. The cool-down (`FIREMAN_DRIFT_TRIGGER_COOLDOWN_HOURS`, default 6 h) is ke
 (`retrain_triggers`), so it holds across Airflow restarts and re-runs of an interval.
 """
 
-DEFAULT_ARGS = {
-    "owner": "fireman",
-    "retries": 2,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": timedelta(minutes=10),
-}
 
 DECISION = "ti.xcom_pull(task_ids='check_drift')"
 
@@ -52,7 +45,7 @@ DECISION = "ti.xcom_pull(task_ids='check_drift')"
     max_active_runs=1,
     doc_md=DOC_MD,
     tags=["fireman", "monitoring", "drift"],
-    default_args=DEFAULT_ARGS,
+    default_args=AirflowSettings().task_defaults(),
     render_template_as_native_obj=True,
 )
 def monitor_drift() -> None:

@@ -5,7 +5,7 @@ Thin on purpose: each task makes one call into ``training.dag_tasks`` and passes
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
@@ -88,14 +88,6 @@ PARAMS = {
     ),
 }
 
-DEFAULT_ARGS = {
-    "owner": "fireman",
-    "retries": 2,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": timedelta(minutes=10),
-}
-
 
 def _timetable() -> CronDataIntervalTimetable | None:
     # Reads FIREMAN_AIRFLOW_RETRAIN_SCHEDULE from the environment only: no I/O at parse time.
@@ -117,7 +109,7 @@ def _run_key(context: dict[str, Any]) -> str:
     max_active_runs=1,
     doc_md=DOC_MD,
     tags=["fireman", "training", "mlflow"],
-    default_args=DEFAULT_ARGS,
+    default_args=AirflowSettings().task_defaults(),
     params=PARAMS,
 )
 def retrain_spam_classifier() -> None:

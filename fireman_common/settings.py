@@ -7,7 +7,9 @@ classes embed, so ``FIREMAN_KAFKA_PORT`` means the same thing to every process.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, computed_field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -106,10 +108,27 @@ class AirflowSettings(BaseSettings):
     drift_check_schedule: str = Field(
         default="@hourly", description="How often monitor_drift reads the drift alerts (cron or preset)."
     )
+    task_retries: int = Field(
+        default=2, ge=0, description="Retries of a failed DAG task (transient errors: a service down)."
+    )
+    task_retry_delay_s: float = Field(
+        default=30.0, gt=0, description="First delay before a DAG task retry; it doubles per retry."
+    )
+    task_max_retry_delay_s: float = Field(default=600.0, gt=0, description="Longest delay between retries.")
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def task_defaults(self) -> dict[str, Any]:
+        """``default_args`` of every fireman DAG: the same retry policy for all their tasks."""
+        return {
+            "owner": "fireman",
+            "retries": self.task_retries,
+            "retry_delay": timedelta(seconds=self.task_retry_delay_s),
+            "retry_exponential_backoff": 2.0,
+            "max_retry_delay": timedelta(seconds=self.task_max_retry_delay_s),
+        }
 
 
 class DatasetSettings(BaseSettings):
