@@ -110,6 +110,8 @@ def make_consumer(
         "auto_offset_reset": "earliest",
         "request_timeout_ms": max(settings.request_timeout_ms, 31_000),
         "bootstrap_timeout_ms": settings.request_timeout_ms,
+        # kafka-python's default (45 s) left a SIGKILLed sink's partitions unread for 45 s.
+        "session_timeout_ms": settings.session_timeout_ms,
         "max_poll_records": 5000,
         "fetch_max_bytes": 32 * 1024 * 1024,
         "max_partition_fetch_bytes": 8 * 1024 * 1024,

@@ -48,6 +48,11 @@ class KafkaSettings(BaseSettings):
     replication_factor: int = 1
     retention_ms: int = 7 * 24 * 3600 * 1000
     request_timeout_ms: int = 10_000
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=6000,
+        description="How long a consumer that died keeps its partitions before its group moves them.",
+    )
     heap: str = "512m"
 
     @computed_field  # type: ignore[prop-decorator]

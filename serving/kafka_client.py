@@ -56,7 +56,7 @@ class BatchConsumer:
                 "group.id": group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
-                "session.timeout.ms": 10_000,
+                "session.timeout.ms": settings.session_timeout_ms,
                 "socket.timeout.ms": settings.request_timeout_ms,
                 "fetch.max.bytes": 32 * 1024 * 1024,
             }
