@@ -198,6 +198,7 @@ class Scorer:
         assert self._producer is not None and self._writer is not None
         batch = flight.batch
         lines: list[str] = []
+        probabilities: list[float] = []
         if flight.prediction is not None:
             predictions, probabilities = flight.prediction.result()
             model = flight.model
@@ -209,14 +210,15 @@ class Scorer:
             for message, sensor_id in zip(messages, batch.sensor_ids, strict=True):
                 producer.produce(topic, message, sensor_id.encode())
             self.stats.latencies_ms.extend(latencies)
-            for observer in self.observers:
-                observer.on_batch(model, flight.features, probabilities)
         try:
             self._producer.flush()
         except KafkaDeliveryError as exc:
             log.warning("Kafka did not acknowledge a batch (%s): it will be scored again", exc)
             self._rewind(flight)
             return False
+        if probabilities:  # observers see a batch once, when it is published, not again on a rewind
+            for observer in self.observers:
+                observer.on_batch(flight.model, flight.features, probabilities)
         seq = self._writer.submit(lines)
         self._pending.append(_Pending(seq, flight.next_offsets, flight.records))
         stats = self.stats
