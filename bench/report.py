@@ -79,30 +79,39 @@ def _x(value: float) -> str:
 
 def _collector(quick: bool) -> list[Row]:
     from bench.collector import BATCH_TARGET, SINGLE_TARGET, BenchOptions, run_bench
+    from streaming.settings import CollectorSettings
 
-    options = BenchOptions(duration_s=3.0, warmup_s=1.0) if quick else BenchOptions()
+    # One worker is the default; two show what the second core buys, measured in the same run.
+    workers = [1, 2]
+    options = BenchOptions(workers=workers)
+    if quick:
+        options.duration_s, options.warmup_s = 3.0, 1.0
     results = run_bench(options)
     by_key = {(r.client, r.workers, r.scenario): r for r in results}
     rows = []
-    for client in options.clients:
-        single = by_key.get((client, 1, "single"))
-        batch = by_key.get((client, 1, f"batch {options.batch_size}"))
+    shipped = CollectorSettings.model_fields["kafka_client"].default
+    for client, count in ((c, w) for c in options.clients for w in workers):
+        single = by_key.get((client, count, "single"))
+        batch = by_key.get((client, count, f"batch {options.batch_size}"))
         if single is None or batch is None:
             continue
+        # Targets apply to the client the collector ships with; the other is measured for comparison.
+        judged = client == shipped
+        label = f"collector ({client}, {count} worker{'s' if count > 1 else ''})"
         rows.append(
             Row(
-                f"collector ({client}), single-event POSTs/s",
+                f"{label}, single-event POSTs/s",
                 f"{single.requests_per_s:,.0f}",
-                f"≥ {SINGLE_TARGET:,}",
-                single.requests_per_s >= SINGLE_TARGET,
+                f"≥ {SINGLE_TARGET:,}" if judged else "comparison only",
+                single.requests_per_s >= SINGLE_TARGET if judged else None,
             )
         )
         rows.append(
             Row(
-                f"collector ({client}), events/s in batch POSTs of {options.batch_size:,}",
+                f"{label}, events/s in batch POSTs of {options.batch_size:,}",
                 f"{batch.events_per_s:,.0f}",
-                f"≥ {BATCH_TARGET:,}",
-                batch.events_per_s >= BATCH_TARGET,
+                f"≥ {BATCH_TARGET:,}" if judged else "comparison only",
+                batch.events_per_s >= BATCH_TARGET if judged else None,
                 baseline=f"{single.events_per_s:,.0f} (one event per POST)",
                 ratio=_x(batch.events_per_s / single.events_per_s),
             )

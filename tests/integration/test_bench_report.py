@@ -1,0 +1,53 @@
+"""`fireman bench report --quick` end to end against the session's Kafka, InfluxDB and MLflow.
+
+Short runs of every bench (not for quoting): what is checked is that each bench ran, fed the report
+its figures with targets and verdicts, and that the written page says how and where they were made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from bench.report import ReportOptions, run_report
+from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_quick_report_has_every_bench_with_figures_and_verdicts(
+    # The benches use the default settings, which are the session's servers.
+    kafka_service: KafkaSettings,
+    influx_service: InfluxSettings,
+    mlflow_service: MlflowSettings,
+    dataset_settings: DatasetSettings,
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "performance.md"
+    console = Console(record=True, width=160)
+    run_report(ReportOptions(output=output, soak_minutes=0.5, quick=True), console=console)
+
+    page = output.read_text()
+    assert "failed:" not in page, console.export_text()[-4000:]
+    summary = page.split("## Summary", 1)[1].split("## How the figures were produced", 1)[0]
+    rows = [line for line in summary.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    figures = [row.split(" | ")[0].lstrip("| ") for row in rows]
+    for expected in (
+        "collector (confluent, 1 worker), events/s in batch POSTs of 1,000",
+        "collector (confluent, 2 workers), events/s in batch POSTs of 1,000",
+        "scorer, end-to-end events/s (Kafka → model → Kafka + InfluxDB)",
+        "scorer rate of good events with 5% raw poison mixed in",
+        "scorer throughput with monitoring on / off",
+    ):
+        assert expected in figures, figures
+    assert any(figure.startswith("training from") for figure in figures), figures
+    assert any(figure.startswith("soak") for figure in figures), figures
+    verdicts = {row.split(" | ")[3] for row in rows}
+    assert verdicts <= {"met", "**short**", "-"}, verdicts
+    # kafka-python is measured for comparison only: no verdict against the collector's targets.
+    for row in rows:
+        if "kafka-python" in row:
+            assert row.split(" | ")[2:4] == ["comparison only", "-"], row
+    assert "--quick" in page and "## Machine" in page and "performance-notes.md" in page
