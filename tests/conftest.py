@@ -85,9 +85,13 @@ def mlflow_service(session_services: SessionServices) -> MlflowSettings:
 
 
 @pytest.fixture
-def kafka_topics(kafka_service: KafkaSettings) -> KafkaSettings:
-    """Kafka settings whose four topics are fresh and belong to this test alone."""
-    from fireman_common.kafka_io import ensure_topics
+def kafka_topics(kafka_service: KafkaSettings) -> Iterator[KafkaSettings]:
+    """Kafka settings whose four topics are fresh and belong to this test alone; deleted after it.
+
+    Left behind, they pile up on a developer's broker (663 topics after a few days here), and every
+    client that lists the cluster's metadata pays for them.
+    """
+    from fireman_common.kafka_io import delete_topics, ensure_topics
 
     tag = uuid.uuid4().hex[:10]
     settings = kafka_service.model_copy(
@@ -99,7 +103,8 @@ def kafka_topics(kafka_service: KafkaSettings) -> KafkaSettings:
         }
     )
     ensure_topics(settings)
-    return settings
+    yield settings
+    delete_topics(settings, settings.topics())
 
 
 @pytest.fixture
