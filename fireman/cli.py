@@ -26,6 +26,14 @@ app.add_typer(services_app, name="services")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: measured side by side, reported as ratios.")
 app.add_typer(bench_app, name="bench")
 
+
+@bench_app.callback()
+def _bench_setup() -> None:
+    from fireman_common.runtime import unwind_on_sigterm
+
+    unwind_on_sigterm()
+
+
 console = Console()
 err_console = Console(stderr=True)
 

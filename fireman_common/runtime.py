@@ -43,3 +43,16 @@ def stop_on_signals() -> threading.Event:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     return stop
+
+
+def unwind_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so ``finally`` blocks stop the processes a command started.
+
+    Python's default SIGTERM ends the process on the spot: a benchmark killed that way left its
+    collector, sink, scorer, monitor and generator running.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
