@@ -80,6 +80,9 @@ def run_bench(
     influx = InfluxSettings().model_copy(update={"database": f"bench_{tag}"})
     mlflow = MlflowSettings().model_copy(update={"model_name": BENCH_MODEL, "experiment": BENCH_MODEL})
     all_topics = [*throughput_topics.topics(), *latency_topics.topics(), *poison_topics.topics()]
+    # One database per throughput run: a run that overwrote the last run's 200,000 points would
+    # measure InfluxDB deduplicating them, which a scorer only meets on a replay.
+    run_databases = [influx.model_copy(update={"database": f"{influx.database}_run{i}"}) for i in range(4)]
     ensure_topics(base, all_topics)
     try:
         with Progress(console=console, transient=True) as progress:
@@ -95,18 +98,23 @@ def run_bench(
         # the machine carries over from one run to the next (InfluxDB compacting what the last run
         # wrote, say) falls on both modes alike.
         rates: dict[bool, list[float]] = {False: [], True: []}
-        for poison in (False, True, True, False):
+        for poison, database in zip((False, True, True, False), run_databases, strict=True):
             topics = poison_topics if poison else throughput_topics
             total = len(poisoned) if poison else options.events
-            rate = _throughput(topics, influx, mlflow, total, observers, console)
+            rate = _throughput(topics, database, mlflow, total, observers, console)
             rates[poison].append(rate * options.events / total)  # good events per second
         eps, poisoned_eps = (sum(rates[mode]) / len(rates[mode]) for mode in (False, True))
+        console.print(
+            "good events/s per run (clean, poisoned, poisoned, clean): "
+            + ", ".join(f"{rate:,.0f}" for rate in (rates[False][0], *rates[True], rates[False][1]))
+        )
         latencies = _latency(latency_topics, influx, mlflow, options, observers, console)
         baseline = _baseline(throughput_topics, influx, mlflow, options.baseline_seconds, console)
     finally:
         delete_topics(base, all_topics)
         with InfluxClient(influx) as client:
-            client.drop_database(influx.database)
+            for database in (influx, *run_databases):
+                client.drop_database(database.database)
     result = BenchResult(
         events_per_s=eps,
         p50_ms=float(np.percentile(latencies, 50)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from confluent_kafka import (
     Consumer,
@@ -200,6 +200,22 @@ class AckProducer:
                 return
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: serve delivery reports, then retry
+
+    def produce_many(self, topic: str, values: Sequence[bytes], keys: Sequence[bytes]) -> None:
+        """One C call per batch instead of one ``produce`` per record (keys still pick partitions)."""
+        messages: list[dict[str, Any]] = [
+            {"value": value, "key": key} for value, key in zip(values, keys, strict=True)
+        ]
+        while messages:
+            try:
+                queued = self._producer.produce_batch(topic, messages)
+            except BufferError as exc:  # some may be queued: the batch is redone, replays are harmless
+                raise KafkaDeliveryError(f"the producer's local queue is full: {exc}") from exc
+            if queued == len(messages):
+                return
+            # The rest found the local queue full: serve delivery reports, then queue them again.
+            messages = [{"value": m["value"], "key": m["key"]} for m in messages if "_error" in m]
+            self._producer.poll(0.05)
 
     def flush(self, timeout_s: float = 60.0) -> None:
         """Raise KafkaDeliveryError unless every record produced so far is acknowledged."""

@@ -198,24 +198,22 @@ class Scorer:
         assert self._producer is not None and self._writer is not None
         batch = flight.batch
         lines: list[str] = []
+        latencies: list[int] = []
         probabilities: list[float] = []
-        if flight.prediction is not None:
-            predictions, probabilities = flight.prediction.result()
-            model = flight.model
-            messages, lines, latencies = encode_predictions(
-                batch, predictions, probabilities, model.lineage, now_ms()
-            )
-            topic = self.settings.kafka.topic_predictions
-            producer = self._producer
-            for message, sensor_id in zip(messages, batch.sensor_ids, strict=True):
-                producer.produce(topic, message, sensor_id.encode())
-            self.stats.latencies_ms.extend(latencies)
         try:
+            if flight.prediction is not None:
+                predictions, probabilities = flight.prediction.result()
+                messages, lines, latencies = encode_predictions(
+                    batch, predictions, probabilities, flight.model.lineage, now_ms()
+                )
+                keys = [sensor_id.encode() for sensor_id in batch.sensor_ids]
+                self._producer.produce_many(self.settings.kafka.topic_predictions, messages, keys)
             self._producer.flush()
         except KafkaDeliveryError as exc:
             log.warning("Kafka did not acknowledge a batch (%s): it will be scored again", exc)
             self._rewind(flight)
             return False
+        self.stats.latencies_ms.extend(latencies)
         if probabilities:  # observers see a batch once, when it is published, not again on a rewind
             for observer in self.observers:
                 observer.on_batch(flight.model, flight.features, probabilities)
