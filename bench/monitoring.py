@@ -216,24 +216,29 @@ def run_bench(options: BenchOptions) -> dict[str, float]:
     events = make_events(rows)
     results: dict[str, list[float]] = {"off": [], "on": []}
     monitor_cpu: list[float] = []
+    # One database per run: a run writing over the last run's points would measure InfluxDB
+    # deduplicating them, which a scorer only meets on a replay.
+    databases: list[InfluxSettings] = []
     # Other work on the machine skews a run; the 1-minute load average is printed with each one.
     loads: list[float] = [os.getloadavg()[0]]
     try:
         for repeat in range(options.repeats):
             for mode in ("off", "on") if repeat % 2 == 0 else ("on", "off"):
                 topics = _fresh_topics(kafka)
+                run_influx = influx.model_copy(update={"database": f"{influx.database}_run{len(databases)}"})
+                databases.append(run_influx)
                 with console.status(f"run {repeat + 1}/{options.repeats}, monitoring {mode}: producing"):
                     produce_events(topics, events)
                 with console.status(f"run {repeat + 1}/{options.repeats}, monitoring {mode}: scoring"):
                     if mode == "on":
-                        with monitoring_running(monitor_settings_for(topics, influx, mlflow)) as pid:
+                        with monitoring_running(monitor_settings_for(topics, run_influx, mlflow)) as pid:
                             monitor = psutil.Process(pid)
                             before = sum(monitor.cpu_times()[:2])
-                            rate = _score_backlog(topics, influx, mlflow, len(events))
+                            rate = _score_backlog(topics, run_influx, mlflow, len(events))
                             spent = sum(monitor.cpu_times()[:2]) - before
                             monitor_cpu.append(spent / (len(events) / rate))
                     else:
-                        rate = _score_backlog(topics, influx, mlflow, len(events))
+                        rate = _score_backlog(topics, run_influx, mlflow, len(events))
                 results[mode].append(rate)
                 loads.append(os.getloadavg()[0])
                 console.print(f"monitoring {mode}: {rate:,.0f} events/s (load average {loads[-1]:.2f})")
@@ -242,7 +247,8 @@ def run_bench(options: BenchOptions) -> dict[str, float]:
             quiet, rendered = _window_cost(reference, rows, options.windows)
     finally:
         with InfluxClient(influx) as client:
-            client.drop_database(influx.database)
+            for database in (influx, *databases):
+                client.drop_database(database.database)
     off, on = statistics.median(results["off"]), statistics.median(results["on"])
     table = Table("measure", "value")
     table.add_row("scorer, monitoring off (median events/s)", f"{off:,.0f}")
