@@ -14,16 +14,16 @@ from serving.testkit import wait_for
 # A command that starts a child and stops it in `finally`, as the benches do.
 SCRIPT = textwrap.dedent(
     """
-    import subprocess, sys, time
+    import signal, subprocess, sys
     from pathlib import Path
     from fireman_common.runtime import unwind_on_sigterm
 
     if sys.argv[1] == "unwind":
         unwind_on_sigterm()
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    child = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
     Path(sys.argv[2]).write_text(str(child.pid))
     try:
-        time.sleep(120)
+        signal.pause()  # busy with something long, until a signal
     finally:
         child.terminate()
         child.wait()
