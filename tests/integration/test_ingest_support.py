@@ -31,7 +31,15 @@ class TopicReader:
         self.consumer = KafkaConsumer(
             bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, bootstrap_timeout_ms=10_000
         )
-        partitions = self.consumer.partitions_for_topic(topic) or set()
+        # A topic created a moment ago on a fresh broker can be missing from the first metadata.
+        partitions: set[int] = set()
+
+        def known() -> bool:
+            partitions.update(self.consumer.partitions_for_topic(topic) or ())
+            return bool(partitions)
+
+        if not wait_until(known, timeout_s=30):
+            raise RuntimeError(f"topic {topic} has no partitions in Kafka's metadata after 30 s")
         self.partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
         self.consumer.assign(self.partitions)
         self.consumer.seek_to_beginning(*self.partitions)
