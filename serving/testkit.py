@@ -5,9 +5,11 @@ Nothing here is used by the scorer itself.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,8 @@ import pandas as pd
 from fireman_common.dataset import load_spambase, mask_completely_at_random
 from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN, Event, now_ms
 from fireman_common.settings import DatasetSettings, KafkaSettings, MlflowSettings
+from serving.scorer import Scorer
+from serving.settings import ScorerSettings
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.2) -> bool:
@@ -150,3 +154,28 @@ def set_production(mlflow_settings: MlflowSettings, version: str) -> None:
     MlflowClient(mlflow_settings.tracking_uri).set_registered_model_alias(
         mlflow_settings.model_name, mlflow_settings.production_alias, version
     )
+
+
+@contextmanager
+def running(settings: ScorerSettings) -> Iterator[Scorer]:
+    """A scorer on a thread of this process; stopped, and checked to have stopped cleanly, on exit."""
+    scorer = Scorer(settings)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            scorer.run(stop)
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        yield scorer
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive(), "the scorer did not stop"
+    assert not errors, errors

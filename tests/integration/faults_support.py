@@ -53,6 +53,17 @@ def start_services(manager: ServiceManager, names: Iterable[str]) -> None:
     manager.start(list(names), on_progress=lambda _: None)
 
 
+def start_fault_stack(manager: ServiceManager) -> ServiceManager:
+    """Kafka, InfluxDB and MLflow on the private ports, set up to start on a loaded 2-core machine."""
+    # One MLflow worker: uvicorn's worker supervisor kills children that miss a ping, which on a
+    # loaded 2-core machine made the private server fail its start-up.
+    manager.settings.mlflow.workers = 1
+    # MLflow's first start (database migrations) took over 120 s at a load average of 13.
+    manager.settings.start_timeout_s = 300
+    start_services(manager, ["kafka", "influxdb", "mlflow"])
+    return manager
+
+
 def stop_services(manager: ServiceManager, names: Iterable[str]) -> None:
     manager.stop(list(names), on_progress=lambda _: None)
 

@@ -21,7 +21,7 @@ from tests.integration.faults_support import (
     logged,
     register_synthetic_model,
     report,
-    start_services,
+    start_fault_stack,
 )
 
 # Each test runs four processes for ~30-60 s on a 2-core machine.
@@ -30,13 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def stack(private_services: ServiceManager) -> ServiceManager:
-    # One MLflow worker: uvicorn's worker supervisor kills children that miss a ping, which on a
-    # loaded 2-core machine made the private server fail its start-up.
-    private_services.settings.mlflow.workers = 1
-    # MLflow's first start (database migrations) took over 120 s at a load average of 13.
-    private_services.settings.start_timeout_s = 300
-    start_services(private_services, ["kafka", "influxdb", "mlflow"])
-    return private_services
+    return start_fault_stack(private_services)
 
 
 @pytest.fixture

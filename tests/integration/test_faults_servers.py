@@ -22,6 +22,7 @@ from tests.integration.faults_support import (
     logged,
     register_synthetic_model,
     report,
+    start_fault_stack,
     start_services,
     stop_services,
     wait_for,
@@ -35,13 +36,7 @@ OUTAGE_S = 20.0
 
 @pytest.fixture(scope="module")
 def stack(private_services: ServiceManager) -> ServiceManager:
-    # One MLflow worker: uvicorn's worker supervisor kills children that miss a ping, which on a
-    # loaded 2-core machine made the private server fail its start-up.
-    private_services.settings.mlflow.workers = 1
-    # MLflow's first start (database migrations) took over 120 s at a load average of 13.
-    private_services.settings.start_timeout_s = 300
-    start_services(private_services, ["kafka", "influxdb", "mlflow"])
-    return private_services
+    return start_fault_stack(private_services)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ prediction point, once.
 from __future__ import annotations
 
 import collections
-import threading
 import uuid
 from collections.abc import Iterator
 
@@ -21,7 +20,7 @@ from fireman_common.schema import FEATURE_NAMES, Event, now_ms
 from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 from serving.scorer import Scorer
 from serving.settings import ScorerSettings
-from serving.testkit import read_topic
+from serving.testkit import read_topic, running
 from streaming.generator import synthetic_frame
 from tests.integration.faults_support import register_synthetic_model, wait_for
 from tests.integration.test_ingest_support import influx_count, sink_running
@@ -70,16 +69,8 @@ def scorer_running(
         group_id=f"scorer-{uuid.uuid4().hex[:8]}",
         max_batch=100,
     )
-    scorer = Scorer(settings)
-    stop = threading.Event()
-    thread = threading.Thread(target=scorer.run, args=(stop,), name="scorer", daemon=True)
-    thread.start()
-    try:
+    with running(settings) as scorer:
         yield scorer
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-    assert not thread.is_alive(), "the scorer did not stop"
 
 
 def test_poison_goes_to_the_dlq_and_every_good_event_is_stored_and_scored_once(

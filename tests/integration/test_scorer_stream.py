@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -17,7 +15,6 @@ from fireman_common.influx import InfluxClient
 from fireman_common.kafka_io import delete_topics, ensure_topics
 from fireman_common.schema import FEATURE_NAMES
 from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
-from serving.scorer import Scorer
 from serving.settings import ScorerSettings
 from serving.testkit import (
     fit_pipeline,
@@ -25,6 +22,7 @@ from serving.testkit import (
     produce_events,
     read_topic,
     register_model,
+    running,
     spambase_rows,
     wait_for,
 )
@@ -49,30 +47,6 @@ def scorer_settings(
     return ScorerSettings(
         kafka=kafka, influxdb=influx, mlflow=mlflow, group_id=f"scorer-{uuid.uuid4().hex[:8]}", **extra
     )
-
-
-@contextmanager
-def running(settings: ScorerSettings) -> Iterator[Scorer]:
-    scorer = Scorer(settings)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            scorer.run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-            raise
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    try:
-        yield scorer
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-    assert not thread.is_alive(), "the scorer did not stop"
-    assert not errors, errors
 
 
 def influx_rows(influx: InfluxSettings, query: str) -> list[dict[str, Any]]:
