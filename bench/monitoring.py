@@ -32,6 +32,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from fireman_common import mlflow_uri
 from fireman_common.schema import FEATURE_NAMES
 from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
 from monitoring.settings import MonitorSettings
@@ -83,9 +84,8 @@ def _monitor_process(settings: MonitorSettings, stop: ProcessEvent, ready: Proce
 
 
 def _production_version(mlflow: MlflowSettings) -> str:
-    from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=mlflow.tracking_uri)
+    client = mlflow_uri.client(mlflow)
     return str(client.get_model_version_by_alias(mlflow.model_name, mlflow.production_alias).version)
 
 
@@ -116,11 +116,9 @@ def attach_reference(mlflow: MlflowSettings, version: str, features: pd.DataFram
     """Log ``features`` as the drift reference of ``version``'s run (what training does for its models)."""
     import tempfile
 
-    from mlflow import MlflowClient
-
     from monitoring.reference import REFERENCE_ARTIFACT
 
-    client = MlflowClient(tracking_uri=mlflow.tracking_uri)
+    client = mlflow_uri.client(mlflow)
     run_id = client.get_model_version(mlflow.model_name, version).run_id
     with tempfile.TemporaryDirectory(prefix="fireman-reference-") as tmp:
         local = Path(tmp) / Path(REFERENCE_ARTIFACT).name

@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from fireman_common import mlflow_uri
 from fireman_common.errors import UserError
 from fireman_common.influx import InfluxClient, InfluxError
 from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings, ServicesSettings
@@ -369,9 +370,7 @@ def _cleanup(names: _Names) -> None:
     with contextlib.suppress(Exception), InfluxClient(names.influx) as client:
         client.drop_database(names.influx.database)
     with contextlib.suppress(Exception):
-        from mlflow import MlflowClient
-
-        registry = MlflowClient(names.mlflow.tracking_uri)
+        registry = mlflow_uri.client(names.mlflow)
         registry.delete_registered_model(names.mlflow.model_name)
         experiment = registry.get_experiment_by_name(names.mlflow.experiment)
         if experiment is not None:

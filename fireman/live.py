@@ -9,6 +9,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from fireman_common import mlflow_uri
 from fireman_common.influx import InfluxClient, InfluxError
 from fireman_common.kafka_io import admin_client
 from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings
@@ -84,11 +85,10 @@ class LiveStatus:
         return lag
 
     def _production_version(self) -> str | None:
-        from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
         try:
-            client = MlflowClient(tracking_uri=self.mlflow.tracking_uri)
+            client = mlflow_uri.client(self.mlflow)
             version = client.get_model_version_by_alias(self.mlflow.model_name, self.mlflow.production_alias)
             return str(version.version)
         except MlflowException:

@@ -18,6 +18,7 @@ import httpx
 from fireman.services.base import LocalService
 from fireman.services.manager import SERVICE_TYPES, Progress, ServiceManager
 from fireman.services.process import PidRecord
+from fireman_common import mlflow_uri
 from fireman_common.errors import UserError
 from fireman_common.settings import ServicesSettings
 from streaming.settings import DEFAULT_DRIFT_FEATURES
@@ -210,14 +211,13 @@ class Stack:
 
 def ensure_first_model(on_progress: Progress) -> None:
     """Train and promote a model from Spambase when the registry has no production model yet."""
-    from mlflow import MlflowClient
 
     from training.registry import resolve_production
     from training.settings import TrainingSettings
     from training.workflow import run_training
 
     settings = TrainingSettings()
-    current = resolve_production(MlflowClient(tracking_uri=settings.mlflow.tracking_uri), settings.mlflow)
+    current = resolve_production(mlflow_uri.client(settings.mlflow), settings.mlflow)
     if current is not None:
         on_progress(f"model: {settings.mlflow.model_name}@production is version {current[0]}")
         return

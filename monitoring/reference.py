@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from fireman_common import mlflow_uri
 from fireman_common.schema import FEATURE_NAMES
 from fireman_common.settings import MlflowSettings
 from monitoring.drift import Reference
@@ -52,12 +53,9 @@ class ReferenceStore:
 
     def load(self, model_name: str, version: str) -> Reference:
         import mlflow
-        from mlflow import MlflowClient
 
         started = time.perf_counter()
-        client = MlflowClient(
-            tracking_uri=self.settings.tracking_uri, registry_uri=self.settings.tracking_uri
-        )
+        client = mlflow_uri.client(self.settings)
         run_id = client.get_model_version(model_name, version).run_id
         if not run_id:
             raise LookupError(f"version {version} is not linked to a run")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from fireman_common import mlflow_uri
 from fireman_common.schema import FEATURE_NAMES
 from fireman_common.settings import MlflowSettings
 from serving.codec import Lineage
@@ -65,10 +66,9 @@ class Registry:
     """Reads the production alias and loads versions; MLflow is imported lazily (it is slow)."""
 
     def __init__(self, settings: MlflowSettings) -> None:
-        from mlflow import MlflowClient
 
         self.settings = settings
-        self.client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+        self.client = mlflow_uri.client(settings)
 
     def production(self) -> AliasTarget | None:
         """The version the production alias points to, or None when there is none (yet)."""
@@ -91,8 +91,7 @@ class Registry:
 
         started = time.perf_counter()
         uri = f"models:/{target.name}/{target.version}"
-        mlflow.set_tracking_uri(self.settings.tracking_uri)
-        mlflow.set_registry_uri(self.settings.tracking_uri)
+        mlflow_uri.bind(self.settings)
         try:
             info = mlflow.models.get_model_info(uri)
             if "sklearn" not in info.flavors:

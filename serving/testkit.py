@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fireman_common import mlflow_uri
 from fireman_common.dataset import load_spambase, mask_completely_at_random
 from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN, Event, now_ms
 from fireman_common.settings import DatasetSettings, KafkaSettings, MlflowSettings
@@ -124,10 +125,9 @@ def register_model(
 ) -> str:
     """Log ``estimator`` as a new version (signature from ``features``); optionally move the alias to it."""
     import mlflow
-    from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
-    mlflow.set_tracking_uri(mlflow_settings.tracking_uri)
+    mlflow_uri.bind(mlflow_settings)
     mlflow.set_experiment(mlflow_settings.experiment)
     signature = infer_signature(features.astype("float64"), estimator.predict(features))
     with mlflow.start_run():
@@ -142,16 +142,15 @@ def register_model(
         )
     version = str(info.registered_model_version)
     if promote:
-        MlflowClient(mlflow_settings.tracking_uri).set_registered_model_alias(
+        mlflow_uri.client(mlflow_settings).set_registered_model_alias(
             mlflow_settings.model_name, mlflow_settings.production_alias, version
         )
     return version
 
 
 def set_production(mlflow_settings: MlflowSettings, version: str) -> None:
-    from mlflow import MlflowClient
 
-    MlflowClient(mlflow_settings.tracking_uri).set_registered_model_alias(
+    mlflow_uri.client(mlflow_settings).set_registered_model_alias(
         mlflow_settings.model_name, mlflow_settings.production_alias, version
     )
 

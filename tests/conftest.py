@@ -8,6 +8,7 @@ disturb each other's data or a running demo.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,25 @@ from fireman_common.settings import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_SPAMBASE = REPO_ROOT.parent / "shared" / "data" / "spambase.csv"
+
+
+@pytest.fixture(autouse=True)
+def isolated_process_state() -> Iterator[None]:
+    """Each test leaves the process as it found it: environment and MLflow's process-wide URIs.
+
+    ``mlflow.set_tracking_uri`` and ``set_registry_uri`` write ``MLFLOW_TRACKING_URI`` and
+    ``MLFLOW_REGISTRY_URI`` into ``os.environ``. Left there, one test's server reached later tests and
+    every process they started: a model logged on a private server was registered on the shared one.
+    """
+    environ = dict(os.environ)
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def unique(prefix: str) -> str:

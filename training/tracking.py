@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 from mlflow import MlflowClient
 
+from fireman_common import mlflow_uri
 from fireman_common.errors import UserError
 from fireman_common.settings import MlflowSettings
 
@@ -28,9 +29,6 @@ def check_health(settings: MlflowSettings, timeout_s: float = 3.0) -> None:
 
 def connect(settings: MlflowSettings, timeout_s: float = 3.0) -> MlflowClient:
     """A client bound to ``settings.tracking_uri``; also points MLflow's fluent API (log_model) at it."""
-    import mlflow
-
     check_health(settings, timeout_s)
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    mlflow_uri.bind(settings)
+    return mlflow_uri.client(settings)
