@@ -11,6 +11,7 @@ from typing import Any
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from fireman_common.settings import AirflowSettings
+from training.settings import TrainingSettings
 
 DAG_ID = "retrain_spam_classifier"
 
@@ -29,8 +30,9 @@ The stream scorer picks up a new `production` version by itself.
 | `evaluate_and_promote` | the gate: challenger vs champion on the same hold-out |
 | `report` | the summary, in the log and as `retrain.*` tags on the MLflow run |
 
-**Window**: `window_start`/`window_end` if given (what `monitor_drift` sends), else the last
-`window_hours` hours, else the run's data interval, else `FIREMAN_TRAIN_HISTORY_HOURS`.
+**Window**: `window_start` (what `monitor_drift` sends) until `window_end` or the run's moment; else,
+for a scheduled run, its data interval; else (a run you trigger) the last `window_hours` hours before the
+moment of the trigger (default `FIREMAN_TRAIN_HISTORY_HOURS`).
 Gate metric and margin default to `FIREMAN_TRAIN_GATE_METRIC` / `FIREMAN_TRAIN_MARGIN`.
 Schedule: `FIREMAN_AIRFLOW_RETRAIN_SCHEDULE` (default `@daily`, `none` for manual runs only).
 
@@ -39,54 +41,65 @@ In MLflow, the run carries the tag `fireman.airflow_run` = `retrain_spam_classif
 
 METRICS = ["f1", "accuracy", "precision", "recall", "roc_auc"]
 
-PARAMS = {
-    "window_hours": Param(
-        None,
-        type=["null", "number"],
-        exclusiveMinimum=0,
-        title="Window (hours)",
-        description="Train on the last N hours before the run. Empty: the run's data interval.",
-    ),
-    "window_start": Param(
-        None,
-        type=["null", "string"],
-        title="Window start (ISO time)",
-        description="Explicit window start, e.g. 2026-11-28T00:00:00+00:00; wins over the window in hours.",
-    ),
-    "window_end": Param(
-        None,
-        type=["null", "string"],
-        title="Window end (ISO time)",
-        description="Explicit window end; empty means the run's time.",
-    ),
-    "gate_metric": Param(
-        None,
-        type=["null", "string"],
-        enum=[None, *METRICS],
-        title="Gate metric",
-        description="The metric the challenger must beat the champion on. Empty: FIREMAN_TRAIN_GATE_METRIC.",
-    ),
-    "margin": Param(
-        None,
-        type=["null", "number"],
-        minimum=0,
-        title="Margin",
-        description="How much better the challenger must be. Empty: FIREMAN_TRAIN_MARGIN.",
-    ),
-    "promote_mode": Param(
-        "auto",
-        type="string",
-        enum=["auto", "never", "force"],
-        title="Promote mode",
-        description="auto: through the gate; never: register only; force: promote, bypassing the gate.",
-    ),
-    "reason": Param(
-        None,
-        type=["null", "string"],
-        title="Reason",
-        description="Why this run was started (monitor_drift fills it in).",
-    ),
-}
+
+def _params() -> dict[str, Param]:
+    # The form shows the values a run would use: FIREMAN_TRAIN_* read from the environment (no I/O).
+    defaults = TrainingSettings()
+    return {
+        "window_hours": Param(
+            defaults.history_hours,
+            type="number",
+            exclusiveMinimum=0,
+            title="Window (hours)",
+            description=(
+                "A triggered run trains on the labelled history of the last N hours before the moment "
+                "you click Trigger. Scheduled runs train on their data interval instead. "
+                "Default: FIREMAN_TRAIN_HISTORY_HOURS."
+            ),
+        ),
+        "window_start": Param(
+            None,
+            type=["null", "string"],
+            title="Window start (optional)",
+            description="Train from this time instead (ISO 8601, e.g. 2026-11-28T00:00:00+00:00); "
+            "wins over the window in hours.",
+        ),
+        "window_end": Param(
+            None,
+            type=["null", "string"],
+            title="Window end (optional)",
+            description="Used with a window start. Empty: until the moment of the trigger.",
+        ),
+        "gate_metric": Param(
+            defaults.gate_metric,
+            type="string",
+            enum=METRICS,
+            title="Gate metric",
+            description="The hold-out metric the new version must beat the production version on. "
+            "Default: FIREMAN_TRAIN_GATE_METRIC.",
+        ),
+        "margin": Param(
+            defaults.margin,
+            type="number",
+            minimum=0,
+            title="Margin",
+            description="How much better than production the new version must score on the gate metric. "
+            "Default: FIREMAN_TRAIN_MARGIN.",
+        ),
+        "promote_mode": Param(
+            "auto",
+            type="string",
+            enum=["auto", "never", "force"],
+            title="Promote mode",
+            description="auto: through the gate; never: register only; force: promote, bypassing the gate.",
+        ),
+        "reason": Param(
+            None,
+            type=["null", "string"],
+            title="Reason (optional)",
+            description="Why this run was started; monitor_drift fills it in.",
+        ),
+    }
 
 
 def _timetable() -> CronDataIntervalTimetable | None:
@@ -110,7 +123,7 @@ def _run_key(context: dict[str, Any]) -> str:
     doc_md=DOC_MD,
     tags=["fireman", "training", "mlflow"],
     default_args=AirflowSettings().task_defaults(),
-    params=PARAMS,
+    params=_params(),
 )
 def retrain_spam_classifier() -> None:
     @task
@@ -120,6 +133,7 @@ def retrain_spam_classifier() -> None:
         return dag_tasks.extract(
             _run_key(context),
             context["params"],
+            context["dag_run"].run_type,
             context.get("data_interval_start"),
             context.get("data_interval_end"),
             context["dag_run"].run_after,

@@ -1,14 +1,19 @@
-"""The UCI Spambase example data: from ``FIREMAN_SPAMBASE_PATH``, the local cache, or UCI once.
+"""The UCI Spambase example data: ``FIREMAN_SPAMBASE_PATH``, a download, or the copy in the package.
 
-UCI ships ``spambase.data`` (no header, 57 features then the class) inside a zip; it is saved in the
-cache as a CSV with the project's column names (``Cont_1``..``Cont_57``, ``label``). Spambase is
-licensed CC BY 4.0 by the UCI Machine Learning Repository.
+Unset, both settings mean the packaged copy (``data/spambase.csv.gz``, with its attribution in
+``data/SPAMBASE.md``), so the demo and a first ``make up`` work without internet access.
+``FIREMAN_SPAMBASE_URL`` downloads other data in UCI's layout once into the cache: a zip holding
+``spambase.data`` (no header, 57 features then the class) or that file bare, saved as a CSV with the
+project's column names (``Cont_1``..``Cont_57``, ``label``). Spambase is licensed CC BY 4.0 by the
+UCI Machine Learning Repository.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
+from importlib import resources
 from pathlib import Path
 
 import httpx
@@ -20,7 +25,6 @@ from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
 from fireman_common.settings import DatasetSettings
 
 COLUMNS = [*FEATURE_NAMES, LABEL_COLUMN]
-EXPECTED_ROWS = 4601
 
 
 def load_spambase(settings: DatasetSettings) -> pd.DataFrame:
@@ -41,10 +45,18 @@ def spambase_path(settings: DatasetSettings) -> Path:
         if not settings.spambase_path.is_file():
             raise UserError(f"FIREMAN_SPAMBASE_PATH points to {settings.spambase_path}, which does not exist")
         return settings.spambase_path
-    cached = settings.cache_dir / "spambase.csv"
+    if settings.spambase_url is None:
+        return packaged_spambase()
+    # One cached file per URL: data from another address never stands in for this one.
+    digest = hashlib.sha256(settings.spambase_url.encode()).hexdigest()[:12]
+    cached = settings.cache_dir / f"spambase-{digest}.csv"
     if not cached.is_file():
         download_spambase(settings.spambase_url, cached)
     return cached
+
+
+def packaged_spambase() -> Path:
+    return Path(str(resources.files("fireman_common") / "data" / "spambase.csv.gz"))
 
 
 def download_spambase(url: str, destination: Path) -> None:
@@ -54,7 +66,7 @@ def download_spambase(url: str, destination: Path) -> None:
     except httpx.HTTPError as exc:
         raise UserError(
             f"could not download Spambase from {url}: {exc}. "
-            "Set FIREMAN_SPAMBASE_PATH to a local copy, or use --dataset synthetic."
+            "Set FIREMAN_SPAMBASE_PATH to a local copy, or unset FIREMAN_SPAMBASE_URL for the packaged one."
         ) from exc
     frame = parse_uci_archive(response.content)
     destination.parent.mkdir(parents=True, exist_ok=True)

@@ -88,7 +88,12 @@ class MlflowSettings(BaseSettings):
     host: str = LOOPBACK
     port: int = 5000
     workers: int = 2
-    tracking_uri_override: str | None = Field(default=None, alias="FIREMAN_MLFLOW_TRACKING_URI")
+    tracking_uri_override: str | None = Field(
+        default=None,
+        alias="FIREMAN_MLFLOW_TRACKING_URI",
+        description="Tracking and registry server (else host:port). MLflow's own MLFLOW_TRACKING_URI "
+        "and MLFLOW_REGISTRY_URI are ignored.",
+    )
     experiment: str = "spam-classifier"
     model_name: str = "spam-classifier"
     production_alias: str = "production"
@@ -146,10 +151,13 @@ class DatasetSettings(BaseSettings):
     @field_validator("spambase_path", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
-        # `make` exports FIREMAN_SPAMBASE_PATH empty when ../shared has no copy: that means "download".
+        # `make` exports FIREMAN_SPAMBASE_PATH empty when ../shared has no copy: that means "packaged".
         return None if isinstance(value, str) and not value.strip() else value
 
-    spambase_url: str = "https://archive.ics.uci.edu/static/public/94/spambase.zip"
+    spambase_url: str | None = Field(
+        default=None,
+        description="Download the data from here (UCI's zip layout) instead of the packaged Spambase.",
+    )
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "fireman")
 
 

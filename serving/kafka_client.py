@@ -171,19 +171,31 @@ class AckProducer:
 
     def __init__(self, settings: KafkaSettings, delivery_timeout_ms: int = 30_000) -> None:
         self._errors: list[str] = []
-        self._producer = Producer(
-            {
-                "bootstrap.servers": settings.bootstrap_servers,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                "compression.type": "lz4",
-                "queue.buffering.max.messages": 1_000_000,
-                "message.timeout.ms": delivery_timeout_ms,
-                "delivery.report.only.error": True,
-                "on_delivery": self._delivered,
-            }
-        )
+        self._config: dict[str, Any] = {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 1_000_000,
+            "message.timeout.ms": delivery_timeout_ms,
+            "delivery.report.only.error": True,
+            "on_delivery": self._delivered,
+        }
+        self._producer = Producer(self._config)
+
+    def replace(self) -> None:
+        """Drop every queued record and start a fresh producer: new connections, new producer id.
+
+        A librdkafka producer whose records timed out while the broker was gone has been seen to stay
+        unable to deliver after the broker was back (every record "Message timed out" for minutes,
+        no new producer id requested), while a fresh one delivered at once. Callers replay what was
+        dropped: nothing unacknowledged was committed.
+        """
+        old, self._producer = self._producer, Producer(self._config)
+        old.purge()
+        old.poll(0)
+        self._errors.clear()
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:

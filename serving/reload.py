@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from mlflow.exceptions import MlflowException
 
+from fireman_common import production_history
 from fireman_common.influx import Point
 from serving.model import AliasTarget, ModelRefused, Registry, ServingModel
 
@@ -42,6 +43,7 @@ class ModelWatcher:
         self._pending: ServingModel | None = None
         self._refused: str | None = None
         self._missing_logged = False
+        self._observed: str | None = None
         self.current_version: str | None = None
         self._thread: threading.Thread | None = None
 
@@ -77,9 +79,21 @@ class ModelWatcher:
                 self._missing_logged = True
             return None
         self._missing_logged = False
+        self._observe(target.version)
         if target.version in (self.current_version, self._refused):
             return None
         return self._load(target)
+
+    def _observe(self, version: str) -> None:
+        """Record an alias move made outside fireman (the MLflow UI) in the history rollback reads."""
+        if version == self._observed:
+            return
+        try:
+            production_history.observe(self.registry.client, self.registry.settings, version, "the scorer")
+        except (MlflowException, OSError) as exc:
+            log.warning("could not record production version %s in the registry: %s", version, exc)
+            return
+        self._observed = version
 
     def _load(self, target: AliasTarget) -> ServingModel | None:
         log.info("loading %s version %s (run %s)", target.name, target.version, target.run_id)

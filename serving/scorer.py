@@ -38,6 +38,10 @@ from serving.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
 
+# Refused batches in a row after which the producer is replaced (see AckProducer.replace): each one
+# waited a full delivery timeout, so a broker that is really down is retried by a fresh producer too.
+PRODUCER_REPLACE_AFTER = 3
+
 
 class BatchObserver(Protocol):
     """Sees every scored batch (e.g. drift monitoring). Runs on the hot path: hand work off, return fast."""
@@ -99,6 +103,7 @@ class Scorer:
         self._writer: InfluxWriter | None = None
         self._consumer: BatchConsumer | None = None
         self._producer: AckProducer | None = None
+        self._refused_in_a_row = 0
 
     def assignment(self) -> list[tuple[str, int]]:
         """The partitions this scorer owns now; safe to call from any thread."""
@@ -212,7 +217,14 @@ class Scorer:
         except KafkaDeliveryError as exc:
             log.warning("Kafka did not acknowledge a batch (%s): it will be scored again", exc)
             self._rewind(flight)
+            self._refused_in_a_row += 1
+            if self._refused_in_a_row % PRODUCER_REPLACE_AFTER == 0:
+                log.warning(
+                    "%d batches in a row refused: starting a fresh Kafka producer", self._refused_in_a_row
+                )
+                self._producer.replace()
             return False
+        self._refused_in_a_row = 0
         self.stats.latencies_ms.extend(latencies)
         if probabilities:  # observers see a batch once, when it is published, not again on a rewind
             for observer in self.observers:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +68,21 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             settings.influxdb.database,
         )
 
+        last = {"at": time.monotonic(), "written": 0}
+
         def report(stats: SinkStats) -> None:
+            # A line per interval, not per batch: at demo rates every batch is a single event.
+            now = time.monotonic()
+            if now - last["at"] < settings.log_interval_s:
+                return
+            rate = (stats.written - last["written"]) / (now - last["at"])
+            last.update(at=now, written=stats.written)
             log.info(
-                "written %d, dead-lettered %d, commits %d", stats.written, stats.dead_lettered, stats.commits
+                "written %d (%.0f/s), dead-lettered %d, commits %d",
+                stats.written,
+                rate,
+                stats.dead_lettered,
+                stats.commits,
             )
 
         stats = run_sink(settings, stop, on_batch=report)

@@ -124,6 +124,8 @@ class ConfluentPublisher(_ReadinessWatch):
         self._producer = self._make_producer()
         self._fatal: KafkaError | None = None
         self._ready = False
+        self._down_since = time.monotonic()
+        self._replace_after_s = 2 * settings.ack_timeout_s
         # Requests whose last report arrived during the current poll(); only the poller touches it.
         self._finished: list[_Request] = []
         self._stop = threading.Event()
@@ -255,6 +257,14 @@ class ConfluentPublisher(_ReadinessWatch):
             log.info("Kafka at %s is reachable", kafka.bootstrap_servers)
         elif self._ready and not reachable:
             log.warning("Kafka at %s is DOWN: writes get 503 until it is back", kafka.bootstrap_servers)
+            self._down_since = time.monotonic()
+        elif not reachable and time.monotonic() - self._down_since > self._replace_after_s:
+            # A producer that lived through a broker restart has been seen to stay unable to reach it
+            # (see serving.kafka_client.AckProducer.replace); a fresh one is cheap, and it is what a
+            # restart of the collector would do.
+            log.warning("Kafka still unreachable: starting a fresh producer")
+            self._down_since = time.monotonic()
+            self._fatal = KafkaError(KafkaError._TRANSPORT, "unreachable since the last check")
         self._ready = reachable
 
     def _on_error(self, error: KafkaError) -> None:

@@ -147,6 +147,15 @@ def mlflow_names(mlflow_service: MlflowSettings) -> MlflowSettings:
     return mlflow_service.model_copy(update={"experiment": name, "model_name": name})
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    faults = sys.modules.get("tests.integration.faults_support")
+    reports: list[str] = getattr(faults, "REPORTS", [])
+    if reports:
+        terminalreporter.section("fault injection: outage, recovery and per-event audit")
+        for text in reports:
+            terminalreporter.write_line(text)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Every test, and every process a test starts, reads Spambase from the shared copy when there is one.
     if not os.environ.get("FIREMAN_SPAMBASE_PATH") and SHARED_SPAMBASE.is_file():

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -150,7 +151,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             None, "--by", help="Who is rolling back (default: FIREMAN_ACTOR or $USER)."
         ),
     ) -> None:
-        """Move `production` back to `previous` (then `previous` is cleared)."""
+        """Restore the version that served before the current one (a second rollback goes further back)."""
         _quiet_mlflow()
         from training import registry
 
@@ -160,6 +161,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         name = settings.mlflow.model_name
         rolled = f" (rolled back from v{change.replaced})" if change.replaced else ""
         console.print(f"{name}: production -> v{change.production}{rolled}", highlight=False)
+        console.print(change.note, highlight=False)
 
     @app.command("models")
     def models(as_json: bool = typer.Option(False, "--json", help="Print the versions as JSON.")) -> None:
@@ -177,34 +179,20 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         if not rows:
             console.print(f"no versions of {settings.mlflow.model_name!r} yet: run `fireman train`")
             return
-        table = Table(
-            "version",
-            "aliases",
-            *registry.KEY_METRICS,
-            "data",
-            "decision",
-            "created",
-            "run id",
-            title=settings.mlflow.model_name,
-        )
+        # Version, aliases and decision never wrap or shorten; at 80 columns the rest folds. Data
+        # windows and run ids are in --json.
+        table = Table(title=settings.mlflow.model_name, box=box.SIMPLE_HEAD, pad_edge=False)
+        for key in ("version", "aliases", "decision"):
+            table.add_column(key, no_wrap=True, min_width=len(key))
+        for key in registry.KEY_METRICS:
+            table.add_column(key, justify="right", overflow="fold")
+        table.add_column("created (UTC)", overflow="fold")
         for row in rows:
-            data = row.data.get("data_source", "")
-            if row.data.get("data_since"):
-                data += f" {row.data['data_since'][:16]}..{row.data['data_until'][:16]}"
-            if row.data.get("data_rows"):
-                data += f" ({row.data['data_rows']} rows)"
-            metrics = [
-                f"{row.metrics[key]:.4f}" if key in row.metrics else "-" for key in registry.KEY_METRICS
-            ]
-            table.add_row(
-                row.version,
-                ", ".join(row.aliases),
-                *metrics,
-                data,
-                row.decision,
-                row.created,
-                row.run_id[:12],
-            )
+            metrics = [f"{row.metrics[k]:.3f}" if k in row.metrics else "-" for k in registry.KEY_METRICS]
+            # The gate's verdict, and whether someone promoted the version past it (who: --json).
+            decision = (row.decision or "-") + (" + manual" if row.manual else "")
+            created = row.created.replace("T", " ")[:16]
+            table.add_row(row.version, ", ".join(row.aliases) or "-", decision, *metrics, created)
         console.print(table)
 
     @bench_app.command("train")

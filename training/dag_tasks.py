@@ -15,10 +15,13 @@ unreachable InfluxDB or MLflow is left to Airflow's retries.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import logging
 import re
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, get_args
@@ -70,6 +73,40 @@ def fail_fast_on_bad_input(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+class _LogWriter(io.TextIOBase):
+    """A text stream whose lines become INFO records: MLflow prints its registration notes to stderr,
+    which Airflow shows as errors."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self.logger.info("%s", line.rstrip())
+        return len(text)
+
+
+@contextlib.contextmanager
+def mlflow_in_task_log() -> Iterator[None]:
+    """MLflow inside an Airflow task: its records at their own level, its prints at INFO, and no flood.
+
+    skops (MLflow's sklearn serializer) scans every loaded module's attributes when first imported;
+    in a task each of Airflow's deprecated-module shims answers with a warning, ~1,100 per task.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # Airflow's DeprecatedImportWarning
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import mlflow  # noqa: F401 - configures MLflow's logger, which is replaced just below
+        import skops.io  # noqa: F401
+    mlflow_log = logging.getLogger("mlflow")
+    mlflow_log.handlers.clear()
+    mlflow_log.propagate = True
+    writer = _LogWriter(logging.getLogger("mlflow"))
+    with contextlib.redirect_stderr(writer):
+        yield
+
+
 def _transient(exc: BaseException) -> bool:
     seen: BaseException | None = exc
     while seen is not None:
@@ -82,8 +119,14 @@ def _transient(exc: BaseException) -> bool:
 # --- the window ------------------------------------------------------------------------------------
 
 
+# Runs the timetable made: they train on their data interval. Every other run (the UI's Trigger, the
+# REST API, ``airflow dags trigger``, monitor_drift) was started by someone now and means "until now".
+INTERVAL_RUN_TYPES = frozenset({"scheduled", "backfill"})
+
+
 def training_window(
     params: Mapping[str, Any],
+    run_type: str,
     data_interval_start: datetime | None,
     data_interval_end: datetime | None,
     run_after: datetime | None,
@@ -91,31 +134,37 @@ def training_window(
 ) -> tuple[datetime, datetime]:
     """The run's history window, first match wins.
 
-    1. ``window_start``/``window_end`` (the drift DAG sets both; a missing end means the run's end);
-    2. ``window_hours`` back from the data interval's end, or from when the run was due;
-    3. the data interval of a scheduled run;
-    4. ``FIREMAN_TRAIN_HISTORY_HOURS`` back from when the run was due.
+    1. ``window_start`` (the drift DAG sends it): until ``window_end``, or until the run's moment;
+    2. a scheduled or backfill run: its data interval;
+    3. any other run (a trigger): the last ``window_hours`` before the moment it was triggered.
+
+    The run's moment is ``run_after``: when a manual run was triggered, when a scheduled one was due.
+    A manual run's data interval is the timetable's last *completed* interval (yesterday, for
+    ``@daily``), which is not what a person clicking Trigger means.
     """
-    end = _utc(data_interval_end or run_after or datetime.now(UTC))
+    moment = _utc(run_after or datetime.now(UTC))
     start_text, end_text = params.get("window_start"), params.get("window_end")
     hours = params.get("window_hours")
+    if hours is not None and float(hours) <= 0:
+        raise UserError(f"window_hours must be positive, got {hours}")
+    interval_run = _interval_run(run_type)
     if start_text:
         start = _parse(str(start_text), "window_start")
-        if end_text:
-            end = _parse(str(end_text), "window_end")
+        end = _parse(str(end_text), "window_end") if end_text else moment
     elif end_text:
         raise UserError("window_end was given without window_start")
-    elif hours is not None:
-        if float(hours) <= 0:
-            raise UserError(f"window_hours must be positive, got {hours}")
-        start = end - timedelta(hours=float(hours))
-    elif data_interval_start is not None and data_interval_end is not None and data_interval_start < end:
-        start = _utc(data_interval_start)
+    elif interval_run and data_interval_start is not None and data_interval_end is not None:
+        start, end = _utc(data_interval_start), _utc(data_interval_end)
     else:
-        start = end - timedelta(hours=default_hours)
+        end = moment
+        start = end - timedelta(hours=float(hours if hours is not None else default_hours))
     if start >= end:
         raise UserError(f"empty training window: {start.isoformat()} is not before {end.isoformat()}")
     return start, end
+
+
+def _interval_run(run_type: str) -> bool:
+    return str(getattr(run_type, "value", run_type)) in INTERVAL_RUN_TYPES
 
 
 def _parse(text: str, what: str) -> datetime:
@@ -144,6 +193,7 @@ def data_path(settings: TrainingSettings, run_key: str) -> Path:
 def extract(
     run_key: str,
     params: Mapping[str, Any],
+    run_type: str,
     data_interval_start: datetime | None,
     data_interval_end: datetime | None,
     run_after: datetime | None,
@@ -151,9 +201,18 @@ def extract(
     """The run's labelled history from InfluxDB into a parquet file under the state dir."""
     settings = RetrainSettings()
     since, until = training_window(
-        params, data_interval_start, data_interval_end, run_after, settings.history_hours
+        params, run_type, data_interval_start, data_interval_end, run_after, settings.history_hours
     )
-    extracted = workflow.extract_history(settings, data_path(settings, run_key), "influx", since, until)
+    try:
+        extracted = workflow.extract_history(settings, data_path(settings, run_key), "influx", since, until)
+        sources.require_rows(extracted.rows, settings.min_rows, f" between {extracted.since} and {until}")
+    except sources.TooLittleHistory as exc:
+        if not _interval_run(run_type):
+            raise
+        # A schedule that fires before there is history (a fresh stack) is not a failure to page on.
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(f"skipped: {exc}") from exc
     log.info(
         "extracted %d labelled rows (%d unlabelled events excluded) from %s to %s into %s",
         extracted.rows,
@@ -203,6 +262,11 @@ def train(path: str, run_key: str) -> dict[str, Any]:
     from training.tracking import connect
 
     client = connect(settings.mlflow, settings.health_timeout_s)
+    with mlflow_in_task_log():
+        return _train(settings, client, path, run_key)
+
+
+def _train(settings: RetrainSettings, client: Any, path: str, run_key: str) -> dict[str, Any]:
     found = _registered_for(client, settings, run_key)
     if found is not None:
         log.info("DAG run %s already trained MLflow run %s (version %s): reusing it", run_key, *found)
@@ -262,7 +326,8 @@ def evaluate_and_promote(
             raise UserError(f"margin must be zero or more, got {margin}")
         overrides["margin"] = float(margin)
     settings = settings.model_copy(update=overrides)
-    decision = workflow.evaluate_and_promote(settings, str(version), promote)
+    with mlflow_in_task_log():
+        decision = workflow.evaluate_and_promote(settings, str(version), promote)
     log.info(
         "version %s: %s (%s); champion was %s",
         decision.version,
@@ -318,8 +383,8 @@ def report(
         client.set_tag(trained["run_id"], key, str(value))
     experiment_id = client.get_run(trained["run_id"]).info.experiment_id
     url = f"{settings.mlflow.tracking_uri}/#/experiments/{experiment_id}/runs/{trained['run_id']}"
-    log.info("%s", summary)
-    log.info("MLflow run: %s", url)
+    rule = "=" * 72
+    log.info("%s\nRETRAIN SUMMARY\n%s\nMLflow run: %s\n%s", rule, summary, url, rule)
     return {"run_id": trained["run_id"], "version": trained["version"], "summary": summary, "url": url}
 
 

@@ -1,7 +1,9 @@
 """The model registry, MLflow 3 style: aliases ``production`` (serving) and ``previous`` (rollback).
 
 Stages are deprecated and never used. Every change of ``production`` is recorded as version tags:
-``gate.*`` on the version a decision was about, ``gate.challenge.v<N>`` on the champion it faced.
+``gate.*`` on the version a decision was about, ``gate.challenge.v<N>`` on the champion it faced,
+``manual.*`` on a version promoted past the gate, and in the production history that rollback reads
+(``fireman_common.production_history``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from fireman_common import production_history
 from fireman_common.errors import UserError
 from fireman_common.settings import MlflowSettings
 
@@ -102,17 +105,14 @@ def record_decision(
         )
 
 
-def move_production(client: MlflowClient, settings: MlflowSettings, version: str) -> str | None:
-    """Point ``production`` at ``version``; the replaced champion keeps ``previous``. Returns it."""
-    name = settings.model_name
-    current = alias_version(client, name, settings.production_alias)
-    old = str(current.version) if current is not None else None
-    if old == str(version):
-        return None
+def move_production(
+    client: MlflowClient, settings: MlflowSettings, version: str, how: str = "gate"
+) -> str | None:
+    """Point ``production`` at ``version`` and record the move; returns the version it replaced."""
+    old = production_history.push(client, settings, str(version), actor(), how)
     if old is not None:
-        client.set_registered_model_alias(name, settings.previous_alias, old)
-        set_tags(client, name, old, {"gate.replaced_by": version, "gate.replaced_time": now_iso()})
-    client.set_registered_model_alias(name, settings.production_alias, str(version))
+        replaced = {"gate.replaced_by": version, "gate.replaced_time": now_iso()}
+        set_tags(client, settings.model_name, old, replaced)
     return old
 
 
@@ -121,50 +121,45 @@ class AliasChange:
     production: str
     previous: str | None
     replaced: str | None
+    note: str = ""
 
 
 def promote_manually(client: MlflowClient, settings: MlflowSettings, version: str, by: str) -> AliasChange:
-    """``fireman promote``: bypass the gate, and say so on the versions involved."""
+    """``fireman promote``: bypass the gate. The version keeps its ``gate.*`` evidence; ``manual.*``
+    says who promoted it, when, and from which version."""
     name = settings.model_name
     get_version(client, name, version)
-    current = alias_version(client, name, settings.production_alias)
-    champion = str(current.version) if current is not None else None
+    champion = production_history.production_version(client, settings)
     if champion == str(version):
         raise UserError(f"version {version} of {name!r} is already {settings.production_alias}")
-    record_decision(
-        client, name, str(version), champion, "manual", f"manual promotion by {by}: gate bypassed", {}, by=by
-    )
-    replaced = move_production(client, settings, str(version))
+    production_history.tag_manual(client, name, str(version), by, now_iso(), champion)
+    replaced = production_history.push(client, settings, str(version), by, "manual")
     return AliasChange(production=str(version), previous=replaced, replaced=replaced)
 
 
 def rollback(client: MlflowClient, settings: MlflowSettings, by: str) -> AliasChange:
-    """Move ``production`` back to ``previous`` and clear ``previous``.
-
-    Clearing (rather than swapping) means a second rollback cannot silently re-deploy the model that
-    was just rolled back; to undo a rollback, ``fireman promote`` that version explicitly.
-    """
+    """Restore the version that served immediately before the current one (see production_history)."""
     name = settings.model_name
-    previous = alias_version(client, name, settings.previous_alias)
-    if previous is None:
-        raise UserError(
-            f"nothing to roll back to: registered model {name!r} has no {settings.previous_alias!r} alias"
-        )
-    current = alias_version(client, name, settings.production_alias)
-    restored = str(previous.version)
-    rolled_back = str(current.version) if current is not None else None
+    done = production_history.pop(client, settings, by)
     when = now_iso()
-    client.set_registered_model_alias(name, settings.production_alias, restored)
-    client.delete_registered_model_alias(name, settings.previous_alias)
     set_tags(
         client,
         name,
-        restored,
-        {"rollback.restored_time": when, "rollback.by": by, "rollback.from": rolled_back},
+        done.restored,
+        {"rollback.restored_time": when, "rollback.by": by, "rollback.from": done.rolled_back},
     )
-    if rolled_back is not None:
-        set_tags(client, name, rolled_back, {"rollback.rolled_back_time": when, "rollback.by": by})
-    return AliasChange(production=restored, previous=None, replaced=rolled_back)
+    set_tags(client, name, done.rolled_back, {"rollback.rolled_back_time": when, "rollback.by": by})
+    previous = production_history.read(client, name)
+    note = (
+        f"v{done.rolled_back} had been production since {done.promoted_at} ({done.promoted_by}); "
+        f"v{done.restored} served before it"
+    )
+    return AliasChange(
+        production=done.restored,
+        previous=previous[-2].version if len(previous) >= 2 else None,
+        replaced=done.rolled_back,
+        note=note,
+    )
 
 
 @dataclass(frozen=True)
@@ -176,6 +171,7 @@ class VersionRow:
     metrics: dict[str, float]
     data: dict[str, str]
     decision: str
+    manual: dict[str, str]
 
 
 def list_versions(client: MlflowClient, settings: MlflowSettings) -> list[VersionRow]:
@@ -210,6 +206,7 @@ def list_versions(client: MlflowClient, settings: MlflowSettings) -> list[Versio
                 metrics=metrics,
                 data={key: tags.get(key, "") for key in DATA_TAGS},
                 decision=tags.get("gate.decision", ""),
+                manual={k.removeprefix("manual."): v for k, v in tags.items() if k.startswith("manual.")},
             )
         )
     return rows

@@ -114,9 +114,9 @@ def load_influx(
     )
     if events.empty or labels.empty:
         what = "measurements" if events.empty else "labels"
-        raise UserError(
+        raise TooLittleHistory(
             f"empty training window: no {what} in InfluxDB database {database!r} "
-            f"between {info.since} and {info.until}"
+            f"between {info.since} and {info.until}; {_need(0, settings.min_rows)}"
         )
     joined = events.merge(labels, on="event_id", how="inner", validate="one_to_one")
     info.unlabelled_excluded = len(events) - len(joined)
@@ -173,6 +173,23 @@ def load(
     raise UserError(f"unknown source {source!r}: use one of {', '.join(SOURCES)}")
 
 
+class TooLittleHistory(UserError):
+    """The window holds too few labelled rows: more data or a wider window helps, a retry does not."""
+
+
+def _need(rows: int, min_rows: int) -> str:
+    return (
+        f"{rows} labelled rows found, at least {min_rows} needed (FIREMAN_TRAIN_MIN_ROWS): "
+        "widen the window or wait until more labelled events have arrived"
+    )
+
+
+def require_rows(rows: int, min_rows: int, window: str) -> None:
+    """``window`` reads like " between A and B"."""
+    if rows < min_rows:
+        raise TooLittleHistory(f"too few labelled rows to train{window}: {_need(rows, min_rows)}")
+
+
 def validate(dataset: Dataset, min_rows: int) -> None:
     """Raise UserError unless the frame has the expected columns, enough rows and both classes."""
     frame = dataset.frame
@@ -182,12 +199,8 @@ def validate(dataset: Dataset, min_rows: int) -> None:
         raise UserError(f"training data lacks columns: {shown}")
     window = f" between {dataset.info.since} and {dataset.info.until}" if dataset.info.since else ""
     if frame.empty:
-        raise UserError(f"empty training window: no labelled events{window}")
-    if len(frame) < min_rows:
-        raise UserError(
-            f"too few labelled rows to train: {len(frame)}{window}, at least {min_rows} needed "
-            "(FIREMAN_TRAIN_MIN_ROWS)"
-        )
+        raise TooLittleHistory(f"empty training window: no labelled events{window}; {_need(0, min_rows)}")
+    require_rows(len(frame), min_rows, window)
     bad = frame[FEATURES].dtypes[frame[FEATURES].dtypes != "float64"]
     if len(bad):
         raise UserError(f"feature columns must be float64: {', '.join(bad.index[:5])}")

@@ -339,7 +339,7 @@ def _gate(
         by=by,
     )
     if verdict.promote:
-        registry.move_production(client, settings.mlflow, version)
+        registry.move_production(client, settings.mlflow, version, how=verdict.decision)
     return Decision(version, verdict.promote, verdict.decision, verdict.reason, champion, metrics)
 
 

@@ -460,8 +460,13 @@ class Pipeline:
         return collections.Counter(str(row["model_version"]) for row in rows)
 
 
+# Every fault test's figures, printed again in pytest's terminal summary (tests/conftest.py), so a CI
+# log shows them without -s: docs/reliability.md is measured from these lines.
+REPORTS: list[str] = []
+
+
 def report(times: FaultTimes, audit: Audit, events: int) -> str:
-    """The line each fault test prints (run pytest with -s to see it)."""
+    """The lines each fault test prints, also kept for the terminal summary."""
     notes = "".join(f"; {note}" for note in times.notes)
     text = (
         f"\n[fault] {times.what}: {events} events; outage {times.outage_s:.1f} s "
@@ -471,6 +476,7 @@ def report(times: FaultTimes, audit: Audit, events: int) -> str:
         f"[fault] lost={audit.lost} duplicated={audit.duplicated}"
     )
     print(text)
+    REPORTS.append(text.strip())
     return text
 
 

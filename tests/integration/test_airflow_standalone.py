@@ -24,7 +24,13 @@ from fireman_common.settings import (
     ServicesSettings,
 )
 from tests.conftest import REPO_ROOT, free_port
-from tests.integration.test_airflow_support import EVENTS, UNLABELLED, wait_for, write_history
+from tests.integration.test_airflow_support import (
+    EVENTS,
+    UNLABELLED,
+    forget_in_process_airflow,
+    wait_for,
+    write_history,
+)
 
 DAG_ID = "retrain_spam_classifier"
 
@@ -37,6 +43,7 @@ def standalone(
     mlflow_names: MlflowSettings,
 ) -> Iterator[ServiceManager]:
     home = tmp_path_factory.mktemp("fireman-airflow")
+    forget_in_process_airflow(monkeypatch)
     # Read by the Airflow processes (and so by the DAG's tasks) when the service starts.
     for key, value in {
         "FIREMAN_HOME": str(home),

@@ -13,10 +13,12 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from fireman.services.process import wait_until
 from fireman_common.influx import InfluxClient, Point
@@ -30,16 +32,32 @@ AIRFLOW_HOME = Path(tempfile.gettempdir()) / f"fireman-airflow-tests-{os.getpid(
 _JWT_SECRET = secrets.token_urlsafe(32)
 
 
+# The in-process Airflow's configuration. It is set in os.environ at collection time, so it must never
+# reach an Airflow that a test starts as a server: paused-at-creation DAGs there never get scheduled.
+IN_PROCESS_ENV = {
+    "AIRFLOW_HOME": str(AIRFLOW_HOME),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
+    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+    # The in-process Execution API signs task tokens; a fresh home has no secret yet.
+    "AIRFLOW__API_AUTH__JWT_SECRET": _JWT_SECRET,
+}
+
+
+def without_in_process_airflow(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for a process a test starts: without this process's own Airflow configuration."""
+    return {key: value for key, value in env.items() if key not in IN_PROCESS_ENV}
+
+
+def forget_in_process_airflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For a test that starts Airflow servers from this process (fireman.services reads os.environ)."""
+    for key in IN_PROCESS_ENV:
+        monkeypatch.delenv(key, raising=False)
+
+
 def configure_airflow() -> Path:
-    env = {
-        "AIRFLOW_HOME": str(AIRFLOW_HOME),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        # The in-process Execution API signs task tokens; a fresh home has no secret yet.
-        "AIRFLOW__API_AUTH__JWT_SECRET": _JWT_SECRET,
-    }
+    env = IN_PROCESS_ENV
     if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != env["AIRFLOW_HOME"]:
         raise RuntimeError("Airflow was imported before the tests could point it at their own home")
     if not AIRFLOW_HOME.exists():

@@ -24,13 +24,14 @@ from fireman.services.process import wait_until
 from fireman_common.influx import InfluxClient, InfluxError
 from fireman_common.settings import InfluxSettings
 from tests.conftest import REPO_ROOT, SHARED_SPAMBASE, free_port
+from tests.integration.test_airflow_support import without_in_process_airflow
 from tests.integration.test_services_cli import processes_under, share_kafka_jars
 
 FIREMAN = str(Path(sys.executable).with_name("fireman"))
 
 
 def stack_env(home: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    env = without_in_process_airflow(os.environ)
     spambase = os.environ.get("FIREMAN_SPAMBASE_PATH") or str(SHARED_SPAMBASE)
     env.update(
         FIREMAN_HOME=str(home),

@@ -94,22 +94,42 @@ def test_gated_lifecycle(mlflow_names: MlflowSettings, dataset_settings: Dataset
 
     runner = CliRunner()
     env = cli_env(mlflow_names)
-    # Rollback restores the old champion and clears `previous`, so a second rollback is refused.
+    # Rollback restores the version that served before (and says so); with nothing served before
+    # that, a second rollback refuses instead of guessing.
     result = runner.invoke(app, ["rollback", "--by", "test-suite"], env=env)
     assert result.exit_code == 0, result.output
+    assert "production -> v1 (rolled back from v3)" in result.output
+    assert "v1 served before it" in " ".join(result.output.split())
     assert alias("production") == "1" and alias("previous") is None
     assert client.get_model_version(name, "3").tags["rollback.by"] == "test-suite"
     result = runner.invoke(app, ["rollback"], env=env)
-    assert isinstance(result.exception, UserError) and "nothing to roll back" in str(result.exception)
+    assert isinstance(result.exception, UserError), result.output
+    assert "cannot tell which version served before v1" in str(result.exception)
 
-    # A manual promotion bypasses the gate and records who did it.
+    # A manual promotion bypasses the gate: the version keeps the gate's verdict and gains a record
+    # of who promoted it, when, and from which version.
     result = runner.invoke(app, ["promote", "2", "--by", "alice"], env=env)
     assert result.exit_code == 0, result.output
     assert alias("production") == "2" and alias("previous") == "1"
     tags = client.get_model_version(name, "2").tags
-    assert (tags["gate.decision"], tags["gate.by"]) == ("manual", "alice")
+    assert tags["gate.decision"] == "rejected" and "does not beat the champion" in tags["gate.reason"]
+    assert (tags["manual.by"], tags["manual.from_version"]) == ("alice", "1")
     result = runner.invoke(app, ["promote", "99"], env=env)
     assert isinstance(result.exception, UserError) and "unknown version 99" in str(result.exception)
+
+    # At 80 columns the table keeps version, aliases and decision whole.
+    shown = subprocess.run(
+        [sys.executable, "-m", "fireman.cli", "models"],
+        env={**os.environ, **env, "COLUMNS": "80", "FIREMAN_MLFLOW_TRACKING_URI": mlflow_names.tracking_uri},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert max(map(len, lines)) <= 80, shown.stdout
+    assert any(line.split()[:4] == ["2", "production", "rejected", "+"] for line in lines if line.strip())
+    assert any(line.split()[:3] == ["1", "previous", "first"] for line in lines if line.strip())
 
     result = runner.invoke(app, ["models", "--json"], env=env)
     assert result.exit_code == 0, result.output

@@ -24,32 +24,46 @@ END = datetime(2026, 11, 28, tzinfo=UTC)
 DAY = (END - timedelta(days=1), END)
 
 
+TRIGGERED = END + timedelta(minutes=5)
+
+
 def window(
-    params: Mapping[str, object], interval: tuple[datetime, datetime] | None = DAY
+    params: Mapping[str, object], run_type: str = "scheduled", interval: tuple[datetime, datetime] = DAY
 ) -> tuple[datetime, datetime]:
-    start, end = interval if interval else (None, None)
-    return dag_tasks.training_window(params, start, end, END + timedelta(minutes=5), default_hours=168)
+    return dag_tasks.training_window(params, run_type, *interval, TRIGGERED, default_hours=168)
 
 
-def test_window_precedence() -> None:
-    explicit = {"window_start": "2026-11-27T10:00:00Z", "window_end": "2026-11-27T12:00:00+00:00"}
-    assert window(explicit) == (
-        datetime(2026, 11, 27, 10, tzinfo=UTC),
-        datetime(2026, 11, 27, 12, tzinfo=UTC),
-    )
-    # A start alone runs to the end of the data interval (what a drift trigger without an end means).
-    assert window({"window_start": "2026-11-27T22:00:00+00:00"}) == (END - timedelta(hours=2), END)
-    assert window({"window_hours": 6}) == (END - timedelta(hours=6), END)
+def test_a_trigger_with_the_form_at_its_defaults_trains_on_the_hours_before_the_click() -> None:
+    # Airflow gives a manual run the timetable's last completed interval (yesterday for @daily); the
+    # person who clicked Trigger means the history up to now.
+    assert window({}, "manual") == (TRIGGERED - timedelta(hours=168), TRIGGERED)
+    assert window({"window_hours": 1}, "manual") == (TRIGGERED - timedelta(hours=1), TRIGGERED)
+    assert window({"window_hours": 1}, "asset_triggered") == (TRIGGERED - timedelta(hours=1), TRIGGERED)
+
+
+def test_scheduled_and_backfill_runs_keep_their_data_interval() -> None:
     assert window({}) == DAY
-    # A manual run has no data interval: the default history back from when the run was due.
-    due = END + timedelta(minutes=5)
-    assert window({}, None) == (due - timedelta(hours=168), due)
-    assert window({"window_hours": 1}, None) == (due - timedelta(hours=1), due)
+    assert window({"window_hours": 6}) == DAY
+    assert window({}, "backfill") == DAY
+
+
+def test_an_explicit_start_wins_and_without_an_end_means_until_the_run() -> None:
+    explicit = {"window_start": "2026-11-27T10:00:00Z", "window_end": "2026-11-27T12:00:00+00:00"}
+    for run_type in ("manual", "scheduled"):
+        assert window(explicit, run_type) == (
+            datetime(2026, 11, 27, 10, tzinfo=UTC),
+            datetime(2026, 11, 27, 12, tzinfo=UTC),
+        )
+    assert window({"window_start": "2026-11-27T22:00:00+00:00"}, "manual") == (
+        END - timedelta(hours=2),
+        TRIGGERED,
+    )
 
 
 def test_window_accepts_airflow_pendulum_times() -> None:
     start, end = pendulum.datetime(2026, 11, 27, tz="UTC"), pendulum.datetime(2026, 11, 28, tz="UTC")
-    assert dag_tasks.training_window({"window_hours": 2}, start, end, None, 168) == (
+    assert dag_tasks.training_window({}, "scheduled", start, end, None, 168) == DAY
+    assert dag_tasks.training_window({"window_hours": 2}, "manual", start, end, end, 168) == (
         END - timedelta(hours=2),
         END,
     )
@@ -105,7 +119,7 @@ def test_validate_reports_a_usable_window(write: Writer) -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (frame(20, 10, 0.0), "too few labelled rows to train: 20"),
+        (frame(20, 10, 0.0), "too few labelled rows to train.*: 20 labelled rows found"),
         (frame(200, 0, 0.0), "missing label class"),
         (frame(200, 4, 0.0), r"unusable window: the rarer label class is 2\.0% of 200 rows"),
         (frame(200, 80, 0.9), r"unusable window: 9\d\.\d% of feature values are missing"),

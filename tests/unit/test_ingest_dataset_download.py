@@ -1,4 +1,5 @@
-"""Spambase's "download from UCI once" path, against a local HTTP server with UCI's zip layout."""
+"""Where Spambase comes from: the packaged copy by default, else a download (UCI's zip layout, against a
+local HTTP server) cached once per URL."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fireman_common.dataset import load_spambase
+from fireman_common.dataset import load_spambase, packaged_spambase
 from fireman_common.errors import UserError
 from fireman_common.schema import FEATURE_NAMES
 from fireman_common.settings import DatasetSettings
+from tests.conftest import SHARED_SPAMBASE
 
 
 def uci_zip(rows: int = 30) -> bytes:
@@ -68,7 +70,7 @@ def test_downloads_once_then_reads_the_cache(server: tuple[str, list[str]], tmp_
     frame = load_spambase(settings)
     assert list(frame.columns) == [*FEATURE_NAMES, "label"] and len(frame) == 30
     assert frame["label"].tolist()[:4] == [0, 1, 0, 1]
-    assert (tmp_path / "spambase.csv").is_file()
+    assert len(list(tmp_path.glob("spambase-*.csv"))) == 1
     again = load_spambase(settings)
     assert again.equals(frame)
     assert len(requests) == 1  # the second load came from the cache
@@ -79,4 +81,24 @@ def test_a_failed_download_is_a_user_error(server: tuple[str, list[str]], tmp_pa
     settings = DatasetSettings(spambase_path=None, spambase_url=f"{base}/missing.zip", cache_dir=tmp_path)
     with pytest.raises(UserError, match="FIREMAN_SPAMBASE_PATH"):
         load_spambase(settings)
-    assert not (tmp_path / "spambase.csv").exists()
+    assert not list(tmp_path.glob("spambase*"))
+
+
+def test_unset_settings_read_the_packaged_copy_without_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FIREMAN_SPAMBASE_PATH", raising=False)
+    monkeypatch.delenv("FIREMAN_SPAMBASE_URL", raising=False)
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the packaged copy needs no download")
+
+    monkeypatch.setattr("fireman_common.dataset.httpx.get", no_network)
+    frame = load_spambase(DatasetSettings())
+    assert frame.shape == (4601, 58)
+    assert frame["label"].sum() == 1813  # UCI's count of spam messages
+    if SHARED_SPAMBASE.is_file():
+        assert frame.equals(load_spambase(DatasetSettings(spambase_path=SHARED_SPAMBASE)))
+
+
+def test_the_packaged_copy_ships_its_attribution() -> None:
+    text = (packaged_spambase().parent / "SPAMBASE.md").read_text()
+    assert "CC BY 4.0" in text and "UCI Machine Learning Repository" in text

@@ -39,7 +39,10 @@ def test_missing_columns_are_named() -> None:
 
 
 def test_too_few_rows_names_the_setting() -> None:
-    with pytest.raises(UserError, match=r"too few labelled rows.*49.*at least 50.*FIREMAN_TRAIN_MIN_ROWS"):
+    with pytest.raises(
+        UserError,
+        match=r"too few.*: 49 labelled rows found, at least 50 needed \(FIREMAN_TRAIN_MIN_ROWS\): widen",
+    ):
         validate(dataset(frame(49)), min_rows=50)
 
 

@@ -1,0 +1,138 @@
+"""Rollback restores the version that served just before, whoever moved the alias: a property test
+against the real MLflow server.
+
+Hypothesis draws sequences of alias moves by the three hands that make them: a person in the MLflow
+UI (a bare ``set_registered_model_alias``, the REST call the UI's aliases editor makes, which fireman
+cannot hook), ``fireman promote`` and the retrain DAG's gate, with the scorer's reload poll
+observing the alias in between or not. The model of what served: a version serves once the scorer
+has seen it or a fireman command has acted after it (both look at the alias first); a UI move that
+is overwritten before anyone looked never served.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mlflow import MlflowClient
+
+from fireman_common import mlflow_uri, production_history
+from fireman_common.errors import UserError
+from fireman_common.settings import MlflowSettings
+from tests.conftest import unique
+from training import registry
+
+pytestmark = pytest.mark.integration
+
+VERSIONS = ("1", "2", "3")
+HANDS = ("ui", "cli", "dag")
+
+moves = st.lists(
+    st.tuples(st.sampled_from(HANDS), st.sampled_from(VERSIONS), st.booleans()), min_size=1, max_size=7
+)
+
+
+@dataclass
+class Served:
+    """The test's own account of which versions served, from the operations alone."""
+
+    versions: list[str] = field(default_factory=list)
+    unseen_ui_move: str | None = None
+
+    def serve(self, version: str) -> None:
+        if not self.versions or self.versions[-1] != version:
+            self.versions.append(version)
+
+    def look(self) -> None:
+        if self.unseen_ui_move is not None:
+            self.serve(self.unseen_ui_move)
+            self.unseen_ui_move = None
+
+
+def registered_model(mlflow: MlflowSettings) -> MlflowSettings:
+    names = mlflow.model_copy(update={"model_name": unique("history")})
+    client = mlflow_uri.client(names)
+    client.create_registered_model(names.model_name)
+    for _ in VERSIONS:
+        # Only aliases and tags are exercised: no artifact is ever read from this (unfetched) source.
+        client.create_model_version(names.model_name, source="s3://fireman-tests/no-artifacts", run_id=None)
+    return names
+
+
+@pytest.fixture(scope="module")
+def model(mlflow_service: MlflowSettings) -> MlflowSettings:
+    return registered_model(mlflow_service)
+
+
+def start_over(client: MlflowClient, names: MlflowSettings) -> None:
+    """The model as if just registered: no aliases, no history (cheaper than a model per example)."""
+    for alias in client.get_registered_model(names.model_name).aliases or {}:
+        client.delete_registered_model_alias(names.model_name, alias)
+    client.delete_registered_model_tag(names.model_name, production_history.HISTORY_TAG)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=moves)
+def test_rollback_restores_the_version_that_served_before_whoever_moved_the_alias(
+    model: MlflowSettings, steps: list[tuple[str, str, bool]]
+) -> None:
+    names = model
+    client = mlflow_uri.client(names)
+    start_over(client, names)
+    served = Served()
+    for hand, version, scorer_polls_after in steps:
+        current = production_history.production_version(client, names)
+        if hand == "ui":
+            client.set_registered_model_alias(names.model_name, names.production_alias, version)
+            served.unseen_ui_move = version if version != current else served.unseen_ui_move
+        elif current != version:
+            served.look()
+            if hand == "cli":
+                registry.promote_manually(client, names, version, by="hypothesis")
+            else:
+                registry.move_production(client, names, version, how="promoted")
+            served.serve(version)
+        if scorer_polls_after:
+            production_history.observe(client, names, version_now(client, names), "the scorer")
+            served.look()
+
+    served.look()  # rollback looks at the alias before it acts
+    if len(served.versions) < 2:
+        with pytest.raises(UserError, match="cannot tell which version served before"):
+            registry.rollback(client, names, by="hypothesis")
+        return
+    change = registry.rollback(client, names, by="hypothesis")
+    assert change.production == served.versions[-2], served.versions
+    assert version_now(client, names) == served.versions[-2]
+    # A second rollback goes one step further back; it never re-deploys what was just rolled back.
+    if len(served.versions) >= 3:
+        assert registry.rollback(client, names, by="hypothesis").production == served.versions[-3]
+
+
+def version_now(client: MlflowClient, names: MlflowSettings) -> str:
+    version = production_history.production_version(client, names)
+    assert version is not None
+    return version
+
+
+def test_a_move_in_the_ui_is_recorded_as_manual_beside_the_gate_evidence(
+    mlflow_service: MlflowSettings,
+) -> None:
+    names = registered_model(mlflow_service)
+    client = mlflow_uri.client(names)
+    registry.move_production(client, names, "1", how="first")
+    registry.record_decision(client, names.model_name, "2", "1", "rejected", "does not beat", {"f1": 0.5})
+    client.set_registered_model_alias(names.model_name, names.production_alias, "2")  # the UI's call
+
+    assert production_history.observe(client, names, "2", "the scorer")
+    tags = client.get_model_version(names.model_name, "2").tags
+    assert tags["gate.decision"] == "rejected"  # the gate's evidence stays
+    assert tags["manual.from_version"] == "1" and "seen by the scorer" in tags["manual.by"]
+    assert client.get_registered_model(names.model_name).aliases[names.previous_alias] == "1"
+    assert not production_history.observe(client, names, "2", "the scorer")  # seen once, recorded once
+
+    change = registry.rollback(client, names, by="test")
+    assert (change.production, change.replaced) == ("1", "2")
+    assert "v1 served before it" in change.note
