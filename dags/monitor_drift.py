@@ -37,9 +37,15 @@ alert. The cool-down (`FIREMAN_DRIFT_TRIGGER_COOLDOWN_HOURS`, default 6 h) is ke
 DECISION = "ti.xcom_pull(task_ids='check_drift')"
 
 
+def _timetable() -> CronDataIntervalTimetable | None:
+    # Reads FIREMAN_AIRFLOW_DRIFT_CHECK_SCHEDULE from the environment only: no I/O at parse time.
+    cron = AirflowSettings.cron(AirflowSettings().drift_check_schedule)
+    return CronDataIntervalTimetable(cron, timezone="UTC") if cron else None
+
+
 @dag(
     dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable(AirflowSettings().drift_check_schedule, timezone="UTC"),
+    schedule=_timetable(),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,

@@ -104,10 +104,8 @@ def _params() -> dict[str, Param]:
 
 def _timetable() -> CronDataIntervalTimetable | None:
     # Reads FIREMAN_AIRFLOW_RETRAIN_SCHEDULE from the environment only: no I/O at parse time.
-    schedule = AirflowSettings().retrain_schedule.strip()
-    if schedule.lower() in ("", "none", "null"):
-        return None
-    return CronDataIntervalTimetable(schedule, timezone="UTC")
+    cron = AirflowSettings.cron(AirflowSettings().retrain_schedule)
+    return CronDataIntervalTimetable(cron, timezone="UTC") if cron else None
 
 
 def _run_key(context: dict[str, Any]) -> str:

@@ -116,7 +116,8 @@ class AirflowSettings(BaseSettings):
     trigger_log_port: int = 8794
     retrain_schedule: str = Field(default="@daily", description="Cron or preset; 'none' = manual only.")
     drift_check_schedule: str = Field(
-        default="@hourly", description="How often monitor_drift reads the drift alerts (cron or preset)."
+        default="@hourly",
+        description="How often monitor_drift reads the drift alerts (cron or preset; 'none' = manual only).",
     )
     task_retries: int = Field(
         default=2, ge=0, description="Retries of a failed DAG task (transient errors: a service down)."
@@ -129,6 +130,12 @@ class AirflowSettings(BaseSettings):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @staticmethod
+    def cron(schedule: str) -> str | None:
+        """A schedule setting as the DAG's cron or preset; None (manual runs only) for 'none' or empty."""
+        schedule = schedule.strip()
+        return None if schedule.lower() in ("", "none", "null") else schedule
 
     def task_defaults(self) -> dict[str, Any]:
         """``default_args`` of every fireman DAG: the same retry policy for all their tasks."""

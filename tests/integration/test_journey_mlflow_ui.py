@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page, expect, sync_playwright
 
 from fireman_common import mlflow_uri, production_history
 from fireman_common.schema import FEATURE_NAMES
@@ -31,7 +31,7 @@ from serving.testkit import (
     spambase_rows,
     wait_for,
 )
-from tests.integration.mlflow_ui import set_alias_in_ui
+from tests.integration.mlflow_ui import alias_tag, set_alias_in_ui, version_page_url
 from tests.integration.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.integration.test_scorer_stream import scorer_settings
 
@@ -102,7 +102,11 @@ def test_a_promotion_in_the_mlflow_ui_is_served_and_rollback_restores_the_versio
         feed(2)
         assert wait_for(lambda: scorer.stats.model_version == v2 and scorer.stats.committed >= 600, 60)
 
+    # The UI shows the rollback too: version 2 holds `production` again, beside its manual record.
+    page.goto(version_page_url(mlflow_names.tracking_uri, mlflow_names.model_name, v2))
+    main = page.get_by_role("main")
+    expect(alias_tag(main, "production")).to_be_visible(timeout=30_000)
+    expect(main.get_by_text("manual.from_version")).to_be_visible(timeout=30_000)
     shots = Path(os.environ.get("FIREMAN_HOME", ".fireman")) / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
-    page.goto(f"{mlflow_names.tracking_uri}/#/models/{mlflow_names.model_name}")
     page.screenshot(path=str(shots / "mlflow-after-rollback.png"), full_page=True)

@@ -71,3 +71,26 @@ def test_parsing_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
     assert bag.import_errors == {}
     timetable: Any = bag.dags["retrain_spam_classifier"].timetable
     assert timetable.expression == "0 3 * * *"
+
+
+@pytest.mark.parametrize("value", ["none", "None", ""])
+def test_schedule_none_means_manual_runs_only_for_both_dags(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.definitions.timetables.simple import NullTimetable
+
+    monkeypatch.setenv("FIREMAN_AIRFLOW_RETRAIN_SCHEDULE", value)
+    monkeypatch.setenv("FIREMAN_AIRFLOW_DRIFT_CHECK_SCHEDULE", value)
+    bag = DagBag(dag_folder=str(DAGS_FOLDER), include_examples=False)
+    assert bag.import_errors == {}
+    for dag_id in EXPECTED:
+        assert isinstance(bag.dags[dag_id].timetable, NullTimetable), dag_id
+
+
+def test_the_trigger_form_shows_the_values_a_run_uses(dagbag: Any) -> None:
+    # No "null" in the form: every field a run needs starts at the value it would use.
+    params = dagbag.dags["retrain_spam_classifier"].params
+    assert params["window_hours"] == 168.0  # FIREMAN_TRAIN_HISTORY_HOURS
+    assert params["gate_metric"] == "f1" and None not in params.get_param("gate_metric").schema["enum"]
+    assert params["margin"] == 0.0
