@@ -1,7 +1,7 @@
 """The UCI Spambase example data: ``FIREMAN_SPAMBASE_PATH``, a download, or the copy in the package.
 
-Unset, both settings mean the packaged copy (``data/spambase.csv.gz``, with its attribution in
-``data/SPAMBASE.md``), so the demo and a first ``make up`` work without internet access.
+Unset, both settings mean the packaged copy (``data/spambase.csv.gz``, attributed in
+``SPAMBASE_ATTRIBUTION``), so the demo and a first ``make up`` work without internet access.
 ``FIREMAN_SPAMBASE_URL`` downloads other data in UCI's layout once into the cache: a zip holding
 ``spambase.data`` (no header, 57 features then the class) or that file bare, saved as a CSV with the
 project's column names (``Cont_1``..``Cont_57``, ``label``). Spambase is licensed CC BY 4.0 by the
@@ -25,6 +25,13 @@ from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
 from fireman_common.settings import DatasetSettings
 
 COLUMNS = [*FEATURE_NAMES, LABEL_COLUMN]
+
+# The packaged copy is UCI's data with only the columns renamed (Cont_1..Cont_57, label).
+SPAMBASE_ATTRIBUTION = (
+    "Spambase: Hopkins, M., Reeber, E., Forman, G. and Suermondt, J. (1999). UCI Machine Learning "
+    "Repository, https://doi.org/10.24432/C53G6X. Licensed CC BY 4.0 "
+    "(https://creativecommons.org/licenses/by/4.0/); columns renamed to Cont_1..Cont_57 and label."
+)
 
 
 def load_spambase(settings: DatasetSettings) -> pd.DataFrame:
