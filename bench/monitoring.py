@@ -84,7 +84,6 @@ def _monitor_process(settings: MonitorSettings, stop: ProcessEvent, ready: Proce
 
 
 def _production_version(mlflow: MlflowSettings) -> str:
-
     client = mlflow_uri.client(mlflow)
     return str(client.get_model_version_by_alias(mlflow.model_name, mlflow.production_alias).version)
 

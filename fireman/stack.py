@@ -211,7 +211,6 @@ class Stack:
 
 def ensure_first_model(on_progress: Progress) -> None:
     """Train and promote a model from Spambase when the registry has no production model yet."""
-
     from training.registry import resolve_production
     from training.settings import TrainingSettings
     from training.workflow import run_training

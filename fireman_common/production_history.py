@@ -26,6 +26,7 @@ from fireman_common.settings import MlflowSettings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 HISTORY_TAG = "fireman.production_history"
 # MLflow caps a tag value at 5,000 characters; the oldest entries go first.
@@ -77,16 +78,21 @@ def read(client: MlflowClient, name: str) -> list[Entry]:
     return parse(tags.get(HISTORY_TAG))
 
 
-def production_version(client: MlflowClient, settings: MlflowSettings) -> str | None:
+def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version an alias names, or None when the model or the alias does not exist."""
     from mlflow.exceptions import MlflowException
 
     try:
-        version = client.get_model_version_by_alias(settings.model_name, settings.production_alias)
+        return client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
         if exc.error_code in MISSING:
             return None
         raise
-    return str(version.version)
+
+
+def production_version(client: MlflowClient, settings: MlflowSettings) -> str | None:
+    version = alias_version(client, settings.model_name, settings.production_alias)
+    return str(version.version) if version is not None else None
 
 
 def _save(client: MlflowClient, settings: MlflowSettings, entries: list[Entry]) -> None:
@@ -99,12 +105,19 @@ def _save(client: MlflowClient, settings: MlflowSettings, entries: list[Entry]) 
 
 
 def observe(client: MlflowClient, settings: MlflowSettings, version: str, seen_by: str) -> bool:
-    """Record ``version`` as serving if the record does not end with it; True when it was news.
+    """Record ``version`` as serving if the record does not end with it; True when it was news."""
+    entries = read(client, settings.model_name)
+    return _record_observed(client, settings, entries, version, seen_by)
+
+
+def _record_observed(
+    client: MlflowClient, settings: MlflowSettings, entries: list[Entry], version: str, seen_by: str
+) -> bool:
+    """Append ``version`` to ``entries`` (and save) unless it is the newest already.
 
     News means the alias was moved outside fireman: the version is tagged with that manual decision
     (who saw it, when, from which version), beside the gate's own tags, which stay as they were.
     """
-    entries = read(client, settings.model_name)
     if entries and entries[-1].version == version:
         return False
     when = now_iso()
@@ -126,12 +139,12 @@ def tag_manual(client: MlflowClient, name: str, version: str, by: str, when: str
 def push(client: MlflowClient, settings: MlflowSettings, version: str, by: str, how: str) -> str | None:
     """Move ``production`` to ``version`` and record it; returns the version it replaced."""
     current = production_version(client, settings)
+    entries = read(client, settings.model_name)
     if current is not None:
-        observe(client, settings, current, seen_by=by)
+        _record_observed(client, settings, entries, current, seen_by=by)
     if current == version:
         return None
     client.set_registered_model_alias(settings.model_name, settings.production_alias, version)
-    entries = read(client, settings.model_name)
     entries.append(Entry(version, now_iso(), by, how))
     _save(client, settings, entries)
     return current
@@ -153,8 +166,8 @@ def pop(client: MlflowClient, settings: MlflowSettings, by: str) -> Rollback:
         raise UserError(
             f"nothing to roll back: registered model {name!r} has no {settings.production_alias!r}"
         )
-    observe(client, settings, current, seen_by=by)
     entries = read(client, name)
+    _record_observed(client, settings, entries, current, seen_by=by)
     if len(entries) < 2:
         raise UserError(
             f"cannot tell which version served before v{current} of {name!r}: its production history "

@@ -66,7 +66,6 @@ class Registry:
     """Reads the production alias and loads versions; MLflow is imported lazily (it is slow)."""
 
     def __init__(self, settings: MlflowSettings) -> None:
-
         self.settings = settings
         self.client = mlflow_uri.client(settings)
 

@@ -124,6 +124,8 @@ class ConfluentPublisher(_ReadinessWatch):
         self._producer = self._make_producer()
         self._fatal: KafkaError | None = None
         self._ready = False
+        # Set by the readiness check when the producer should be replaced though nothing was fatal.
+        self._stale = False
         self._down_since = time.monotonic()
         self._replace_after_s = 2 * settings.ack_timeout_s
         # Requests whose last report arrived during the current poll(); only the poller touches it.
@@ -205,7 +207,7 @@ class ConfluentPublisher(_ReadinessWatch):
         """Serve delivery reports and errors; every callback runs on this thread, so no locks."""
         deadline: float | None = None
         while True:
-            if self._fatal is not None:
+            if self._fatal is not None or self._stale:
                 self._replace_producer()
             producer = self._producer
             producer.poll(0.1)
@@ -225,9 +227,11 @@ class ConfluentPublisher(_ReadinessWatch):
                     return
 
     def _replace_producer(self) -> None:
-        """After a fatal error: a fresh producer (new idempotence epoch); the old one's records fail."""
+        """After a fatal error or a long outage: a fresh producer (new idempotence epoch); the old one's
+        records fail."""
         old, self._producer = self._producer, self._make_producer()
         self._fatal = None
+        self._stale = False
         old.purge()
         old.poll(0)
         old.close()
@@ -264,7 +268,7 @@ class ConfluentPublisher(_ReadinessWatch):
             # restart of the collector would do.
             log.warning("Kafka still unreachable: starting a fresh producer")
             self._down_since = time.monotonic()
-            self._fatal = KafkaError(KafkaError._TRANSPORT, "unreachable since the last check")
+            self._stale = True
         self._ready = reachable
 
     def _on_error(self, error: KafkaError) -> None:

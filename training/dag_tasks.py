@@ -102,8 +102,7 @@ def mlflow_in_task_log() -> Iterator[None]:
     mlflow_log = logging.getLogger("mlflow")
     mlflow_log.handlers.clear()
     mlflow_log.propagate = True
-    writer = _LogWriter(logging.getLogger("mlflow"))
-    with contextlib.redirect_stderr(writer):
+    with contextlib.redirect_stderr(_LogWriter(mlflow_log)):
         yield
 
 
@@ -147,13 +146,12 @@ def training_window(
     hours = params.get("window_hours")
     if hours is not None and float(hours) <= 0:
         raise UserError(f"window_hours must be positive, got {hours}")
-    interval_run = _interval_run(run_type)
     if start_text:
         start = _parse(str(start_text), "window_start")
         end = _parse(str(end_text), "window_end") if end_text else moment
     elif end_text:
         raise UserError("window_end was given without window_start")
-    elif interval_run and data_interval_start is not None and data_interval_end is not None:
+    elif _interval_run(run_type) and data_interval_start is not None and data_interval_end is not None:
         start, end = _utc(data_interval_start), _utc(data_interval_end)
     else:
         end = moment
@@ -205,7 +203,8 @@ def extract(
     )
     try:
         extracted = workflow.extract_history(settings, data_path(settings, run_key), "influx", since, until)
-        sources.require_rows(extracted.rows, settings.min_rows, f" between {extracted.since} and {until}")
+        window = f" between {extracted.since} and {extracted.until}"
+        sources.require_rows(extracted.rows, settings.min_rows, window)
     except sources.TooLittleHistory as exc:
         if not _interval_run(run_type):
             raise

@@ -42,18 +42,9 @@ def actor() -> str:
         return "unknown"
 
 
-def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            return None
-        raise
-
-
 def resolve_production(client: MlflowClient, settings: MlflowSettings) -> tuple[str, str] | None:
     """``(version, run_id)`` of the serving model, or None before the first promotion."""
-    version = alias_version(client, settings.model_name, settings.production_alias)
+    version = production_history.alias_version(client, settings.model_name, settings.production_alias)
     if version is None:
         return None
     return str(version.version), str(version.run_id)

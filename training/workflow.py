@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from fireman_common import production_history
 from fireman_common.errors import UserError
 from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
 from training import evaluation, registry, sources
@@ -316,7 +317,7 @@ def _gate(
 ) -> Decision:
     rule = GateRule(settings.gate_metric, settings.margin, settings.guard_metric, settings.guard_tolerance)
     name = settings.mlflow.model_name
-    current = registry.alias_version(client, name, settings.mlflow.production_alias)
+    current = production_history.alias_version(client, name, settings.mlflow.production_alias)
     champion = str(current.version) if current is not None else None
     if champion == version:
         return Decision(version, True, "unchanged", f"version {version} is already production", champion, {})
