@@ -1,4 +1,4 @@
-"""`fireman bench soak` and `fireman bench report`. Heavy imports stay inside the command functions."""
+"""`fireman bench soak`, `cli` and `report`. Heavy imports stay inside the command functions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typer
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Add the soak and the benchmark report to the `fireman bench` group."""
+    """Add the soak, the CLI timings and the benchmark report to the `fireman bench` group."""
 
     @bench_app.command("soak")
     def bench_soak(
@@ -30,6 +30,17 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             SoakOptions(minutes=minutes, rate=rate, batch=batch, sample_s=sample_seconds, monitor=monitor)
         )
         if not (result.memory_flat and result.lag_bounded) or result.exited:
+            raise typer.Exit(1)
+
+    @bench_app.command("cli")
+    def bench_cli(
+        repeats: int = typer.Option(3, min=1, help="Runs of each command (the median counts)."),
+    ) -> None:
+        """Wall time of `fireman --help`, `models`, `promote` and `rollback`, beside `import mlflow`."""
+        from bench.cli_startup import TARGET_S, run_bench
+
+        timings = run_bench(repeats=repeats)
+        if timings.slowest[1] > TARGET_S:
             raise typer.Exit(1)
 
     @bench_app.command("report")

@@ -32,7 +32,8 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from fireman_common import mlflow_uri
+from fireman_common import mlflow_uri, production_history
+from fireman_common.model_registry import RegistryClient
 from fireman_common.schema import FEATURE_NAMES
 from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
 from monitoring.settings import MonitorSettings
@@ -84,8 +85,11 @@ def _monitor_process(settings: MonitorSettings, stop: ProcessEvent, ready: Proce
 
 
 def _production_version(mlflow: MlflowSettings) -> str:
-    client = mlflow_uri.client(mlflow)
-    return str(client.get_model_version_by_alias(mlflow.model_name, mlflow.production_alias).version)
+    with RegistryClient(mlflow) as client:
+        version = production_history.production_version(client, mlflow)
+    if version is None:
+        raise RuntimeError(f"{mlflow.model_name!r} has no {mlflow.production_alias!r} version")
+    return version
 
 
 @contextmanager
@@ -117,8 +121,12 @@ def attach_reference(mlflow: MlflowSettings, version: str, features: pd.DataFram
 
     from monitoring.reference import REFERENCE_ARTIFACT
 
+    with RegistryClient(mlflow) as registry:
+        found = registry.version(mlflow.model_name, version)
+    if found is None:
+        raise RuntimeError(f"version {version} of {mlflow.model_name!r} is not in the registry")
+    run_id = found.run_id
     client = mlflow_uri.client(mlflow)
-    run_id = client.get_model_version(mlflow.model_name, version).run_id
     with tempfile.TemporaryDirectory(prefix="fireman-reference-") as tmp:
         local = Path(tmp) / Path(REFERENCE_ARTIFACT).name
         features[list(FEATURE_NAMES)].astype("float64").to_parquet(local, index=False)

@@ -178,6 +178,23 @@ def _monitoring(quick: bool) -> list[Row]:
     ]
 
 
+def _cli(quick: bool) -> list[Row]:
+    from bench.cli_startup import BASELINE, TARGET_S, run_bench
+
+    timings = run_bench(repeats=1 if quick else 5)
+    command, seconds = timings.slowest
+    return [
+        Row(
+            f"slowest of fireman --help, models, promote, rollback (fireman {command})",
+            f"{seconds:.2f} s",
+            f"< {TARGET_S:g} s",
+            seconds < TARGET_S,
+            baseline=f"{timings.baseline_s:.2f} s ({BASELINE})",
+            ratio=f"{seconds / timings.baseline_s:.2f}{TIMES}",
+        )
+    ]
+
+
 def _soak(minutes: float) -> list[Row]:
     result: SoakResult = run_soak(SoakOptions(minutes=minutes))
     growths = {
@@ -227,6 +244,7 @@ def run_report(options: ReportOptions, console: Console | None = None) -> Path:
         ("Scorer", "fireman bench scorer", lambda: _scorer(options.quick)),
         ("Training", "fireman bench train", lambda: _training(options.quick)),
         ("Monitoring", "fireman bench monitoring", lambda: _monitoring(options.quick)),
+        ("CLI", "fireman bench cli", lambda: _cli(options.quick)),
         (
             "Soak",
             f"fireman bench soak --minutes {options.soak_minutes:g}",

@@ -33,6 +33,7 @@ from rich.table import Table
 from fireman_common import mlflow_uri
 from fireman_common.errors import UserError
 from fireman_common.influx import InfluxClient, InfluxError
+from fireman_common.model_registry import RegistryClient
 from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings, ServicesSettings
 
 PROCESSES = ("collector", "sink", "scorer", "monitor", "generator")
@@ -370,11 +371,12 @@ def _cleanup(names: _Names) -> None:
     with contextlib.suppress(Exception), InfluxClient(names.influx) as client:
         client.drop_database(names.influx.database)
     with contextlib.suppress(Exception):
-        registry = mlflow_uri.client(names.mlflow)
-        registry.delete_registered_model(names.mlflow.model_name)
-        experiment = registry.get_experiment_by_name(names.mlflow.experiment)
+        with RegistryClient(names.mlflow) as registry:
+            registry.delete_model(names.mlflow.model_name)
+        tracking = mlflow_uri.client(names.mlflow)
+        experiment = tracking.get_experiment_by_name(names.mlflow.experiment)
         if experiment is not None:
-            registry.delete_experiment(experiment.experiment_id)
+            tracking.delete_experiment(experiment.experiment_id)
 
 
 def run_soak(options: SoakOptions, console: Console | None = None) -> SoakResult:

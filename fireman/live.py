@@ -9,9 +9,10 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from fireman_common import mlflow_uri
+from fireman_common import production_history
 from fireman_common.influx import InfluxClient, InfluxError
 from fireman_common.kafka_io import admin_client
+from fireman_common.model_registry import RegistryClient, RegistryError
 from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 
 
@@ -85,13 +86,10 @@ class LiveStatus:
         return lag
 
     def _production_version(self) -> str | None:
-        from mlflow.exceptions import MlflowException
-
         try:
-            client = mlflow_uri.client(self.mlflow)
-            version = client.get_model_version_by_alias(self.mlflow.model_name, self.mlflow.production_alias)
-            return str(version.version)
-        except MlflowException:
+            with RegistryClient(self.mlflow) as client:
+                return production_history.production_version(client, self.mlflow)
+        except RegistryError:
             return None
 
     def _last_value(self, query: str) -> float | None:

@@ -18,8 +18,8 @@ import httpx
 from fireman.services.base import LocalService
 from fireman.services.manager import SERVICE_TYPES, Progress, ServiceManager
 from fireman.services.process import PidRecord
-from fireman_common import mlflow_uri
 from fireman_common.errors import UserError
+from fireman_common.model_registry import RegistryClient
 from fireman_common.settings import ServicesSettings
 from streaming.settings import DEFAULT_DRIFT_FEATURES
 
@@ -216,7 +216,8 @@ def ensure_first_model(on_progress: Progress) -> None:
     from training.workflow import run_training
 
     settings = TrainingSettings()
-    current = resolve_production(mlflow_uri.client(settings.mlflow), settings.mlflow)
+    with RegistryClient(settings.mlflow) as client:
+        current = resolve_production(client, settings.mlflow)
     if current is not None:
         on_progress(f"model: {settings.mlflow.model_name}@production is version {current[0]}")
         return

@@ -19,20 +19,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from fireman_common.errors import UserError
+from fireman_common.model_registry import RegistryClient
 from fireman_common.settings import MlflowSettings
-
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
-    from mlflow.entities.model_registry import ModelVersion
 
 HISTORY_TAG = "fireman.production_history"
 # MLflow caps a tag value at 5,000 characters; the oldest entries go first.
 MAX_TAG_CHARS = 5000
 OUTSIDE = "outside fireman"
-MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 
 
 @dataclass(frozen=True)
@@ -66,52 +61,35 @@ def render(entries: list[Entry]) -> str:
         kept.pop(0)
 
 
-def read(client: MlflowClient, name: str) -> list[Entry]:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        tags = client.get_registered_model(name).tags or {}
-    except MlflowException as exc:
-        if exc.error_code in MISSING:
-            return []
-        raise
-    return parse(tags.get(HISTORY_TAG))
+def read(client: RegistryClient, name: str) -> list[Entry]:
+    model = client.registered_model(name)
+    return parse(model.tags.get(HISTORY_TAG)) if model is not None else []
 
 
-def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
-    """The version an alias names, or None when the model or the alias does not exist."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        if exc.error_code in MISSING:
-            return None
-        raise
-
-
-def production_version(client: MlflowClient, settings: MlflowSettings) -> str | None:
-    version = alias_version(client, settings.model_name, settings.production_alias)
+def production_version(client: RegistryClient, settings: MlflowSettings) -> str | None:
+    version = client.version_by_alias(settings.model_name, settings.production_alias)
     return str(version.version) if version is not None else None
 
 
-def _save(client: MlflowClient, settings: MlflowSettings, entries: list[Entry]) -> None:
+def _save(client: RegistryClient, settings: MlflowSettings, entries: list[Entry]) -> None:
     name = settings.model_name
-    client.set_registered_model_tag(name, HISTORY_TAG, render(entries))
+    client.set_model_tag(name, HISTORY_TAG, render(entries))
     if len(entries) >= 2:
-        client.set_registered_model_alias(name, settings.previous_alias, entries[-2].version)
-    elif settings.previous_alias in (client.get_registered_model(name).aliases or {}):
-        client.delete_registered_model_alias(name, settings.previous_alias)
+        client.set_alias(name, settings.previous_alias, entries[-2].version)
+        return
+    model = client.registered_model(name)
+    if model is not None and settings.previous_alias in model.aliases:
+        client.delete_alias(name, settings.previous_alias)
 
 
-def observe(client: MlflowClient, settings: MlflowSettings, version: str, seen_by: str) -> bool:
+def observe(client: RegistryClient, settings: MlflowSettings, version: str, seen_by: str) -> bool:
     """Record ``version`` as serving if the record does not end with it; True when it was news."""
     entries = read(client, settings.model_name)
     return _record_observed(client, settings, entries, version, seen_by)
 
 
 def _record_observed(
-    client: MlflowClient, settings: MlflowSettings, entries: list[Entry], version: str, seen_by: str
+    client: RegistryClient, settings: MlflowSettings, entries: list[Entry], version: str, seen_by: str
 ) -> bool:
     """Append ``version`` to ``entries`` (and save) unless it is the newest already.
 
@@ -130,13 +108,15 @@ def _record_observed(
     return True
 
 
-def tag_manual(client: MlflowClient, name: str, version: str, by: str, when: str, prior: str | None) -> None:
+def tag_manual(
+    client: RegistryClient, name: str, version: str, by: str, when: str, prior: str | None
+) -> None:
     """The record of a promotion that bypassed the gate; ``gate.*`` keeps the gate's own evidence."""
     for key, value in {"manual.by": by, "manual.time": when, "manual.from_version": prior or "none"}.items():
-        client.set_model_version_tag(name, version, key, value)
+        client.set_version_tag(name, version, key, value)
 
 
-def push(client: MlflowClient, settings: MlflowSettings, version: str, by: str, how: str) -> str | None:
+def push(client: RegistryClient, settings: MlflowSettings, version: str, by: str, how: str) -> str | None:
     """Move ``production`` to ``version`` and record it; returns the version it replaced."""
     current = production_version(client, settings)
     entries = read(client, settings.model_name)
@@ -144,7 +124,7 @@ def push(client: MlflowClient, settings: MlflowSettings, version: str, by: str, 
         _record_observed(client, settings, entries, current, seen_by=by)
     if current == version:
         return None
-    client.set_registered_model_alias(settings.model_name, settings.production_alias, version)
+    client.set_alias(settings.model_name, settings.production_alias, version)
     entries.append(Entry(version, now_iso(), by, how))
     _save(client, settings, entries)
     return current
@@ -158,7 +138,7 @@ class Rollback:
     promoted_by: str
 
 
-def pop(client: MlflowClient, settings: MlflowSettings, by: str) -> Rollback:
+def pop(client: RegistryClient, settings: MlflowSettings, by: str) -> Rollback:
     """Move ``production`` back to the version that served before the current one, or refuse."""
     name = settings.model_name
     current = production_version(client, settings)
@@ -175,6 +155,6 @@ def pop(client: MlflowClient, settings: MlflowSettings, by: str) -> Rollback:
         )
     top = entries.pop()
     restored = entries[-1].version
-    client.set_registered_model_alias(name, settings.production_alias, restored)
+    client.set_alias(name, settings.production_alias, restored)
     _save(client, settings, entries)
     return Rollback(restored=restored, rolled_back=current, promoted_at=top.time, promoted_by=top.by)

@@ -94,6 +94,31 @@ class MlflowSettings(BaseSettings):
         description="Tracking and registry server (else host:port). MLflow's own MLFLOW_TRACKING_URI "
         "and MLFLOW_REGISTRY_URI are ignored.",
     )
+    request_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one registry request.")
+    # MLflow's own credential and TLS variables, so fireman's registry calls and MLflow's client
+    # (log_model, load_model) authenticate alike.
+    tracking_username: str | None = Field(
+        default=None, alias="MLFLOW_TRACKING_USERNAME", description="MLflow's own; basic auth for both."
+    )
+    tracking_password: str | None = Field(
+        default=None, alias="MLFLOW_TRACKING_PASSWORD", description="MLflow's own; basic auth for both."
+    )
+    tracking_token: str | None = Field(
+        default=None,
+        alias="MLFLOW_TRACKING_TOKEN",
+        description="MLflow's own; a bearer token, wins over basic.",
+    )
+    tracking_insecure_tls: bool = Field(
+        default=False, alias="MLFLOW_TRACKING_INSECURE_TLS", description="MLflow's own; skip TLS checks."
+    )
+    tracking_server_cert_path: str | None = Field(
+        default=None, alias="MLFLOW_TRACKING_SERVER_CERT_PATH", description="MLflow's own; CA bundle."
+    )
+    tracking_client_cert_path: str | None = Field(
+        default=None,
+        alias="MLFLOW_TRACKING_CLIENT_CERT_PATH",
+        description="MLflow's own; client certificate.",
+    )
     experiment: str = "spam-classifier"
     model_name: str = "spam-classifier"
     production_alias: str = "production"

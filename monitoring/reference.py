@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from fireman_common import mlflow_uri
+from fireman_common.model_registry import RegistryClient
 from fireman_common.schema import FEATURE_NAMES
 from fireman_common.settings import MlflowSettings
 from monitoring.drift import Reference
@@ -55,8 +55,11 @@ class ReferenceStore:
         import mlflow
 
         started = time.perf_counter()
-        client = mlflow_uri.client(self.settings)
-        run_id = client.get_model_version(model_name, version).run_id
+        with RegistryClient(self.settings) as client:
+            found = client.version(model_name, version)
+        if found is None:
+            raise LookupError(f"version {version} of {model_name!r} is not in the registry")
+        run_id = found.run_id
         if not run_id:
             raise LookupError(f"version {version} is not linked to a run")
         local = mlflow.artifacts.download_artifacts(

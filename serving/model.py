@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fireman_common import mlflow_uri
+from fireman_common.model_registry import RegistryClient
 from fireman_common.schema import FEATURE_NAMES
 from fireman_common.settings import MlflowSettings
 from serving.codec import Lineage
@@ -67,21 +68,17 @@ class Registry:
 
     def __init__(self, settings: MlflowSettings) -> None:
         self.settings = settings
-        self.client = mlflow_uri.client(settings)
+        self.client = RegistryClient(settings)
 
     def production(self) -> AliasTarget | None:
         """The version the production alias points to, or None when there is none (yet)."""
-        from mlflow.exceptions import MlflowException
+        version = self.client.version_by_alias(self.settings.model_name, self.settings.production_alias)
+        if version is None:
+            return None
+        return AliasTarget(name=version.name, version=version.version, run_id=version.run_id)
 
-        try:
-            version = self.client.get_model_version_by_alias(
-                self.settings.model_name, self.settings.production_alias
-            )
-        except MlflowException as exc:
-            if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
-                return None
-            raise
-        return AliasTarget(name=version.name, version=str(version.version), run_id=version.run_id or "")
+    def close(self) -> None:
+        self.client.close()
 
     def load(self, target: AliasTarget) -> ServingModel:
         """Load and check a version; raises ModelRefused if it cannot serve events."""

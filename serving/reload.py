@@ -11,10 +11,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from mlflow.exceptions import MlflowException
-
 from fireman_common import production_history
 from fireman_common.influx import Point
+from fireman_common.model_registry import RegistryError
 from serving.model import AliasTarget, ModelRefused, Registry, ServingModel
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ class ModelWatcher:
         """One look at the alias; a new, servable version is returned (and not yet in use)."""
         try:
             target = self.registry.production()
-        except (MlflowException, OSError) as exc:
+        except RegistryError as exc:
             log.warning(
                 "could not read the model registry at %s: %s", self.registry.settings.tracking_uri, exc
             )
@@ -90,7 +89,7 @@ class ModelWatcher:
             return
         try:
             production_history.observe(self.registry.client, self.registry.settings, version, "the scorer")
-        except (MlflowException, OSError) as exc:
+        except RegistryError as exc:
             log.warning("could not record production version %s in the registry: %s", version, exc)
             return
         self._observed = version

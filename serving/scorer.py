@@ -141,6 +141,8 @@ class Scorer:
             self._loop(stop, watcher)
         finally:
             watcher.stop()
+            if self.registry is None:
+                registry.close()
             self._shutdown(writer)
 
     def _loop(self, stop: threading.Event, watcher: ModelWatcher) -> None:

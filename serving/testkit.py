@@ -17,6 +17,7 @@ import pandas as pd
 
 from fireman_common import mlflow_uri
 from fireman_common.dataset import load_spambase, mask_completely_at_random
+from fireman_common.model_registry import RegistryClient
 from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN, Event, now_ms
 from fireman_common.settings import DatasetSettings, KafkaSettings, MlflowSettings
 from serving.scorer import Scorer
@@ -142,17 +143,14 @@ def register_model(
         )
     version = str(info.registered_model_version)
     if promote:
-        mlflow_uri.client(mlflow_settings).set_registered_model_alias(
-            mlflow_settings.model_name, mlflow_settings.production_alias, version
-        )
+        set_production(mlflow_settings, version)
     return version
 
 
 def set_production(mlflow_settings: MlflowSettings, version: str) -> None:
 
-    mlflow_uri.client(mlflow_settings).set_registered_model_alias(
-        mlflow_settings.model_name, mlflow_settings.production_alias, version
-    )
+    with RegistryClient(mlflow_settings) as client:
+        client.set_alias(mlflow_settings.model_name, mlflow_settings.production_alias, version)
 
 
 @contextmanager

@@ -47,8 +47,9 @@ def _settings(**overrides: Any) -> Any:
     return TrainingSettings(**{key: value for key, value in overrides.items() if value is not None})
 
 
-def _client(settings: Any) -> Any:
-    from training.tracking import connect
+def _registry(settings: Any) -> Any:
+    # The registry over REST, not MlflowClient: importing mlflow alone takes several seconds.
+    from fireman_common.model_registry import connect
 
     return connect(settings.mlflow, settings.health_timeout_s)
 
@@ -134,12 +135,11 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         ),
     ) -> None:
         """Manually point `production` at VERSION, bypassing the gate (recorded on the versions)."""
-        _quiet_mlflow()
         from training import registry
 
         settings = _settings()
-        client = _client(settings)
-        change = registry.promote_manually(client, settings.mlflow, version, by or registry.actor())
+        with _registry(settings) as client:
+            change = registry.promote_manually(client, settings.mlflow, version, by or registry.actor())
         name = settings.mlflow.model_name
         console.print(f"{name}: production -> v{change.production}", highlight=False)
         if change.previous:
@@ -152,12 +152,11 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         ),
     ) -> None:
         """Restore the version that served before the current one (a second rollback goes further back)."""
-        _quiet_mlflow()
         from training import registry
 
         settings = _settings()
-        client = _client(settings)
-        change = registry.rollback(client, settings.mlflow, by or registry.actor())
+        with _registry(settings) as client:
+            change = registry.rollback(client, settings.mlflow, by or registry.actor())
         name = settings.mlflow.model_name
         rolled = f" (rolled back from v{change.replaced})" if change.replaced else ""
         console.print(f"{name}: production -> v{change.production}{rolled}", highlight=False)
@@ -166,13 +165,13 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     @app.command("models")
     def models(as_json: bool = typer.Option(False, "--json", help="Print the versions as JSON.")) -> None:
         """Registered versions with their aliases, key hold-out metrics, data windows and gate decisions."""
-        _quiet_mlflow()
         from dataclasses import asdict
 
         from training import registry
 
         settings = _settings()
-        rows = registry.list_versions(_client(settings), settings.mlflow)
+        with _registry(settings) as client:
+            rows = registry.list_versions(client, settings.mlflow)
         if as_json:
             typer.echo(json.dumps([asdict(row) for row in rows], indent=2))
             return

@@ -31,6 +31,7 @@ from pydantic import Field
 
 from fireman_common.errors import UserError
 from fireman_common.influx import InfluxUnavailable
+from fireman_common.model_registry import RegistryClient
 from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
 from training import sources, workflow
 from training.settings import TrainingSettings
@@ -261,16 +262,19 @@ def train(path: str, run_key: str) -> dict[str, Any]:
     from training.tracking import connect
 
     client = connect(settings.mlflow, settings.health_timeout_s)
-    with mlflow_in_task_log():
-        return _train(settings, client, path, run_key)
+    with mlflow_in_task_log(), RegistryClient(settings.mlflow) as registry_client:
+        return _train(settings, client, registry_client, path, run_key)
 
 
-def _train(settings: RetrainSettings, client: Any, path: str, run_key: str) -> dict[str, Any]:
-    found = _registered_for(client, settings, run_key)
+def _train(
+    settings: RetrainSettings, client: Any, registry_client: RegistryClient, path: str, run_key: str
+) -> dict[str, Any]:
+    found = _registered_for(client, registry_client, settings, run_key)
     if found is not None:
         log.info("DAG run %s already trained MLflow run %s (version %s): reusing it", run_key, *found)
         run_id, version = found
-        metrics = {k: v for k, v in client.get_run(run_id).data.metrics.items() if k != "missing_rate"}
+        run_metrics = registry_client.run_metrics(run_id) or {}
+        metrics = {k: v for k, v in run_metrics.items() if k != "missing_rate"}
         return {"run_id": run_id, "version": version, "metrics": metrics, "reused": True}
     registered = workflow.train_from_file(settings, path)
     client.set_tag(registered.run_id, RUN_TAG, run_key)
@@ -289,7 +293,9 @@ def _train(settings: RetrainSettings, client: Any, path: str, run_key: str) -> d
     }
 
 
-def _registered_for(client: Any, settings: TrainingSettings, run_key: str) -> tuple[str, str] | None:
+def _registered_for(
+    client: Any, registry_client: RegistryClient, settings: TrainingSettings, run_key: str
+) -> tuple[str, str] | None:
     experiment = client.get_experiment_by_name(settings.mlflow.experiment)
     if experiment is None:
         return None
@@ -300,7 +306,7 @@ def _registered_for(client: Any, settings: TrainingSettings, run_key: str) -> tu
         max_results=5,
     )
     for run in runs:
-        versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
+        versions = registry_client.search_versions(f"run_id = '{run.info.run_id}'")
         for version in versions:
             if version.name == settings.mlflow.model_name:
                 return run.info.run_id, str(version.version)

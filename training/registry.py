@@ -15,12 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from mlflow import MlflowClient
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
-
 from fireman_common import production_history
 from fireman_common.errors import UserError
+from fireman_common.model_registry import ModelVersion, RegistryClient, RegistryError
 from fireman_common.settings import MlflowSettings
 
 KEY_METRICS = ("f1", "roc_auc", "accuracy")
@@ -42,32 +39,30 @@ def actor() -> str:
         return "unknown"
 
 
-def resolve_production(client: MlflowClient, settings: MlflowSettings) -> tuple[str, str] | None:
+def resolve_production(client: RegistryClient, settings: MlflowSettings) -> tuple[str, str] | None:
     """``(version, run_id)`` of the serving model, or None before the first promotion."""
-    version = production_history.alias_version(client, settings.model_name, settings.production_alias)
+    version = client.version_by_alias(settings.model_name, settings.production_alias)
     if version is None:
         return None
     return str(version.version), str(version.run_id)
 
 
-def get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
+def get_version(client: RegistryClient, name: str, version: str) -> ModelVersion:
     if not str(version).isdigit():
         raise UserError(f"unknown version {version!r} of model {name!r}: versions are numbers")
-    try:
-        return client.get_model_version(name, str(version))
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
-            raise UserError(f"unknown version {version} of registered model {name!r}") from None
-        raise
+    found = client.version(name, str(version))
+    if found is None:
+        raise UserError(f"unknown version {version} of registered model {name!r}")
+    return found
 
 
-def set_tags(client: MlflowClient, name: str, version: str, tags: dict[str, Any]) -> None:
+def set_tags(client: RegistryClient, name: str, version: str, tags: dict[str, Any]) -> None:
     for key, value in tags.items():
-        client.set_model_version_tag(name, str(version), key, str(value))
+        client.set_version_tag(name, str(version), key, str(value))
 
 
 def record_decision(
-    client: MlflowClient,
+    client: RegistryClient,
     name: str,
     challenger: str,
     champion: str | None,
@@ -97,7 +92,7 @@ def record_decision(
 
 
 def move_production(
-    client: MlflowClient, settings: MlflowSettings, version: str, how: str = "gate"
+    client: RegistryClient, settings: MlflowSettings, version: str, how: str = "gate"
 ) -> str | None:
     """Point ``production`` at ``version`` and record the move; returns the version it replaced."""
     old = production_history.push(client, settings, str(version), actor(), how)
@@ -115,7 +110,7 @@ class AliasChange:
     note: str = ""
 
 
-def promote_manually(client: MlflowClient, settings: MlflowSettings, version: str, by: str) -> AliasChange:
+def promote_manually(client: RegistryClient, settings: MlflowSettings, version: str, by: str) -> AliasChange:
     """``fireman promote``: bypass the gate. The version keeps its ``gate.*`` evidence; ``manual.*``
     says who promoted it, when, and from which version."""
     name = settings.model_name
@@ -128,7 +123,7 @@ def promote_manually(client: MlflowClient, settings: MlflowSettings, version: st
     return AliasChange(production=str(version), previous=replaced, replaced=replaced)
 
 
-def rollback(client: MlflowClient, settings: MlflowSettings, by: str) -> AliasChange:
+def rollback(client: RegistryClient, settings: MlflowSettings, by: str) -> AliasChange:
     """Restore the version that served immediately before the current one (see production_history)."""
     name = settings.model_name
     done = production_history.pop(client, settings, by)
@@ -165,27 +160,22 @@ class VersionRow:
     manual: dict[str, str]
 
 
-def list_versions(client: MlflowClient, settings: MlflowSettings) -> list[VersionRow]:
+def list_versions(client: RegistryClient, settings: MlflowSettings) -> list[VersionRow]:
     name = settings.model_name
     try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except MlflowException as exc:
-        raise UserError(f"could not list versions of {name!r}: {exc.message}") from exc
-    # search_model_versions leaves ``aliases`` empty; the registered model has the authoritative map.
+        versions = client.search_versions(f"name = '{name}'")
+    except RegistryError as exc:
+        raise UserError(f"could not list versions of {name!r}: {exc}") from exc
+    # Search leaves ``aliases`` empty; the registered model has the authoritative map.
     by_version: dict[str, list[str]] = {}
-    if versions:
-        for alias, number in (client.get_registered_model(name).aliases or {}).items():
-            by_version.setdefault(str(number), []).append(alias)
+    model = client.registered_model(name) if versions else None
+    for alias, number in (model.aliases if model is not None else {}).items():
+        by_version.setdefault(number, []).append(alias)
     rows = []
     for version in sorted(versions, key=lambda v: int(v.version)):
-        metrics: dict[str, float] = {}
-        if version.run_id:
-            try:
-                run_metrics = client.get_run(version.run_id).data.metrics
-                metrics = {key: run_metrics[key] for key in KEY_METRICS if key in run_metrics}
-            except MlflowException:
-                pass
-        tags = version.tags or {}
+        run_metrics = (client.run_metrics(version.run_id) if version.run_id else None) or {}
+        metrics = {key: run_metrics[key] for key in KEY_METRICS if key in run_metrics}
+        tags = version.tags
         rows.append(
             VersionRow(
                 version=str(version.version),

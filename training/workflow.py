@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from fireman_common import production_history
 from fireman_common.errors import UserError
+from fireman_common.model_registry import RegistryClient
 from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
 from training import evaluation, registry, sources
 from training.gate import GateRule, Verdict, decide
@@ -138,19 +138,20 @@ def evaluate_and_promote(settings: TrainingSettings, version: str, promote: str 
     """Score a registered challenger and the champion on the challenger's hold-out; apply the gate."""
     import mlflow
 
-    client = connect(settings.mlflow, settings.health_timeout_s)
-    challenger = registry.get_version(client, settings.mlflow.model_name, version)
-    try:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=challenger.run_id,
-            artifact_path=HOLDOUT_ARTIFACT,
-            tracking_uri=settings.mlflow.tracking_uri,
-        )
-    except Exception as exc:
-        raise UserError(f"version {version} has no hold-out artifact to evaluate on: {exc}") from exc
-    holdout = pd.read_parquet(local)
-    model = _load_version(settings, str(version))
-    return _gate(settings, client, str(version), model, holdout, promote)
+    connect(settings.mlflow, settings.health_timeout_s)
+    with RegistryClient(settings.mlflow) as client:
+        challenger = registry.get_version(client, settings.mlflow.model_name, version)
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=challenger.run_id,
+                artifact_path=HOLDOUT_ARTIFACT,
+                tracking_uri=settings.mlflow.tracking_uri,
+            )
+        except Exception as exc:
+            raise UserError(f"version {version} has no hold-out artifact to evaluate on: {exc}") from exc
+        holdout = pd.read_parquet(local)
+        model = _load_version(settings, str(version))
+        return _gate(settings, client, str(version), model, holdout, promote)
 
 
 # --- one process -----------------------------------------------------------------------------------
@@ -175,7 +176,8 @@ def run_training(
     sources.validate(dataset, settings.min_rows)
     registered, model, holdout = _train_and_register(settings, client, dataset, params)
     started = time.perf_counter()
-    decision = _gate(settings, client, registered.version, model, holdout, promote)
+    with RegistryClient(settings.mlflow) as registry_client:
+        decision = _gate(settings, registry_client, registered.version, model, holdout, promote)
     timings = {"query": query_s, **registered.timings, "gate": time.perf_counter() - started}
     info = dataset.info
     return TrainingOutcome(
@@ -313,11 +315,16 @@ def _load_version(settings: TrainingSettings, version: str) -> Any:
 
 
 def _gate(
-    settings: TrainingSettings, client: Any, version: str, model: Any, holdout: pd.DataFrame, promote: str
+    settings: TrainingSettings,
+    client: RegistryClient,
+    version: str,
+    model: Any,
+    holdout: pd.DataFrame,
+    promote: str,
 ) -> Decision:
     rule = GateRule(settings.gate_metric, settings.margin, settings.guard_metric, settings.guard_tolerance)
     name = settings.mlflow.model_name
-    current = production_history.alias_version(client, name, settings.mlflow.production_alias)
+    current = client.version_by_alias(name, settings.mlflow.production_alias)
     champion = str(current.version) if current is not None else None
     if champion == version:
         return Decision(version, True, "unchanged", f"version {version} is already production", champion, {})

@@ -20,6 +20,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from fireman_common import mlflow_uri, production_history
+from fireman_common.model_registry import RegistryClient
 from fireman_common.schema import FEATURE_NAMES
 from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
 from serving.testkit import (
@@ -90,7 +91,8 @@ def test_a_promotion_in_the_mlflow_ui_is_served_and_rollback_restores_the_versio
         feed(1)
         # Within the default reload interval the scorer serves the version the person chose.
         assert wait_for(lambda: scorer.stats.model_version == v3 and scorer.stats.committed >= 400, 60)
-        history = production_history.read(client, mlflow_names.model_name)
+        with RegistryClient(mlflow_names) as fireman_client:
+            history = production_history.read(fireman_client, mlflow_names.model_name)
         assert [entry.version for entry in history] == [v1, v2, v3]
         assert "seen by the scorer" in history[-1].by
         tags = client.get_model_version(mlflow_names.model_name, v3).tags

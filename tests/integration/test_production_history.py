@@ -20,13 +20,13 @@ from mlflow import MlflowClient
 
 from fireman_common import mlflow_uri, production_history
 from fireman_common.errors import UserError
+from fireman_common.model_registry import RegistryClient
 from fireman_common.settings import MlflowSettings
-from tests.conftest import unique
+from tests.integration.registry_support import VERSIONS, registered_model
 from training import registry
 
 pytestmark = pytest.mark.integration
 
-VERSIONS = ("1", "2", "3")
 HANDS = ("ui", "cli", "dag")
 
 moves = st.lists(
@@ -51,16 +51,6 @@ class Served:
             self.unseen_ui_move = None
 
 
-def registered_model(mlflow: MlflowSettings) -> MlflowSettings:
-    names = mlflow.model_copy(update={"model_name": unique("history")})
-    client = mlflow_uri.client(names)
-    client.create_registered_model(names.model_name)
-    for _ in VERSIONS:
-        # Only aliases and tags are exercised: no artifact is ever read from this (unfetched) source.
-        client.create_model_version(names.model_name, source="s3://fireman-tests/no-artifacts", run_id=None)
-    return names
-
-
 @pytest.fixture(scope="module")
 def model(mlflow_service: MlflowSettings) -> MlflowSettings:
     return registered_model(mlflow_service)
@@ -79,39 +69,52 @@ def test_rollback_restores_the_version_that_served_before_whoever_moved_the_alia
     model: MlflowSettings, steps: list[tuple[str, str, bool]]
 ) -> None:
     names = model
-    client = mlflow_uri.client(names)
+    client = mlflow_uri.client(names)  # MLflow's own client plays the UI
     start_over(client, names)
     served = Served()
+    with RegistryClient(names) as fireman_client:
+        play(steps, client, fireman_client, names, served)
+
+
+def play(
+    steps: list[tuple[str, str, bool]],
+    client: MlflowClient,
+    fireman_client: RegistryClient,
+    names: MlflowSettings,
+    served: Served,
+) -> None:
     for hand, version, scorer_polls_after in steps:
-        current = production_history.production_version(client, names)
+        current = production_history.production_version(fireman_client, names)
         if hand == "ui":
             client.set_registered_model_alias(names.model_name, names.production_alias, version)
             served.unseen_ui_move = version if version != current else served.unseen_ui_move
         elif current != version:
             served.look()
             if hand == "cli":
-                registry.promote_manually(client, names, version, by="hypothesis")
+                registry.promote_manually(fireman_client, names, version, by="hypothesis")
             else:
-                registry.move_production(client, names, version, how="promoted")
+                registry.move_production(fireman_client, names, version, how="promoted")
             served.serve(version)
         if scorer_polls_after:
-            production_history.observe(client, names, version_now(client, names), "the scorer")
+            production_history.observe(
+                fireman_client, names, version_now(fireman_client, names), "the scorer"
+            )
             served.look()
 
     served.look()  # rollback looks at the alias before it acts
     if len(served.versions) < 2:
         with pytest.raises(UserError, match="cannot tell which version served before"):
-            registry.rollback(client, names, by="hypothesis")
+            registry.rollback(fireman_client, names, by="hypothesis")
         return
-    change = registry.rollback(client, names, by="hypothesis")
+    change = registry.rollback(fireman_client, names, by="hypothesis")
     assert change.production == served.versions[-2], served.versions
-    assert version_now(client, names) == served.versions[-2]
+    assert version_now(fireman_client, names) == served.versions[-2]
     # A second rollback goes one step further back; it never re-deploys what was just rolled back.
     if len(served.versions) >= 3:
-        assert registry.rollback(client, names, by="hypothesis").production == served.versions[-3]
+        assert registry.rollback(fireman_client, names, by="hypothesis").production == served.versions[-3]
 
 
-def version_now(client: MlflowClient, names: MlflowSettings) -> str:
+def version_now(client: RegistryClient, names: MlflowSettings) -> str:
     version = production_history.production_version(client, names)
     assert version is not None
     return version
@@ -122,17 +125,20 @@ def test_a_move_in_the_ui_is_recorded_as_manual_beside_the_gate_evidence(
 ) -> None:
     names = registered_model(mlflow_service)
     client = mlflow_uri.client(names)
-    registry.move_production(client, names, "1", how="first")
-    registry.record_decision(client, names.model_name, "2", "1", "rejected", "does not beat", {"f1": 0.5})
+    fireman_client = RegistryClient(names)
+    registry.move_production(fireman_client, names, "1", how="first")
+    registry.record_decision(
+        fireman_client, names.model_name, "2", "1", "rejected", "does not beat", {"f1": 0.5}
+    )
     client.set_registered_model_alias(names.model_name, names.production_alias, "2")  # the UI's call
 
-    assert production_history.observe(client, names, "2", "the scorer")
+    assert production_history.observe(fireman_client, names, "2", "the scorer")
     tags = client.get_model_version(names.model_name, "2").tags
     assert tags["gate.decision"] == "rejected"  # the gate's evidence stays
     assert tags["manual.from_version"] == "1" and "seen by the scorer" in tags["manual.by"]
     assert client.get_registered_model(names.model_name).aliases[names.previous_alias] == "1"
-    assert not production_history.observe(client, names, "2", "the scorer")  # seen once, recorded once
+    assert not production_history.observe(fireman_client, names, "2", "the scorer")  # recorded once
 
-    change = registry.rollback(client, names, by="test")
+    change = registry.rollback(fireman_client, names, by="test")
     assert (change.production, change.replaced) == ("1", "2")
     assert "v1 served before it" in change.note
