@@ -12,8 +12,6 @@ the training code at its production settings:
    minus event time;
 4. baseline: the same topic read one message at a time with one ``predict_proba`` call each, as the
    original FIREMAN classifier does (its Kafka and InfluxDB writes are batched, to favour it).
-
-``observers`` is where drift monitoring plugs in (a later ``--with-monitoring`` flag).
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +29,7 @@ from rich.table import Table
 
 from fireman_common.schema import Event, now_ms
 from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
-from serving.scorer import BatchObserver, Scorer
+from serving.scorer import Scorer
 from serving.settings import ScorerSettings
 
 BENCH_MODEL = "fireman-bench-scorer"
@@ -65,9 +62,7 @@ class BenchResult:
         return self.poisoned_per_s / self.events_per_s
 
 
-def run_bench(
-    options: BenchOptions, observers: Sequence[BatchObserver] = (), console: Console | None = None
-) -> BenchResult:
+def run_bench(options: BenchOptions, console: Console | None = None) -> BenchResult:
     from fireman_common.influx import InfluxClient
     from fireman_common.kafka_io import delete_topics, ensure_topics
 
@@ -101,14 +96,14 @@ def run_bench(
         for poison, database in zip((False, True, True, False), run_databases, strict=True):
             topics = poison_topics if poison else throughput_topics
             total = len(poisoned) if poison else options.events
-            rate = _throughput(topics, database, mlflow, total, observers, console)
+            rate = _throughput(topics, database, mlflow, total, console)
             rates[poison].append(rate * options.events / total)  # good events per second
         eps, poisoned_eps = (sum(rates[mode]) / len(rates[mode]) for mode in (False, True))
         console.print(
             "good events/s per run (clean, poisoned, poisoned, clean): "
             + ", ".join(f"{rate:,.0f}" for rate in (rates[False][0], *rates[True], rates[False][1]))
         )
-        latencies = _latency(latency_topics, influx, mlflow, options, observers, console)
+        latencies = _latency(latency_topics, influx, mlflow, options, console)
         baseline = _baseline(throughput_topics, influx, mlflow, options.baseline_seconds, console)
     finally:
         delete_topics(base, all_topics)
@@ -229,7 +224,7 @@ def _load(kafka: KafkaSettings, payloads: list[tuple[bytes, bytes]], console: Co
 
 
 def _start(
-    kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings, observers: Sequence[BatchObserver]
+    kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings
 ) -> tuple[Scorer, threading.Event, threading.Thread]:
     settings = ScorerSettings(
         kafka=kafka,
@@ -238,7 +233,7 @@ def _start(
         group_id=f"bench-{uuid.uuid4().hex[:8]}",
         log_interval_s=3600,
     )
-    scorer = Scorer(settings, observers=observers)
+    scorer = Scorer(settings)
     stop = threading.Event()
     thread = threading.Thread(target=scorer.run, args=(stop,), daemon=True)
     thread.start()
@@ -258,10 +253,9 @@ def _throughput(
     influx: InfluxSettings,
     mlflow: MlflowSettings,
     events: int,
-    observers: Sequence[BatchObserver],
     console: Console,
 ) -> float:
-    scorer, stop, thread = _start(kafka, influx, mlflow, observers)
+    scorer, stop, thread = _start(kafka, influx, mlflow)
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("scoring (throughput)", total=events)
@@ -285,11 +279,10 @@ def _latency(
     influx: InfluxSettings,
     mlflow: MlflowSettings,
     options: BenchOptions,
-    observers: Sequence[BatchObserver],
     console: Console,
 ) -> list[int]:
     payloads = _payloads(min(options.events, int(options.rate * options.latency_seconds)))
-    scorer, stop, thread = _start(kafka, influx, mlflow, observers)
+    scorer, stop, thread = _start(kafka, influx, mlflow)
     producer = _producer(kafka)
     try:
         _until(lambda: bool(scorer.assignment()), 120)

@@ -32,7 +32,8 @@ from rich.table import Table
 
 from fireman_common import mlflow_uri
 from fireman_common.errors import UserError
-from fireman_common.influx import InfluxClient, InfluxError
+from fireman_common.influx import InfluxClient, InfluxError, quote_identifier
+from fireman_common.measurements import PREDICTIONS
 from fireman_common.model_registry import RegistryClient
 from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings, ServicesSettings
 
@@ -337,7 +338,7 @@ def _latency(influx: InfluxClient, window_s: float) -> tuple[float | None, float
     try:
         rows = influx.query(
             'SELECT percentile("latency_ms", 50) AS p50, percentile("latency_ms", 99) AS p99 '
-            f'FROM "predictions" WHERE time > now() - {max(1, round(window_s))}s'
+            f"FROM {quote_identifier(PREDICTIONS.name)} WHERE time > now() - {max(1, round(window_s))}s"
         )
     except InfluxError:
         return None, None
@@ -348,7 +349,7 @@ def _latency(influx: InfluxClient, window_s: float) -> tuple[float | None, float
 
 def _scored(influx: InfluxClient) -> int:
     try:
-        rows = influx.query('SELECT count("event_id") FROM "predictions"')
+        rows = influx.query(f'SELECT count("event_id") FROM {quote_identifier(PREDICTIONS.name)}')
     except InfluxError:
         return 0
     return int(rows[0]["count"]) if rows else 0

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from fireman_common.dataset import load_spambase, mask_completely_at_random
 from fireman_common.influx import InfluxClient, Point, to_line
+from fireman_common.measurements import LABELS, MEASUREMENTS
 from fireman_common.schema import FEATURE_NAMES
 from training.settings import TrainingSettings
 
@@ -56,8 +57,8 @@ def write_history(settings: TrainingSettings, rows: int, end: datetime, console:
                     name: float(v) for name, v in zip(FEATURE_NAMES, features[i], strict=True) if v == v
                 }
                 for point in (
-                    Point("measurements", {**values, "event_id": event_id}, time_ns, tags),
-                    Point("labels", {"label": int(labels[i]), "event_id": event_id}, time_ns, tags),
+                    Point(MEASUREMENTS.name, {**values, "event_id": event_id}, time_ns, tags),
+                    Point(LABELS.name, {"label": int(labels[i]), "event_id": event_id}, time_ns, tags),
                 ):
                     line = to_line(point)
                     if line is not None:

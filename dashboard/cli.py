@@ -34,6 +34,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         try:
             settings = DashboardSettings(**options)
         except ValidationError as exc:
+            if exc.title != DashboardSettings.__name__:
+                raise  # a connection setting from the environment: the entry point names the variable
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise UserError(f"bad dashboard option: {problems}") from None
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -22,9 +22,8 @@ from kafka.structs import TopicPartition
 
 from fireman_common.influx import InfluxClient, InfluxError, Point
 from fireman_common.kafka_io import admin_client
+from fireman_common.measurements import CONSUMER_LAG
 from fireman_common.settings import InfluxSettings, KafkaSettings
-
-from .contract import CONSUMER_LAG
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from fireman_common.influx import InfluxClient, quote_identifier
+from fireman_common.measurements import (
+    CONSUMER_LAG,
+    DRIFT,
+    MEASUREMENTS,
+    MODEL_EVENTS,
+    PERFORMANCE,
+    PREDICTIONS,
+)
 from fireman_common.schema import FEATURE_NAMES
-
-from .contract import CONSUMER_LAG, DRIFT, MEASUREMENTS, MODEL_EVENTS, PERFORMANCE, PREDICTIONS
 
 NICE_BUCKETS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 

@@ -12,9 +12,8 @@ import time
 from dataclasses import dataclass
 
 from fireman_common.influx import InfluxClient, Point
+from fireman_common.measurements import DRIFT, MEASUREMENTS, MODEL_EVENTS, PERFORMANCE, PREDICTIONS
 from fireman_common.settings import InfluxSettings
-
-from .contract import DRIFT, MEASUREMENTS, MODEL_EVENTS, PERFORMANCE, PREDICTIONS
 
 NS = 1_000_000_000
 EVENTS = 600

@@ -214,11 +214,24 @@ _register_packages()
 
 def main() -> None:
     """Entry point: user errors become one clear line on stderr and exit code 2, never a traceback."""
+    from pydantic import ValidationError
+
+    from fireman_common.runtime import settings_problem
+
     try:
         app()
     except UserError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False)
-        raise SystemExit(2) from None
+        _fail(str(exc))
+    except ValidationError as exc:  # settings built anywhere in a command: FIREMAN_* from the environment
+        problem = settings_problem(exc)
+        if problem is None:
+            raise
+        _fail(problem)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

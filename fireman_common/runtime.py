@@ -28,13 +28,42 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def load_settings(cls: type[SettingsT]) -> SettingsT:
-    """Build a service's settings; a bad FIREMAN_* value is a UserError naming the field, not a traceback."""
+    """Build a service's settings; a bad value is a UserError naming the variable, not a traceback."""
     try:
         return cls()
     except ValidationError as exc:
-        prefix = cls.model_config.get("env_prefix", "FIREMAN_")
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise UserError(f"invalid {prefix}* settings: {problems}") from None
+        raise UserError(settings_problem(exc) or str(exc)) from None
+
+
+def settings_problem(exc: ValidationError) -> str | None:
+    """One line naming each bad environment variable, or None when ``exc`` is not about settings.
+
+    A service's settings embed the connection settings (``KafkaSettings`` inside ``ScorerSettings``),
+    which read their own prefix: the error's title names the class that failed, so the variable is
+    that class's prefix and field (or the field's alias, e.g. ``FIREMAN_MLFLOW_TRACKING_URI``).
+    """
+    cls = _settings_classes().get(exc.title)
+    if cls is None:
+        return None
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    problems = []
+    for error in exc.errors(include_url=False):
+        name = str(error["loc"][0]) if error["loc"] else ""
+        field = cls.model_fields.get(name)
+        variable = field.alias if field is not None and field.alias else f"{prefix}{name}".upper()
+        shown = f"={error['input']!r}" if isinstance(error.get("input"), str | int | float) else ""
+        problems.append(f"{variable}{shown}: {error['msg']}")
+    return "invalid setting " + "; ".join(problems)
+
+
+def _settings_classes() -> dict[str, type[BaseSettings]]:
+    found: dict[str, type[BaseSettings]] = {}
+    pending = list(BaseSettings.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        found[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    return found
 
 
 def stop_on_signals() -> threading.Event:

@@ -7,18 +7,15 @@ window again (a replay, or more labels arriving) overwrites it instead of adding
 from __future__ import annotations
 
 from fireman_common.influx import Point
+from fireman_common.measurements import ALERTS, DRIFT, PERFORMANCE
 from monitoring.drift import WindowDrift
 from monitoring.windows import Window, WindowKey
-
-DRIFT = "drift"
-ALERTS = "alerts"
-PERFORMANCE = "performance"
 
 
 def drift_points(key: WindowKey, drift: WindowDrift) -> list[Point]:
     tags = {"model_version": key.version}
     window = Point(
-        DRIFT,
+        DRIFT.name,
         {
             "share_drifted_features": drift.share_drifted_features,
             "drifted_features": drift.drifted_features,
@@ -40,7 +37,7 @@ def drift_points(key: WindowKey, drift: WindowDrift) -> list[Point]:
         if feature.drift_score is not None:
             fields["drift_score"] = feature.drift_score
             fields["drifted"] = int(bool(feature.drifted))
-        per_feature.append(Point(DRIFT, fields, key.start_ns, {**tags, "feature": feature.feature}))
+        per_feature.append(Point(DRIFT.name, fields, key.start_ns, {**tags, "feature": feature.feature}))
     return [window, *per_feature]
 
 
@@ -49,7 +46,7 @@ def alert_point(
 ) -> Point:
     drifted = drift.drifted
     return Point(
-        ALERTS,
+        ALERTS.name,
         {
             "share_drifted_features": drift.share_drifted_features,
             "threshold": threshold,
@@ -71,7 +68,7 @@ def alert_point(
 def performance_point(window: Window) -> Point:
     confusion = window.confusion
     return Point(
-        PERFORMANCE,
+        PERFORMANCE.name,
         {
             **confusion.metrics(),
             "n_labelled": confusion.n,

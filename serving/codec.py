@@ -16,14 +16,15 @@ import numpy as np
 import orjson
 
 from fireman_common.influx import format_field_value
+from fireman_common.measurements import PREDICTIONS
 from fireman_common.pointtime import NS_PER_MS, point_time_ns
 from fireman_common.schema import MAX_EPOCH_MS, MIN_EPOCH_MS
 
 # The collector's Identifier rule; ids that pass it need no escaping in line protocol or JSON.
 IDENTIFIER = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _VALUE_TYPES = frozenset({float, int, type(None)})
-
-MEASUREMENT = "predictions"
+# Rendered inline below (one f-string per prediction is the scorer's hot path).
+MEASUREMENT = PREDICTIONS.name
 
 
 class PoisonMessage(ValueError):

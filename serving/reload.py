@@ -13,17 +13,19 @@ from collections.abc import Callable
 
 from fireman_common import production_history
 from fireman_common.influx import Point
+from fireman_common.measurements import MODEL_EVENTS
 from fireman_common.model_registry import RegistryError
 from serving.model import AliasTarget, ModelRefused, Registry, ServingModel
 
 log = logging.getLogger(__name__)
 
-MODEL_EVENTS = "model_events"
-
 
 def model_event(kind: str, model_name: str, fields: dict[str, float | int | str]) -> Point:
     return Point(
-        MODEL_EVENTS, fields=fields, time_ns=time.time_ns(), tags={"model_name": model_name, "event": kind}
+        MODEL_EVENTS.name,
+        fields=fields,
+        time_ns=time.time_ns(),
+        tags={"model_name": model_name, "event": kind},
     )
 
 

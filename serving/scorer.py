@@ -19,10 +19,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
@@ -41,12 +39,6 @@ log = logging.getLogger(__name__)
 # Refused batches in a row after which the producer is replaced (see AckProducer.replace): each one
 # waited a full delivery timeout, so a broker that is really down is retried by a fresh producer too.
 PRODUCER_REPLACE_AFTER = 3
-
-
-class BatchObserver(Protocol):
-    """Sees every scored batch (e.g. drift monitoring). Runs on the hot path: hand work off, return fast."""
-
-    def on_batch(self, model: ServingModel, features: np.ndarray, probabilities: Sequence[float]) -> None: ...
 
 
 @dataclass
@@ -87,11 +79,9 @@ class Scorer:
         self,
         settings: ScorerSettings,
         registry: Registry | None = None,
-        observers: Sequence[BatchObserver] = (),
     ) -> None:
         self.settings = settings
         self.registry = registry
-        self.observers = list(observers)
         self.stats = ScorerStats()
         self.ready = threading.Event()  # set once a model is loaded and the consumer subscribed
         self.model: ServingModel | None = None
@@ -228,9 +218,6 @@ class Scorer:
             return False
         self._refused_in_a_row = 0
         self.stats.latencies_ms.extend(latencies)
-        if probabilities:  # observers see a batch once, when it is published, not again on a rewind
-            for observer in self.observers:
-                observer.on_batch(flight.model, flight.features, probabilities)
         seq = self._writer.submit(lines)
         self._pending.append(_Pending(seq, flight.next_offsets, flight.records))
         stats = self.stats

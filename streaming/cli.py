@@ -147,6 +147,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         try:
             settings = GeneratorSettings(**options)
         except ValidationError as exc:
+            if exc.title != GeneratorSettings.__name__:
+                raise  # a connection setting from the environment: the entry point names the variable
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise UserError(f"bad generator option: {problems}") from None
         frame = load_frame(settings)

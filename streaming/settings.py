@@ -54,8 +54,6 @@ class SinkSettings(BaseSettings):
     retry_max_s: float = Field(default=10.0, gt=0, description="Longest wait between InfluxDB retries.")
     shutdown_timeout_s: float = Field(default=30.0, ge=0, description="How long SIGTERM waits to drain.")
     log_interval_s: float = Field(default=10.0, gt=0, description="Seconds between two progress lines.")
-    measurement_events: str = "measurements"
-    measurement_labels: str = "labels"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
 

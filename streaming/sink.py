@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from fireman_common.dead_letter import dead_letter_headers
 from fireman_common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
+from fireman_common.measurements import LABELS, MEASUREMENTS
 from fireman_common.pointtime import point_time_ns
 from fireman_common.schema import LabelIn
 from streaming.payloads import WIRE_EVENT
@@ -105,8 +106,8 @@ class Sink:
         self.stats = stats if stats is not None else SinkStats()
         kafka = settings.kafka
         self._converters: dict[str, Callable[[bytes], Point]] = {
-            kafka.topic_measurements: lambda value: event_point(value, settings.measurement_events),
-            kafka.topic_labels: lambda value: label_point(value, settings.measurement_labels),
+            kafka.topic_measurements: lambda value: event_point(value, MEASUREMENTS.name),
+            kafka.topic_labels: lambda value: label_point(value, LABELS.name),
         }
 
     def run(self, stop: threading.Event) -> SinkStats:

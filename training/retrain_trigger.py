@@ -27,6 +27,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fireman_common.influx import InfluxClient, Point, quote_identifier, quote_literal
+from fireman_common.measurements import ALERTS, DRIFT, RETRAIN_TRIGGERS
 from fireman_common.settings import InfluxSettings
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,6 @@ class DriftTriggerSettings(BaseSettings):
         le=1,
         description="Share of drifted features that counts as drifting when an alert carries no threshold.",
     )
-    drift_measurement: str = "drift"
-    alerts_measurement: str = "alerts"
-    triggers_measurement: str = "retrain_triggers"
     influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
 
 
@@ -163,7 +161,7 @@ def record_trigger(
         "run_id": run_id or "",
         "reason": decision.get("reason") or "",
     }
-    point = Point(settings.triggers_measurement, fields, _ns(end), {"dag_id": dag_id})
+    point = Point(RETRAIN_TRIGGERS.name, fields, _ns(end), {"dag_id": dag_id})
     with InfluxClient(settings.influxdb) as client:
         client.write([point])
     log.info("recorded the retrain triggered for %s (run %s)", decision["interval_end"], run_id)
@@ -177,8 +175,7 @@ def _alerts(
 ) -> list[dict[str, Any]]:
     # SELECT * keeps the reader tolerant of fields the monitor adds or drops; only time is required.
     rows = client.query(
-        f"SELECT * FROM {quote_identifier(settings.alerts_measurement)} "
-        f"WHERE time >= {_ns(start)} AND time < {_ns(end)}"
+        f"SELECT * FROM {quote_identifier(ALERTS.name)} WHERE time >= {_ns(start)} AND time < {_ns(end)}"
     )
     return sorted((row for row in rows if row.get("time") is not None), key=lambda row: row["time"])
 
@@ -200,7 +197,7 @@ def _onset(
     if version:
         where.append(f"model_version = {quote_literal(version)}")
     rows = client.query(
-        f"SELECT share_drifted_features, dataset_drift FROM {quote_identifier(settings.drift_measurement)} "
+        f"SELECT share_drifted_features, dataset_drift FROM {quote_identifier(DRIFT.name)} "
         f"WHERE {' AND '.join(where)} ORDER BY time DESC"
     )
     onset = alert_at
@@ -223,7 +220,7 @@ def _last_trigger(client: InfluxClient, settings: DriftTriggerSettings, end: dat
         return None
     cooldown = timedelta(hours=settings.cooldown_hours)
     rows = client.query(
-        f"SELECT * FROM {quote_identifier(settings.triggers_measurement)} "
+        f"SELECT * FROM {quote_identifier(RETRAIN_TRIGGERS.name)} "
         f"WHERE time > {_ns(end - cooldown)} AND time < {_ns(end + cooldown)}"
     )
     times = [_from_ms(row["time"]) for row in rows if row.get("time") is not None]

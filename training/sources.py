@@ -17,14 +17,13 @@ import pandas as pd
 
 from fireman_common.errors import UserError
 from fireman_common.influx import InfluxClient, InfluxError, quote_identifier
+from fireman_common.measurements import LABELS, MEASUREMENTS
 from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
 from training.settings import TrainingSettings
 
 FEATURES = list(FEATURE_NAMES)
 COLUMNS = [*FEATURES, LABEL_COLUMN]
 SOURCES = ("file", "influx")
-MEASUREMENTS = "measurements"
-LABELS = "labels"
 _META_KEY = b"fireman"
 
 
@@ -102,9 +101,11 @@ def load_influx(
     database = settings.influxdb.database
     try:
         with InfluxClient(settings.influxdb) as client:
-            label_query = f'SELECT "event_id", "label" FROM {quote_identifier(LABELS)} {where}'
+            label_query = f'SELECT "event_id", "label" FROM {quote_identifier(LABELS.name)} {where}'
             labels = _query_labels(client, label_query)
-            events = _query_measurements(client, f"SELECT * FROM {quote_identifier(MEASUREMENTS)} {where}")
+            events = _query_measurements(
+                client, f"SELECT * FROM {quote_identifier(MEASUREMENTS.name)} {where}"
+            )
     except InfluxError as exc:
         raise UserError(
             f"could not read training history from InfluxDB database {database!r}: {exc}"

@@ -8,7 +8,6 @@ validated before an MLflow run starts, so bad data never leaves a model behind.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import dataclass, field, fields
@@ -349,7 +348,3 @@ def _gate(
     if verdict.promote:
         registry.move_production(client, settings.mlflow, version, how=verdict.decision)
     return Decision(version, verdict.promote, verdict.decision, verdict.reason, champion, metrics)
-
-
-def outcome_json(outcome: TrainingOutcome) -> str:
-    return json.dumps(outcome.to_dict(), indent=2, sort_keys=True)

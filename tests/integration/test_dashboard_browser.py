@@ -22,10 +22,10 @@ from playwright.sync_api import Page, sync_playwright
 
 from dashboard import testkit
 from dashboard.app import Dashboard
-from dashboard.contract import MODEL_EVENTS
 from dashboard.settings import DashboardSettings
 from fireman.services.process import wait_until
 from fireman_common.influx import InfluxClient, Point
+from fireman_common.measurements import MODEL_EVENTS
 from fireman_common.settings import InfluxSettings, KafkaSettings, StateSettings
 from tests.integration.test_dashboard_api import dashboard_settings
 

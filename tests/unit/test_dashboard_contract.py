@@ -1,7 +1,7 @@
 """The measurements the dashboard and Grafana read are the ones the platform's writers really write.
 
 Each writer's own point-building code is run on a tiny input and its points are compared with
-``dashboard.contract``: a renamed field or tag in a writer fails here instead of leaving a chart
+``fireman_common.measurements``: a renamed field or tag in a writer fails here instead of leaving a chart
 empty. Fields the dashboard does not read may exist beyond the contract; the contract's must exist.
 """
 
@@ -12,7 +12,7 @@ import inspect
 
 import orjson
 
-from dashboard import contract
+from fireman_common import measurements as contract
 from fireman_common.schema import FEATURE_NAMES
 
 
@@ -53,11 +53,10 @@ def test_model_events_match_the_scorer() -> None:
 
 
 def test_measurements_match_the_sink() -> None:
-    from streaming.settings import SinkSettings
     from streaming.sink import event_point
 
     event = {"event_id": "e1", "sensor_id": "s1", "timestamp": 1_700_000_000_000, "features": {"Cont_1": 1.0}}
-    point = event_point(orjson.dumps(event), SinkSettings().measurement_events)
+    point = event_point(orjson.dumps(event), contract.MEASUREMENTS.name)
     assert point.measurement == contract.MEASUREMENTS.name
     assert set(point.tags) == contract.MEASUREMENTS.tags
     assert set(point.fields) <= contract.MEASUREMENTS.fields

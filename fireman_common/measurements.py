@@ -1,0 +1,107 @@
+"""Every InfluxDB measurement fireman writes, with its tags and fields: the one place that names them.
+
+Writers: the sink (``measurements``, ``labels``), the scorer (``predictions``, ``model_events``), the
+monitor (``performance``, ``drift``, ``alerts``), the drift DAG (``retrain_triggers``) and the
+dashboard's lag sampler (``consumer_lag``). Readers (training, the drift DAG, the dashboard, Grafana)
+take the names from here. Tests check this table against the writers' code and every Grafana query
+against this table, so a renamed field fails a test instead of leaving an empty chart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fireman_common.schema import FEATURE_NAMES
+
+
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    tags: frozenset[str]
+    fields: frozenset[str]
+
+
+def _m(name: str, tags: set[str], fields: set[str]) -> Measurement:
+    return Measurement(name, frozenset(tags), frozenset(fields))
+
+
+MEASUREMENTS = _m("measurements", {"sensor_id"}, {"event_id", *FEATURE_NAMES})
+LABELS = _m("labels", {"sensor_id"}, {"event_id", "label"})
+PREDICTIONS = _m(
+    "predictions",
+    {"sensor_id"},
+    {"event_id", "prediction", "probability", "latency_ms", "model_version"},
+)
+PERFORMANCE = _m(
+    "performance",
+    {"model_version"},
+    {
+        "accuracy",
+        "f1",
+        "precision",
+        "recall",
+        "n_labelled",
+        "n_predictions",
+        "label_coverage",
+        "tp",
+        "fp",
+        "tn",
+        "fn",
+    },
+)
+# One measurement, two kinds of points: per window (tag model_version) and per feature (tag feature).
+DRIFT = _m(
+    "drift",
+    {"model_version", "feature"},
+    {
+        "share_drifted_features",
+        "drifted_features",
+        "tested_features",
+        "dataset_drift",
+        "window_size",
+        "missing_share",
+        "prediction_drift_score",
+        "drift_score",
+        "drifted",
+    },
+)
+MODEL_EVENTS = _m(
+    "model_events",
+    {"model_name", "event"},
+    {"from_version", "to_version", "run_id", "load_seconds", "reason"},
+)
+ALERTS = _m(
+    "alerts",
+    {"kind", "model_name", "model_version"},
+    {
+        "share_drifted_features",
+        "threshold",
+        "consecutive_windows",
+        "required_windows",
+        "drifted_features",
+        "features",
+        "window_size",
+        "message",
+    },
+)
+RETRAIN_TRIGGERS = _m(
+    "retrain_triggers",
+    {"dag_id"},
+    {"alerts", "onset", "window_start", "window_end", "run_id", "reason"},
+)
+CONSUMER_LAG = _m("consumer_lag", {"group"}, {"lag", "partitions"})
+
+CONTRACT: dict[str, Measurement] = {
+    m.name: m
+    for m in (
+        MEASUREMENTS,
+        LABELS,
+        PREDICTIONS,
+        PERFORMANCE,
+        DRIFT,
+        ALERTS,
+        MODEL_EVENTS,
+        RETRAIN_TRIGGERS,
+        CONSUMER_LAG,
+    )
+}
