@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import Field, computed_field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fireman_common.retry import Backoff
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -75,11 +77,21 @@ class InfluxSettings(BaseSettings):
     username: str | None = None
     password: str | None = None
     timeout_s: float = 10.0
+    retry_initial_s: float = Field(
+        default=0.2, gt=0, description="First wait before a write is retried while InfluxDB is unavailable."
+    )
+    retry_max_s: float = Field(
+        default=5.0, gt=0, description="Longest wait between write retries (back-off doubles, with jitter)."
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def url(self) -> str:
         return self.url_override or f"http://{self.host}:{self.port}"
+
+    def backoff(self) -> Backoff:
+        """The retry policy of every InfluxDB writer (sink, scorer, monitor)."""
+        return Backoff(self.retry_initial_s, self.retry_max_s)
 
 
 class MlflowSettings(BaseSettings):

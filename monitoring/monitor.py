@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from fireman_common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
+from fireman_common.retry import Backoff
 from monitoring.drift import WindowDrift, compute_drift
 from monitoring.offsets import OffsetTracker, Partition, Position
 from monitoring.points import alert_point, drift_points, performance_point
@@ -65,20 +66,17 @@ class MonitorStats:
     drift_seconds: float = 0.0
 
 
-def write_points(
-    client: InfluxClient, points: list[Point], stop: threading.Event, retry_max_s: float
-) -> bool:
+def write_points(client: InfluxClient, points: list[Point], stop: threading.Event, backoff: Backoff) -> bool:
     """Write, retrying while InfluxDB is unavailable; False if stopped before it succeeded."""
-    delay = 0.5
-    while True:
-        try:
-            client.write(points)
-            return True
-        except InfluxUnavailable as exc:
-            log.warning("InfluxDB unavailable (%s); retrying in %.1f s", exc, delay)
-        if stop.wait(delay):
-            return False
-        delay = min(delay * 2, retry_max_s)
+    try:
+        for attempt in backoff.retrying(
+            InfluxUnavailable, sleep=stop.wait, give_up=stop.is_set, what="InfluxDB write"
+        ):
+            with attempt:
+                client.write(points)
+    except InfluxUnavailable:
+        return False
+    return True
 
 
 class DriftWorker:
@@ -215,7 +213,7 @@ class DriftWorker:
         alert = streak >= settings.alert_windows
         if alert:
             points.append(alert_point(key, drift, settings.drift_threshold, streak, settings.alert_windows))
-        if not write_points(self._client, points, self._abort, settings.retry_max_s):
+        if not write_points(self._client, points, self._abort, settings.influxdb.backoff()):
             return  # stopping: not released, so the window's events are replayed
         self.stats.windows_tested += 1
         self.results = [*self.results[-49:], (window, drift)]
@@ -435,7 +433,7 @@ class Monitor:
             return
         positions = [p for window in windows for p in window.label_positions]
         points = [performance_point(w) for w in windows]
-        if not write_points(client, points, stop, self.settings.retry_max_s):
+        if not write_points(client, points, stop, self.settings.influxdb.backoff()):
             self.book.dirty.update(w.key for w in windows)
             return
         for window in windows:

@@ -65,7 +65,6 @@ class MonitorSettings(BaseSettings):
     performance_flush_s: float = Field(
         default=2.0, gt=0, description="How often updated accuracy is written."
     )
-    retry_max_s: float = Field(default=10.0, gt=0, description="Longest wait between InfluxDB retries.")
     nice: int = Field(default=10, ge=0, le=19, description="Niceness added by `fireman monitor` itself.")
     log_interval_s: float = Field(default=30.0, gt=0)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -27,12 +27,10 @@ class _Job:
 
 
 class InfluxWriter:
-    def __init__(
-        self, settings: InfluxSettings, chunk_points: int = 10_000, retry_max_s: float = 5.0
-    ) -> None:
+    def __init__(self, settings: InfluxSettings, chunk_points: int = 10_000) -> None:
         self._client = InfluxClient(settings)
         self._chunk = chunk_points
-        self._retry_max_s = retry_max_s
+        self._backoff = settings.backoff()
         self._jobs: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._next_seq = 0
@@ -76,12 +74,11 @@ class InfluxWriter:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._thread.join(timeout=self._retry_max_s + 15.0)
+        self._thread.join(timeout=self._backoff.max_s + 15.0)
         self._client.close()
         return drained
 
     def _run(self) -> None:
-        backoff = 0.1
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._jobs or self._closing)
@@ -89,16 +86,17 @@ class InfluxWriter:
                     return
                 job = self._jobs[0]
             try:
-                self._write(job)
-            except InfluxUnavailable as exc:
-                self.failures += 1
-                if self.down_since is None:
-                    self.down_since = time.monotonic()
-                    log.warning("InfluxDB unavailable, buffering and retrying: %s", exc)
-                with self._cond:
-                    self._cond.wait_for(lambda: self._closing, timeout=backoff)
-                backoff = min(backoff * 2, self._retry_max_s)
-                continue
+                for attempt in self._backoff.retrying(
+                    InfluxUnavailable,
+                    sleep=self._wait_unless_closing,
+                    give_up=lambda: self._closing,
+                    what="InfluxDB write (predictions buffered)",
+                    on_retry=self._went_down,
+                ):
+                    with attempt:
+                        self._write(job)
+            except InfluxUnavailable:
+                return  # closing while InfluxDB is down: what is unwritten stays uncommitted
             except InfluxError as exc:
                 if "database not found" in str(exc):
                     self._create_database()
@@ -110,12 +108,20 @@ class InfluxWriter:
             if self.down_since is not None:
                 log.info("InfluxDB is back after %.1f s", time.monotonic() - self.down_since)
                 self.down_since = None
-            backoff = 0.1
             with self._cond:
                 self._jobs.popleft()
                 self._buffered -= len(job.lines)
                 self._durable_seq = job.seq
                 self._cond.notify_all()
+
+    def _went_down(self, _error: BaseException) -> None:
+        self.failures += 1
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+
+    def _wait_unless_closing(self, seconds: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._closing, timeout=seconds)
 
     def _write(self, job: _Job) -> None:
         while job.written < len(job.lines):
@@ -128,4 +134,4 @@ class InfluxWriter:
             self._client.create_database()
         except InfluxError as exc:
             log.warning("could not create InfluxDB database %s: %s", self._client.database, exc)
-            time.sleep(self._retry_max_s)
+            time.sleep(self._backoff.max_s)

@@ -108,9 +108,7 @@ class Scorer:
         settings = self.settings
         registry = self.registry or Registry(settings.mlflow)
         self._prepare_database()
-        writer = self._writer = InfluxWriter(
-            settings.influxdb, settings.influx_chunk_points, settings.influx_retry_max_s
-        )
+        writer = self._writer = InfluxWriter(settings.influxdb, settings.influx_chunk_points)
         watcher = ModelWatcher(registry, settings.reload_interval_s, lambda p: self._emit(p))
         try:
             model = watcher.wait_for_first(stop)

@@ -23,9 +23,6 @@ class ScorerSettings(BaseSettings):
         default=200_000, ge=1, description="Points awaiting InfluxDB before consumption pauses."
     )
     influx_chunk_points: int = Field(default=10_000, ge=1, description="Most points in one InfluxDB write.")
-    influx_retry_max_s: float = Field(
-        default=5.0, gt=0, description="Longest back-off between write retries."
-    )
     drain_timeout_s: float = Field(
         default=30.0,
         gt=0,

@@ -283,7 +283,7 @@ class Pipeline:
                 "FIREMAN_SINK_POLL_TIMEOUT_MS": "200",
                 "FIREMAN_SINK_RETRY_MAX_S": "2",
                 "FIREMAN_SCORER_MAX_BATCH": "200",
-                "FIREMAN_SCORER_INFLUX_RETRY_MAX_S": "2",
+                "FIREMAN_INFLUXDB_RETRY_MAX_S": "2",
                 "FIREMAN_SCORER_LOG_INTERVAL_S": "2",
                 "FIREMAN_GENERATOR_SEED": str(spec.seed),
                 "FIREMAN_GENERATOR_LIMIT": str(spec.events),
