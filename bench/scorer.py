@@ -27,7 +27,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from fireman_common.schema import Event, now_ms
+from fireman_common.events import WireEvent
+from fireman_common.schema import now_ms
 from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
 from serving.scorer import Scorer
 from serving.settings import ScorerSettings
@@ -159,7 +160,7 @@ def _payloads(count: int) -> list[tuple[bytes, bytes]]:
     payloads = []
     for i in range(count):
         template = templates[i % len(templates)]
-        event = Event(
+        event = WireEvent(
             event_id=f"b-{i}", sensor_id=template.sensor_id, timestamp=0, features=template.features
         )
         payloads.append((event.sensor_id.encode(), event.to_json()))

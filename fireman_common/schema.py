@@ -7,7 +7,6 @@ an RFC 3339 string with an offset. A missing feature is absent or null, never 0.
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -79,26 +78,6 @@ class LabelIn(BaseModel):
     label: Annotated[int, Field(strict=True, ge=0, le=1)]
     sensor_id: Identifier
     timestamp: EpochMs
-
-
-class Event(BaseModel):
-    """A validated measurement as it travels on Kafka."""
-
-    event_id: str
-    sensor_id: str
-    timestamp: int
-    features: dict[str, float]
-
-    def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "event_id": self.event_id,
-                "sensor_id": self.sensor_id,
-                "timestamp": self.timestamp,
-                "features": self.features,
-            },
-            separators=(",", ":"),
-        ).encode()
 
 
 def present_features(features: BaseModel) -> dict[str, float]:

@@ -22,9 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import orjson
+from typing import TYPE_CHECKING
 
 from fireman_common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
 from fireman_common.retry import Backoff
@@ -250,13 +248,6 @@ class DriftWorker:
         return self.settings.state.root / "monitoring" / "reports" / name
 
 
-def _object(value: bytes | None) -> dict[str, Any]:
-    message = orjson.loads(value or b"null")
-    if not isinstance(message, dict):
-        raise BadMessage(f"expected a JSON object, got {type(message).__name__}")
-    return message
-
-
 def _describe(window: ClosedWindow) -> str:
     key = window.key
     return f"{key.model_name} v{key.version} @{key.start_ns // 1_000_000}"
@@ -359,11 +350,11 @@ class Monitor:
                 if topic == measurements:
                     pair = self._on_measurement(value, position, now)
                 elif topic == predictions:
-                    pair = self._on_prediction(_object(value), position, now)
+                    pair = self._on_prediction(value, position, now)
                 else:
-                    self._on_label(_object(value), position)
+                    self._on_label(value, position)
                     continue
-            except (BadMessage, orjson.JSONDecodeError) as exc:
+            except BadMessage as exc:
                 self.stats.bad_messages += 1
                 log.warning("skipping %s[%d]@%d: %s", topic, partition, offset, exc)
                 continue
@@ -378,7 +369,7 @@ class Monitor:
         self.stats.measurements += 1
         event_id = measurement_id(value) if value else None
         if event_id is None:  # not in the collector's form: parse it all now (and find poison early)
-            event_id, row = parse_features(_object(value))
+            event_id, row = parse_features(value)
             features = Features(event_id, row, position, now)
         else:
             features = Features(event_id, None, position, now, value)
@@ -387,17 +378,17 @@ class Monitor:
         return (prediction, features) if prediction is not None else None
 
     def _on_prediction(
-        self, message: dict[str, Any], position: Position, now: float
+        self, value: bytes | None, position: Position, now: float
     ) -> tuple[Prediction, Features] | None:
         self.stats.predictions += 1
-        prediction = parse_prediction(message, position, now)
+        prediction = parse_prediction(value, position, now)
         self._to_hold.append(position)
         features = self.book.add_prediction(prediction)
         return (prediction, features) if features is not None else None
 
-    def _on_label(self, message: dict[str, Any], position: Position) -> None:
+    def _on_label(self, value: bytes | None, position: Position) -> None:
         self.stats.labels += 1
-        event_id, label = parse_label(message)
+        event_id, label = parse_label(value)
         if self.book.apply_label(event_id, label, position):
             self._to_hold.append(position)  # released once the performance point is written
 

@@ -27,18 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
+from fireman_common.events import BadMessage, decode_event, decode_label, decode_prediction
 from fireman_common.pointtime import point_time_ns
 from fireman_common.schema import FEATURE_NAMES
 from monitoring.offsets import Position
 
 FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _ID_FIELD = b'"event_id":"'
-
-
-class BadMessage(ValueError):
-    """A message that is not what the topic carries; the text says what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -160,64 +156,38 @@ def measurement_id(value: bytes) -> str | None:
 
 def parse_measurement(value: bytes | None, event_id: str) -> np.ndarray:
     """The feature row of a raw measurement whose id was read by :func:`measurement_id`."""
-    try:
-        event = orjson.loads(value or b"null")
-    except orjson.JSONDecodeError as exc:
-        raise BadMessage(f"invalid JSON: {exc}") from None
-    if not isinstance(event, dict):
-        raise BadMessage(f"expected a JSON object, got {type(event).__name__}")
-    parsed_id, row = parse_features(event)
-    if parsed_id != event_id:
-        raise BadMessage(f"event_id: two values in one message ({event_id!r:.80}, {parsed_id!r:.80})")
+    event_id_parsed, row = parse_features(value)
+    if event_id_parsed != event_id:
+        raise BadMessage(f"event_id: two values in one message ({event_id!r:.80}, {event_id_parsed!r:.80})")
     return row
 
 
-def parse_features(event: dict[str, Any]) -> tuple[str, np.ndarray]:
-    event_id = event.get("event_id")
-    features = event.get("features")
-    if not isinstance(event_id, str) or not event_id:
-        raise BadMessage(f"event_id: expected a string, got {event_id!r:.80}")
-    if not isinstance(features, dict):
-        raise BadMessage(f"features: expected an object, got {type(features).__name__}")
+def parse_features(value: bytes | None) -> tuple[str, np.ndarray]:
+    event = decode_event(value)
     row = np.full(len(FEATURE_NAMES), np.nan)
-    for name, value in features.items():
-        index = FEATURE_INDEX.get(name)
-        if index is not None and value is not None:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise BadMessage(f"features.{name}: expected a number, got {value!r:.80}")
-            row[index] = value
-    return event_id, row
+    for name, feature in event.features.items():
+        if feature is not None:
+            row[FEATURE_INDEX[name]] = feature
+    return event.event_id, row
 
 
-def parse_prediction(message: dict[str, Any], position: Position, now: float) -> Prediction:
-    try:
-        prediction = message["prediction"]
-        if prediction not in (0, 1) or isinstance(prediction, bool):
-            raise BadMessage(f"prediction: expected 0 or 1, got {prediction!r:.80}")
-        return Prediction(
-            event_id=str(message["event_id"]),
-            timestamp=int(message["timestamp"]),
-            model_name=str(message["model_name"]),
-            version=str(message["model_version"]),
-            prediction=int(prediction),
-            probability=float(message["probability"]),
-            position=position,
-            arrived=now,
-        )
-    except KeyError as exc:
-        raise BadMessage(f"missing field {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
-        raise BadMessage(str(exc)) from None
+def parse_prediction(value: bytes | None, position: Position, now: float) -> Prediction:
+    wire = decode_prediction(value)
+    return Prediction(
+        event_id=wire.event_id,
+        timestamp=wire.timestamp,
+        model_name=wire.model_name,
+        version=wire.model_version,
+        prediction=wire.prediction,
+        probability=wire.probability,
+        position=position,
+        arrived=now,
+    )
 
 
-def parse_label(message: dict[str, Any]) -> tuple[str, int]:
-    event_id = message.get("event_id")
-    label = message.get("label")
-    if not isinstance(event_id, str) or not event_id:
-        raise BadMessage(f"event_id: expected a string, got {event_id!r:.80}")
-    if label not in (0, 1) or isinstance(label, bool):
-        raise BadMessage(f"label: expected 0 or 1, got {label!r:.80}")
-    return event_id, int(label)
+def parse_label(value: bytes | None) -> tuple[str, int]:
+    label = decode_label(value)
+    return label.event_id, label.label
 
 
 @dataclass

@@ -7,28 +7,20 @@ is not a well-formed event is reported as poison with the reason, never raised.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
+from fireman_common.events import BadMessage, decode_event, encode_prediction
 from fireman_common.influx import format_field_value
 from fireman_common.measurements import PREDICTIONS
 from fireman_common.pointtime import NS_PER_MS, point_time_ns
-from fireman_common.schema import MAX_EPOCH_MS, MIN_EPOCH_MS
 
-# The collector's Identifier rule; ids that pass it need no escaping in line protocol or JSON.
-IDENTIFIER = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-_VALUE_TYPES = frozenset({float, int, type(None)})
-# Rendered inline below (one f-string per prediction is the scorer's hot path).
+# Rendered inline below, one f-string per prediction on the scorer's hot path: ids that passed the
+# contract's IDENTIFIER need no escaping.
 MEASUREMENT = PREDICTIONS.name
-
-
-class PoisonMessage(ValueError):
-    """A message that is not an event; its text names the offending field."""
 
 
 @dataclass
@@ -50,45 +42,18 @@ class DecodedBatch:
         return np.array(self.rows, dtype=np.float64)
 
 
-def decode_event(value: bytes | None, feature_order: Sequence[str]) -> tuple[str, str, int, list[Any]]:
-    if value is None:
-        raise PoisonMessage("empty message (null value)")
-    try:
-        event = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise PoisonMessage(f"invalid JSON: {exc}") from None
-    if type(event) is not dict:
-        raise PoisonMessage(f"expected a JSON object, got {type(event).__name__}")
-    event_id = event.get("event_id")
-    sensor_id = event.get("sensor_id")
-    timestamp = event.get("timestamp")
-    features = event.get("features")
-    if type(event_id) is not str or not IDENTIFIER.fullmatch(event_id):
-        raise PoisonMessage(f"event_id: expected an identifier string, got {event_id!r:.80}")
-    if type(sensor_id) is not str or not IDENTIFIER.fullmatch(sensor_id):
-        raise PoisonMessage(f"sensor_id: expected an identifier string, got {sensor_id!r:.80}")
-    if type(timestamp) is not int or not MIN_EPOCH_MS <= timestamp <= MAX_EPOCH_MS:
-        raise PoisonMessage(f"timestamp: expected epoch milliseconds, got {timestamp!r:.80}")
-    if type(features) is not dict:
-        raise PoisonMessage(f"features: expected an object, got {type(features).__name__}")
-    if not set(map(type, features.values())) <= _VALUE_TYPES:
-        bad = next(k for k, v in features.items() if type(v) not in _VALUE_TYPES)
-        raise PoisonMessage(f"features.{bad:.80}: expected a number or null, got {features[bad]!r:.80}")
-    return event_id, sensor_id, timestamp, list(map(features.get, feature_order))
-
-
 def decode_batch(values: Sequence[bytes | None], feature_order: Sequence[str]) -> DecodedBatch:
     batch = DecodedBatch()
     for index, value in enumerate(values):
         try:
-            event_id, sensor_id, timestamp, row = decode_event(value, feature_order)
-        except PoisonMessage as exc:
+            event = decode_event(value)
+        except BadMessage as exc:
             batch.poison.append((index, str(exc)))
             continue
-        batch.event_ids.append(event_id)
-        batch.sensor_ids.append(sensor_id)
-        batch.timestamps.append(timestamp)
-        batch.rows.append(row)
+        batch.event_ids.append(event.event_id)
+        batch.sensor_ids.append(event.sensor_id)
+        batch.timestamps.append(event.timestamp)
+        batch.rows.append(list(map(event.features.get, feature_order)))
     return batch
 
 
@@ -114,27 +79,16 @@ def encode_predictions(
     messages: list[bytes] = []
     lines: list[str] = []
     latencies: list[int] = []
-    name, version, run_id = lineage.model_name, lineage.model_version, lineage.run_id
-    version_field = format_field_value(version)
+    lineage_fields = (lineage.model_name, lineage.model_version, lineage.run_id)
+    version_field = format_field_value(lineage.model_version)
     for event_id, sensor_id, timestamp, prediction, probability in zip(
         batch.event_ids, batch.sensor_ids, batch.timestamps, predictions, probabilities, strict=True
     ):
         latency = scored_ms - timestamp
         latencies.append(latency)
         messages.append(
-            orjson.dumps(
-                {
-                    "event_id": event_id,
-                    "sensor_id": sensor_id,
-                    "timestamp": timestamp,
-                    "prediction": prediction,
-                    "probability": probability,
-                    "model_name": name,
-                    "model_version": version,
-                    "run_id": run_id,
-                    "scored_at": scored_ms,
-                    "latency_ms": latency,
-                }
+            encode_prediction(
+                (event_id, sensor_id, timestamp), prediction, probability, lineage_fields, scored_ms
             )
         )
         lines.append(
@@ -150,8 +104,6 @@ __all__ = [
     "NS_PER_MS",
     "DecodedBatch",
     "Lineage",
-    "PoisonMessage",
     "decode_batch",
-    "decode_event",
     "encode_predictions",
 ]

@@ -17,8 +17,9 @@ import pandas as pd
 
 from fireman_common import mlflow_uri
 from fireman_common.dataset import load_spambase, mask_completely_at_random
+from fireman_common.events import Features, WireEvent
 from fireman_common.model_registry import RegistryClient
-from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN, Event, now_ms
+from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN, now_ms
 from fireman_common.settings import DatasetSettings, KafkaSettings, MlflowSettings
 from serving.scorer import Scorer
 from serving.settings import ScorerSettings
@@ -44,16 +45,18 @@ def spambase_rows(
 
 def make_events(
     rows: pd.DataFrame, prefix: str | None = None, sensors: int = 8, start_ms: int | None = None
-) -> list[Event]:
+) -> list[WireEvent]:
     """One event per row; several events share a sensor and a millisecond, as real traffic does."""
     prefix = prefix or uuid.uuid4().hex[:8]
     start = now_ms() if start_ms is None else start_ms
     matrix = rows[list(FEATURE_NAMES)].to_numpy(dtype=np.float64)
     events = []
     for i, values in enumerate(matrix):
-        features = {name: float(v) for name, v in zip(FEATURE_NAMES, values, strict=True) if not np.isnan(v)}
+        features: Features = {
+            name: float(v) for name, v in zip(FEATURE_NAMES, values, strict=True) if not np.isnan(v)
+        }
         events.append(
-            Event(
+            WireEvent(
                 event_id=f"{prefix}-{i}",
                 sensor_id=f"sensor-{i % sensors}",
                 timestamp=start + i // 4,
@@ -63,7 +66,7 @@ def make_events(
     return events
 
 
-def produce_events(kafka: KafkaSettings, events: Sequence[Event], extra: Sequence[bytes] = ()) -> None:
+def produce_events(kafka: KafkaSettings, events: Sequence[WireEvent], extra: Sequence[bytes] = ()) -> None:
     """Events (and any raw ``extra`` values) to ``measurements``, keyed by sensor id, acknowledged."""
     from fireman_common.kafka_io import make_producer
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from fireman_common.events import encode_event, encode_label
 from fireman_common.schema import FEATURE_NAMES, EpochMs, Identifier, LabelIn
 
 FeatureName = Literal[FEATURE_NAMES]  # type: ignore[valid-type]
@@ -34,21 +34,11 @@ class EventBody(BaseModel):
     features: FeatureMap
 
 
-class WireEvent(BaseModel):
-    """An event read back from Kafka: the collector has filled in the id and the time."""
-
-    event_id: Identifier
-    sensor_id: Identifier
-    timestamp: EpochMs
-    features: FeatureMap
-
-
 EVENT_ONE = TypeAdapter(EventBody)
 EVENT_MANY = TypeAdapter(list[EventBody])
 LABEL_ONE = TypeAdapter(LabelIn)
 LABEL_MANY = TypeAdapter(list[LabelIn])
 LEGACY_BODY = TypeAdapter(FeatureMap)
-WIRE_EVENT = TypeAdapter(WireEvent)
 
 
 class PayloadError(Exception):
@@ -130,26 +120,10 @@ class Record:
 
 
 def event_record(event_id: str, sensor_id: str, timestamp: int, features: dict[str, float | None]) -> Record:
-    """The wire form of :class:`fireman_common.schema.Event`: epoch ms, present features only."""
-    # Most events have no nulls; the C-level scan is far cheaper than rebuilding every dict.
-    present = (
-        {name: value for name, value in features.items() if value is not None}
-        if None in features.values()
-        else features
-    )
-    value = orjson.dumps(
-        {"event_id": event_id, "sensor_id": sensor_id, "timestamp": timestamp, "features": present}
-    )
-    return Record(sensor_id.encode(), value)
+    """An event on Kafka (``fireman_common.events``), keyed by its sensor."""
+    return Record(sensor_id.encode(), encode_event(event_id, sensor_id, timestamp, features))
 
 
 def label_record(label: LabelIn) -> Record:
-    value = orjson.dumps(
-        {
-            "event_id": label.event_id,
-            "label": label.label,
-            "sensor_id": label.sensor_id,
-            "timestamp": label.timestamp,
-        }
-    )
+    value = encode_label(label.event_id, label.sensor_id, label.timestamp, label.label)
     return Record(label.sensor_id.encode(), value)

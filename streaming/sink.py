@@ -22,11 +22,10 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from pydantic import ValidationError
 
 from fireman_common.dead_letter import dead_letter_headers
+from fireman_common.events import decode_event, decode_label
 from fireman_common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
 from fireman_common.measurements import LABELS, MEASUREMENTS
 from fireman_common.pointtime import point_time_ns
-from fireman_common.schema import LabelIn
-from streaming.payloads import WIRE_EVENT
 from streaming.settings import SinkSettings
 
 log = logging.getLogger(__name__)
@@ -63,9 +62,11 @@ class _Batch:
 
 
 def event_point(value: bytes, measurement: str) -> Point:
-    event = WIRE_EVENT.validate_json(value)
+    event = decode_event(value)
+    # float(): an integer on the wire would otherwise start an integer field, which InfluxDB then
+    # refuses to mix with the float points of the same field.
     fields: dict[str, float | str] = {
-        name: value for name, value in event.features.items() if value is not None
+        name: float(feature) for name, feature in event.features.items() if feature is not None
     }
     fields["event_id"] = event.event_id
     return Point(
@@ -77,7 +78,7 @@ def event_point(value: bytes, measurement: str) -> Point:
 
 
 def label_point(value: bytes, measurement: str) -> Point:
-    label = LabelIn.model_validate_json(value)
+    label = decode_label(value)
     return Point(
         measurement,
         fields={"label": label.label, "event_id": label.event_id},

@@ -14,9 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from fireman_common.events import WireEvent
 from fireman_common.influx import InfluxClient
 from fireman_common.kafka_io import make_producer
-from fireman_common.schema import FEATURE_NAMES, Event, now_ms
+from fireman_common.schema import FEATURE_NAMES, now_ms
 from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 from serving.scorer import Scorer
 from serving.settings import ScorerSettings
@@ -42,12 +43,12 @@ POISON: list[bytes | None] = [
 ]
 
 
-def good_events(count: int) -> list[Event]:
+def good_events(count: int) -> list[WireEvent]:
     frame = synthetic_frame(3).head(count)
     start = now_ms()
     prefix = uuid.uuid4().hex[:6]
     return [
-        Event(
+        WireEvent(
             event_id=f"{prefix}-{i}",
             sensor_id=f"sensor-{i % 4}",
             timestamp=start + i,

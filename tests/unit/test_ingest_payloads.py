@@ -8,8 +8,9 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from fireman_common.events import WireEvent
 from fireman_common.pointtime import point_time_ns
-from fireman_common.schema import Event, EventIn, present_features
+from fireman_common.schema import EventIn, present_features
 from streaming.clock import SensorClock
 from streaming.payloads import (
     PayloadError,
@@ -59,7 +60,7 @@ def test_fast_validation_agrees_with_the_shared_event_model(case: dict) -> None:
         reference.timestamp,
     )
     record = event_record("id", fast.sensor_id, 1, fast.features)
-    wire = Event(
+    wire = WireEvent(
         event_id="id",
         sensor_id=reference.sensor_id,
         timestamp=1,

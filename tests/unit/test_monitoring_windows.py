@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import orjson
 import pytest
 
 from fireman_common.schema import FEATURE_NAMES
@@ -148,15 +149,16 @@ def test_confusion_metrics() -> None:
 
 
 def test_parsers_name_the_bad_field() -> None:
-    event_id, row = parse_features({"event_id": "a", "features": {"Cont_2": 1.5, "Cont_3": None}})
+    event = {"event_id": "a", "sensor_id": "s", "timestamp": 1}
+    event_id, row = parse_features(orjson.dumps({**event, "features": {"Cont_2": 1.5, "Cont_3": None}}))
     assert event_id == "a" and row[1] == 1.5 and np.isnan(row[0]) and np.isnan(row[2])
     with pytest.raises(BadMessage, match=r"features\.Cont_1"):
-        parse_features({"event_id": "a", "features": {"Cont_1": "x"}})
-    with pytest.raises(BadMessage, match="missing field 'model_version'"):
-        message = {"event_id": "a", "timestamp": 1, "prediction": 1, "probability": 0.5, "model_name": "m"}
-        parse_prediction(message, ("p", 0, 0), 0.0)
-    with pytest.raises(BadMessage, match="label"):
-        parse_label({"event_id": "a", "label": 2})
+        parse_features(orjson.dumps({**event, "features": {"Cont_1": "x"}}))
+    with pytest.raises(BadMessage, match="model_version: expected a non-empty string"):
+        message = {**event, "prediction": 1, "probability": 0.5, "model_name": "m"}
+        parse_prediction(orjson.dumps(message), ("p", 0, 0), 0.0)
+    with pytest.raises(BadMessage, match="label: expected 0 or 1"):
+        parse_label(orjson.dumps({**event, "label": 2}))
 
 
 def test_offsets_commit_up_to_the_oldest_message_still_held() -> None:

@@ -1,8 +1,9 @@
-"""Property tests of event parsing: the collector's validation and the scorer's decoder, on hostile input.
+"""Property tests of the event contract: the collector's validation and its readers, on hostile input.
 
 Whatever bytes arrive, the collector either accepts events that satisfy the contract or answers a
-4xx naming the problem, and the scorer's decoder either decodes or reports poison; neither raises
-anything else. What the collector accepts, the sink and the scorer decode to the same event.
+4xx naming the problem, and the contract's decoder either decodes or reports a bad message; neither
+raises anything else. What the collector accepts, the sink, the scorer and the monitor decode to the
+same event, and on any message the three readers agree on whether it is an event at all.
 """
 
 from __future__ import annotations
@@ -11,21 +12,24 @@ import math
 import re
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fireman_common.events import BadMessage, decode_event
 from fireman_common.schema import FEATURE_NAMES, MAX_EPOCH_MS, MIN_EPOCH_MS
-from serving.codec import PoisonMessage, decode_batch, decode_event
+from monitoring.windows import parse_features
+from serving.codec import decode_batch
 from streaming.payloads import (
-    WIRE_EVENT,
     PayloadError,
     event_record,
     parse_events,
     parse_labels,
     parse_legacy,
 )
+from streaming.sink import event_point
 
 IDENTIFIER = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 MAX_BATCH = 50
@@ -108,9 +112,43 @@ def test_collector_never_accepts_an_event_outside_the_contract(value: Any) -> No
             assert all(type(v) in (float, int, type(None)) for v in item["features"].values())
 
 
+Reading = tuple[str, str, int, list[float | None]] | None
+
+
+def readings(value: bytes | None) -> tuple[Reading, Reading, Reading]:
+    """(event id, sensor id, timestamp, features in FEATURE_NAMES order) as the sink, the scorer and the
+    monitor read ``value``; None where that reader refuses it."""
+    try:
+        point = event_point(value, "measurements")  # type: ignore[arg-type]
+        sink: Reading = (
+            str(point.fields["event_id"]),
+            point.tags["sensor_id"],
+            point.time_ns // 1_000_000,
+            [point.fields.get(name) for name in FEATURE_NAMES],  # type: ignore[misc]
+        )
+    except ValueError:
+        sink = None
+    batch = decode_batch([value], FEATURE_NAMES)
+    scorer: Reading = (
+        (batch.event_ids[0], batch.sensor_ids[0], batch.timestamps[0], batch.rows[0]) if len(batch) else None
+    )
+    try:
+        event_id, row = parse_features(value)
+        event = decode_event(value)
+        monitor: Reading = (
+            event_id,
+            event.sensor_id,
+            event.timestamp,
+            [None if np.isnan(v) else float(v) for v in row],
+        )
+    except BadMessage:
+        monitor = None
+    return sink, scorer, monitor
+
+
 @PROPERTY
 @given(valid_events)
-def test_an_event_the_collector_accepts_is_decoded_identically_by_the_sink_and_the_scorer(
+def test_an_event_the_collector_accepts_is_read_identically_by_the_sink_the_scorer_and_the_monitor(
     value: dict[str, Any],
 ) -> None:
     [event] = parse_events(orjson.dumps(value), MAX_BATCH)
@@ -118,14 +156,24 @@ def test_an_event_the_collector_accepts_is_decoded_identically_by_the_sink_and_t
     timestamp = event.timestamp if event.timestamp is not None else 1_700_000_000_000
     record = event_record(event_id, event.sensor_id, timestamp, event.features)
 
-    wire = WIRE_EVENT.validate_json(record.value)  # the sink's reading
-    present = {k: v for k, v in event.features.items() if v is not None}
-    assert (wire.event_id, wire.sensor_id, wire.timestamp) == (event_id, event.sensor_id, timestamp)
-    assert wire.features == present
+    expected = (event_id, event.sensor_id, timestamp, [event.features.get(name) for name in FEATURE_NAMES])
+    sink, scorer, monitor = readings(record.value)
+    assert sink == scorer == monitor == expected
 
-    decoded_id, sensor, stamp, row = decode_event(record.value, FEATURE_NAMES)  # the scorer's reading
-    assert (decoded_id, sensor, stamp) == (event_id, event.sensor_id, timestamp)
-    assert row == [present.get(name) for name in FEATURE_NAMES]
+
+@PROPERTY
+@given(st.one_of(hostile_events.map(orjson.dumps), st.binary(max_size=300), st.none()))
+def test_the_sink_the_scorer_and_the_monitor_agree_on_any_message(value: bytes | None) -> None:
+    sink, scorer, monitor = readings(value)
+    assert (sink is None) == (scorer is None) == (monitor is None), (sink, scorer, monitor)
+    if scorer is not None:
+        # The sink stores floats (an integer would start an integer field in InfluxDB).
+        assert scorer[3] == [None if v is None else float(v) for v in scorer[3]]
+        assert (
+            sink
+            == monitor
+            == (scorer[0], scorer[1], scorer[2], [None if v is None else float(v) for v in scorer[3]])
+        )
 
 
 @PROPERTY
@@ -165,15 +213,15 @@ def test_labels_and_legacy_bodies_answer_4xx_or_parse_for_any_bytes(body: bytes)
 
 @PROPERTY
 @given(st.one_of(st.binary(max_size=2048), st.none()))
-def test_scorer_decoder_decodes_or_reports_poison_for_any_bytes(value: bytes | None) -> None:
+def test_the_decoder_decodes_or_reports_a_bad_message_for_any_bytes(value: bytes | None) -> None:
     try:
-        event_id, sensor_id, timestamp, row = decode_event(value, FEATURE_NAMES)
-    except PoisonMessage as exc:
+        event = decode_event(value)
+    except BadMessage as exc:
         assert str(exc)
         return
-    assert IDENTIFIER.fullmatch(event_id) and IDENTIFIER.fullmatch(sensor_id)
-    assert MIN_EPOCH_MS <= timestamp <= MAX_EPOCH_MS
-    assert len(row) == len(FEATURE_NAMES)
+    assert IDENTIFIER.fullmatch(event.event_id) and IDENTIFIER.fullmatch(event.sensor_id)
+    assert MIN_EPOCH_MS <= event.timestamp <= MAX_EPOCH_MS
+    assert set(event.features) <= set(FEATURE_NAMES)
 
 
 @PROPERTY
@@ -196,8 +244,10 @@ def test_scorer_batch_keeps_every_message_as_an_event_or_as_poison(values: list[
         b'{"event_id": "e\\n", "sensor_id": "s", "timestamp": 1700000000000, "features": {}}',
         b'{"event_id": "e", "sensor_id": "s", "timestamp": 1700000000000, "features": [1, 2]}',
         '{"event_id": "é", "sensor_id": "s", "timestamp": 1700000000000, "features": {}}'.encode(),
+        b'{"event_id": "e", "sensor_id": "s", "timestamp": 1700000000000, "features": {"Cont_99": 1.0}}',
+        b'{"event_id": "e", "sensor_id": "s", "timestamp": true, "features": {}}',
     ],
 )
-def test_scorer_reports_known_poison_shapes(value: bytes) -> None:
-    with pytest.raises(PoisonMessage):
-        decode_event(value, FEATURE_NAMES)
+def test_known_poison_shapes_are_bad_messages(value: bytes) -> None:
+    with pytest.raises(BadMessage):
+        decode_event(value)

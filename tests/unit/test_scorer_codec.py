@@ -7,8 +7,8 @@ import math
 import orjson
 import pytest
 
+from fireman_common.events import WireEvent
 from fireman_common.pointtime import point_time_ns
-from fireman_common.schema import Event
 from serving.codec import Lineage, decode_batch, encode_predictions
 from streaming.sink import event_point
 
@@ -36,7 +36,7 @@ def test_matrix_follows_the_model_order_with_nan_for_absent_and_null_features() 
 
 
 def test_the_wire_form_of_an_event_decodes() -> None:
-    wire = Event(event_id="a", sensor_id="b", timestamp=5, features={"Cont_1": 0.5}).to_json()
+    wire = WireEvent(event_id="a", sensor_id="b", timestamp=5, features={"Cont_1": 0.5}).to_json()
     batch = decode_batch([wire], ORDER)
     assert batch.timestamps == [5] and batch.rows == [[None, 0.5, None]]
 
