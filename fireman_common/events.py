@@ -121,11 +121,9 @@ def decode_event(value: bytes | None) -> WireEvent:
 
 def decode_label(value: bytes | None) -> WireLabel:
     message = load_object(value)
+    label = _zero_or_one(message, "label")  # checked first: the field that makes it a label
     return WireLabel(
-        _identifier(message, "event_id"),
-        _identifier(message, "sensor_id"),
-        _timestamp(message),
-        _zero_or_one(message, "label"),
+        _identifier(message, "event_id"), _identifier(message, "sensor_id"), _timestamp(message), label
     )
 
 

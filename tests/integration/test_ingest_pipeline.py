@@ -125,7 +125,7 @@ def test_replays_overwrite_and_poison_messages_go_to_the_dlq(
         errors = {m.value: dict(m.headers)["error"].decode() for m in dlq.messages}
     finally:
         dlq.close()
-    assert "Invalid JSON" in errors[b"{not json"]
+    assert "invalid JSON" in errors[b"{not json"]
     assert "timestamp" in errors[poison[1]]
     assert "label" in errors[b'{"event_id": "ev-0", "label": 7}']
 
