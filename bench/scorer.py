@@ -314,8 +314,8 @@ def _baseline(
     from confluent_kafka import Consumer
 
     from fireman_common.influx import InfluxClient
+    from fireman_common.model import Registry
     from serving.codec import decode_batch, encode_predictions
-    from serving.model import Registry
 
     registry = Registry(mlflow)
     target = registry.production()

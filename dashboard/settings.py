@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
+
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fireman_common.settings import LOOPBACK, InfluxSettings, KafkaSettings
+from fireman_common.settings import (
+    LOOPBACK,
+    MONITOR_GROUP,
+    SCORER_GROUP,
+    SINK_GROUP,
+    InfluxSettings,
+    KafkaSettings,
+)
 
 MAX_WINDOW_S = 7 * 24 * 3600
 
 
-def _scorer_group() -> str:
-    # Follows FIREMAN_SCORER_GROUP_ID, so the lag shown is the lag of the group that really runs.
-    from serving.settings import ScorerSettings
-
-    return ScorerSettings().group_id
-
-
-def _monitor_group() -> str:
-    from monitoring.settings import MonitorSettings
-
-    return MonitorSettings().group_id
-
-
-def _sink_group() -> str:
-    from streaming.settings import SinkSettings
-
-    return SinkSettings().group_id
+def _group(service: str, default: str) -> Any:
+    # The service's own variable (FIREMAN_SCORER_GROUP_ID, ...), so the lag shown is the lag of the
+    # group that really runs.
+    return Field(
+        default=default,
+        validation_alias=AliasChoices(f"FIREMAN_{service}_GROUP_ID", f"{service.lower()}_group_id"),
+    )
 
 
 class DashboardSettings(BaseSettings):
@@ -41,9 +40,9 @@ class DashboardSettings(BaseSettings):
     record_lag: bool = Field(
         default=True, description="Sample consumer lag from Kafka into the consumer_lag measurement."
     )
-    scorer_group_id: str = Field(default_factory=_scorer_group)
-    sink_group_id: str = Field(default_factory=_sink_group)
-    monitor_group_id: str = Field(default_factory=_monitor_group)
+    scorer_group_id: str = _group("SCORER", SCORER_GROUP)
+    sink_group_id: str = _group("SINK", SINK_GROUP)
+    monitor_group_id: str = _group("MONITOR", MONITOR_GROUP)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
 

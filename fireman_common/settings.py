@@ -17,6 +17,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from fireman_common.retry import Backoff
 
 LOOPBACK = "127.0.0.1"
+# The consumer groups' default names: each service's FIREMAN_*_GROUP_ID, also read by the dashboard.
+SINK_GROUP = "fireman-sink"
+SCORER_GROUP = "fireman-scorer"
+MONITOR_GROUP = "fireman-monitor"
 
 
 def _config(prefix: str) -> SettingsConfigDict:

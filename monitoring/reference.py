@@ -87,7 +87,7 @@ class ReferenceStore:
 
     def _score(self, model_name: str, version: str, run_id: str, frame: pd.DataFrame) -> np.ndarray | None:
         """The version's probabilities on the reference, scored exactly as the scorer scores events."""
-        from serving.model import AliasTarget, Registry
+        from fireman_common.model import AliasTarget, Registry
 
         try:
             model = Registry(self.settings).load(AliasTarget(model_name, version, run_id))

@@ -5,13 +5,19 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings, StateSettings
+from fireman_common.settings import (
+    MONITOR_GROUP,
+    InfluxSettings,
+    KafkaSettings,
+    MlflowSettings,
+    StateSettings,
+)
 
 
 class MonitorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FIREMAN_MONITOR_", extra="ignore", env_file=None)
 
-    group_id: str = "fireman-monitor"
+    group_id: str = MONITOR_GROUP
     # Windows of scored events, per model version: closed by count or by time, whichever comes first.
     window_size: int = Field(default=1000, ge=2, description="Events in a drift window.")
     window_seconds: float = Field(

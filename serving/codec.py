@@ -16,6 +16,7 @@ import numpy as np
 from fireman_common.events import BadMessage, decode_event, encode_prediction
 from fireman_common.influx import format_field_value
 from fireman_common.measurements import PREDICTIONS
+from fireman_common.model import Lineage
 from fireman_common.pointtime import NS_PER_MS, point_time_ns
 
 # Rendered inline below, one f-string per prediction on the scorer's hot path: ids that passed the
@@ -55,13 +56,6 @@ def decode_batch(values: Sequence[bytes | None], feature_order: Sequence[str]) -
         batch.timestamps.append(event.timestamp)
         batch.rows.append(list(map(event.features.get, feature_order)))
     return batch
-
-
-@dataclass(frozen=True)
-class Lineage:
-    model_name: str
-    model_version: str
-    run_id: str
 
 
 def encode_predictions(

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from fireman_common import production_history
 from fireman_common.influx import Point
 from fireman_common.measurements import MODEL_EVENTS
+from fireman_common.model import AliasTarget, ModelRefused, Registry, ServingModel
 from fireman_common.model_registry import RegistryError
-from serving.model import AliasTarget, ModelRefused, Registry, ServingModel
 
 log = logging.getLogger(__name__)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings
+from fireman_common.settings import SCORER_GROUP, InfluxSettings, KafkaSettings, MlflowSettings
 
 
 class ScorerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FIREMAN_SCORER_", extra="ignore", env_file=None)
 
-    group_id: str = "fireman-scorer"
+    group_id: str = SCORER_GROUP
     max_batch: int = Field(
         default=5000, ge=1, le=100_000, description="Most events scored in one model call."
     )

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fireman_common.settings import LOOPBACK, DatasetSettings, InfluxSettings, KafkaSettings
+from fireman_common.settings import LOOPBACK, SINK_GROUP, DatasetSettings, InfluxSettings, KafkaSettings
 
 
 def _config(prefix: str) -> SettingsConfigDict:
@@ -45,7 +45,7 @@ class CollectorSettings(BaseSettings):
 class SinkSettings(BaseSettings):
     model_config = _config("FIREMAN_SINK_")
 
-    group_id: str = "fireman-sink"
+    group_id: str = SINK_GROUP
     batch_size: int = Field(
         default=5000, ge=1, description="Most Kafka records written per InfluxDB request."
     )

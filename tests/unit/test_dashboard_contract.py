@@ -24,7 +24,8 @@ def parse_line(line: str) -> tuple[str, set[str], set[str]]:
 
 
 def test_predictions_match_the_scorer_encoding() -> None:
-    from serving.codec import Lineage, decode_batch, encode_predictions
+    from fireman_common.model import Lineage
+    from serving.codec import decode_batch, encode_predictions
 
     event = {"event_id": "e1", "sensor_id": "s1", "timestamp": 1_700_000_000_000, "features": {"Cont_1": 1.0}}
     batch = decode_batch([orjson.dumps(event)], FEATURE_NAMES)

@@ -8,8 +8,9 @@ import orjson
 import pytest
 
 from fireman_common.events import WireEvent
+from fireman_common.model import Lineage
 from fireman_common.pointtime import point_time_ns
-from serving.codec import Lineage, decode_batch, encode_predictions
+from serving.codec import decode_batch, encode_predictions
 from streaming.sink import event_point
 
 ORDER = ("Cont_3", "Cont_1", "Cont_2")

@@ -11,9 +11,8 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 
+from fireman_common.model import Lineage, ModelRefused, build_serving_model, feature_order
 from fireman_common.schema import FEATURE_NAMES
-from serving.codec import Lineage
-from serving.model import ModelRefused, build_serving_model, feature_order
 
 LINEAGE = Lineage("spam", "3", "run")
 

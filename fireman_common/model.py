@@ -1,4 +1,7 @@
-"""The production model: resolved from the registry alias, loaded, and checked before it serves.
+"""A servable model version: resolved from the registry alias, loaded, and checked before it serves.
+
+The scorer serves it; the monitor loads the same version to score its drift reference exactly as
+the scorer scores events.
 
 A model serves only if its signature names a feature set the events carry (numeric columns, all
 known features) and it produces finite class-1 probabilities on sample rows, with and without
@@ -19,12 +22,20 @@ from fireman_common import mlflow_uri
 from fireman_common.model_registry import RegistryClient
 from fireman_common.schema import FEATURE_NAMES
 from fireman_common.settings import MlflowSettings
-from serving.codec import Lineage
 
 log = logging.getLogger(__name__)
 
 NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
 POSITIVE_CLASS = 1
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Which registered version (and training run) scored an event; every prediction carries it."""
+
+    model_name: str
+    model_version: str
+    run_id: str
 
 
 class ModelRefused(Exception):
