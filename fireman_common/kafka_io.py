@@ -452,8 +452,8 @@ class _SendingProducer(AckProducer):
 def make_producer(settings: KafkaSettings) -> _SendingProducer:
     """An acknowledging producer that also answers to ``send``.
 
-    Only serving/testkit.py's ``produce_events`` still calls this (it is being changed elsewhere at
-    the same time); once it uses AckProducer, this and _SendingProducer go.
+    Kept only for serving/testkit.py's ``produce_events``; once that uses AckProducer, this and
+    _SendingProducer go.
     """
     return _SendingProducer(settings)
 
