@@ -1,13 +1,12 @@
 """`fireman bench collector`: events/s through the collector, end to end (202 = acked by Kafka).
 
 The collector runs as its own process (``fireman collector``) on fresh topics of the configured
-Kafka, once per producer client (``FIREMAN_COLLECTOR_KAFKA_CLIENT``: kafka-python, then librdkafka
-via confluent-kafka), so the two are compared side by side in one run. The load comes from this
-process: a minimal HTTP/1.1 keep-alive client on asyncio + uvloop, one request in flight per
-connection. It costs a few tens of microseconds per request, so on a 2-core machine the CPU goes to
-the collector and the broker rather than to the load generator (httpx would need several times the
-collector's CPU for the same request rate). Every response is checked to be 202, and the topic's end
-offsets are compared with the acknowledged event count.
+Kafka, once per worker count compared. The load comes from this process: a minimal HTTP/1.1
+keep-alive client on asyncio + uvloop, one request in flight per connection. It costs a few tens of
+microseconds per request, so on a 2-core machine the CPU goes to the collector and the broker rather
+than to the load generator (httpx would need several times the collector's CPU for the same request
+rate). Every response is checked to be 202, and the topic's end offsets are compared with the
+acknowledged event count.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from rich.table import Table
 
 from fireman.services.process import wait_until
 from fireman_common.errors import UserError
-from fireman_common.kafka_io import delete_topics, ensure_topics
+from fireman_common.kafka_io import admin_client, delete_topics, end_offsets, ensure_topics
 from fireman_common.schema import FEATURE_NAMES
 from fireman_common.settings import KafkaSettings
 
@@ -66,14 +65,12 @@ class BenchOptions:
     batch_concurrency: int = 4
     batch_size: int = 1000
     workers: list[int] = field(default_factory=lambda: [1])
-    clients: list[str] = field(default_factory=lambda: ["kafka-python", "confluent"])
     profile: Path | None = None
     warmup_s: float = 2.0
 
 
 @dataclass
 class Result:
-    client: str
     workers: int
     scenario: str
     requests: int
@@ -189,7 +186,7 @@ def _free_port() -> int:
 
 
 def _start_collector(
-    kafka: KafkaSettings, client: str, workers: int, profile: Path | None, log: Path
+    kafka: KafkaSettings, workers: int, profile: Path | None, log: Path
 ) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     env = dict(os.environ)
@@ -200,7 +197,6 @@ def _start_collector(
             "FIREMAN_KAFKA_TOPIC_LABELS": kafka.topic_labels,
             "FIREMAN_COLLECTOR_PORT": str(port),
             "FIREMAN_COLLECTOR_WORKERS": str(workers),
-            "FIREMAN_COLLECTOR_KAFKA_CLIENT": client,
         }
     )
     env.pop("FIREMAN_COLLECTOR_TOKEN", None)
@@ -249,22 +245,13 @@ def _cpu_seconds(proc: subprocess.Popen) -> float:
 
 
 def _topic_records(kafka: KafkaSettings) -> int:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, bootstrap_timeout_ms=10_000)
-    try:
-        partitions = consumer.partitions_for_topic(kafka.topic_measurements) or set()
-        tps = [TopicPartition(kafka.topic_measurements, p) for p in partitions]
-        return int(sum(consumer.end_offsets(tps).values()))
-    finally:
-        consumer.close()
+    return sum(end_offsets(admin_client(kafka), [kafka.topic_measurements]).values())
 
 
 def _scenario(
     name: str,
     port: int,
     proc: subprocess.Popen,
-    client: str,
     workers: int,
     bodies: list[bytes],
     per_request: int,
@@ -276,7 +263,6 @@ def _scenario(
     sink = _run_load(port, bodies, per_request, concurrency, options)
     cpu = (_cpu_seconds(proc) - cpu_before) / (time.perf_counter() - wall_before)
     return Result(
-        client,
         workers,
         name,
         sink["requests"],
@@ -313,12 +299,12 @@ def run_bench(options: BenchOptions) -> list[Result]:
         f"Kafka {kafka.bootstrap_servers}, {os.cpu_count()} CPUs, load average {_loadavg()}, log {log}"
     )
     try:
-        for client, workers in ((c, w) for c in options.clients for w in options.workers):
-            profile = _profile_path(options, client, workers)
-            proc, port = _start_collector(kafka, client, workers, profile, log)
+        for workers in options.workers:
+            profile = options.profile if workers == 1 else None
+            proc, port = _start_collector(kafka, workers, profile, log)
             try:
                 results.append(
-                    _scenario("single", port, proc, client, workers, singles, 1, options.concurrency, options)
+                    _scenario("single", port, proc, workers, singles, 1, options.concurrency, options)
                 )
                 console.print(_describe(results[-1]))
                 results.append(
@@ -326,7 +312,6 @@ def run_bench(options: BenchOptions) -> list[Result]:
                         f"batch {options.batch_size}",
                         port,
                         proc,
-                        client,
                         workers,
                         batches,
                         options.batch_size,
@@ -340,24 +325,14 @@ def run_bench(options: BenchOptions) -> list[Result]:
         on_kafka = _topic_records(kafka)
     finally:
         delete_topics(kafka, topics)
-    _report(results, on_kafka, options)
-    for client in options.clients:
-        path = _profile_path(options, client, 1)
-        if path is not None and path.is_file():
-            console.print(
-                f"\ncProfile of the {client} collector's event-loop thread (top 25 by own time): {path}"
-            )
-            pstats.Stats(str(path)).sort_stats("tottime").print_stats(25)
+    _report(results, on_kafka)
+    # Of the single-worker collector only: cProfile sees one process.
+    if options.profile is not None and options.profile.is_file():
+        console.print(
+            f"\ncProfile of the collector's event-loop thread (top 25 by own time): {options.profile}"
+        )
+        pstats.Stats(str(options.profile)).sort_stats("tottime").print_stats(25)
     return results
-
-
-def _profile_path(options: BenchOptions, client: str, workers: int) -> Path | None:
-    """One profile per client, of the single-worker collector (cProfile sees one process only)."""
-    if options.profile is None or workers != 1:
-        return None
-    if len(options.clients) == 1:
-        return options.profile
-    return options.profile.with_name(f"{options.profile.stem}-{client}{options.profile.suffix}")
 
 
 def _loadavg() -> str:
@@ -366,14 +341,13 @@ def _loadavg() -> str:
 
 def _describe(result: Result) -> str:
     return (
-        f"  {result.client} workers={result.workers} {result.scenario}: {result.events_per_s:,.0f} events/s "
+        f"  workers={result.workers} {result.scenario}: {result.events_per_s:,.0f} events/s "
         f"({result.requests_per_s:,.0f} req/s, {result.errors} errors)"
     )
 
 
-def _report(results: list[Result], on_kafka: int, options: BenchOptions) -> None:
+def _report(results: list[Result], on_kafka: int) -> None:
     table = Table(
-        "client",
         "workers",
         "scenario",
         "req/s",
@@ -388,7 +362,6 @@ def _report(results: list[Result], on_kafka: int, options: BenchOptions) -> None
         target = SINGLE_TARGET if result.scenario == "single" else BATCH_TARGET
         latencies = np.array(result.latencies_ms or [0.0])
         table.add_row(
-            result.client,
             str(result.workers),
             result.scenario,
             f"{result.requests_per_s:,.0f}",
@@ -401,16 +374,6 @@ def _report(results: list[Result], on_kafka: int, options: BenchOptions) -> None
         )
     console.print(table)
     console.print(f"load average at the end: {_loadavg()} (other processes share these CPUs)")
-    by_key = {(r.client, r.workers, r.scenario): r for r in results}
-    base_client = options.clients[0]
-    for other in options.clients[1:]:
-        for (client, workers, scenario), result in by_key.items():
-            base = by_key.get((base_client, workers, scenario))
-            if client == other and base is not None:
-                console.print(
-                    f"{other} / {base_client} (workers={workers}, {scenario}): "
-                    f"{result.events_per_s / max(base.events_per_s, 1e-9):.2f}x events/s"
-                )
     acknowledged = sum(r.events for r in results)
     console.print(
         f"records on the Kafka topic: {on_kafka:,} (>= {acknowledged:,} acknowledged in the measured windows;"

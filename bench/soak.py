@@ -286,52 +286,32 @@ def _ready(port: int) -> bool:
 
 
 class _LagReader:
-    """Committed lag of each consumer group, from one metadata consumer (no group membership)."""
+    """Committed lag of each consumer group, asked of the broker (no group membership)."""
 
     def __init__(self, kafka: KafkaSettings) -> None:
-        from confluent_kafka import Consumer
+        from fireman_common.kafka_io import admin_client
 
-        self.kafka = kafka
-        self._consumers = {
-            group: Consumer(
-                {
-                    "bootstrap.servers": kafka.bootstrap_servers,
-                    "group.id": f"{group}-{kafka.topic_measurements}",
-                }
-            )
-            for group in GROUPS
-        }
+        self._admin = admin_client(kafka, timeout_ms=5000)
         measurements, labels = kafka.topic_measurements, kafka.topic_labels
+        self._group_ids = {group: f"{group}-{measurements}" for group in GROUPS}
         self._topics = {
             "sink": [measurements, labels],
             "scorer": [measurements],
             "monitor": [measurements, kafka.topic_predictions, labels],
         }
 
-    def lag(self, group: str) -> int | None:
-        from confluent_kafka import KafkaException, TopicPartition
+    def lags(self, groups: list[str]) -> dict[str, int | None]:
+        from confluent_kafka import KafkaException
 
-        consumer = self._consumers[group]
+        from fireman_common.kafka_io import consumer_lag
+
         try:
-            partitions = [
-                TopicPartition(topic, p)
-                for topic in self._topics[group]
-                for p in range(self.kafka.partitions)
-            ]
-            committed = consumer.committed(partitions, timeout=5)
-            total = 0
-            for tp in committed:
-                _, high = consumer.get_watermark_offsets(tp, timeout=5)
-                if tp.offset < 0:
-                    return None  # nothing committed yet
-                total += max(0, high - tp.offset)
-            return total
+            lag = consumer_lag(self._admin, {self._group_ids[g]: self._topics[g] for g in groups})
         except KafkaException:
-            return None
-
-    def close(self) -> None:
-        for consumer in self._consumers.values():
-            consumer.close()
+            return dict.fromkeys(groups)
+        finally:
+            self._admin.poll(0)  # hands librdkafka's queued log lines to logging
+        return {group: lag.behind[self._group_ids[group]] for group in groups}
 
 
 def _latency(influx: InfluxClient, window_s: float) -> tuple[float | None, float | None]:
@@ -427,7 +407,7 @@ def run_soak(options: SoakOptions, console: Console | None = None) -> SoakResult
                     sample = Sample(
                         elapsed_s=elapsed,
                         rss=_rss(procs),
-                        lag={group: lags.lag(group) for group in GROUPS if group in procs},
+                        lag=lags.lags([group for group in GROUPS if group in procs]),
                         p50_ms=p50,
                         p99_ms=p99,
                         scored=_scored(influx),
@@ -438,7 +418,6 @@ def run_soak(options: SoakOptions, console: Console | None = None) -> SoakResult
                 time.sleep(0.2)
             progress.update(task, completed=duration)
     finally:
-        lags.close()
         influx.close()
         _cleanup(names)
     _print(result, console)

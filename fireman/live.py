@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from confluent_kafka import KafkaException
 
 from fireman_common import production_history
 from fireman_common.influx import InfluxClient, InfluxError
-from fireman_common.kafka_io import admin_client
+from fireman_common.kafka_io import ConsumerLag, admin_client, consumer_lag
 from fireman_common.model_registry import RegistryClient, RegistryError
 from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 
@@ -33,17 +31,16 @@ class LiveStatus:
         self.influx = InfluxClient(influx)
         self.mlflow = mlflow
         self.scorer_group = scorer_group
-        self._consumer: KafkaConsumer | None = None
+        self._admin = admin_client(kafka, timeout_ms=3000)
         self._last: tuple[float, int] | None = None
 
     def close(self) -> None:
         self.influx.close()
-        if self._consumer is not None:
-            self._consumer.close()
 
     def sample(self) -> Snapshot:
-        end_offsets = self._end_offsets()
-        total = sum(end_offsets.values()) if end_offsets else None
+        lag = self._lag()
+        # Only measurements is asked about: its end offsets sum to every event ever written.
+        total = sum(lag.ends.values()) if lag is not None and lag.ends else None
         rate = None
         now = time.monotonic()
         if total is not None:
@@ -52,38 +49,20 @@ class LiveStatus:
             self._last = (now, total)
         return Snapshot(
             events_per_s=rate,
-            scorer_lag=self._lag(end_offsets),
+            scorer_lag=lag.behind[self.scorer_group] if lag is not None and lag.ends else None,
             production_version=self._production_version(),
             drift_share=self._last_value('SELECT last("share_drifted_features") FROM "drift"'),
             accuracy=self._last_value('SELECT last("accuracy") FROM "performance"'),
         )
 
-    def _end_offsets(self) -> dict[TopicPartition, int]:
+    def _lag(self) -> ConsumerLag | None:
+        """The scorer group's lag, with the end offsets of ``measurements`` (None while Kafka is away)."""
         try:
-            if self._consumer is None:
-                self._consumer = KafkaConsumer(bootstrap_servers=self.kafka.bootstrap_servers)
-            partitions = self._consumer.partitions_for_topic(self.kafka.topic_measurements) or set()
-            topic_partitions = [TopicPartition(self.kafka.topic_measurements, p) for p in partitions]
-            return dict(self._consumer.end_offsets(topic_partitions))
-        except KafkaError:
-            return {}
-
-    def _lag(self, end_offsets: dict[TopicPartition, int]) -> int | None:
-        if not end_offsets:
+            return consumer_lag(self._admin, {self.scorer_group: [self.kafka.topic_measurements]})
+        except KafkaException:
             return None
-        try:
-            admin = admin_client(self.kafka, timeout_ms=3000)
-            try:
-                committed: dict[Any, Any] = admin.list_group_offsets(self.scorer_group)[self.scorer_group]
-            finally:
-                admin.close()
-        except (KafkaError, KeyError):
-            return None
-        lag = 0
-        for partition, end in end_offsets.items():
-            offset = committed.get(partition)
-            lag += end - (offset.offset if offset is not None and offset.offset >= 0 else 0)
-        return lag
+        finally:
+            self._admin.poll(0)  # hands librdkafka's queued log lines to logging
 
     def _production_version(self) -> str | None:
         try:

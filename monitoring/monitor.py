@@ -44,7 +44,7 @@ from monitoring.windows import (
 )
 
 if TYPE_CHECKING:
-    from serving.kafka_client import BatchConsumer, Record
+    from fireman_common.kafka_io import BatchConsumer, Record
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ class Monitor:
         self._to_release: list[Position] = []
 
     def run(self, stop: threading.Event) -> None:
-        from serving.kafka_client import BatchConsumer
+        from fireman_common.kafka_io import BatchConsumer
 
         settings = self.settings
         kafka = settings.kafka

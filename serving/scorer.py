@@ -26,11 +26,11 @@ import numpy as np
 
 from fireman_common.dead_letter import dead_letter_headers
 from fireman_common.influx import InfluxClient, InfluxError, Point
+from fireman_common.kafka_io import AckProducer, BatchConsumer, KafkaDeliveryError, Offsets, Record
 from fireman_common.model import Registry, ServingModel
 from fireman_common.schema import now_ms
 from serving.codec import DecodedBatch, decode_batch, encode_predictions
 from serving.influx_writer import InfluxWriter
-from serving.kafka_client import AckProducer, BatchConsumer, KafkaDeliveryError, Offsets, Record
 from serving.reload import ModelWatcher, model_event
 from serving.settings import ScorerSettings
 

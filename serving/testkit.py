@@ -68,14 +68,14 @@ def make_events(
 
 def produce_events(kafka: KafkaSettings, events: Sequence[WireEvent], extra: Sequence[bytes] = ()) -> None:
     """Events (and any raw ``extra`` values) to ``measurements``, keyed by sensor id, acknowledged."""
-    from fireman_common.kafka_io import make_producer
+    from fireman_common.kafka_io import AckProducer
 
-    producer = make_producer(kafka)
+    producer = AckProducer(kafka)
     try:
         for event in events:
-            producer.send(kafka.topic_measurements, key=event.sensor_id.encode(), value=event.to_json())
+            producer.produce(kafka.topic_measurements, event.to_json(), key=event.sensor_id.encode())
         for value in extra:
-            producer.send(kafka.topic_measurements, key=b"poison", value=value)
+            producer.produce(kafka.topic_measurements, value, key=b"poison")
         producer.flush()
     finally:
         producer.close()

@@ -176,9 +176,6 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         batch_size: int = typer.Option(1000, help="Events per batch POST."),
         workers: str = typer.Option("1", help="Comma-separated collector worker counts to compare."),
         profile: Path | None = typer.Option(None, help="Write a cProfile of the collector (workers=1) here."),
-        clients: str = typer.Option(
-            "kafka-python,confluent", help="Kafka clients of the collector to compare side by side."
-        ),
     ) -> None:
         """Events/s through the collector, acknowledged by Kafka: single-event vs batch POSTs."""
         from bench.collector import BenchOptions, run_bench
@@ -191,6 +188,5 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 batch_size=batch_size,
                 workers=[int(part) for part in workers.split(",") if part.strip()],
                 profile=profile,
-                clients=[part.strip() for part in clients.split(",") if part.strip()],
             )
         )

@@ -7,9 +7,6 @@ queue, and its own C threads batch, send and retry. A poller thread serves the d
 while that fails, writes are refused up front (503) instead of being queued, and records that were
 queued time out (``message.timeout.ms``) before the request stops waiting, so a 503 never turns into
 a late write.
-
-kafka-python is kept behind the same interface (``kafka_client="kafka-python"``) only so that
-``fireman bench collector`` can measure both clients side by side; see docs/performance-notes.md.
 """
 
 from __future__ import annotations
@@ -20,10 +17,11 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from fireman_common.kafka_io import LibrdkafkaLog
 from streaming.payloads import Record
 from streaming.settings import CollectorSettings
 
@@ -36,36 +34,11 @@ QUEUE_MAX_MESSAGES = 1_000_000
 QUEUE_MAX_KBYTES = 1024 * 1024
 
 
-class _LibrdkafkaLog:
-    """librdkafka's own log lines, at DEBUG instead of on raw stderr.
-
-    It logs every refused reconnect (several a second) as an error while Kafka is down; the readiness
-    check already reports an outage once, and fatal errors arrive through ``error_cb``.
-    """
-
-    _log = log.getChild("librdkafka")
-
-    def log(self, _level: int, message: str, *args: Any) -> None:
-        self._log.debug(message, *args)
-
-
 class KafkaUnavailable(Exception):
     """Kafka did not acknowledge (or is known to be down): the request gets 503."""
 
 
-class Publisher(Protocol):
-    """What the collector needs of a Kafka client."""
-
-    @property
-    def ready(self) -> bool: ...
-    def start(self) -> None: ...
-    def close(self) -> None: ...
-    async def publish(self, topic: str, records: Sequence[Record]) -> None: ...
-
-
-def make_publisher(settings: CollectorSettings) -> Publisher:
-    if settings.kafka_client == "kafka-python":
-        return KafkaPythonPublisher(settings)
+def make_publisher(settings: CollectorSettings) -> ConfluentPublisher:
     return ConfluentPublisher(settings)
 
 
@@ -92,30 +65,7 @@ def _settle(requests: list[_Request]) -> None:
             request.future.set_exception(KafkaUnavailable(f"Kafka did not acknowledge: {request.error}"))
 
 
-class _ReadinessWatch:
-    """A background check of the broker, every interval or at once when a write looked wrong."""
-
-    settings: CollectorSettings
-    _ready: bool
-    _stop: threading.Event
-    _wake: threading.Event
-
-    def _check(self) -> None:
-        raise NotImplementedError
-
-    def _suspect(self) -> None:
-        self._ready = False
-        self._wake.set()
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.settings.readiness_interval_s)
-            self._wake.clear()
-            if not self._stop.is_set():
-                self._check()
-
-
-class ConfluentPublisher(_ReadinessWatch):
+class ConfluentPublisher:
     """librdkafka producer; ``ready`` is true while the broker answers with the topics' metadata."""
 
     def __init__(self, settings: CollectorSettings) -> None:
@@ -237,6 +187,18 @@ class ConfluentPublisher(_ReadinessWatch):
         old.close()
         self._wake.set()
 
+    def _suspect(self) -> None:
+        self._ready = False
+        self._wake.set()
+
+    def _watch(self) -> None:
+        """Check the broker every readiness interval, or at once when a write looked wrong."""
+        while not self._stop.is_set():
+            self._wake.wait(self.settings.readiness_interval_s)
+            self._wake.clear()
+            if not self._stop.is_set():
+                self._check()
+
     def _check(self) -> None:
         """One metadata request (C code, GIL released while waiting): the broker answers and leads."""
         kafka = self.settings.kafka
@@ -264,7 +226,7 @@ class ConfluentPublisher(_ReadinessWatch):
             self._down_since = time.monotonic()
         elif not reachable and time.monotonic() - self._down_since > self._replace_after_s:
             # A producer that lived through a broker restart has been seen to stay unable to reach it
-            # (see serving.kafka_client.AckProducer.replace); a fresh one is cheap, and it is what a
+            # (see fireman_common.kafka_io.AckProducer.replace); a fresh one is cheap, and it is what a
             # restart of the collector would do.
             log.warning("Kafka still unreachable: starting a fresh producer")
             self._down_since = time.monotonic()
@@ -299,112 +261,6 @@ class ConfluentPublisher(_ReadinessWatch):
             # Reconnect within a readiness interval or two once the broker is back.
             "reconnect.backoff.max.ms": 1000,
             "error_cb": self._on_error,
-            "logger": _LibrdkafkaLog(),
+            "logger": LibrdkafkaLog(),
         }
         return Producer(config)
-
-
-class KafkaPythonPublisher(_ReadinessWatch):
-    """The first implementation, on kafka-python; kept for the side-by-side benchmark only.
-
-    kafka-python's futures complete on its sender thread; a per-request countdown turns them into
-    one asyncio future. Readiness is an admin-client metadata request from a background thread.
-    """
-
-    def __init__(self, settings: CollectorSettings) -> None:
-        self.settings = settings
-        self.topics = [settings.kafka.topic_measurements, settings.kafka.topic_labels]
-        self._producer: Any = None
-        self._ready = False
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def ready(self) -> bool:
-        return self._ready and self._producer is not None
-
-    def start(self) -> None:
-        self._check()
-        self._thread = threading.Thread(target=self._watch, name="kafka-readiness", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        from kafka.errors import KafkaError as PyKafkaError
-
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._producer is not None:
-            try:
-                self._producer.flush(timeout=self.settings.ack_timeout_s)
-            except PyKafkaError as exc:
-                log.warning("records not acknowledged at shutdown: %s", exc)
-            self._producer.close(timeout=5)
-
-    async def publish(self, topic: str, records: Sequence[Record]) -> None:
-        from kafka.errors import KafkaError as PyKafkaError
-
-        producer = self._producer
-        if producer is None or not self._ready:
-            raise KafkaUnavailable("Kafka is not reachable; nothing was accepted, retry later")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        lock = threading.Lock()
-        pending = [len(records)]
-
-        def resolve(error: BaseException | None) -> None:
-            if not future.done():
-                future.set_result(None) if error is None else future.set_exception(error)
-
-        def ok(_metadata: Any) -> None:
-            with lock:
-                pending[0] -= 1
-                done = pending[0] == 0
-            if done:
-                loop.call_soon_threadsafe(resolve, None)
-
-        def failed(error: BaseException) -> None:
-            loop.call_soon_threadsafe(resolve, error)
-
-        try:
-            for record in records:
-                sent = producer.send(topic, value=record.value, key=record.key)
-                sent.add_callback(ok)
-                sent.add_errback(failed)
-        except PyKafkaError as exc:
-            self._suspect()
-            raise KafkaUnavailable(f"Kafka refused the records: {exc}") from exc
-        try:
-            await asyncio.wait_for(future, timeout=self.settings.ack_timeout_s + WAIT_MARGIN_S)
-        except Exception as exc:
-            self._suspect()
-            raise KafkaUnavailable(f"Kafka did not acknowledge the records: {exc!r}") from exc
-
-    def _check(self) -> None:
-        from kafka.errors import KafkaError as PyKafkaError
-
-        from fireman_common.kafka_io import broker_reachable, make_producer
-
-        kafka = self.settings.kafka
-        try:
-            reachable = broker_reachable(kafka, timeout_ms=2000)
-            if reachable and self._producer is None:
-                delivery_ms = int(self.settings.ack_timeout_s * 1000)
-                linger = self.settings.linger_ms
-                self._producer = make_producer(
-                    kafka,
-                    linger_ms=linger,
-                    delivery_timeout_ms=delivery_ms,
-                    request_timeout_ms=max(1000, min(kafka.request_timeout_ms, delivery_ms - linger - 1)),
-                    max_block_ms=1000,
-                )
-            if reachable and self._producer is not None:
-                for topic in self.topics:
-                    if not self._producer.partitions_for(topic):
-                        reachable = False
-        except PyKafkaError as exc:
-            log.warning("Kafka at %s is not usable: %s", kafka.bootstrap_servers, exc)
-            reachable = False
-        self._ready = reachable

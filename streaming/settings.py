@@ -34,10 +34,6 @@ class CollectorSettings(BaseSettings):
         default=1.0, gt=0, description="How often Kafka reachability is checked."
     )
     linger_ms: int = Field(default=2, ge=0, description="Producer linger: batches concurrent requests.")
-    kafka_client: Literal["confluent", "kafka-python"] = Field(
-        default="confluent",
-        description="Producer library; kafka-python is kept only to benchmark it against librdkafka.",
-    )
     access_log: bool = False
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
 

@@ -14,16 +14,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata, TopicPartition
 from pydantic import ValidationError
 
 from fireman_common.dead_letter import dead_letter_headers
 from fireman_common.events import decode_event, decode_label
 from fireman_common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
+from fireman_common.kafka_io import AckProducer, BatchConsumer, Offsets, Record
 from fireman_common.measurements import LABELS, MEASUREMENTS
 from fireman_common.pointtime import point_time_ns
 from streaming.settings import SinkSettings
@@ -45,7 +42,7 @@ class SinkStats:
 
 @dataclass
 class _Item:
-    message: Any
+    message: Record
     point: Point | None = None
     error: str | None = None
 
@@ -93,8 +90,8 @@ class Sink:
     def __init__(
         self,
         settings: SinkSettings,
-        consumer: KafkaConsumer,
-        producer: KafkaProducer,
+        consumer: BatchConsumer,
+        producer: AckProducer,
         influx: InfluxClient,
         on_batch: Callable[[SinkStats], None] | None = None,
         stats: SinkStats | None = None,
@@ -119,10 +116,7 @@ class Sink:
 
     def step(self, stop: threading.Event) -> int:
         """Poll one batch and see it through to a commit; returns how many messages it held."""
-        polled = self.consumer.poll(
-            timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.batch_size
-        )
-        messages = [message for records in polled.values() for message in records]
+        messages = self.consumer.poll(self.settings.batch_size, self.settings.poll_timeout_ms / 1000)
         if not messages:
             return 0
         self.stats.consumed += len(messages)
@@ -138,17 +132,18 @@ class Sink:
             self.on_batch(self.stats)
         return len(messages)
 
-    def _convert(self, messages: list[Any]) -> _Batch:
+    def _convert(self, messages: list[Record]) -> _Batch:
         batch = _Batch()
         for message in messages:
             item = _Item(message)
-            convert = self._converters.get(message.topic)
+            convert = self._converters.get(message.topic() or "")
+            value = message.value()
             try:
                 if convert is None:
-                    raise ValueError(f"no conversion for topic {message.topic!r}")
-                if message.value is None:
+                    raise ValueError(f"no conversion for topic {message.topic()!r}")
+                if value is None:
                     raise ValueError("empty message")
-                item.point = convert(message.value)
+                item.point = convert(value.encode() if isinstance(value, str) else value)
             except ValidationError as exc:
                 item.error = _describe(exc)
             except ValueError as exc:
@@ -160,7 +155,6 @@ class Sink:
         """Write the batch's points, waiting out InfluxDB outages; False only when told to stop first."""
         delay = self.settings.retry_initial_s
         give_up_at: float | None = None
-        paused: set[TopicPartition] = set()
         try:
             while True:
                 try:
@@ -176,24 +170,18 @@ class Sink:
                             "stopping with %d messages unwritten; they stay uncommitted", len(batch.items)
                         )
                         return False
-                paused |= self._idle(delay)
+                self._idle(delay)
                 delay = min(delay * 2, self.settings.retry_max_s)
         finally:
-            still_ours = paused & self.consumer.assignment()
-            if still_ours:
-                self.consumer.resume(*still_ours)
+            self.consumer.resume()
 
-    def _idle(self, seconds: float) -> set[TopicPartition]:
+    def _idle(self, seconds: float) -> None:
         """Wait while staying in the group: poll with every partition paused, so nothing is fetched."""
-        assigned = set(self.consumer.assignment())
-        if assigned:
-            self.consumer.pause(*assigned)
-        polled = self.consumer.poll(timeout_ms=int(seconds * 1000), max_records=1)
-        # A rebalance can assign partitions that are not paused yet; put back what they returned.
-        for tp, records in polled.items():
-            if records:
-                self.consumer.seek(tp, records[0].offset)
-        return assigned
+        self.consumer.pause()
+        unexpected = self.consumer.poll(1, seconds)
+        # Nothing, normally. Should a record ever come back, it is put back: a later commit of a
+        # partition it was skipped on would pass over it.
+        self._rewind(unexpected)
 
     def _write_isolating(self, items: list[_Item]) -> None:
         """Write points; when InfluxDB rejects a batch, find the offending points and dead-letter them."""
@@ -218,53 +206,51 @@ class Sink:
     def _dead_letter(self, items: list[_Item]) -> None:
         if not items:
             return
-        futures = []
         for item in items:
             message = item.message
+            value, key = message.value(), message.key()
             headers = dead_letter_headers(
-                item.error or "unknown error", "sink", message.topic, message.partition, message.offset
+                item.error or "unknown error",
+                "sink",
+                str(message.topic()),
+                message.partition() or 0,
+                message.offset() or 0,
             )
-            futures.append(
-                self.producer.send(
-                    self.settings.kafka.topic_dlq,
-                    value=message.value or b"",
-                    key=message.key,
-                    headers=headers,
-                )
+            self.producer.produce(
+                self.settings.kafka.topic_dlq,
+                value.encode() if isinstance(value, str) else (value or b""),
+                key.encode() if isinstance(key, str) else key,
+                headers=headers,
             )
-        self.producer.flush(timeout=self.settings.kafka.request_timeout_ms / 1000)
-        for future in futures:
-            future.get(timeout=self.settings.kafka.request_timeout_ms / 1000)
+        # Acknowledged before the batch is committed; KafkaDeliveryError stops the sink uncommitted.
+        self.producer.flush(self.settings.kafka.request_timeout_ms / 1000)
         self.stats.dead_lettered += len(items)
         log.warning("sent %d unparseable messages to %s", len(items), self.settings.kafka.topic_dlq)
 
-    def _commit(self, messages: list[Any]) -> None:
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        for message in messages:
-            tp = TopicPartition(message.topic, message.partition)
-            if tp not in offsets or offsets[tp].offset <= message.offset:
-                offsets[tp] = OffsetAndMetadata(message.offset + 1, "", -1)
-        try:
-            self.consumer.commit(offsets)
+    def _commit(self, messages: list[Record]) -> None:
+        offsets: Offsets = {tp: max(offsets) + 1 for tp, offsets in _positions(messages).items()}
+        # A failure (a rebalance, the broker unreachable) is logged: the new owner, or the next commit
+        # of this one, covers these messages, and replays overwrite.
+        if self.consumer.commit(offsets, asynchronous=False):
             self.stats.commits += 1
-        except KafkaError as exc:  # CommitFailedError (a rebalance) or the broker being unreachable
-            # The new owner, or the next commit of this one, covers these messages; replays overwrite.
-            log.warning("offset commit failed (the messages will be replayed): %s", exc)
 
-    def _rewind(self, messages: list[Any]) -> None:
-        first: dict[TopicPartition, int] = {}
-        for message in messages:
-            tp = TopicPartition(message.topic, message.partition)
-            first[tp] = min(first.get(tp, message.offset), message.offset)
-        for tp, offset in first.items():
-            if tp in self.consumer.assignment():
-                self.consumer.seek(tp, offset)
+    def _rewind(self, messages: list[Record]) -> None:
+        """Read these messages again: seek each owned partition back to its first one."""
+        self.consumer.seek({tp: min(offsets) for tp, offsets in _positions(messages).items()})
 
     def _ensure_database(self) -> None:
         try:
             self.influx.create_database()
         except InfluxUnavailable as exc:
             log.warning("InfluxDB unavailable at start (the sink will retry): %s", exc)
+
+
+def _positions(messages: list[Record]) -> dict[tuple[str, int], list[int]]:
+    positions: dict[tuple[str, int], list[int]] = {}
+    for message in messages:
+        tp = (str(message.topic()), message.partition() or 0)
+        positions.setdefault(tp, []).append(message.offset() or 0)
+    return positions
 
 
 def _describe(exc: ValidationError) -> str:
@@ -282,24 +268,21 @@ def run_sink(
     stats: SinkStats | None = None,
 ) -> SinkStats:
     """Build the clients from settings and run until ``stop`` is set."""
-    from fireman_common.kafka_io import ensure_topics, make_consumer, make_producer
+    from confluent_kafka import KafkaException
+
+    from fireman_common.kafka_io import ensure_topics
 
     kafka = settings.kafka
     try:
         ensure_topics(kafka, [kafka.topic_measurements, kafka.topic_labels, kafka.topic_dlq])
-    except KafkaError as exc:
+    except KafkaException as exc:
         log.warning("could not ensure topics (continuing): %s", exc)
-    consumer = make_consumer(
-        kafka,
-        settings.group_id,
-        [kafka.topic_measurements, kafka.topic_labels],
-        max_poll_records=settings.batch_size,
-    )
-    producer = make_producer(kafka)
+    consumer = BatchConsumer(kafka, settings.group_id, [kafka.topic_measurements, kafka.topic_labels])
+    producer = AckProducer(kafka)
     influx = InfluxClient(settings.influxdb)
     try:
         return Sink(settings, consumer, producer, influx, on_batch, stats).run(stop)
     finally:
-        consumer.close(autocommit=False)
-        producer.close(timeout=10)
+        consumer.close()
+        producer.close()
         influx.close()

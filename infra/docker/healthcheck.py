@@ -14,7 +14,7 @@ import sys
 import urllib.error
 import urllib.request
 
-LIVE_STATES = {"Stable", "PreparingRebalance", "CompletingRebalance", "Reconciling", "Assigning"}
+LIVE_STATES = {"STABLE", "PREPARING_REBALANCING", "COMPLETING_REBALANCING"}
 
 
 def check_http(url: str) -> str | None:
@@ -29,7 +29,7 @@ def check_http(url: str) -> str | None:
 
 
 def check_group(group: str) -> str | None:
-    from kafka.errors import KafkaError
+    from confluent_kafka import KafkaException
 
     from fireman_common.kafka_io import admin_client
     from fireman_common.settings import KafkaSettings
@@ -37,15 +37,11 @@ def check_group(group: str) -> str | None:
     settings = KafkaSettings()
     try:
         admin = admin_client(settings, timeout_ms=5000)
-        try:
-            described = admin.describe_groups([group])
-        finally:
-            admin.close()
-    except KafkaError as exc:
+        described = admin.describe_consumer_groups([group])[group].result()
+    except KafkaException as exc:
         return f"Kafka at {settings.bootstrap_servers}: {exc}"
-    entry = described.get(group) or {}
-    state = str(entry.get("group_state") or "unknown")
-    members = entry.get("members") or []
+    state = described.state.name if described.state is not None else "UNKNOWN"
+    members = described.members or []
     if state in LIVE_STATES and members:
         return None
     return f"group {group} is {state} with {len(members)} member(s)"

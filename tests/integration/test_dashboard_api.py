@@ -6,17 +6,16 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from kafka import KafkaConsumer, TopicPartition
-from kafka.structs import OffsetAndMetadata
 
 from dashboard import testkit
 from dashboard.app import Dashboard
 from dashboard.lag import measure_lag
 from dashboard.settings import DashboardSettings
 from fireman.services.process import wait_until
-from fireman_common.kafka_io import admin_client, make_producer
+from fireman_common.kafka_io import admin_client
 from fireman_common.settings import InfluxSettings, KafkaSettings
 from tests.conftest import free_port
 
@@ -33,18 +32,15 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 def lagging_groups(kafka: KafkaSettings) -> tuple[str, str]:
     """A scorer group 30 messages behind on partition 0, and a sink group that never committed."""
-    producer = make_producer(kafka)
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "acks": "all"})
     for i in range(PRODUCED):
-        producer.send(kafka.topic_measurements, value=b'{"n": %d}' % i, partition=0)
-    producer.flush()
-    producer.close()
+        producer.produce(kafka.topic_measurements, value=b'{"n": %d}' % i, partition=0)
+    assert producer.flush(30) == 0
     scorer, sink = f"dash-scorer-{uuid.uuid4().hex[:8]}", f"dash-sink-{uuid.uuid4().hex[:8]}"
-    consumer = KafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers, group_id=scorer, enable_auto_commit=False
+    consumer = Consumer(
+        {"bootstrap.servers": kafka.bootstrap_servers, "group.id": scorer, "enable.auto.commit": False}
     )
-    tp = TopicPartition(kafka.topic_measurements, 0)
-    consumer.assign([tp])
-    consumer.commit({tp: OffsetAndMetadata(COMMITTED, "", -1)})
+    consumer.commit(offsets=[TopicPartition(kafka.topic_measurements, 0, COMMITTED)], asynchronous=False)
     consumer.close()
     return scorer, sink
 
@@ -82,11 +78,7 @@ def test_measure_lag_counts_uncommitted_partitions_from_the_start(kafka_topics: 
         scorer: [kafka_topics.topic_measurements],
         sink: [kafka_topics.topic_measurements, kafka_topics.topic_labels],
     }
-    admin = admin_client(kafka_topics)
-    try:
-        lags = {lag.group: lag for lag in measure_lag(admin, groups)}
-    finally:
-        admin.close()
+    lags = {lag.group: lag for lag in measure_lag(admin_client(kafka_topics), groups)}
     assert lags[scorer].lag == PRODUCED - COMMITTED
     assert lags[sink].lag == PRODUCED
     assert lags[scorer].partitions == kafka_topics.partitions

@@ -16,7 +16,7 @@ import pytest
 
 from fireman_common.events import WireEvent
 from fireman_common.influx import InfluxClient
-from fireman_common.kafka_io import make_producer
+from fireman_common.kafka_io import AckProducer
 from fireman_common.schema import FEATURE_NAMES, now_ms
 from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 from serving.scorer import Scorer
@@ -78,14 +78,14 @@ def test_poison_goes_to_the_dlq_and_every_good_event_is_stored_and_scored_once(
     kafka_topics: KafkaSettings, influx_db: InfluxSettings, scorer_running: Scorer
 ) -> None:
     events = good_events(GOOD)
-    producer = make_producer(kafka_topics)
+    producer = AckProducer(kafka_topics)
     try:
         step = GOOD // len(POISON)
         topic = kafka_topics.topic_measurements
         for i, event in enumerate(events):
-            producer.send(topic, key=event.sensor_id.encode(), value=event.to_json())
+            producer.produce(topic, key=event.sensor_id.encode(), value=event.to_json())
             if i % step == 0 and i // step < len(POISON):
-                producer.send(topic, key=b"hostile", value=POISON[i // step])
+                producer.produce(topic, key=b"hostile", value=POISON[i // step])
         producer.flush()
     finally:
         producer.close()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import orjson
 import pytest
 
 from fireman.services.manager import ServiceManager
 from fireman_common.influx import InfluxClient
-from fireman_common.kafka_io import ensure_topics
-from fireman_common.settings import KafkaSettings
+from fireman_common.kafka_io import AckProducer, admin_client, consumer_lag, ensure_topics
+from fireman_common.settings import InfluxSettings, KafkaSettings
 from streaming.collector import running
 from streaming.settings import CollectorSettings
 from tests.conftest import free_port
@@ -54,6 +55,25 @@ def test_sink_catches_up_after_influxdb_comes_back(
     with InfluxClient(influx) as client:
         stored = {row["event_id"] for row in client.query('SELECT "event_id" FROM "measurements"')}
     assert stored == set(ids)
+
+
+def test_sink_stopped_while_influxdb_is_down_leaves_its_offsets_uncommitted(
+    kafka_topics: KafkaSettings,
+) -> None:
+    producer = AckProducer(kafka_topics)
+    for i in range(50):
+        event = {"event_id": f"ev-{i}", "sensor_id": "s", "timestamp": 1_769_860_800_000 + i, "features": {}}
+        producer.produce(kafka_topics.topic_measurements, value=orjson.dumps(event), key=b"s")
+    producer.flush()
+    producer.close()
+    unreachable = InfluxSettings(port=free_port())  # nothing listens there
+    group = f"sink-{uuid.uuid4().hex[:8]}"
+    with sink_running(kafka_topics, unreachable, group_id=group, shutdown_timeout_s=1) as stats:
+        wait_for(lambda: stats.consumed > 0 and stats.write_failures >= 2, 30, "the sink to fail and retry")
+    assert (stats.written, stats.commits) == (0, 0)
+    topics = [kafka_topics.topic_measurements, kafka_topics.topic_labels]
+    lag = consumer_lag(admin_client(kafka_topics), {group: topics})
+    assert lag.behind[group] == 50  # the group hands every message out again
 
 
 def test_collector_answers_503_while_kafka_is_down_and_recovers(private_services: ServiceManager) -> None:

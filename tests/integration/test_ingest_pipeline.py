@@ -13,7 +13,7 @@ import pytest
 
 from fireman_common.dataset import load_spambase
 from fireman_common.influx import InfluxClient
-from fireman_common.kafka_io import make_producer
+from fireman_common.kafka_io import AckProducer, admin_client, consumer_lag
 from fireman_common.pointtime import point_time_ns
 from fireman_common.schema import FEATURE_NAMES
 from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings
@@ -106,10 +106,10 @@ def test_replays_overwrite_and_poison_messages_go_to_the_dlq(
         for i in range(3)
     ]
     poison = [b"{not json", orjson.dumps({"event_id": "x", "sensor_id": "s-1", "features": {"Cont_1": 1}})]
-    producer = make_producer(kafka_topics)
+    producer = AckProducer(kafka_topics)
     for value in [orjson.dumps(good[0]), *poison, orjson.dumps(good[1]), orjson.dumps(good[2])]:
-        producer.send(kafka_topics.topic_measurements, value=value, key=b"s-1")
-    producer.send(kafka_topics.topic_labels, value=b'{"event_id": "ev-0", "label": 7}', key=b"s-1")
+        producer.produce(kafka_topics.topic_measurements, value=value, key=b"s-1")
+    producer.produce(kafka_topics.topic_labels, value=b'{"event_id": "ev-0", "label": 7}', key=b"s-1")
     producer.flush()
     producer.close()
 
@@ -147,9 +147,7 @@ def test_fireman_sink_drains_and_commits_on_sigterm(
     import subprocess
     import sys
 
-    from kafka import KafkaConsumer, TopicPartition
-
-    producer = make_producer(kafka_topics)
+    producer = AckProducer(kafka_topics)
     for i in range(200):
         event = {
             "event_id": f"ev-{i}",
@@ -157,7 +155,7 @@ def test_fireman_sink_drains_and_commits_on_sigterm(
             "timestamp": 1_769_860_800_000 + i,
             "features": {},
         }
-        producer.send(kafka_topics.topic_measurements, value=orjson.dumps(event), key=b"s")
+        producer.produce(kafka_topics.topic_measurements, value=orjson.dumps(event), key=b"s")
     producer.flush()
     producer.close()
     group = f"sink-{uuid.uuid4().hex[:6]}"
@@ -181,13 +179,6 @@ def test_fireman_sink_drains_and_commits_on_sigterm(
             proc.kill()
     assert proc.returncode == 0, stderr.decode()[-2000:]
     assert b"sink stopped" in stderr
-    consumer = KafkaConsumer(bootstrap_servers=kafka_topics.bootstrap_servers, group_id=group)
-    try:
-        partitions = [
-            TopicPartition(kafka_topics.topic_measurements, p)
-            for p in consumer.partitions_for_topic(kafka_topics.topic_measurements) or set()
-        ]
-        committed = sum(consumer.committed(tp) or 0 for tp in partitions)
-    finally:
-        consumer.close()
-    assert committed == 200
+    lag = consumer_lag(admin_client(kafka_topics), {group: [kafka_topics.topic_measurements]})
+    assert sum(lag.ends.values()) == 200
+    assert lag.behind[group] == 0  # every partition committed at its end

@@ -6,12 +6,14 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from fireman.services.process import wait_until
 from fireman_common.influx import InfluxClient
+from fireman_common.kafka_io import admin_client, end_offsets
 from fireman_common.settings import InfluxSettings, KafkaSettings
 from streaming.settings import SinkSettings
 from streaming.sink import SinkStats, run_sink
@@ -24,41 +26,57 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Message:
+    """A consumed record, as the tests read it."""
+
+    key: bytes | None
+    value: bytes
+    timestamp: int  # epoch ms, as the broker appended it
+    headers: list[tuple[str, bytes]]
+
+
 class TopicReader:
     """Reads a topic from the beginning (no consumer group), remembering everything seen so far."""
 
     def __init__(self, kafka: KafkaSettings, topic: str) -> None:
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, bootstrap_timeout_ms=10_000
-        )
+        self.topic = topic
+        self.admin = admin_client(kafka)
         # A topic created a moment ago on a fresh broker can be missing from the first metadata.
-        partitions: set[int] = set()
+        partitions: list[int] = []
 
         def known() -> bool:
-            partitions.update(self.consumer.partitions_for_topic(topic) or ())
+            partitions[:] = sorted(p for _, p in end_offsets(self.admin, [topic]))
             return bool(partitions)
 
         if not wait_until(known, timeout_s=30):
             raise RuntimeError(f"topic {topic} has no partitions in Kafka's metadata after 30 s")
-        self.partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self.consumer.assign(self.partitions)
-        self.consumer.seek_to_beginning(*self.partitions)
-        self.messages: list[Any] = []
+        # Assigned, not subscribed: the group id is never used, nothing joins a group or commits.
+        self.consumer = Consumer(
+            {"bootstrap.servers": kafka.bootstrap_servers, "group.id": "unused", "enable.auto.commit": False}
+        )
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        self.positions = dict.fromkeys(partitions, 0)
+        self.messages: list[Message] = []
 
-    def poll(self) -> list[Any]:
+    def poll(self) -> list[Message]:
         fresh = []
-        for records in self.consumer.poll(timeout_ms=200, max_records=10_000).values():
-            fresh.extend(records)
+        for record in self.consumer.consume(num_messages=10_000, timeout=0.2):
+            if record.error() is None:
+                self.positions[record.partition()] = record.offset() + 1
+                fresh.append(
+                    Message(record.key(), record.value(), record.timestamp()[1], record.headers() or [])
+                )
         self.messages.extend(fresh)
         return fresh
 
     def catch_up(self, timeout: float = 30) -> None:
         """Read until the position of every partition is at its end offset."""
-        ends = self.consumer.end_offsets(self.partitions)
+        ends = end_offsets(self.admin, [self.topic])
 
         def at_end() -> bool:
             self.poll()
-            return all(self.consumer.position(tp) >= end for tp, end in ends.items())
+            return all(self.positions[p] >= end for (_, p), end in ends.items())
 
         wait_for(at_end, timeout, "the end of the topic")
 

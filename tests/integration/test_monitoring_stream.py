@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from fireman_common.influx import InfluxClient
-from fireman_common.kafka_io import make_producer
+from fireman_common.kafka_io import AckProducer
 from fireman_common.schema import FEATURE_NAMES, now_ms
 from fireman_common.settings import (
     DatasetSettings,
@@ -122,20 +122,22 @@ def stream(
         **monitor_options,
     )
     monitor = Monitor(settings)
-    producer = make_producer(kafka)
+    producer = AckProducer(kafka)
     try:
         with running(scorer.run), running(monitor.run):
             for start in range(0, len(events), CHUNK):
                 chunk = events[start : start + CHUNK]
                 for event in chunk:
-                    producer.send(
+                    producer.produce(
                         kafka.topic_measurements, key=event["sensor_id"].encode(), value=orjson.dumps(event)
                     )
                 producer.flush()
                 done = start + len(chunk)
                 assert wait_for(lambda done=done: monitor.book.stats.joined >= done, 60), monitor.book.stats
             for label in labels:
-                producer.send(kafka.topic_labels, key=label["sensor_id"].encode(), value=orjson.dumps(label))
+                producer.produce(
+                    kafka.topic_labels, key=label["sensor_id"].encode(), value=orjson.dumps(label)
+                )
             producer.flush()
             # Done when every window is through the drift worker, every label is counted, and
             # nothing is held in memory any more: all of it is in InfluxDB.

@@ -10,30 +10,32 @@ from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
 from fireman_common.influx import InfluxClient, Point
-from fireman_common.kafka_io import make_consumer, make_producer
+from fireman_common.kafka_io import AckProducer, BatchConsumer
 from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 
 
 def test_kafka_consumer_group_reads_exactly_what_was_produced(kafka_topics: KafkaSettings) -> None:
     topic = kafka_topics.topic_measurements
     sent = {f"msg-{i}-{uuid.uuid4().hex[:6]}" for i in range(500)}
-    producer = make_producer(kafka_topics)
-    futures = [producer.send(topic, key=value.encode(), value=value.encode()) for value in sorted(sent)]
-    producer.flush()
-    assert all(future.get(timeout=10).offset >= 0 for future in futures)
+    producer = AckProducer(kafka_topics)
+    for value in sorted(sent):
+        producer.produce(topic, key=value.encode(), value=value.encode())
+    producer.flush()  # raises unless every record is acknowledged
     producer.close()
 
-    consumer = make_consumer(kafka_topics, group_id=f"roundtrip-{uuid.uuid4().hex[:6]}", topics=[topic])
+    consumer = BatchConsumer(kafka_topics, f"roundtrip-{uuid.uuid4().hex[:6]}", [topic])
     received: list[str] = []
+    next_offsets: dict[tuple[str, int], int] = {}
     try:
         for _ in range(100):
-            for records in consumer.poll(timeout_ms=500).values():
-                received.extend(record.value.decode() for record in records)
+            for record in consumer.poll(10_000, 0.5):
+                received.append(bytes(record.value() or b"").decode())
+                next_offsets[(topic, record.partition() or 0)] = (record.offset() or 0) + 1
             if len(received) >= len(sent):
                 break
-        consumer.commit()
+        assert consumer.commit(next_offsets, asynchronous=False)
         # One more poll must bring nothing new: exactly N, not at least N.
-        extra = sum(len(records) for records in consumer.poll(timeout_ms=1000).values())
+        extra = len(consumer.poll(10_000, 1.0))
     finally:
         consumer.close()
     assert extra == 0
