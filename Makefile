@@ -60,6 +60,7 @@ docs: python-deps
 lint: python-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: python-deps
 	$(BIN)/mypy

@@ -7,8 +7,8 @@ from typing import Any
 import typer
 
 
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Add this package's commands to the `fireman` app and its `fireman bench` group."""
+def register(app: typer.Typer) -> None:
+    """Add this package's commands to the `fireman` app."""
 
     @app.command("dashboard")
     def dashboard(

@@ -23,16 +23,6 @@ services_app = typer.Typer(
     no_args_is_help=True, help="Run the local Kafka, InfluxDB, MLflow and Airflow servers."
 )
 app.add_typer(services_app, name="services")
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: measured side by side, reported as ratios.")
-app.add_typer(bench_app, name="bench")
-
-
-@bench_app.callback()
-def _bench_setup() -> None:
-    from fireman_common.runtime import unwind_on_sigterm
-
-    unwind_on_sigterm()
-
 
 console = Console()
 err_console = Console(stderr=True)
@@ -191,7 +181,6 @@ def settings_table() -> None:
 
 
 def _register_packages() -> None:
-    from bench.hardening_cli import register as register_hardening
     from dashboard.cli import register as register_dashboard
     from monitoring.cli import register as register_monitoring
     from serving.cli import register as register_serving
@@ -204,9 +193,13 @@ def _register_packages() -> None:
         register_serving,
         register_monitoring,
         register_dashboard,
-        register_hardening,
     ):
-        register(app, bench_app)
+        register(app)
+    # Plug-ins (the benchmarks) sit above the CLI in the layers: found by entry point, not imported.
+    from importlib.metadata import entry_points
+
+    for plugin in entry_points(group="fireman.cli"):
+        plugin.load()(app)
 
 
 _register_packages()

@@ -172,9 +172,16 @@ class InfluxClient:
                 if response.status_code >= 400:
                     response.read()
                     raise InfluxError(f"query failed ({response.status_code}): {response.text.strip()}")
-                for line in response.iter_lines():
-                    if line.strip():
-                        yield from _rows(json.loads(line))
+                # One JSON document per chunk, separated by "\n". Not iter_lines(): it also splits on
+                # U+2028 and the other Unicode line breaks, which JSON strings may carry raw.
+                pending = b""
+                for data in response.iter_bytes():
+                    *complete, pending = (pending + data).split(b"\n")
+                    for line in complete:
+                        if line.strip():
+                            yield from _rows(json.loads(line))
+                if pending.strip():
+                    yield from _rows(json.loads(pending))
         except httpx.TransportError as exc:
             raise InfluxUnavailable(f"InfluxDB at {self.settings.url} is unreachable: {exc}") from exc
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Add this package's commands to the `fireman` app and its `fireman bench` group."""
+def register(app: typer.Typer) -> None:
+    """Add this package's commands to the `fireman` app."""
 
     @app.command("monitor")
     def monitor(
@@ -31,16 +31,3 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             os.nice(settings.nice)
         stop = stop_on_signals()
         Monitor(settings).run(stop)
-
-    @bench_app.command("monitoring")
-    def bench_monitoring(
-        events: int = typer.Option(60_000, min=2000, help="Events per scorer throughput run."),
-        repeats: int = typer.Option(2, min=1, help="Alternating off/on runs."),
-        windows: int = typer.Option(5, min=1, help="Windows timed for the Evidently cost."),
-    ) -> None:
-        """Scorer throughput with the monitor off and on, side by side; Evidently's cost per window."""
-        from bench.monitoring import BenchOptions, run_bench
-        from fireman_common.runtime import configure_logging
-
-        configure_logging("WARNING")
-        run_bench(BenchOptions(events=events, repeats=repeats, windows=windows))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -17,8 +16,8 @@ def _overrides(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Add this package's commands to the `fireman` app and its `fireman bench` group."""
+def register(app: typer.Typer) -> None:
+    """Add this package's commands to the `fireman` app."""
 
     @app.command("collector")
     def collector(
@@ -167,26 +166,3 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         console.print(f"{'stopped' if stop.is_set() else 'done'}: {stats.summary()}")
         if stats.last_error:
             console.print(f"last error: {stats.last_error}")
-
-    @bench_app.command("collector")
-    def bench_collector(
-        duration: float = typer.Option(10.0, help="Seconds per scenario."),
-        concurrency: int = typer.Option(64, help="Concurrent connections for single-event POSTs."),
-        batch_concurrency: int = typer.Option(4, help="Concurrent connections for batch POSTs."),
-        batch_size: int = typer.Option(1000, help="Events per batch POST."),
-        workers: str = typer.Option("1", help="Comma-separated collector worker counts to compare."),
-        profile: Path | None = typer.Option(None, help="Write a cProfile of the collector (workers=1) here."),
-    ) -> None:
-        """Events/s through the collector, acknowledged by Kafka: single-event vs batch POSTs."""
-        from bench.collector import BenchOptions, run_bench
-
-        run_bench(
-            BenchOptions(
-                duration_s=duration,
-                concurrency=concurrency,
-                batch_concurrency=batch_concurrency,
-                batch_size=batch_size,
-                workers=[int(part) for part in workers.split(",") if part.strip()],
-                profile=profile,
-            )
-        )

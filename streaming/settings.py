@@ -46,8 +46,6 @@ class SinkSettings(BaseSettings):
         default=5000, ge=1, description="Most Kafka records written per InfluxDB request."
     )
     poll_timeout_ms: int = Field(default=500, ge=1)
-    retry_initial_s: float = Field(default=0.5, gt=0, description="First wait after InfluxDB fails.")
-    retry_max_s: float = Field(default=10.0, gt=0, description="Longest wait between InfluxDB retries.")
     shutdown_timeout_s: float = Field(default=30.0, ge=0, description="How long SIGTERM waits to drain.")
     log_interval_s: float = Field(default=10.0, gt=0, description="Seconds between two progress lines.")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

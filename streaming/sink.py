@@ -153,25 +153,30 @@ class Sink:
 
     def _write(self, batch: _Batch, stop: threading.Event) -> bool:
         """Write the batch's points, waiting out InfluxDB outages; False only when told to stop first."""
-        delay = self.settings.retry_initial_s
-        give_up_at: float | None = None
+        give_up_at: list[float] = []
+
+        def give_up() -> bool:
+            if not stop.is_set():
+                return False
+            if not give_up_at:
+                give_up_at.append(time.monotonic() + self.settings.shutdown_timeout_s)
+            return time.monotonic() >= give_up_at[0]
+
+        def failed(_error: BaseException) -> None:
+            self.stats.write_failures += 1
+
+        retrying = self.settings.influxdb.backoff().retrying(
+            InfluxUnavailable, sleep=self._idle, give_up=give_up, what="InfluxDB write", on_retry=failed
+        )
         try:
-            while True:
-                try:
+            for attempt in retrying:
+                with attempt:
                     self._write_isolating(batch.points())
-                    return True
-                except InfluxUnavailable as exc:
-                    self.stats.write_failures += 1
-                    log.warning("InfluxDB unavailable, retrying in %.1f s: %s", delay, exc)
-                if stop.is_set():
-                    give_up_at = give_up_at or time.monotonic() + self.settings.shutdown_timeout_s
-                    if time.monotonic() >= give_up_at:
-                        log.warning(
-                            "stopping with %d messages unwritten; they stay uncommitted", len(batch.items)
-                        )
-                        return False
-                self._idle(delay)
-                delay = min(delay * 2, self.settings.retry_max_s)
+            return True
+        except InfluxUnavailable:
+            self.stats.write_failures += 1
+            log.warning("stopping with %d messages unwritten; they stay uncommitted", len(batch.items))
+            return False
         finally:
             self.consumer.resume()
 

@@ -54,7 +54,7 @@ def _registry(settings: Any) -> Any:
     return connect(settings.mlflow, settings.health_timeout_s)
 
 
-def _quiet_mlflow() -> None:
+def quiet_mlflow() -> None:
     import logging
     import os
 
@@ -68,8 +68,8 @@ def _quiet_mlflow() -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Add this package's commands to the `fireman` app and its `fireman bench` group."""
+def register(app: typer.Typer) -> None:
+    """Add this package's commands to the `fireman` app."""
 
     @app.command("train")
     def train(
@@ -96,7 +96,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
     ) -> None:
         """Train, log to MLflow, register a version and apply the promotion gate."""
-        _quiet_mlflow()
+        quiet_mlflow()
         from training.workflow import run_training
 
         settings = _settings(split=split, missing_rate=missing_rate)
@@ -193,16 +193,3 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             created = row.created.replace("T", " ")[:16]
             table.add_row(row.version, ", ".join(row.aliases) or "-", decision, *metrics, created)
         console.print(table)
-
-    @bench_app.command("train")
-    def bench_train(
-        rows: int = typer.Option(
-            100_000, "--rows", help="Labelled events of InfluxDB history to train from."
-        ),
-        keep: bool = typer.Option(False, "--keep", help="Keep the benchmark database and model afterwards."),
-    ) -> None:
-        """Time training from InfluxDB history: query, fit and log/register, each measured separately."""
-        _quiet_mlflow()
-        from bench.train import run_bench
-
-        run_bench(rows=rows, keep=keep, console=console)

@@ -281,7 +281,6 @@ class Pipeline:
             {
                 "FIREMAN_COLLECTOR_READINESS_INTERVAL_S": "0.5",
                 "FIREMAN_SINK_POLL_TIMEOUT_MS": "200",
-                "FIREMAN_SINK_RETRY_MAX_S": "2",
                 "FIREMAN_SCORER_MAX_BATCH": "200",
                 "FIREMAN_INFLUXDB_RETRY_MAX_S": "2",
                 "FIREMAN_SCORER_LOG_INTERVAL_S": "2",

@@ -1,0 +1,152 @@
+"""`fireman bench ...`: the benchmarks' commands. Heavy imports stay inside the command functions.
+
+Benchmarks sit above the product (they import it, never the reverse), so the `fireman` CLI does not
+import this module: it loads it as a plug-in through the ``fireman.cli`` entry point in
+pyproject.toml.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from training.cli import quiet_mlflow
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `fireman bench` group to the `fireman` app."""
+    bench_app = typer.Typer(
+        no_args_is_help=True, help="Benchmarks: measured side by side, reported as ratios."
+    )
+    app.add_typer(bench_app, name="bench")
+
+    @bench_app.callback()
+    def setup() -> None:
+        from fireman_common.runtime import unwind_on_sigterm
+
+        unwind_on_sigterm()
+
+    @bench_app.command("collector")
+    def bench_collector(
+        duration: float = typer.Option(10.0, help="Seconds per scenario."),
+        concurrency: int = typer.Option(64, help="Concurrent connections for single-event POSTs."),
+        batch_concurrency: int = typer.Option(4, help="Concurrent connections for batch POSTs."),
+        batch_size: int = typer.Option(1000, help="Events per batch POST."),
+        workers: str = typer.Option("1", help="Comma-separated collector worker counts to compare."),
+        profile: Path | None = typer.Option(None, help="Write a cProfile of the collector (workers=1) here."),
+    ) -> None:
+        """Events/s through the collector, acknowledged by Kafka: single-event vs batch POSTs."""
+        from bench.collector import BenchOptions, run_bench
+
+        run_bench(
+            BenchOptions(
+                duration_s=duration,
+                concurrency=concurrency,
+                batch_concurrency=batch_concurrency,
+                batch_size=batch_size,
+                workers=[int(part) for part in workers.split(",") if part.strip()],
+                profile=profile,
+            )
+        )
+
+    @bench_app.command("scorer")
+    def bench_scorer(
+        events: int = typer.Option(200_000, min=1000, help="Events for the throughput run."),
+        rate: int = typer.Option(2000, min=1, help="Events/s for the latency run."),
+        latency_seconds: float = typer.Option(20.0, min=1.0, help="Length of the latency run."),
+        baseline_seconds: float = typer.Option(10.0, min=1.0, help="Length of the per-message baseline run."),
+        poison_share: float = typer.Option(
+            0.05, min=0.0, max=0.5, help="Share of raw poison mixed into the second throughput run."
+        ),
+    ) -> None:
+        """End-to-end scorer throughput and latency beside a one-predict-per-message baseline."""
+        from bench.scorer import BenchOptions, run_bench
+        from fireman_common.runtime import configure_logging
+
+        configure_logging("WARNING")
+        run_bench(
+            BenchOptions(
+                events=events,
+                rate=rate,
+                latency_seconds=latency_seconds,
+                baseline_seconds=baseline_seconds,
+                poison_share=poison_share,
+            )
+        )
+
+    @bench_app.command("train")
+    def bench_train(
+        rows: int = typer.Option(
+            100_000, "--rows", help="Labelled events of InfluxDB history to train from."
+        ),
+        keep: bool = typer.Option(False, "--keep", help="Keep the benchmark database and model afterwards."),
+    ) -> None:
+        """Time training from InfluxDB history: query, fit and log/register, each measured separately."""
+        quiet_mlflow()
+        from bench.train import run_bench
+
+        run_bench(rows=rows, keep=keep, console=Console())
+
+    @bench_app.command("monitoring")
+    def bench_monitoring(
+        events: int = typer.Option(60_000, min=2000, help="Events per scorer throughput run."),
+        repeats: int = typer.Option(2, min=1, help="Alternating off/on runs."),
+        windows: int = typer.Option(5, min=1, help="Windows timed for the Evidently cost."),
+    ) -> None:
+        """Scorer throughput with the monitor off and on, side by side; Evidently's cost per window."""
+        from bench.monitoring import BenchOptions, run_bench
+        from fireman_common.runtime import configure_logging
+
+        configure_logging("WARNING")
+        run_bench(BenchOptions(events=events, repeats=repeats, windows=windows))
+
+    @bench_app.command("soak")
+    def bench_soak(
+        minutes: float = typer.Option(10.0, min=0.5, help="Length of the run."),
+        rate: float = typer.Option(200.0, min=1, help="Generator events per second."),
+        batch: int = typer.Option(20, min=1, help="Events per generator POST."),
+        sample_seconds: float = typer.Option(5.0, min=1, help="Seconds between samples."),
+        monitor: bool = typer.Option(True, "--monitor/--no-monitor", help="Run the drift monitor too."),
+    ) -> None:
+        """The full pipeline at a fixed rate: RSS of every process, consumer lag, end-to-end latency."""
+        import logging
+
+        from bench.soak import SoakOptions, run_soak
+        from fireman_common.runtime import configure_logging
+
+        configure_logging("WARNING")
+        logging.getLogger("kafka").setLevel(logging.ERROR)
+        result = run_soak(
+            SoakOptions(minutes=minutes, rate=rate, batch=batch, sample_s=sample_seconds, monitor=monitor)
+        )
+        if not (result.memory_flat and result.lag_bounded) or result.exited:
+            raise typer.Exit(1)
+
+    @bench_app.command("cli")
+    def bench_cli(
+        repeats: int = typer.Option(3, min=1, help="Runs of each command (the median counts)."),
+    ) -> None:
+        """Wall time of `fireman --help`, `models`, `promote` and `rollback`, beside `import mlflow`."""
+        from bench.cli_startup import TARGET_S, run_bench
+
+        timings = run_bench(repeats=repeats)
+        if timings.slowest[1] > TARGET_S:
+            raise typer.Exit(1)
+
+    @bench_app.command("report")
+    def bench_report(
+        output: Path = typer.Option(Path("docs/performance.md"), help="Where to write the report."),
+        soak_minutes: float = typer.Option(10.0, min=0.5, help="Length of the soak run."),
+        quick: bool = typer.Option(False, "--quick", help="Short runs of every bench (a smoke test)."),
+    ) -> None:
+        """Run the collector, scorer, training, monitoring and soak benches; write the report."""
+        import logging
+
+        from bench.report import ReportOptions, run_report
+        from fireman_common.runtime import configure_logging
+
+        configure_logging("WARNING")
+        logging.getLogger("kafka").setLevel(logging.ERROR)
+        run_report(ReportOptions(output=output, soak_minutes=soak_minutes, quick=quick))
