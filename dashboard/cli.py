@@ -22,22 +22,15 @@ def register(app: typer.Typer) -> None:
         import logging
 
         import uvicorn
-        from pydantic import ValidationError
         from rich.console import Console
 
         from dashboard.app import Dashboard
         from dashboard.settings import DashboardSettings
-        from fireman_common.errors import UserError
+        from fireman_common.runtime import load_settings
 
         given: dict[str, Any] = {"host": host, "port": port, "window_s": window}
         options = {k: v for k, v in given.items() if v is not None}
-        try:
-            settings = DashboardSettings(**options)
-        except ValidationError as exc:
-            if exc.title != DashboardSettings.__name__:
-                raise  # a connection setting from the environment: the entry point names the variable
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise UserError(f"bad dashboard option: {problems}") from None
+        settings = load_settings(DashboardSettings, **options)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         for noisy in ("kafka", "httpx"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -6,7 +6,8 @@ import logging
 import os
 import signal
 import threading
-from typing import TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
@@ -27,15 +28,18 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
 
 
-def load_settings(cls: type[SettingsT]) -> SettingsT:
-    """Build a service's settings; a bad value is a UserError naming the variable, not a traceback."""
+def load_settings(cls: type[SettingsT], **options: Any) -> SettingsT:
+    """Build a service's settings (``options`` from the command line win over the environment).
+
+    A bad value is a UserError naming the option or the variable, not a traceback.
+    """
     try:
-        return cls()
+        return cls(**options)
     except ValidationError as exc:
-        raise UserError(settings_problem(exc) or str(exc)) from None
+        raise UserError(settings_problem(exc, options) or str(exc)) from None
 
 
-def settings_problem(exc: ValidationError) -> str | None:
+def settings_problem(exc: ValidationError, options: Mapping[str, Any] | None = None) -> str | None:
     """One line naming each bad environment variable, or None when ``exc`` is not about settings.
 
     A service's settings embed the connection settings (``KafkaSettings`` inside ``ScorerSettings``),
@@ -50,7 +54,10 @@ def settings_problem(exc: ValidationError) -> str | None:
     for error in exc.errors(include_url=False):
         name = str(error["loc"][0]) if error["loc"] else ""
         field = cls.model_fields.get(name)
-        variable = field.alias if field is not None and field.alias else f"{prefix}{name}".upper()
+        if options and name in options:
+            variable = "--" + name.replace("_", "-")
+        else:
+            variable = field.alias if field is not None and field.alias else f"{prefix}{name}".upper()
         shown = f"={error['input']!r}" if isinstance(error.get("input"), str | int | float) else ""
         problems.append(f"{variable}{shown}: {error['msg']}")
     return "invalid setting " + "; ".join(problems)

@@ -115,11 +115,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Replay Spambase rows as sensor events with missing values, optional drift and delayed labels."""
         import httpx
-        from pydantic import ValidationError
         from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
-        from fireman_common.errors import UserError
+        from fireman_common.runtime import load_settings
         from streaming.generator import Generator, GeneratorStats, load_frame
         from streaming.settings import GeneratorSettings
 
@@ -143,13 +142,7 @@ def register(app: typer.Typer) -> None:
             options["drift_features"] = tuple(
                 name.strip() for name in drift_features.split(",") if name.strip()
             )
-        try:
-            settings = GeneratorSettings(**options)
-        except ValidationError as exc:
-            if exc.title != GeneratorSettings.__name__:
-                raise  # a connection setting from the environment: the entry point names the variable
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise UserError(f"bad generator option: {problems}") from None
+        settings = load_settings(GeneratorSettings, **options)
         frame = load_frame(settings)
         console = Console()
         stop = stop_on_signals()

@@ -15,8 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pydantic import ValidationError
-
 from fireman_common.dead_letter import dead_letter_headers
 from fireman_common.events import decode_event, decode_label
 from fireman_common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
@@ -144,8 +142,6 @@ class Sink:
                 if value is None:
                     raise ValueError("empty message")
                 item.point = convert(value.encode() if isinstance(value, str) else value)
-            except ValidationError as exc:
-                item.error = _describe(exc)
             except ValueError as exc:
                 item.error = str(exc)
             batch.items.append(item)
@@ -256,14 +252,6 @@ def _positions(messages: list[Record]) -> dict[tuple[str, int], list[int]]:
         tp = (str(message.topic()), message.partition() or 0)
         positions.setdefault(tp, []).append(message.offset() or 0)
     return positions
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors(include_url=False, include_input=False)[:5]:
-        where = ".".join(str(part) for part in error["loc"])
-        parts.append(f"{where}: {error['msg']}" if where else error["msg"])
-    return "; ".join(parts)
 
 
 def run_sink(
