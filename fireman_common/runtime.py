@@ -31,7 +31,7 @@ def configure_logging(level: str = "INFO") -> None:
 def load_settings(cls: type[SettingsT], **options: Any) -> SettingsT:
     """Build a service's settings (``options`` from the command line win over the environment).
 
-    A bad value is a UserError naming the option or the variable, not a traceback.
+    A bad value is a UserError naming the setting or the variable, not a traceback.
     """
     try:
         return cls(**options)
@@ -55,7 +55,7 @@ def settings_problem(exc: ValidationError, options: Mapping[str, Any] | None = N
         name = str(error["loc"][0]) if error["loc"] else ""
         field = cls.model_fields.get(name)
         if options and name in options:
-            variable = "--" + name.replace("_", "-")
+            variable = f"{name} (command line)"
         else:
             variable = field.alias if field is not None and field.alias else f"{prefix}{name}".upper()
         shown = f"={error['input']!r}" if isinstance(error.get("input"), str | int | float) else ""
