@@ -15,6 +15,7 @@ runs with ``auto.create.topics.enable=false`` so a typo in a topic name fails lo
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,9 +32,12 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
+from fireman_common.retry import Backoff
 from fireman_common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+LEADERS_SETTLE_S = 10.0
 
 Offsets = dict[tuple[str, int], int]
 Header = tuple[str, str | bytes | None]
@@ -194,8 +198,20 @@ def _partitions(admin: AdminClient, topics: Sequence[str]) -> dict[str, list[int
 def _list_offsets(admin: AdminClient, partitions: list[TopicPartition], spec: OffsetSpec) -> Offsets:
     if not partitions:
         return {}
-    futures = admin.list_offsets(dict.fromkeys(partitions, spec))
-    return {(tp.topic, tp.partition): future.result().offset for tp, future in futures.items()}
+    # A topic created a moment ago can answer "not leader for partition" until its leaders settle.
+    deadline = time.monotonic() + LEADERS_SETTLE_S
+    retrying = Backoff(0.05, 1.0).retrying(
+        KafkaException,
+        sleep=time.sleep,
+        give_up=lambda: time.monotonic() >= deadline,
+        what="listing offsets",
+        only_if=lambda error: bool(error.args and error.args[0].retriable()),
+    )
+    for attempt in retrying:
+        with attempt:
+            futures = admin.list_offsets(dict.fromkeys(partitions, spec))
+            return {(tp.topic, tp.partition): future.result().offset for tp, future in futures.items()}
+    raise AssertionError("unreachable: the last error is raised")
 
 
 # --- consuming and producing ------------------------------------------------------------------------

@@ -32,8 +32,10 @@ class Backoff:
         give_up: Callable[[], bool] = lambda: False,
         what: str = "write",
         on_retry: Callable[[BaseException], None] | None = None,
+        only_if: Callable[[BaseException], bool] = lambda _error: True,
     ) -> tenacity.Retrying:
-        """Retry ``retry_on`` until it succeeds or ``give_up()``; then the last error is raised.
+        """Retry ``retry_on`` (for which ``only_if`` holds) until it succeeds or ``give_up()``; then
+        the last error is raised.
 
         Use as ``for attempt in policy.retrying(...): with attempt: write()``.
         """
@@ -50,7 +52,7 @@ class Backoff:
             sleep(seconds)  # e.g. Event.wait, whose result tenacity has no use for
 
         return tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(retry_on),
+            retry=tenacity.retry_if_exception(lambda error: isinstance(error, retry_on) and only_if(error)),
             wait=tenacity.wait_exponential_jitter(
                 initial=self.initial_s, max=self.max_s, jitter=self.initial_s
             ),

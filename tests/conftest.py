@@ -7,10 +7,11 @@ disturb each other's data or a running demo.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -140,11 +141,38 @@ def influx_db(influx_service: InfluxSettings) -> Iterator[InfluxSettings]:
         client.drop_database(settings.database)
 
 
+def forget_model(names: MlflowSettings) -> None:
+    """Delete a test's registered model: models left behind pile up on a shared server, and the MLflow
+    UI cannot edit the aliases of a model past the first 100 of its list (it saves without a name)."""
+    from fireman_common.model_registry import RegistryClient, RegistryError
+
+    with RegistryClient(names) as client, contextlib.suppress(RegistryError):
+        client.delete_model(names.model_name)
+
+
 @pytest.fixture
-def mlflow_names(mlflow_service: MlflowSettings) -> MlflowSettings:
+def mlflow_names(mlflow_service: MlflowSettings) -> Iterator[MlflowSettings]:
     """MLflow settings with an experiment and registered model name of this test's own."""
     name = unique("spam-test")
-    return mlflow_service.model_copy(update={"experiment": name, "model_name": name})
+    names = mlflow_service.model_copy(update={"experiment": name, "model_name": name})
+    yield names
+    forget_model(names)
+
+
+@pytest.fixture
+def new_registered_model(mlflow_service: MlflowSettings) -> Iterator[Callable[[], MlflowSettings]]:
+    """Makes registered models with versions and no artifacts (aliases and tags only); deleted after."""
+    from tests.integration.registry_support import registered_model
+
+    made: list[MlflowSettings] = []
+
+    def make() -> MlflowSettings:
+        made.append(registered_model(mlflow_service))
+        return made[-1]
+
+    yield make
+    for names in made:
+        forget_model(names)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

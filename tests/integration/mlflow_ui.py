@@ -95,9 +95,9 @@ def set_alias_in_ui(
     tags_box.fill(alias, timeout=timeout_ms)
     tags_box.press("Enter", timeout=timeout_ms)
     expect(alias_tag(dialog, alias)).to_be_visible(timeout=timeout_ms)
-    if alias in holders:
-        notice = f'The "{alias}" alias is also being used on version {holders[alias]}.'
-        expect(dialog.get_by_role("alert").filter(has_text=notice)).to_be_visible(timeout=timeout_ms)
+    # No wait for the "also being used on version N" notice: the UI builds it from its list of
+    # registered models (the first 100 by name), so on a server with more models it may not show.
+    # It is informational; saving moves the alias either way, and the caller checks the outcome.
     # Error alerts: too many aliases on the version (before saving), or the save failed (after).
     problems = dialog.get_by_role("alert").filter(has_not_text=_ALIAS_TAKEN_NOTICE)
     _raise_on(problems, what)

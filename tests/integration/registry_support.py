@@ -10,7 +10,10 @@ VERSIONS = ("1", "2", "3")
 
 
 def registered_model(mlflow: MlflowSettings) -> MlflowSettings:
-    """A new registered model of ``VERSIONS``; the returned settings name it."""
+    """A new registered model of ``VERSIONS``; the returned settings name it.
+
+    Callers delete it afterwards (``forget_model``), through the ``new_registered_model`` fixture.
+    """
     names = mlflow.model_copy(update={"model_name": unique("history")})
     client = mlflow_uri.client(names)
     client.create_registered_model(names.model_name)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
 from fireman_common.model_registry import RegistryClient
 from fireman_common.settings import MlflowSettings
-from tests.integration.registry_support import registered_model
 
 pytestmark = pytest.mark.integration
 
@@ -44,8 +44,10 @@ def run_fireman(names: MlflowSettings, *args: str) -> tuple[subprocess.Completed
     return done, imported
 
 
-def test_registry_commands_work_without_importing_mlflow(mlflow_service: MlflowSettings) -> None:
-    names = registered_model(mlflow_service)
+def test_registry_commands_work_without_importing_mlflow(
+    new_registered_model: Callable[[], MlflowSettings],
+) -> None:
+    names = new_registered_model()
     steps = [
         (("promote", "1", "--by", "ops"), "production -> v1"),
         (("promote", "3", "--by", "ops"), "previous -> v1"),
@@ -61,8 +63,10 @@ def test_registry_commands_work_without_importing_mlflow(mlflow_service: MlflowS
         assert client.version_by_alias(names.model_name, names.production_alias).version == "1"  # type: ignore[union-attr]
 
 
-def test_an_unknown_version_is_one_line_and_exit_2(mlflow_service: MlflowSettings) -> None:
-    names = registered_model(mlflow_service)
+def test_an_unknown_version_is_one_line_and_exit_2(
+    new_registered_model: Callable[[], MlflowSettings],
+) -> None:
+    names = new_registered_model()
     done, _ = run_fireman(names, "promote", "99")
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]

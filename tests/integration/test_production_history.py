@@ -11,6 +11,7 @@ is overwritten before anyone looked never served.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -22,6 +23,7 @@ from fireman_common import mlflow_uri, production_history
 from fireman_common.errors import UserError
 from fireman_common.model_registry import RegistryClient
 from fireman_common.settings import MlflowSettings
+from tests.conftest import forget_model
 from tests.integration.registry_support import VERSIONS, registered_model
 from training import registry
 
@@ -52,8 +54,10 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def model(mlflow_service: MlflowSettings) -> MlflowSettings:
-    return registered_model(mlflow_service)
+def model(mlflow_service: MlflowSettings) -> Iterator[MlflowSettings]:
+    names = registered_model(mlflow_service)
+    yield names
+    forget_model(names)
 
 
 def start_over(client: MlflowClient, names: MlflowSettings) -> None:
@@ -121,9 +125,9 @@ def version_now(client: RegistryClient, names: MlflowSettings) -> str:
 
 
 def test_a_move_in_the_ui_is_recorded_as_manual_beside_the_gate_evidence(
-    mlflow_service: MlflowSettings,
+    new_registered_model: Callable[[], MlflowSettings],
 ) -> None:
-    names = registered_model(mlflow_service)
+    names = new_registered_model()
     client = mlflow_uri.client(names)
     fireman_client = RegistryClient(names)
     registry.move_production(fireman_client, names, "1", how="first")
