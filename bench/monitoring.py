@@ -7,8 +7,9 @@ alternate. The Evidently cost of one window (1,000 x 57 against the reference) i
 and without Evidently's HTML widgets.
 
 For ``fireman bench scorer --with-monitoring``: wrap the scorer's measured run in
-``with monitoring_running(monitor_settings_for(kafka, influxdb, mlflow)):`` and make sure the
-production version has a drift reference (``attach_reference``), or the monitor skips drift.
+``with monitoring_running(monitor_settings_for(kafka, influxdb, mlflow)):``. The production version
+needs a drift reference or the monitor skips drift; training logs one with every version, so a model
+from ``bench.workload.train_production`` has it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from fireman_common import mlflow_uri, production_history
+from fireman_common import production_history
 from fireman_common.model_registry import RegistryClient
 from fireman_common.schema import FEATURE_NAMES
 from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
@@ -115,24 +116,6 @@ def monitoring_running(settings: MonitorSettings, start_timeout_s: float = 180.0
             process.join(10)
 
 
-def attach_reference(mlflow: MlflowSettings, version: str, features: pd.DataFrame) -> None:
-    """Log ``features`` as the drift reference of ``version``'s run (what training does for its models)."""
-    import tempfile
-
-    from monitoring.reference import REFERENCE_ARTIFACT
-
-    with RegistryClient(mlflow) as registry:
-        found = registry.version(mlflow.model_name, version)
-    if found is None:
-        raise RuntimeError(f"version {version} of {mlflow.model_name!r} is not in the registry")
-    run_id = found.run_id
-    client = mlflow_uri.client(mlflow)
-    with tempfile.TemporaryDirectory(prefix="fireman-reference-") as tmp:
-        local = Path(tmp) / Path(REFERENCE_ARTIFACT).name
-        features[list(FEATURE_NAMES)].astype("float64").to_parquet(local, index=False)
-        client.log_artifact(run_id, str(local), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
-
-
 # --- the benchmark itself ------------------------------------------------------------------------
 
 
@@ -158,7 +141,6 @@ def _score_backlog(
     """Events/s of the scorer through a backlog of ``events``, from ready to the last one committed."""
     from serving.scorer import Scorer
     from serving.settings import ScorerSettings
-    from serving.testkit import wait_for
 
     scorer = Scorer(
         ScorerSettings(kafka=kafka, influxdb=influx, mlflow=mlflow, group_id=f"bench-{uuid.uuid4().hex[:8]}")
@@ -170,8 +152,11 @@ def _score_backlog(
         if not scorer.ready.wait(120):
             raise RuntimeError("the scorer did not start")
         started = time.perf_counter()
-        if not wait_for(lambda: scorer.stats.committed >= events, 600, interval_s=0.02):
-            raise RuntimeError(f"the scorer committed {scorer.stats.committed} of {events} events")
+        deadline = time.monotonic() + 600
+        while scorer.stats.committed < events:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the scorer committed {scorer.stats.committed} of {events} events")
+            time.sleep(0.02)
         return events / (time.perf_counter() - started)
     finally:
         stop.set()
@@ -201,11 +186,9 @@ def _window_cost(reference: Any, rows: pd.DataFrame, windows: int) -> tuple[floa
 
 
 def run_bench(options: BenchOptions) -> dict[str, float]:
+    from bench.workload import make_events, produce_events, spambase_rows, train_production
     from fireman_common.influx import InfluxClient
     from monitoring.reference import ReferenceStore
-    from serving.testkit import make_events, produce_events, spambase_rows
-    from training.settings import TrainingSettings
-    from training.workflow import run_training
 
     kafka, influx, mlflow = KafkaSettings(), InfluxSettings(), MlflowSettings()
     dataset = DatasetSettings()
@@ -213,9 +196,7 @@ def run_bench(options: BenchOptions) -> dict[str, float]:
     mlflow = mlflow.model_copy(update={"experiment": name, "model_name": name})
     influx = influx.model_copy(update={"database": name.replace("-", "_")})
     with console.status("training the production model (training defaults)"):
-        outcome = run_training(
-            TrainingSettings(mlflow=mlflow, dataset=dataset), source="file", promote="force"
-        )
+        version = train_production(mlflow, dataset=dataset)
     # Spambase is sorted by class: shuffled, windows look like the reference (no drift alerts).
     rows = spambase_rows(dataset, options.events, missing_rate=0.2).sample(frac=1.0, random_state=0)
     events = make_events(rows)
@@ -248,7 +229,7 @@ def run_bench(options: BenchOptions) -> dict[str, float]:
                 loads.append(os.getloadavg()[0])
                 console.print(f"monitoring {mode}: {rate:,.0f} events/s (load average {loads[-1]:.2f})")
         with console.status("timing Evidently windows"):
-            reference = ReferenceStore(mlflow, MonitorSettings().reference_rows).load(name, outcome.version)
+            reference = ReferenceStore(mlflow, MonitorSettings().reference_rows).load(name, version)
             quiet, rendered = _window_cost(reference, rows, options.windows)
     finally:
         with InfluxClient(influx) as client:

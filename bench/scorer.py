@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from bench.workload import make_events, spambase_rows, train_production
 from fireman_common.events import WireEvent
 from fireman_common.schema import now_ms
 from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
@@ -83,7 +84,7 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> BenchRes
     try:
         with Progress(console=console, transient=True) as progress:
             progress.add_task("training the production-settings model", total=None)
-            version = _train(mlflow)
+            version = train_production(mlflow)
         console.print(f"model {BENCH_MODEL} version {version} (training defaults)")
         payloads = _payloads(options.events)
         poisoned = _with_poison(payloads, options.poison_share)
@@ -144,17 +145,8 @@ def _topics(base: KafkaSettings, prefix: str) -> KafkaSettings:
     )
 
 
-def _train(mlflow: MlflowSettings) -> str:
-    from training.settings import TrainingSettings
-    from training.workflow import run_training
-
-    return run_training(TrainingSettings(mlflow=mlflow), promote="force").version
-
-
 def _payloads(count: int) -> list[tuple[bytes, bytes]]:
     """(key, value) of ``count`` Spambase events, 10% of values missing, all stamped later at send."""
-    from serving.testkit import make_events, spambase_rows
-
     rows = spambase_rows(DatasetSettings(), min(count, 4601), missing_rate=0.1)
     templates = make_events(rows, prefix="tmpl")
     payloads = []

@@ -174,25 +174,15 @@ def _check_servers(names: _Names) -> None:
 
 
 def _register_model(mlflow: MlflowSettings) -> None:
-    """A small forest on the generator's synthetic data, as the production alias of the run's model."""
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline
+    """The run's production model, trained on the generator's synthetic fleet by the training code.
 
-    from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
-    from serving.testkit import register_model
+    Trained on the data the generator replays, with the drift reference training logs, so the
+    monitor tests every window for drift as it does in production.
+    """
+    from bench.workload import train_production
     from streaming.generator import synthetic_frame
 
-    frame = synthetic_frame(0)
-    features = frame[list(FEATURE_NAMES)]
-    estimator = Pipeline(
-        [
-            ("impute", SimpleImputer(strategy="median")),
-            ("model", RandomForestClassifier(n_estimators=30, random_state=0, n_jobs=1)),
-        ]
-    )
-    estimator.fit(features, frame[LABEL_COLUMN])
-    register_model(mlflow, estimator, features.head(20))
+    train_production(mlflow, frame=synthetic_frame(0))
 
 
 def pipeline_environment(

@@ -30,12 +30,12 @@ from fireman.services.manager import ServiceManager
 from fireman.services.process import wait_until
 from fireman_common.influx import InfluxClient, InfluxUnavailable
 from fireman_common.kafka_io import ensure_topics
-from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
+from fireman_common.schema import FEATURE_NAMES
 from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings
-from serving.testkit import read_topic, register_model
 from streaming.generator import iter_rows, synthetic_frame
 from streaming.settings import GeneratorSettings
 from tests.conftest import free_port
+from tests.support.scoring import fit_frame, read_topic, register_model
 
 FIREMAN = Path(sys.executable).parent / "fireman"
 RAW = "measurements"
@@ -99,21 +99,10 @@ class StackNames:
 
 
 def register_synthetic_model(mlflow: MlflowSettings, seed: int = 0, promote: bool = True) -> str:
-    """A small imputer + forest on the generator's synthetic data, registered; returns its version."""
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline as SkPipeline
-
+    """The training code's pipeline, tiny, on the generator's synthetic data, registered; its version."""
     frame = synthetic_frame(seed)
-    features = frame[list(FEATURE_NAMES)]
-    estimator = SkPipeline(
-        [
-            ("impute", SimpleImputer(strategy="median")),
-            ("model", RandomForestClassifier(n_estimators=5, max_depth=6, random_state=seed, n_jobs=1)),
-        ]
-    )
-    estimator.fit(features, frame[LABEL_COLUMN])
-    return register_model(mlflow, estimator, features.head(20), promote=promote)
+    estimator = fit_frame(frame, n_estimators=5, seed=seed, max_depth=6)
+    return register_model(mlflow, estimator, frame[list(FEATURE_NAMES)].head(20), promote=promote)
 
 
 class Proc:

@@ -10,7 +10,6 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from dashboard import testkit
 from dashboard.app import Dashboard
 from dashboard.lag import measure_lag
 from dashboard.settings import DashboardSettings
@@ -18,6 +17,7 @@ from fireman.services.process import wait_until
 from fireman_common.kafka_io import admin_client
 from fireman_common.settings import InfluxSettings, KafkaSettings
 from tests.conftest import free_port
+from tests.support import dashboard_data
 
 pytestmark = pytest.mark.integration
 
@@ -59,13 +59,13 @@ def dashboard_settings(kafka: KafkaSettings, influx: InfluxSettings) -> Dashboar
 
 
 @pytest.fixture
-def seeded(influx_db: InfluxSettings) -> testkit.Seeded:
-    return testkit.seed(influx_db)
+def seeded(influx_db: InfluxSettings) -> dashboard_data.Seeded:
+    return dashboard_data.seed(influx_db)
 
 
 @pytest.fixture
 def api(
-    kafka_topics: KafkaSettings, influx_db: InfluxSettings, seeded: testkit.Seeded
+    kafka_topics: KafkaSettings, influx_db: InfluxSettings, seeded: dashboard_data.Seeded
 ) -> Iterator[TestClient]:
     settings = dashboard_settings(kafka_topics, influx_db)
     with TestClient(Dashboard(settings).app) as client:
@@ -85,7 +85,7 @@ def test_measure_lag_counts_uncommitted_partitions_from_the_start(kafka_topics: 
     assert lags[sink].partitions == 2 * kafka_topics.partitions
 
 
-def test_every_panel_reports_the_seeded_data(api: TestClient, seeded: testkit.Seeded) -> None:
+def test_every_panel_reports_the_seeded_data(api: TestClient, seeded: dashboard_data.Seeded) -> None:
     def lag_recorded() -> bool:
         panel = api.get("/api/panels/lag").json()["panels"]["lag"]
         return len(panel["series"]) == 3 and panel["points"] >= 3
@@ -98,11 +98,16 @@ def test_every_panel_reports_the_seeded_data(api: TestClient, seeded: testkit.Se
     assert body["start"] <= seeded.start_s and body["end"] >= seeded.end_s
 
     ingest = panels["ingest"]
-    assert ingest["total"] == testkit.EVENTS
-    assert sum(v * body["bucket_s"] for v in ingest["series"][0]["values"]) == pytest.approx(testkit.EVENTS)
+    assert ingest["total"] == dashboard_data.EVENTS
+    assert sum(v * body["bucket_s"] for v in ingest["series"][0]["values"]) == pytest.approx(
+        dashboard_data.EVENTS
+    )
 
     predictions = panels["predictions"]
-    assert predictions["total"] == {"0": testkit.EVENTS - testkit.SPAM, "1": testkit.SPAM}
+    assert predictions["total"] == {
+        "0": dashboard_data.EVENTS - dashboard_data.SPAM,
+        "1": dashboard_data.SPAM,
+    }
     assert [s["label"] for s in predictions["series"]] == ["class 0 (ham)/s", "class 1 (spam)/s"]
 
     performance = panels["performance"]
@@ -113,8 +118,8 @@ def test_every_panel_reports_the_seeded_data(api: TestClient, seeded: testkit.Se
     drift = panels["drift"]
     shares = [v for v in drift["series"][0]["values"] if v is not None]
     assert shares[0] == 0 and shares[-1] == pytest.approx(0.4)
-    assert [f["feature"] for f in drift["features"] if f["drifted"]] == list(testkit.DRIFTED)
-    assert {f["feature"] for f in drift["features"]} == set(testkit.FEATURES)
+    assert [f["feature"] for f in drift["features"] if f["drifted"]] == list(dashboard_data.DRIFTED)
+    assert {f["feature"] for f in drift["features"]} == set(dashboard_data.FEATURES)
 
     events = panels["model_events"]["events"]
     assert [(e["event"], e["from_version"], e["to_version"]) for e in events] == [
@@ -181,7 +186,7 @@ def test_page_and_vendored_chart_library_are_served_locally(influx_db: InfluxSet
             assert client.get(f"/{asset}").status_code == 200, asset
 
 
-def test_mounted_under_a_prefix(influx_db: InfluxSettings, seeded: testkit.Seeded) -> None:
+def test_mounted_under_a_prefix(influx_db: InfluxSettings, seeded: dashboard_data.Seeded) -> None:
     """How the collector serves it at /dashboard: the page's relative URLs resolve under the prefix."""
     dashboard = Dashboard(DashboardSettings(influxdb=influx_db, record_lag=False))
     parent = FastAPI()
@@ -194,6 +199,6 @@ def test_mounted_under_a_prefix(influx_db: InfluxSettings, seeded: testkit.Seede
             assert "uPlot.iife.min.js" in client.get("/dashboard/").text
             assert client.get("/dashboard/static/vendor/uPlot.iife.min.js").status_code == 200
             body = client.get("/dashboard/api/dashboard").json()
-            assert body["panels"]["ingest"]["total"] == testkit.EVENTS
+            assert body["panels"]["ingest"]["total"] == dashboard_data.EVENTS
     finally:
         dashboard.close()

@@ -20,7 +20,6 @@ import pytest
 import uvicorn
 from playwright.sync_api import Page, sync_playwright
 
-from dashboard import testkit
 from dashboard.app import Dashboard
 from dashboard.settings import DashboardSettings
 from fireman.services.process import wait_until
@@ -28,6 +27,7 @@ from fireman_common.influx import InfluxClient, Point
 from fireman_common.measurements import MODEL_EVENTS
 from fireman_common.settings import InfluxSettings, KafkaSettings, StateSettings
 from tests.integration.test_dashboard_api import dashboard_settings
+from tests.support import dashboard_data
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 @pytest.fixture
 def served(kafka_topics: KafkaSettings, influx_db: InfluxSettings) -> Iterator[DashboardSettings]:
-    testkit.seed(influx_db)
+    dashboard_data.seed(influx_db)
     settings = dashboard_settings(kafka_topics, influx_db).model_copy(update={"refresh_s": 1.0})
     server = uvicorn.Server(
         uvicorn.Config(Dashboard(settings).app, host="127.0.0.1", port=settings.port, log_level="warning")
@@ -121,8 +121,10 @@ def test_every_panel_renders_in_headless_chromium(served: DashboardSettings) -> 
     for name, (points, coloured) in rendered.charts.items():
         assert points > 0, f"panel {name} drew no data"
         assert coloured > 30, f"panel {name}'s chart has no visible series ({coloured} coloured pixels)"
-    assert rendered.charts["ingest"][0] >= testkit.EVENTS // 10  # one rate per 10 s bucket
-    assert rendered.drift_features[: len(testkit.DRIFTED)] == [f"{name} 0.001" for name in testkit.DRIFTED]
+    assert rendered.charts["ingest"][0] >= dashboard_data.EVENTS // 10  # one rate per 10 s bucket
+    assert rendered.drift_features[: len(dashboard_data.DRIFTED)] == [
+        f"{name} 0.001" for name in dashboard_data.DRIFTED
+    ]
     assert rendered.events == 3
     assert "refused v3" in rendered.events_text
     assert shot.stat().st_size > 10_000

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from fireman.services.manager import ServiceManager
-from serving.testkit import set_production
 from tests.integration.faults_support import (
     Pipeline,
     StackNames,
@@ -27,6 +26,7 @@ from tests.integration.faults_support import (
     stop_services,
     wait_for,
 )
+from tests.support.scoring import set_production
 
 # Each test runs four processes and a 20 s outage: ~1-2 min apiece on a 2-core machine.
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -21,10 +21,10 @@ from fireman_common.schema import FEATURE_NAMES, now_ms
 from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 from serving.scorer import Scorer
 from serving.settings import ScorerSettings
-from serving.testkit import read_topic, running
 from streaming.generator import synthetic_frame
 from tests.integration.faults_support import register_synthetic_model, wait_for
 from tests.integration.test_ingest_support import influx_count, sink_running
+from tests.support.scoring import read_topic, running
 
 pytestmark = pytest.mark.integration
 

@@ -19,22 +19,15 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from bench.workload import make_events, produce_events, spambase_rows
 from fireman_common import mlflow_uri, production_history
 from fireman_common.model_registry import RegistryClient
 from fireman_common.schema import FEATURE_NAMES
 from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
-from serving.testkit import (
-    fit_pipeline,
-    make_events,
-    produce_events,
-    register_model,
-    running,
-    spambase_rows,
-    wait_for,
-)
 from tests.integration.mlflow_ui import alias_tag, set_alias_in_ui, version_page_url
 from tests.integration.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.integration.test_scorer_stream import scorer_settings
+from tests.support.scoring import fit_pipeline, register_model, running, wait_for
 
 pytestmark = pytest.mark.integration
 

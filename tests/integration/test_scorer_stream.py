@@ -11,21 +11,13 @@ import orjson
 import pandas as pd
 import pytest
 
+from bench.workload import make_events, produce_events, spambase_rows
 from fireman_common.influx import InfluxClient
 from fireman_common.kafka_io import delete_topics, ensure_topics
 from fireman_common.schema import FEATURE_NAMES
 from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
 from serving.settings import ScorerSettings
-from serving.testkit import (
-    fit_pipeline,
-    make_events,
-    produce_events,
-    read_topic,
-    register_model,
-    running,
-    spambase_rows,
-    wait_for,
-)
+from tests.support.scoring import fit_pipeline, read_topic, register_model, running, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from serving.testkit import wait_for
+from tests.support.scoring import wait_for
 
 # A command that starts a child and stops it in `finally`, as the benches do.
 SCRIPT = textwrap.dedent(

@@ -1,4 +1,4 @@
-"""Known data for every panel, written the way the platform's writers write it (used by the tests).
+"""Known data for every dashboard panel, written the way the platform's writers write it.
 
 Ten minutes of history ending 20 s ago, so that every event falls in a complete rate bucket:
 600 events (1/s), one prediction each (every third one spam), version 1 then a switch to version

@@ -1,6 +1,6 @@
-"""Helpers shared by the scorer's tests and its benchmark: Spambase events, registered models, reading back.
+"""Helpers of the scorer's tests: small models, registered versions, a scorer on a thread, reading back.
 
-Nothing here is used by the scorer itself.
+Events and their producing come from ``bench.workload``, which the benchmarks share.
 """
 
 from __future__ import annotations
@@ -8,21 +8,22 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from fireman_common import mlflow_uri
-from fireman_common.dataset import load_spambase, mask_completely_at_random
-from fireman_common.events import Features, WireEvent
+from fireman_common.dataset import load_spambase
 from fireman_common.model_registry import RegistryClient
-from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN, now_ms
+from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
 from fireman_common.settings import DatasetSettings, KafkaSettings, MlflowSettings
 from serving.scorer import Scorer
 from serving.settings import ScorerSettings
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.2) -> bool:
@@ -32,53 +33,6 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, interval_s: float 
             return False
         time.sleep(interval_s)
     return True
-
-
-def spambase_rows(
-    dataset: DatasetSettings, count: int, missing_rate: float = 0.1, seed: int = 7
-) -> pd.DataFrame:
-    """``count`` Spambase rows (cycled), with values missing completely at random."""
-    frame = mask_completely_at_random(load_spambase(dataset), missing_rate, seed)
-    index = np.arange(count) % len(frame)
-    return frame.iloc[index].reset_index(drop=True)
-
-
-def make_events(
-    rows: pd.DataFrame, prefix: str | None = None, sensors: int = 8, start_ms: int | None = None
-) -> list[WireEvent]:
-    """One event per row; several events share a sensor and a millisecond, as real traffic does."""
-    prefix = prefix or uuid.uuid4().hex[:8]
-    start = now_ms() if start_ms is None else start_ms
-    matrix = rows[list(FEATURE_NAMES)].to_numpy(dtype=np.float64)
-    events = []
-    for i, values in enumerate(matrix):
-        features: Features = {
-            name: float(v) for name, v in zip(FEATURE_NAMES, values, strict=True) if not np.isnan(v)
-        }
-        events.append(
-            WireEvent(
-                event_id=f"{prefix}-{i}",
-                sensor_id=f"sensor-{i % sensors}",
-                timestamp=start + i // 4,
-                features=features,
-            )
-        )
-    return events
-
-
-def produce_events(kafka: KafkaSettings, events: Sequence[WireEvent], extra: Sequence[bytes] = ()) -> None:
-    """Events (and any raw ``extra`` values) to ``measurements``, keyed by sensor id, acknowledged."""
-    from fireman_common.kafka_io import AckProducer
-
-    producer = AckProducer(kafka)
-    try:
-        for event in events:
-            producer.produce(kafka.topic_measurements, event.to_json(), key=event.sensor_id.encode())
-        for value in extra:
-            producer.produce(kafka.topic_measurements, value, key=b"poison")
-        producer.flush()
-    finally:
-        producer.close()
 
 
 def read_topic(kafka: KafkaSettings, topic: str, expected: int, timeout_s: float = 60.0) -> list[Any]:
@@ -107,29 +61,36 @@ def read_topic(kafka: KafkaSettings, topic: str, expected: int, timeout_s: float
     return messages
 
 
-def fit_pipeline(dataset: DatasetSettings, n_estimators: int = 30, seed: int = 0) -> Any:
-    """A SimpleImputer + RandomForest pipeline like the training code's, fitted on Spambase."""
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline
+def fit_frame(frame: pd.DataFrame, n_estimators: int = 30, seed: int = 0, **params: Any) -> Pipeline:
+    """The training code's pipeline fitted on a labelled ``frame``.
 
-    frame = load_spambase(dataset)
-    pipeline = Pipeline(
-        [
-            ("impute", SimpleImputer(strategy="median")),
-            ("model", RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=1)),
-        ]
-    )
+    Fewer trees and one core (the training default is every core): tests fit many models, beside
+    servers that need the CPU too.
+    """
+    from training.pipeline import build_pipeline
+
+    pipeline = build_pipeline(n_estimators=n_estimators, random_state=seed, n_jobs=1, **params)
     pipeline.fit(frame[list(FEATURE_NAMES)], frame[LABEL_COLUMN])
     return pipeline
+
+
+def fit_pipeline(dataset: DatasetSettings, n_estimators: int = 30, seed: int = 0) -> Pipeline:
+    """The training code's pipeline, small (see ``fit_frame``), fitted on Spambase."""
+    return fit_frame(load_spambase(dataset), n_estimators, seed)
 
 
 def register_model(
     mlflow_settings: MlflowSettings, estimator: Any, features: pd.DataFrame, promote: bool = True
 ) -> str:
-    """Log ``estimator`` as a new version (signature from ``features``); optionally move the alias to it."""
+    """Log ``estimator`` as a new version (signature from ``features``); optionally move the alias to it.
+
+    Without the hold-out and drift reference that training logs: fast, for tests that only need a
+    servable version (``bench.workload.train_production`` gives the whole thing).
+    """
     import mlflow
     from mlflow.models import infer_signature
+
+    from training.workflow import SKOPS_TRUSTED_TYPES
 
     mlflow_uri.bind(mlflow_settings)
     mlflow.set_experiment(mlflow_settings.experiment)
@@ -140,7 +101,7 @@ def register_model(
             name="model",
             signature=signature,
             registered_model_name=mlflow_settings.model_name,
-            skops_trusted_types=["numpy.dtype", "sklearn.tree._tree.Tree"],
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
             # Explicit requirements skip MLflow's inference, which re-imports the model in a subprocess.
             pip_requirements=["scikit-learn", "numpy"],
         )
@@ -151,7 +112,8 @@ def register_model(
 
 
 def set_production(mlflow_settings: MlflowSettings, version: str) -> None:
-
+    """Point the production alias at ``version`` directly (no gate tags, no production history), as
+    moving the alias in the MLflow UI does."""
     with RegistryClient(mlflow_settings) as client:
         client.set_alias(mlflow_settings.model_name, mlflow_settings.production_alias, version)
 

@@ -1,0 +1,96 @@
+"""The workload the benchmarks share: Spambase events, producing them, and a production model.
+
+The model is trained by the training code (``training.workflow``), so a benchmark scores with the
+pipeline users serve (``training.pipeline.build_pipeline`` at the training settings) and the monitor
+finds the drift reference that training logs with every version. The tests use these too.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fireman_common.dataset import load_spambase, mask_completely_at_random
+from fireman_common.events import Features, WireEvent
+from fireman_common.schema import FEATURE_NAMES, now_ms
+from fireman_common.settings import DatasetSettings, KafkaSettings, MlflowSettings
+
+
+def spambase_rows(
+    dataset: DatasetSettings, count: int, missing_rate: float = 0.1, seed: int = 7
+) -> pd.DataFrame:
+    """``count`` Spambase rows (cycled), with values missing completely at random."""
+    frame = mask_completely_at_random(load_spambase(dataset), missing_rate, seed)
+    index = np.arange(count) % len(frame)
+    return frame.iloc[index].reset_index(drop=True)
+
+
+def make_events(
+    rows: pd.DataFrame, prefix: str | None = None, sensors: int = 8, start_ms: int | None = None
+) -> list[WireEvent]:
+    """One event per row; several events share a sensor and a millisecond, as real traffic does."""
+    prefix = prefix or uuid.uuid4().hex[:8]
+    start = now_ms() if start_ms is None else start_ms
+    matrix = rows[list(FEATURE_NAMES)].to_numpy(dtype=np.float64)
+    events = []
+    for i, values in enumerate(matrix):
+        features: Features = {
+            name: float(v) for name, v in zip(FEATURE_NAMES, values, strict=True) if not np.isnan(v)
+        }
+        events.append(
+            WireEvent(
+                event_id=f"{prefix}-{i}",
+                sensor_id=f"sensor-{i % sensors}",
+                timestamp=start + i // 4,
+                features=features,
+            )
+        )
+    return events
+
+
+def produce_events(kafka: KafkaSettings, events: Sequence[WireEvent], extra: Sequence[bytes] = ()) -> None:
+    """Events (and any raw ``extra`` values) to ``measurements``, keyed by sensor id, acknowledged."""
+    from fireman_common.kafka_io import AckProducer
+
+    producer = AckProducer(kafka)
+    try:
+        for event in events:
+            producer.produce(kafka.topic_measurements, event.to_json(), key=event.sensor_id.encode())
+        for value in extra:
+            producer.produce(kafka.topic_measurements, value, key=b"poison")
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def train_production(
+    mlflow: MlflowSettings,
+    frame: pd.DataFrame | None = None,
+    dataset: DatasetSettings | None = None,
+    **params: Any,
+) -> str:
+    """Train a version of ``mlflow.model_name`` and make it production, past the gate; its number.
+
+    On Spambase (``dataset``, or the default) unless a labelled ``frame`` is given. ``params``
+    override the training settings' pipeline parameters (``n_estimators=...``).
+    """
+    from training.settings import TrainingSettings
+    from training.workflow import evaluate_and_promote, run_training, train_from_file
+
+    settings = TrainingSettings(mlflow=mlflow, dataset=dataset or DatasetSettings())
+    if frame is None:
+        return run_training(settings, source="file", promote="force", params=params or None).version
+    from training.sources import DataInfo, Dataset, write_parquet
+
+    # The retraining DAG's path: an extracted file, trained and registered, then the gate, forced.
+    with tempfile.TemporaryDirectory(prefix="fireman-bench-") as tmp:
+        path = write_parquet(Dataset(frame, DataInfo(source="bench")), Path(tmp) / "train.parquet")
+        version = train_from_file(settings, path, params or None).version
+    evaluate_and_promote(settings, version, promote="force")
+    return version

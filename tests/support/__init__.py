@@ -1,0 +1,1 @@
+"""Helpers only the tests use, built on the production code (the benchmarks share bench.workload)."""
