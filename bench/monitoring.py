@@ -188,6 +188,7 @@ def _window_cost(reference: Any, rows: pd.DataFrame, windows: int) -> tuple[floa
 def run_bench(options: BenchOptions) -> dict[str, float]:
     from bench.workload import make_events, produce_events, spambase_rows, train_production
     from fireman_common.influx import InfluxClient
+    from fireman_common.model_registry import RegistryClient
     from monitoring.reference import ReferenceStore
 
     kafka, influx, mlflow = KafkaSettings(), InfluxSettings(), MlflowSettings()
@@ -235,6 +236,9 @@ def run_bench(options: BenchOptions) -> dict[str, float]:
         with InfluxClient(influx) as client:
             for database in (influx, *databases):
                 client.drop_database(database.database)
+        # The bench's model goes too: registered models left behind pile up in the MLflow UI.
+        with RegistryClient(mlflow) as registry:
+            registry.delete_model(name)
     off, on = statistics.median(results["off"]), statistics.median(results["on"])
     table = Table("measure", "value")
     table.add_row("scorer, monitoring off (median events/s)", f"{off:,.0f}")
