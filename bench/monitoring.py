@@ -188,7 +188,6 @@ def _window_cost(reference: Any, rows: pd.DataFrame, windows: int) -> tuple[floa
 def run_bench(options: BenchOptions) -> dict[str, float]:
     from bench.workload import make_events, produce_events, spambase_rows, train_production
     from fireman_common.influx import InfluxClient
-    from fireman_common.model_registry import RegistryClient
     from monitoring.reference import ReferenceStore
 
     kafka, influx, mlflow = KafkaSettings(), InfluxSettings(), MlflowSettings()
