@@ -204,7 +204,7 @@ def _list_offsets(admin: AdminClient, partitions: list[TopicPartition], spec: Of
         KafkaException,
         sleep=time.sleep,
         give_up=lambda: time.monotonic() >= deadline,
-        what="listing offsets",
+        failure="Kafka could not list offsets",
         only_if=lambda error: bool(error.args and error.args[0].retriable()),
     )
     for attempt in retrying:

@@ -30,7 +30,7 @@ class Backoff:
         retry_on: type[BaseException] | tuple[type[BaseException], ...],
         sleep: Callable[[float], object],
         give_up: Callable[[], bool] = lambda: False,
-        what: str = "write",
+        failure: str = "write failed",
         on_retry: Callable[[BaseException], None] | None = None,
         only_if: Callable[[BaseException], bool] = lambda _error: True,
     ) -> tenacity.Retrying:
@@ -44,7 +44,7 @@ class Backoff:
         def before_sleep(state: tenacity.RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome is not None else None
             wait = state.next_action.sleep if state.next_action is not None else 0.0
-            log.warning("%s failed, retrying in %.1f s: %s", what, wait, error)
+            log.warning("%s, retrying in %.1f s: %s", failure, wait, error)
             if on_retry is not None and error is not None:
                 on_retry(error)
 

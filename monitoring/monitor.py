@@ -68,7 +68,7 @@ def write_points(client: InfluxClient, points: list[Point], stop: threading.Even
     """Write, retrying while InfluxDB is unavailable; False if stopped before it succeeded."""
     try:
         for attempt in backoff.retrying(
-            InfluxUnavailable, sleep=stop.wait, give_up=stop.is_set, what="InfluxDB write"
+            InfluxUnavailable, sleep=stop.wait, give_up=stop.is_set, failure="InfluxDB unavailable"
         ):
             with attempt:
                 client.write(points)

@@ -90,7 +90,7 @@ class InfluxWriter:
                     InfluxUnavailable,
                     sleep=self._wait_unless_closing,
                     give_up=lambda: self._closing,
-                    what="InfluxDB write (predictions buffered)",
+                    failure="InfluxDB unavailable, predictions buffered",
                     on_retry=self._went_down,
                 ):
                     with attempt:

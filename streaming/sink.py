@@ -162,7 +162,11 @@ class Sink:
             self.stats.write_failures += 1
 
         retrying = self.settings.influxdb.backoff().retrying(
-            InfluxUnavailable, sleep=self._idle, give_up=give_up, what="InfluxDB write", on_retry=failed
+            InfluxUnavailable,
+            sleep=self._idle,
+            give_up=give_up,
+            failure="InfluxDB unavailable",
+            on_retry=failed,
         )
         try:
             for attempt in retrying:
