@@ -30,12 +30,14 @@ class LiveStatus:
         self.kafka = kafka
         self.influx = InfluxClient(influx)
         self.mlflow = mlflow
+        self.registry = RegistryClient(mlflow)  # one connection for every sample, not one each
         self.scorer_group = scorer_group
         self._admin = admin_client(kafka, timeout_ms=3000)
         self._last: tuple[float, int] | None = None
 
     def close(self) -> None:
         self.influx.close()
+        self.registry.close()
 
     def sample(self) -> Snapshot:
         lag = self._lag()
@@ -66,8 +68,7 @@ class LiveStatus:
 
     def _production_version(self) -> str | None:
         try:
-            with RegistryClient(self.mlflow) as client:
-                return production_history.production_version(client, self.mlflow)
+            return production_history.production_version(self.registry, self.mlflow)
         except RegistryError:
             return None
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from fireman.services.process import wait_until
 from fireman_common import mlflow_uri
 from fireman_common.dataset import load_spambase
 from fireman_common.model_registry import RegistryClient
@@ -26,13 +27,8 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval_s)
-    return True
+# The product's own deadline poll (``wait_for(check, timeout_s)`` is true once ``check`` holds).
+wait_for = wait_until
 
 
 def read_topic(kafka: KafkaSettings, topic: str, expected: int, timeout_s: float = 60.0) -> list[Any]:
