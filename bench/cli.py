@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from training.cli import quiet_mlflow
+from fireman.training.cli import quiet_mlflow
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
     @bench_app.callback()
     def setup() -> None:
-        from fireman_common.runtime import unwind_on_sigterm
+        from fireman.common.runtime import unwind_on_sigterm
 
         unwind_on_sigterm()
 
@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         profile: Path | None = typer.Option(None, help="Write a cProfile of the collector (workers=1) here."),
     ) -> None:
         """Events/s through the collector, acknowledged by Kafka: single-event vs batch POSTs."""
-        from bench.collector import BenchOptions, run_bench
+        from fireman.bench.collector import BenchOptions, run_bench
 
         run_bench(
             BenchOptions(
@@ -62,8 +62,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """End-to-end scorer throughput and latency beside a one-predict-per-message baseline."""
-        from bench.scorer import BenchOptions, run_bench
-        from fireman_common.runtime import configure_logging
+        from fireman.bench.scorer import BenchOptions, run_bench
+        from fireman.common.runtime import configure_logging
 
         configure_logging("WARNING")
         run_bench(
@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Time training from InfluxDB history: query, fit and log/register, each measured separately."""
         quiet_mlflow()
-        from bench.train import run_bench
+        from fireman.bench.train import run_bench
 
         run_bench(rows=rows, keep=keep, console=Console())
 
@@ -96,8 +96,8 @@ def register(app: typer.Typer) -> None:
         windows: int = typer.Option(5, min=1, help="Windows timed for the Evidently cost."),
     ) -> None:
         """Scorer throughput with the monitor off and on, side by side; Evidently's cost per window."""
-        from bench.monitoring import BenchOptions, run_bench
-        from fireman_common.runtime import configure_logging
+        from fireman.bench.monitoring import BenchOptions, run_bench
+        from fireman.common.runtime import configure_logging
 
         configure_logging("WARNING")
         run_bench(BenchOptions(events=events, repeats=repeats, windows=windows))
@@ -113,8 +113,8 @@ def register(app: typer.Typer) -> None:
         """The full pipeline at a fixed rate: RSS of every process, consumer lag, end-to-end latency."""
         import logging
 
-        from bench.soak import SoakOptions, run_soak
-        from fireman_common.runtime import configure_logging
+        from fireman.bench.soak import SoakOptions, run_soak
+        from fireman.common.runtime import configure_logging
 
         configure_logging("WARNING")
         logging.getLogger("kafka").setLevel(logging.ERROR)
@@ -129,7 +129,7 @@ def register(app: typer.Typer) -> None:
         repeats: int = typer.Option(3, min=1, help="Runs of each command (the median counts)."),
     ) -> None:
         """Wall time of `fireman --help`, `models`, `promote` and `rollback`, beside `import mlflow`."""
-        from bench.cli_startup import TARGET_S, run_bench
+        from fireman.bench.cli_startup import TARGET_S, run_bench
 
         timings = run_bench(repeats=repeats)
         if timings.slowest[1] > TARGET_S:
@@ -144,8 +144,8 @@ def register(app: typer.Typer) -> None:
         """Run the collector, scorer, training, monitoring and soak benches; write the report."""
         import logging
 
-        from bench.report import ReportOptions, run_report
-        from fireman_common.runtime import configure_logging
+        from fireman.bench.report import ReportOptions, run_report
+        from fireman.common.runtime import configure_logging
 
         configure_logging("WARNING")
         logging.getLogger("kafka").setLevel(logging.ERROR)

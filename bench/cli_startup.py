@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from fireman_common import production_history
-from fireman_common.errors import UserError
-from fireman_common.model_registry import RegistryClient, check_health
-from fireman_common.settings import MlflowSettings
+from fireman.common import production_history
+from fireman.common.errors import UserError
+from fireman.common.model_registry import RegistryClient, check_health
+from fireman.common.settings import MlflowSettings
 
 TARGET_S = 3.0
 # From production at v1 and back: every round starts where the last one ended.
@@ -55,7 +55,7 @@ def _bench_model(settings: MlflowSettings) -> MlflowSettings:
     """A registered model of two versions, ``production`` at version 1."""
     import logging
 
-    from fireman_common import mlflow_uri
+    from fireman.common import mlflow_uri
 
     names = settings.model_copy(update={"model_name": f"bench-cli-{uuid.uuid4().hex[:8]}"})
     client = mlflow_uri.client(names)

@@ -30,18 +30,18 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from fireman.common.errors import UserError
+from fireman.common.kafka_io import admin_client, delete_topics, end_offsets, ensure_topics
+from fireman.common.schema import FEATURE_NAMES
+from fireman.common.settings import KafkaSettings
 from fireman.services.process import wait_until
-from fireman_common.errors import UserError
-from fireman_common.kafka_io import admin_client, delete_topics, end_offsets, ensure_topics
-from fireman_common.schema import FEATURE_NAMES
-from fireman_common.settings import KafkaSettings
 
 # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets the profile
 # be written on the way out.
 PROFILED_COLLECTOR = """
 import cProfile, signal, sys
-from streaming.collector import serve
-from streaming.settings import CollectorSettings
+from fireman.streaming.collector import serve
+from fireman.streaming.settings import CollectorSettings
 def leave(*_):
     raise SystemExit(0)
 signal.signal(signal.SIGTERM, leave)

@@ -9,7 +9,7 @@ and without Evidently's HTML widgets.
 For ``fireman bench scorer --with-monitoring``: wrap the scorer's measured run in
 ``with monitoring_running(monitor_settings_for(kafka, influxdb, mlflow)):``. The production version
 needs a drift reference or the monitor skips drift; training logs one with every version, so a model
-from ``bench.workload.train_production`` has it.
+from ``fireman.bench.workload.train_production`` has it.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from fireman_common import production_history
-from fireman_common.model_registry import RegistryClient
-from fireman_common.schema import FEATURE_NAMES
-from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
-from monitoring.settings import MonitorSettings
+from fireman.common import production_history
+from fireman.common.model_registry import RegistryClient
+from fireman.common.schema import FEATURE_NAMES
+from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
+from fireman.monitoring.settings import MonitorSettings
 
 console = Console()
 
@@ -62,8 +62,8 @@ def monitor_settings_for(
 
 
 def _monitor_process(settings: MonitorSettings, stop: ProcessEvent, ready: ProcessEvent) -> None:
-    from fireman_common.runtime import configure_logging
-    from monitoring.monitor import Monitor
+    from fireman.common.runtime import configure_logging
+    from fireman.monitoring.monitor import Monitor
 
     configure_logging("WARNING")
     if settings.nice:
@@ -120,7 +120,7 @@ def monitoring_running(settings: MonitorSettings, start_timeout_s: float = 180.0
 
 
 def _fresh_topics(kafka: KafkaSettings) -> KafkaSettings:
-    from fireman_common.kafka_io import ensure_topics
+    from fireman.common.kafka_io import ensure_topics
 
     tag = uuid.uuid4().hex[:8]
     topics = kafka.model_copy(
@@ -139,8 +139,8 @@ def _score_backlog(
     kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings, events: int
 ) -> float:
     """Events/s of the scorer through a backlog of ``events``, from ready to the last one committed."""
-    from serving.scorer import Scorer
-    from serving.settings import ScorerSettings
+    from fireman.serving.scorer import Scorer
+    from fireman.serving.settings import ScorerSettings
 
     scorer = Scorer(
         ScorerSettings(kafka=kafka, influxdb=influx, mlflow=mlflow, group_id=f"bench-{uuid.uuid4().hex[:8]}")
@@ -167,7 +167,7 @@ def _window_cost(reference: Any, rows: pd.DataFrame, windows: int) -> tuple[floa
     """Seconds per 1,000-event window: without widgets (as the monitor runs) and with (HTML reports)."""
     import tempfile
 
-    from monitoring.drift import compute_drift
+    from fireman.monitoring.drift import compute_drift
 
     matrix = rows[list(FEATURE_NAMES)].to_numpy(dtype=np.float64)
     probabilities = np.random.default_rng(0).random(len(matrix))
@@ -186,9 +186,9 @@ def _window_cost(reference: Any, rows: pd.DataFrame, windows: int) -> tuple[floa
 
 
 def run_bench(options: BenchOptions) -> dict[str, float]:
-    from bench.workload import make_events, produce_events, spambase_rows, train_production
-    from fireman_common.influx import InfluxClient
-    from monitoring.reference import ReferenceStore
+    from fireman.bench.workload import make_events, produce_events, spambase_rows, train_production
+    from fireman.common.influx import InfluxClient
+    from fireman.monitoring.reference import ReferenceStore
 
     kafka, influx, mlflow = KafkaSettings(), InfluxSettings(), MlflowSettings()
     dataset = DatasetSettings()

@@ -20,7 +20,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from bench.soak import SoakOptions, SoakResult, run_soak
+from fireman.bench.soak import SoakOptions, SoakResult, run_soak
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def _x(value: float) -> str:
 
 
 def _collector(quick: bool) -> list[Row]:
-    from bench.collector import BATCH_TARGET, SINGLE_TARGET, BenchOptions, run_bench
+    from fireman.bench.collector import BATCH_TARGET, SINGLE_TARGET, BenchOptions, run_bench
 
     # One worker is the default; two show what the second core buys, measured in the same run.
     workers = [1, 2]
@@ -116,7 +116,7 @@ def _collector(quick: bool) -> list[Row]:
 
 
 def _scorer(quick: bool) -> list[Row]:
-    from bench.scorer import BenchOptions, run_bench
+    from fireman.bench.scorer import BenchOptions, run_bench
 
     options = (
         BenchOptions(events=20_000, latency_seconds=5.0, baseline_seconds=3.0) if quick else BenchOptions()
@@ -149,7 +149,7 @@ def _scorer(quick: bool) -> list[Row]:
 
 
 def _training(quick: bool) -> list[Row]:
-    from bench.train import run_bench
+    from fireman.bench.train import run_bench
 
     rows = 20_000 if quick else 100_000
     timings = run_bench(rows=rows)
@@ -158,7 +158,7 @@ def _training(quick: bool) -> list[Row]:
 
 
 def _monitoring(quick: bool) -> list[Row]:
-    from bench.monitoring import BenchOptions, run_bench
+    from fireman.bench.monitoring import BenchOptions, run_bench
 
     options = BenchOptions(events=20_000, repeats=1) if quick else BenchOptions()
     result = run_bench(options)
@@ -175,7 +175,7 @@ def _monitoring(quick: bool) -> list[Row]:
 
 
 def _cli(quick: bool) -> list[Row]:
-    from bench.cli_startup import BASELINE, TARGET_S, run_bench
+    from fireman.bench.cli_startup import BASELINE, TARGET_S, run_bench
 
     timings = run_bench(repeats=1 if quick else 5)
     command, seconds = timings.slowest

@@ -27,12 +27,12 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from bench.workload import make_events, spambase_rows, train_production
-from fireman_common.events import WireEvent
-from fireman_common.schema import now_ms
-from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
-from serving.scorer import Scorer
-from serving.settings import ScorerSettings
+from fireman.bench.workload import make_events, spambase_rows, train_production
+from fireman.common.events import WireEvent
+from fireman.common.schema import now_ms
+from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
+from fireman.serving.scorer import Scorer
+from fireman.serving.settings import ScorerSettings
 
 BENCH_MODEL = "fireman-bench-scorer"
 
@@ -65,8 +65,8 @@ class BenchResult:
 
 
 def run_bench(options: BenchOptions, console: Console | None = None) -> BenchResult:
-    from fireman_common.influx import InfluxClient
-    from fireman_common.kafka_io import delete_topics, ensure_topics
+    from fireman.common.influx import InfluxClient
+    from fireman.common.kafka_io import delete_topics, ensure_topics
 
     console = console or Console()
     tag = uuid.uuid4().hex[:8]
@@ -305,9 +305,9 @@ def _baseline(
     """One consumed message, one ``predict_proba`` call, one produced prediction: for ``seconds``."""
     from confluent_kafka import Consumer
 
-    from fireman_common.influx import InfluxClient
-    from fireman_common.model import Registry
-    from serving.codec import decode_batch, encode_predictions
+    from fireman.common.influx import InfluxClient
+    from fireman.common.model import Registry
+    from fireman.serving.codec import decode_batch, encode_predictions
 
     registry = Registry(mlflow)
     target = registry.production()

@@ -30,12 +30,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from fireman_common import mlflow_uri
-from fireman_common.errors import UserError
-from fireman_common.influx import InfluxClient, InfluxError, quote_identifier
-from fireman_common.measurements import PREDICTIONS
-from fireman_common.model_registry import RegistryClient
-from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings, ServicesSettings
+from fireman.common import mlflow_uri
+from fireman.common.errors import UserError
+from fireman.common.influx import InfluxClient, InfluxError, quote_identifier
+from fireman.common.measurements import PREDICTIONS
+from fireman.common.model_registry import RegistryClient
+from fireman.common.settings import InfluxSettings, KafkaSettings, MlflowSettings, ServicesSettings
 
 PROCESSES = ("collector", "sink", "scorer", "monitor", "generator")
 GROUPS = ("sink", "scorer", "monitor")
@@ -155,7 +155,7 @@ def _names(services: ServicesSettings) -> _Names:
 
 
 def _check_servers(names: _Names) -> None:
-    from fireman_common.kafka_io import broker_reachable
+    from fireman.common.kafka_io import broker_reachable
 
     down = []
     if not broker_reachable(names.kafka):
@@ -179,8 +179,8 @@ def _register_model(mlflow: MlflowSettings) -> None:
     Trained on the data the generator replays, with the drift reference training logs, so the
     monitor tests every window for drift as it does in production.
     """
-    from bench.workload import train_production
-    from streaming.generator import synthetic_frame
+    from fireman.bench.workload import train_production
+    from fireman.streaming.generator import synthetic_frame
 
     train_production(mlflow, frame=synthetic_frame(0))
 
@@ -279,7 +279,7 @@ class _LagReader:
     """Committed lag of each consumer group, asked of the broker (no group membership)."""
 
     def __init__(self, kafka: KafkaSettings) -> None:
-        from fireman_common.kafka_io import admin_client
+        from fireman.common.kafka_io import admin_client
 
         self._admin = admin_client(kafka, timeout_ms=5000)
         measurements, labels = kafka.topic_measurements, kafka.topic_labels
@@ -293,7 +293,7 @@ class _LagReader:
     def lags(self, groups: list[str]) -> dict[str, int | None]:
         from confluent_kafka import KafkaException
 
-        from fireman_common.kafka_io import consumer_lag
+        from fireman.common.kafka_io import consumer_lag
 
         try:
             lag = consumer_lag(self._admin, {self._group_ids[g]: self._topics[g] for g in groups})
@@ -335,7 +335,7 @@ def _rss(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, int]:
 
 
 def _cleanup(names: _Names) -> None:
-    from fireman_common.kafka_io import delete_topics
+    from fireman.common.kafka_io import delete_topics
 
     with contextlib.suppress(Exception):
         delete_topics(names.kafka, names.kafka.topics())
@@ -352,7 +352,7 @@ def _cleanup(names: _Names) -> None:
 
 def run_soak(options: SoakOptions, console: Console | None = None) -> SoakResult:
     """Run the soak and print its table; the result carries the samples and the verdicts."""
-    from fireman_common.kafka_io import ensure_topics
+    from fireman.common.kafka_io import ensure_topics
 
     console = console or Console()
     names = _names(ServicesSettings())
@@ -362,7 +362,7 @@ def run_soak(options: SoakOptions, console: Console | None = None) -> SoakResult
         client.create_database()
     _register_model(names.mlflow)
     duration = options.minutes * 60
-    from monitoring.settings import MonitorSettings
+    from fireman.monitoring.settings import MonitorSettings
 
     result = SoakResult(
         options, warmup_s=duration * options.warmup_fraction, monitor_window=MonitorSettings().window_size

@@ -17,11 +17,11 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from fireman_common.dataset import load_spambase, mask_completely_at_random
-from fireman_common.influx import InfluxClient, Point, to_line
-from fireman_common.measurements import LABELS, MEASUREMENTS
-from fireman_common.schema import FEATURE_NAMES
-from training.settings import TrainingSettings
+from fireman.common.dataset import load_spambase, mask_completely_at_random
+from fireman.common.influx import InfluxClient, Point, to_line
+from fireman.common.measurements import LABELS, MEASUREMENTS
+from fireman.common.schema import FEATURE_NAMES
+from fireman.training.settings import TrainingSettings
 
 BATCH = 5_000
 PHASES = (
@@ -69,8 +69,8 @@ def write_history(settings: TrainingSettings, rows: int, end: datetime, console:
 
 
 def run_bench(rows: int = 100_000, keep: bool = False, console: Console | None = None) -> dict[str, float]:
-    from training.tracking import connect
-    from training.workflow import run_training
+    from fireman.training.tracking import connect
+    from fireman.training.workflow import run_training
 
     console = console or Console()
     tag = uuid.uuid4().hex[:8]

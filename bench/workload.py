@@ -1,7 +1,7 @@
 """The workload the benchmarks share: Spambase events, producing them, and a production model.
 
-The model is trained by the training code (``training.workflow``), so a benchmark scores with the
-pipeline users serve (``training.pipeline.build_pipeline`` at the training settings) and the monitor
+The model is trained by the training code (``fireman.training.workflow``), so a benchmark scores with the
+pipeline users serve (``fireman.training.pipeline.build_pipeline`` at the training settings) and the monitor
 finds the drift reference that training logs with every version. The tests use these too.
 """
 
@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fireman_common.dataset import load_spambase, mask_completely_at_random
-from fireman_common.events import Features, WireEvent
-from fireman_common.schema import FEATURE_NAMES, now_ms
-from fireman_common.settings import DatasetSettings, KafkaSettings, MlflowSettings
+from fireman.common.dataset import load_spambase, mask_completely_at_random
+from fireman.common.events import Features, WireEvent
+from fireman.common.schema import FEATURE_NAMES, now_ms
+from fireman.common.settings import DatasetSettings, KafkaSettings, MlflowSettings
 
 
 def spambase_rows(
@@ -56,7 +56,7 @@ def make_events(
 
 def produce_events(kafka: KafkaSettings, events: Sequence[WireEvent], extra: Sequence[bytes] = ()) -> None:
     """Events (and any raw ``extra`` values) to ``measurements``, keyed by sensor id, acknowledged."""
-    from fireman_common.kafka_io import AckProducer
+    from fireman.common.kafka_io import AckProducer
 
     producer = AckProducer(kafka)
     try:
@@ -80,13 +80,13 @@ def train_production(
     On Spambase (``dataset``, or the default) unless a labelled ``frame`` is given. ``params``
     override the training settings' pipeline parameters (``n_estimators=...``).
     """
-    from training.settings import TrainingSettings
-    from training.workflow import evaluate_and_promote, run_training, train_from_file
+    from fireman.training.settings import TrainingSettings
+    from fireman.training.workflow import evaluate_and_promote, run_training, train_from_file
 
     settings = TrainingSettings(mlflow=mlflow, dataset=dataset or DatasetSettings())
     if frame is None:
         return run_training(settings, source="file", promote="force", params=params or None).version
-    from training.sources import DataInfo, Dataset, write_parquet
+    from fireman.training.sources import DataInfo, Dataset, write_parquet
 
     # The retraining DAG's path: an extracted file, trained and registered, then the gate, forced.
     with tempfile.TemporaryDirectory(prefix="fireman-bench-") as tmp:

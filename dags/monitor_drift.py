@@ -1,6 +1,6 @@
 """Hourly: when the monitor's drift alerts hold, trigger ``retrain_spam_classifier`` from the drift onset.
 
-Thin on purpose: the decision and the cool-down live in ``training.retrain_trigger``.
+Thin on purpose: the decision and the cool-down live in ``fireman.training.retrain_trigger``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from fireman_common.settings import AirflowSettings
+from fireman.common.settings import AirflowSettings
 
 DAG_ID = "monitor_drift"
 RETRAIN_DAG_ID = "retrain_spam_classifier"
@@ -57,7 +57,7 @@ def _timetable() -> CronDataIntervalTimetable | None:
 def monitor_drift() -> None:
     @task.short_circuit
     def check_drift(**context: Any) -> dict[str, Any] | bool:
-        from training import retrain_trigger
+        from fireman.training import retrain_trigger
 
         return retrain_trigger.check(
             context.get("data_interval_start"),
@@ -78,7 +78,7 @@ def monitor_drift() -> None:
 
     @task
     def record_trigger(**context: Any) -> None:
-        from training import retrain_trigger
+        from fireman.training import retrain_trigger
 
         decision = context["ti"].xcom_pull(task_ids="check_drift")
         retrain_trigger.record(decision, RETRAIN_DAG_ID, f"drift__{decision['interval_end']}")

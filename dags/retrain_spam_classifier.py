@@ -1,6 +1,6 @@
 """Scheduled and on-demand retraining of the spam classifier from InfluxDB history.
 
-Thin on purpose: each task makes one call into ``training.dag_tasks`` and passes paths and ids on.
+Thin on purpose: each task makes one call into ``fireman.training.dag_tasks`` and passes paths and ids on.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
-from fireman_common.settings import AirflowSettings
-from training.settings import TrainingSettings
+from fireman.common.settings import AirflowSettings
+from fireman.training.settings import TrainingSettings
 
 DAG_ID = "retrain_spam_classifier"
 
@@ -126,7 +126,7 @@ def _run_key(context: dict[str, Any]) -> str:
 def retrain_spam_classifier() -> None:
     @task
     def extract(**context: Any) -> dict[str, Any]:
-        from training import dag_tasks
+        from fireman.training import dag_tasks
 
         return dag_tasks.extract(
             _run_key(context),
@@ -139,19 +139,19 @@ def retrain_spam_classifier() -> None:
 
     @task
     def validate(extracted: dict[str, Any]) -> dict[str, Any]:
-        from training import dag_tasks
+        from fireman.training import dag_tasks
 
         return dag_tasks.validate(extracted["path"])
 
     @task
     def train(extracted: dict[str, Any], validated: dict[str, Any], **context: Any) -> dict[str, Any]:
-        from training import dag_tasks
+        from fireman.training import dag_tasks
 
         return dag_tasks.train(extracted["path"], _run_key(context))
 
     @task
     def evaluate_and_promote(trained: dict[str, Any], **context: Any) -> dict[str, Any]:
-        from training import dag_tasks
+        from fireman.training import dag_tasks
 
         params = context["params"]
         return dag_tasks.evaluate_and_promote(
@@ -166,7 +166,7 @@ def retrain_spam_classifier() -> None:
         decision: dict[str, Any],
         **context: Any,
     ) -> dict[str, Any]:
-        from training import dag_tasks
+        from fireman.training import dag_tasks
 
         return dag_tasks.report(_run_key(context), extracted, validated, trained, decision)
 

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fireman_common.errors import UserError
+from fireman.common.errors import UserError
 
 if TYPE_CHECKING:
     from fireman.services.manager import ServiceManager
@@ -31,8 +31,8 @@ ONLY_HELP = "Comma-separated services: kafka, influxdb, mlflow, airflow (default
 
 
 def _manager() -> ServiceManager:
+    from fireman.common.settings import ServicesSettings
     from fireman.services.manager import ServiceManager
-    from fireman_common.settings import ServicesSettings
 
     return ServiceManager(ServicesSettings())
 
@@ -97,11 +97,11 @@ def up(
 
     from rich.live import Live
 
+    from fireman.common.settings import ServicesSettings
     from fireman.live import LiveStatus, render
+    from fireman.serving.settings import ScorerSettings
     from fireman.stack import Stack, demo_environment
-    from fireman_common.settings import ServicesSettings
-    from serving.settings import ScorerSettings
-    from streaming.settings import CollectorSettings
+    from fireman.streaming.settings import CollectorSettings
 
     # Every process of the stack inherits these; what the user set explicitly wins.
     for key, value in demo_environment(profile).items():
@@ -141,8 +141,8 @@ def up(
 @app.command("down")
 def down() -> None:
     """Stop a stack started by `fireman up --detach` (only the processes fireman started)."""
+    from fireman.common.settings import ServicesSettings
     from fireman.stack import Stack
-    from fireman_common.settings import ServicesSettings
 
     _stop_stack(Stack(ServicesSettings()))
 
@@ -181,11 +181,11 @@ def settings_table() -> None:
 
 
 def _register_packages() -> None:
-    from dashboard.cli import register as register_dashboard
-    from monitoring.cli import register as register_monitoring
-    from serving.cli import register as register_serving
-    from streaming.cli import register as register_streaming
-    from training.cli import register as register_training
+    from fireman.dashboard.cli import register as register_dashboard
+    from fireman.monitoring.cli import register as register_monitoring
+    from fireman.serving.cli import register as register_serving
+    from fireman.streaming.cli import register as register_streaming
+    from fireman.training.cli import register as register_training
 
     for register in (
         register_streaming,
@@ -209,7 +209,7 @@ def main() -> None:
     """Entry point: user errors become one clear line on stderr and exit code 2, never a traceback."""
     from pydantic import ValidationError
 
-    from fireman_common.runtime import settings_problem
+    from fireman.common.runtime import settings_problem
 
     try:
         app()

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
 
-from fireman_common import production_history
-from fireman_common.influx import InfluxClient, InfluxError
-from fireman_common.kafka_io import ConsumerLag, admin_client, consumer_lag
-from fireman_common.model_registry import RegistryClient, RegistryError
-from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings
+from fireman.common import production_history
+from fireman.common.influx import InfluxClient, InfluxError
+from fireman.common.kafka_io import ConsumerLag, admin_client, consumer_lag
+from fireman.common.model_registry import RegistryClient, RegistryError
+from fireman.common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 
 
 @dataclass

@@ -15,14 +15,14 @@ from pydantic_settings import BaseSettings
 
 # Modules that define settings classes, in the order the README lists them.
 SETTINGS_MODULES = (
-    "fireman_common.settings",
-    "streaming.settings",
-    "training.settings",
-    "serving.settings",
-    "monitoring.settings",
-    "dashboard.settings",
-    "training.retrain_trigger",
-    "training.dag_tasks",
+    "fireman.common.settings",
+    "fireman.streaming.settings",
+    "fireman.training.settings",
+    "fireman.serving.settings",
+    "fireman.monitoring.settings",
+    "fireman.dashboard.settings",
+    "fireman.training.retrain_trigger",
+    "fireman.training.dag_tasks",
 )
 BEGIN = "<!-- settings-table:begin -->"
 END = "<!-- settings-table:end -->"

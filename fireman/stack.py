@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, ClassVar
 
 import httpx
 
+from fireman.common.errors import UserError
+from fireman.common.model_registry import RegistryClient
+from fireman.common.settings import ServicesSettings
 from fireman.services.base import LocalService
 from fireman.services.manager import SERVICE_TYPES, Progress, ServiceManager
 from fireman.services.process import PidRecord
-from fireman_common.errors import UserError
-from fireman_common.model_registry import RegistryClient
-from fireman_common.settings import ServicesSettings
-from streaming.settings import DEFAULT_DRIFT_FEATURES
+from fireman.streaming.settings import DEFAULT_DRIFT_FEATURES
 
 if TYPE_CHECKING:
-    from streaming.settings import CollectorSettings
+    from fireman.streaming.settings import CollectorSettings
 
 SERVERS = ("kafka", "influxdb", "mlflow", "airflow")
 
@@ -71,7 +71,7 @@ class CollectorApp(AppProcess):
         return [self._settings().port]
 
     def _settings(self) -> CollectorSettings:
-        from streaming.settings import CollectorSettings
+        from fireman.streaming.settings import CollectorSettings
 
         return CollectorSettings()
 
@@ -108,7 +108,7 @@ class DashboardApp(AppProcess):
     args = ("dashboard",)
 
     def _url(self) -> str:
-        from dashboard.settings import DashboardSettings
+        from fireman.dashboard.settings import DashboardSettings
 
         settings = DashboardSettings()
         return f"http://{settings.host}:{settings.port}"
@@ -211,9 +211,9 @@ class Stack:
 
 def ensure_first_model(on_progress: Progress) -> None:
     """Train and promote a model from Spambase when the registry has no production model yet."""
-    from training.registry import resolve_production
-    from training.settings import TrainingSettings
-    from training.workflow import run_training
+    from fireman.training.registry import resolve_production
+    from fireman.training.settings import TrainingSettings
+    from fireman.training.workflow import run_training
 
     settings = TrainingSettings()
     with RegistryClient(settings.mlflow) as client:

@@ -16,9 +16,9 @@ def register(app: typer.Typer) -> None:
 
         SIGTERM or Ctrl-C finishes the batch in flight, commits and exits 0.
         """
-        from fireman_common.runtime import configure_logging, load_settings, stop_on_signals
-        from serving.scorer import Scorer
-        from serving.settings import ScorerSettings
+        from fireman.common.runtime import configure_logging, load_settings, stop_on_signals
+        from fireman.serving.scorer import Scorer
+        from fireman.serving.settings import ScorerSettings
 
         configure_logging(log_level)
         Scorer(load_settings(ScorerSettings)).run(stop_on_signals())

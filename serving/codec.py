@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from fireman_common.events import BadMessage, decode_event, encode_prediction
-from fireman_common.influx import format_field_value
-from fireman_common.measurements import PREDICTIONS
-from fireman_common.model import Lineage
-from fireman_common.pointtime import NS_PER_MS, point_time_ns
+from fireman.common.events import BadMessage, decode_event, encode_prediction
+from fireman.common.influx import format_field_value
+from fireman.common.measurements import PREDICTIONS
+from fireman.common.model import Lineage
+from fireman.common.pointtime import NS_PER_MS, point_time_ns
 
 # Rendered inline below, one f-string per prediction on the scorer's hot path: ids that passed the
 # contract's IDENTIFIER need no escaping.

@@ -13,8 +13,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from fireman_common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point, to_line
-from fireman_common.settings import InfluxSettings
+from fireman.common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point, to_line
+from fireman.common.settings import InfluxSettings
 
 log = logging.getLogger(__name__)
 

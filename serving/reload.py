@@ -11,11 +11,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from fireman_common import production_history
-from fireman_common.influx import Point
-from fireman_common.measurements import MODEL_EVENTS
-from fireman_common.model import AliasTarget, ModelRefused, Registry, ServingModel
-from fireman_common.model_registry import RegistryError
+from fireman.common import production_history
+from fireman.common.influx import Point
+from fireman.common.measurements import MODEL_EVENTS
+from fireman.common.model import AliasTarget, ModelRefused, Registry, ServingModel
+from fireman.common.model_registry import RegistryError
 
 log = logging.getLogger(__name__)
 

@@ -24,15 +24,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fireman_common.dead_letter import dead_letter_headers
-from fireman_common.influx import InfluxClient, InfluxError, Point
-from fireman_common.kafka_io import AckProducer, BatchConsumer, KafkaDeliveryError, Offsets, Record
-from fireman_common.model import Registry, ServingModel
-from fireman_common.schema import now_ms
-from serving.codec import DecodedBatch, decode_batch, encode_predictions
-from serving.influx_writer import InfluxWriter
-from serving.reload import ModelWatcher, model_event
-from serving.settings import ScorerSettings
+from fireman.common.dead_letter import dead_letter_headers
+from fireman.common.influx import InfluxClient, InfluxError, Point
+from fireman.common.kafka_io import AckProducer, BatchConsumer, KafkaDeliveryError, Offsets, Record
+from fireman.common.model import Registry, ServingModel
+from fireman.common.schema import now_ms
+from fireman.serving.codec import DecodedBatch, decode_batch, encode_predictions
+from fireman.serving.influx_writer import InfluxWriter
+from fireman.serving.reload import ModelWatcher, model_event
+from fireman.serving.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
 

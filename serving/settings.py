@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fireman_common.settings import SCORER_GROUP, InfluxSettings, KafkaSettings, MlflowSettings
+from fireman.common.settings import SCORER_GROUP, InfluxSettings, KafkaSettings, MlflowSettings
 
 
 class ScorerSettings(BaseSettings):

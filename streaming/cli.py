@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from fireman_common.runtime import configure_logging, stop_on_signals
+from fireman.common.runtime import configure_logging, stop_on_signals
 
 
 def _overrides(**values: Any) -> dict[str, Any]:
@@ -26,8 +26,8 @@ def register(app: typer.Typer) -> None:
         workers: int | None = typer.Option(None, help="Worker processes (FIREMAN_COLLECTOR_WORKERS)."),
     ) -> None:
         """Run the HTTP collector: POST /v1/events, /v1/labels and the legacy /FIREMAN/SPAM into Kafka."""
-        from streaming.collector import serve
-        from streaming.settings import CollectorSettings
+        from fireman.streaming.collector import serve
+        from fireman.streaming.settings import CollectorSettings
 
         configure_logging()
         options = _overrides(host=host, port=port, workers=workers)
@@ -51,8 +51,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Copy `measurements` and `labels` from Kafka into InfluxDB until SIGTERM (then drain and commit)."""
-        from streaming.settings import SinkSettings
-        from streaming.sink import SinkStats, run_sink
+        from fireman.streaming.settings import SinkSettings
+        from fireman.streaming.sink import SinkStats, run_sink
 
         configure_logging()
         log = logging.getLogger("fireman.sink")
@@ -118,9 +118,9 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
-        from fireman_common.runtime import load_settings
-        from streaming.generator import Generator, GeneratorStats, load_frame
-        from streaming.settings import GeneratorSettings
+        from fireman.common.runtime import load_settings
+        from fireman.streaming.generator import Generator, GeneratorStats, load_frame
+        from fireman.streaming.settings import GeneratorSettings
 
         options = _overrides(
             rate=rate,

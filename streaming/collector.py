@@ -1,6 +1,6 @@
 """The HTTP collector: validates posted events and labels and answers 202 once Kafka has them.
 
-Handlers read the raw body and validate it in one pydantic-core call (see ``streaming.payloads``),
+Handlers read the raw body and validate it in one pydantic-core call (see ``fireman.streaming.payloads``),
 so malformed JSON (400), bad fields (422) and oversized bodies (413) are told apart and named, and a
 request is either accepted whole or rejected before anything is sent.
 """
@@ -21,9 +21,9 @@ from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 
-from fireman_common.schema import LabelIn
-from streaming.clock import SensorClock
-from streaming.payloads import (
+from fireman.common.schema import LabelIn
+from fireman.streaming.clock import SensorClock
+from fireman.streaming.payloads import (
     EventBody,
     PayloadError,
     Record,
@@ -33,8 +33,8 @@ from streaming.payloads import (
     parse_labels,
     parse_legacy,
 )
-from streaming.publisher import KafkaUnavailable, make_publisher
-from streaming.settings import CollectorSettings
+from fireman.streaming.publisher import KafkaUnavailable, make_publisher
+from fireman.streaming.settings import CollectorSettings
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -229,7 +229,9 @@ def serve(settings: CollectorSettings) -> None:
 
     if settings.workers > 1:
         # Workers re-read settings from the environment; the CLI exported its options there.
-        config = _config(settings, "streaming.collector:app_from_env", factory=True, workers=settings.workers)
+        config = _config(
+            settings, "fireman.streaming.collector:app_from_env", factory=True, workers=settings.workers
+        )
     else:
         config = _config(settings, create_app(settings))
     uvicorn.Server(config).run()

@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from fireman_common.errors import UserError
-from fireman_common.schema import FEATURE_NAMES
+from fireman.common.errors import UserError
+from fireman.common.schema import FEATURE_NAMES
 
 DRIFT_KINDS = ("shift", "scale", "swap")
 

@@ -21,12 +21,12 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from fireman_common.dataset import load_spambase, mask_completely_at_random
-from fireman_common.errors import UserError
-from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
-from streaming.clock import SensorClock
-from streaming.drift import apply_drift, check_drift
-from streaming.settings import GeneratorSettings
+from fireman.common.dataset import load_spambase, mask_completely_at_random
+from fireman.common.errors import UserError
+from fireman.common.schema import FEATURE_NAMES, LABEL_COLUMN
+from fireman.streaming.clock import SensorClock
+from fireman.streaming.drift import apply_drift, check_drift
+from fireman.streaming.settings import GeneratorSettings
 
 log = logging.getLogger(__name__)
 

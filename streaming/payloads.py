@@ -1,6 +1,6 @@
 """Parsing and validating what clients post, and the bytes that go on Kafka.
 
-The rules are those of :class:`fireman_common.schema.EventIn` (known feature names, finite numbers or
+The rules are those of :class:`fireman.common.schema.EventIn` (known feature names, finite numbers or
 null, identifiers, RFC 3339 or epoch-ms timestamps). Features are validated as a dict keyed by a
 ``Literal`` of the 57 names rather than a 57-field model: pydantic-core parses and checks the whole
 body in one call, about twice as fast, which matters at tens of thousands of events per second.
@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from fireman_common.events import encode_event, encode_label
-from fireman_common.schema import FEATURE_NAMES, EpochMs, Identifier, LabelIn
+from fireman.common.events import encode_event, encode_label
+from fireman.common.schema import FEATURE_NAMES, EpochMs, Identifier, LabelIn
 
 FeatureName = Literal[FEATURE_NAMES]  # type: ignore[valid-type]
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -120,7 +120,7 @@ class Record:
 
 
 def event_record(event_id: str, sensor_id: str, timestamp: int, features: dict[str, float | None]) -> Record:
-    """An event on Kafka (``fireman_common.events``), keyed by its sensor."""
+    """An event on Kafka (``fireman.common.events``), keyed by its sensor."""
     return Record(sensor_id.encode(), encode_event(event_id, sensor_id, timestamp, features))
 
 

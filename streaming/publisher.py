@@ -21,9 +21,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from fireman_common.kafka_io import LibrdkafkaLog
-from streaming.payloads import Record
-from streaming.settings import CollectorSettings
+from fireman.common.kafka_io import LibrdkafkaLog
+from fireman.streaming.payloads import Record
+from fireman.streaming.settings import CollectorSettings
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ class ConfluentPublisher:
             self._down_since = time.monotonic()
         elif not reachable and time.monotonic() - self._down_since > self._replace_after_s:
             # A producer that lived through a broker restart has been seen to stay unable to reach it
-            # (see fireman_common.kafka_io.AckProducer.replace); a fresh one is cheap, and it is what a
+            # (see fireman.common.kafka_io.AckProducer.replace); a fresh one is cheap, and it is what a
             # restart of the collector would do.
             log.warning("Kafka still unreachable: starting a fresh producer")
             self._down_since = time.monotonic()

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fireman_common.settings import LOOPBACK, SINK_GROUP, DatasetSettings, InfluxSettings, KafkaSettings
+from fireman.common.settings import LOOPBACK, SINK_GROUP, DatasetSettings, InfluxSettings, KafkaSettings
 
 
 def _config(prefix: str) -> SettingsConfigDict:

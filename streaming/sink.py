@@ -1,7 +1,7 @@
 """Raw history: a consumer group copies ``measurements`` and ``labels`` from Kafka into InfluxDB.
 
 At-least-once: a polled batch is written to InfluxDB, poison messages go to the DLQ, and only then
-are the batch's offsets committed. Writes are idempotent (see ``fireman_common.pointtime``),
+are the batch's offsets committed. Writes are idempotent (see ``fireman.common.pointtime``),
 so a batch written twice after a crash is still one point per event. While InfluxDB is down the
 consumer pauses its partitions and keeps polling (an empty poll keeps its group membership), so
 nothing more is fetched into memory until the batch in hand is written.
@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fireman_common.dead_letter import dead_letter_headers
-from fireman_common.events import decode_event, decode_label
-from fireman_common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
-from fireman_common.kafka_io import AckProducer, BatchConsumer, Offsets, Record
-from fireman_common.measurements import LABELS, MEASUREMENTS
-from fireman_common.pointtime import point_time_ns
-from streaming.settings import SinkSettings
+from fireman.common.dead_letter import dead_letter_headers
+from fireman.common.events import decode_event, decode_label
+from fireman.common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
+from fireman.common.kafka_io import AckProducer, BatchConsumer, Offsets, Record
+from fireman.common.measurements import LABELS, MEASUREMENTS
+from fireman.common.pointtime import point_time_ns
+from fireman.streaming.settings import SinkSettings
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ def run_sink(
     """Build the clients from settings and run until ``stop`` is set."""
     from confluent_kafka import KafkaException
 
-    from fireman_common.kafka_io import ensure_topics
+    from fireman.common.kafka_io import ensure_topics
 
     kafka = settings.kafka
     try:

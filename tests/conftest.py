@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from fireman.services.manager import ServiceManager
-from fireman_common.settings import (
+from fireman.common.settings import (
     DatasetSettings,
     InfluxSettings,
     KafkaSettings,
     MlflowSettings,
     ServicesSettings,
 )
+from fireman.services.manager import ServiceManager
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_SPAMBASE = REPO_ROOT.parent / "shared" / "data" / "spambase.csv"
@@ -112,7 +112,7 @@ def kafka_topics(kafka_service: KafkaSettings) -> Iterator[KafkaSettings]:
     Left behind, they pile up on a developer's broker (663 topics after a few days here), and every
     client that lists the cluster's metadata pays for them.
     """
-    from fireman_common.kafka_io import delete_topics, ensure_topics
+    from fireman.common.kafka_io import delete_topics, ensure_topics
 
     tag = uuid.uuid4().hex[:10]
     settings = kafka_service.model_copy(
@@ -131,7 +131,7 @@ def kafka_topics(kafka_service: KafkaSettings) -> Iterator[KafkaSettings]:
 @pytest.fixture
 def influx_db(influx_service: InfluxSettings) -> Iterator[InfluxSettings]:
     """InfluxDB settings pointing at a fresh database, dropped after the test."""
-    from fireman_common.influx import InfluxClient
+    from fireman.common.influx import InfluxClient
 
     settings = influx_service.model_copy(update={"database": unique("test").replace("-", "_")})
     with InfluxClient(settings) as client:
@@ -144,7 +144,7 @@ def influx_db(influx_service: InfluxSettings) -> Iterator[InfluxSettings]:
 def forget_model(names: MlflowSettings) -> None:
     """Delete a test's registered model: models left behind pile up on a shared server, and the MLflow
     UI cannot edit the aliases of a model past the first 100 of its list (it saves without a name)."""
-    from fireman_common.model_registry import RegistryClient, RegistryError
+    from fireman.common.model_registry import RegistryClient, RegistryError
 
     with RegistryClient(names) as client, contextlib.suppress(RegistryError):
         client.delete_model(names.model_name)

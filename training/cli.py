@@ -12,7 +12,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from fireman_common.errors import UserError
+from fireman.common.errors import UserError
 
 console = Console()
 
@@ -42,14 +42,14 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
 
 
 def _settings(**overrides: Any) -> Any:
-    from training.settings import TrainingSettings
+    from fireman.training.settings import TrainingSettings
 
     return TrainingSettings(**{key: value for key, value in overrides.items() if value is not None})
 
 
 def _registry(settings: Any) -> Any:
     # The registry over REST, not MlflowClient: importing mlflow alone takes several seconds.
-    from fireman_common.model_registry import connect
+    from fireman.common.model_registry import connect
 
     return connect(settings.mlflow, settings.health_timeout_s)
 
@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train, log to MLflow, register a version and apply the promotion gate."""
         quiet_mlflow()
-        from training.workflow import run_training
+        from fireman.training.workflow import run_training
 
         settings = _settings(split=split, missing_rate=missing_rate)
         params = _parse_params(param)
@@ -135,7 +135,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Manually point `production` at VERSION, bypassing the gate (recorded on the versions)."""
-        from training import registry
+        from fireman.training import registry
 
         settings = _settings()
         with _registry(settings) as client:
@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Restore the version that served before the current one (a second rollback goes further back)."""
-        from training import registry
+        from fireman.training import registry
 
         settings = _settings()
         with _registry(settings) as client:
@@ -167,7 +167,7 @@ def register(app: typer.Typer) -> None:
         """Registered versions with their aliases, key hold-out metrics, data windows and gate decisions."""
         from dataclasses import asdict
 
-        from training import registry
+        from fireman.training import registry
 
         settings = _settings()
         with _registry(settings) as client:

@@ -29,12 +29,12 @@ from typing import Any, ParamSpec, TypeVar, get_args
 import httpx
 from pydantic import Field
 
-from fireman_common.errors import UserError
-from fireman_common.influx import InfluxUnavailable
-from fireman_common.model_registry import RegistryClient
-from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
-from training import sources, workflow
-from training.settings import TrainingSettings
+from fireman.common.errors import UserError
+from fireman.common.influx import InfluxUnavailable
+from fireman.common.model_registry import RegistryClient
+from fireman.common.schema import FEATURE_NAMES, LABEL_COLUMN
+from fireman.training import sources, workflow
+from fireman.training.settings import TrainingSettings
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def validate(path: str) -> dict[str, Any]:
 def train(path: str, run_key: str) -> dict[str, Any]:
     """Train and register; a run already tagged with ``run_key`` is reused instead (idempotence)."""
     settings = RetrainSettings()
-    from training.tracking import connect
+    from fireman.training.tracking import connect
 
     client = connect(settings.mlflow, settings.health_timeout_s)
     with mlflow_in_task_log(), RegistryClient(settings.mlflow) as registry_client:
@@ -363,7 +363,7 @@ def report(
 ) -> dict[str, Any]:
     """One summary: logged, and set as tags on the MLflow run so the run explains itself."""
     settings = RetrainSettings()
-    from training.tracking import connect
+    from fireman.training.tracking import connect
 
     client = connect(settings.mlflow, settings.health_timeout_s)
     summary = (

@@ -18,9 +18,9 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import train_test_split
 
-from fireman_common.errors import UserError
-from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
-from training.sources import Dataset
+from fireman.common.errors import UserError
+from fireman.common.schema import FEATURE_NAMES, LABEL_COLUMN
+from fireman.training.sources import Dataset
 
 FEATURES = list(FEATURE_NAMES)
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")

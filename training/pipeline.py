@@ -12,7 +12,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 
-from fireman_common.schema import FEATURE_NAMES
+from fireman.common.schema import FEATURE_NAMES
 
 FEATURES: list[str] = list(FEATURE_NAMES)
 PARAM_NAMES = (

@@ -3,7 +3,7 @@
 Stages are deprecated and never used. Every change of ``production`` is recorded as version tags:
 ``gate.*`` on the version a decision was about, ``gate.challenge.v<N>`` on the champion it faced,
 ``manual.*`` on a version promoted past the gate, and in the production history that rollback reads
-(``fireman_common.production_history``).
+(``fireman.common.production_history``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fireman_common import production_history
-from fireman_common.errors import UserError
-from fireman_common.model_registry import ModelVersion, RegistryClient, RegistryError
-from fireman_common.settings import MlflowSettings
+from fireman.common import production_history
+from fireman.common.errors import UserError
+from fireman.common.model_registry import ModelVersion, RegistryClient, RegistryError
+from fireman.common.settings import MlflowSettings
 
 KEY_METRICS = ("f1", "roc_auc", "accuracy")
 DATA_TAGS = ("data_source", "data_since", "data_until", "data_rows")

@@ -26,9 +26,9 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fireman_common.influx import InfluxClient, Point, quote_identifier, quote_literal
-from fireman_common.measurements import ALERTS, DRIFT, RETRAIN_TRIGGERS
-from fireman_common.settings import InfluxSettings
+from fireman.common.influx import InfluxClient, Point, quote_identifier, quote_literal
+from fireman.common.measurements import ALERTS, DRIFT, RETRAIN_TRIGGERS
+from fireman.common.settings import InfluxSettings
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fireman_common.settings import DatasetSettings, InfluxSettings, MlflowSettings, StateSettings
+from fireman.common.settings import DatasetSettings, InfluxSettings, MlflowSettings, StateSettings
 
 
 class TrainingSettings(BaseSettings):

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fireman_common.errors import UserError
-from fireman_common.influx import InfluxClient, InfluxError, quote_identifier
-from fireman_common.measurements import LABELS, MEASUREMENTS
-from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
-from training.settings import TrainingSettings
+from fireman.common.errors import UserError
+from fireman.common.influx import InfluxClient, InfluxError, quote_identifier
+from fireman.common.measurements import LABELS, MEASUREMENTS
+from fireman.common.schema import FEATURE_NAMES, LABEL_COLUMN
+from fireman.training.settings import TrainingSettings
 
 FEATURES = list(FEATURE_NAMES)
 COLUMNS = [*FEATURES, LABEL_COLUMN]
@@ -80,7 +80,7 @@ def _ns(moment: datetime) -> int:
 
 
 def load_file(settings: TrainingSettings, missing_rate: float | None = None) -> Dataset:
-    from fireman_common.dataset import load_spambase, mask_completely_at_random
+    from fireman.common.dataset import load_spambase, mask_completely_at_random
 
     rate = settings.missing_rate if missing_rate is None else missing_rate
     frame = load_spambase(settings.dataset)

@@ -1,14 +1,14 @@
 """The MLflow tracking connection (runs, experiments, artifacts), checked for health before logging.
 
-The registry (versions, aliases, tags) is reached through ``fireman_common.model_registry`` instead.
+The registry (versions, aliases, tags) is reached through ``fireman.common.model_registry`` instead.
 """
 
 from __future__ import annotations
 
 from mlflow import MlflowClient
 
-from fireman_common import mlflow_uri, model_registry
-from fireman_common.settings import MlflowSettings
+from fireman.common import mlflow_uri, model_registry
+from fireman.common.settings import MlflowSettings
 
 
 def connect(settings: MlflowSettings, timeout_s: float = 3.0) -> MlflowClient:

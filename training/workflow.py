@@ -17,14 +17,14 @@ from typing import Any
 
 import pandas as pd
 
-from fireman_common.errors import UserError
-from fireman_common.model_registry import RegistryClient
-from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
-from training import evaluation, registry, sources
-from training.gate import GateRule, Verdict, decide
-from training.pipeline import PARAM_NAMES, build_pipeline, fit_params_for
-from training.settings import TrainingSettings
-from training.tracking import connect
+from fireman.common.errors import UserError
+from fireman.common.model_registry import RegistryClient
+from fireman.common.schema import FEATURE_NAMES, LABEL_COLUMN
+from fireman.training import evaluation, registry, sources
+from fireman.training.gate import GateRule, Verdict, decide
+from fireman.training.pipeline import PARAM_NAMES, build_pipeline, fit_params_for
+from fireman.training.settings import TrainingSettings
+from fireman.training.tracking import connect
 
 FEATURES = list(FEATURE_NAMES)
 MODEL_ARTIFACT = "model"

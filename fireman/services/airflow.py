@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from fireman.common.settings import ServicesSettings
 from fireman.services.base import LocalService
-from fireman_common.settings import ServicesSettings
 
 ADMIN_USER = "admin"
 # Everything the UI and the REST API need to run a DAG; the triggerer only runs deferred tasks but

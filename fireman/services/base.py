@@ -8,8 +8,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
+from fireman.common.settings import ServicesSettings
 from fireman.services.process import ServiceError
-from fireman_common.settings import ServicesSettings
 
 
 def project_root() -> Path:

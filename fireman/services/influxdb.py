@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fireman.common.influx import InfluxClient
 from fireman.services.base import LocalService, require_executable
-from fireman_common.influx import InfluxClient
 
 CONFIG_TEMPLATE = """\
 reporting-enabled = false

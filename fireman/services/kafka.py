@@ -14,9 +14,9 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from fireman.common.kafka_io import broker_reachable, ensure_topics
 from fireman.services.base import LocalService, require_executable
 from fireman.services.process import ServiceError
-from fireman_common.kafka_io import broker_reachable, ensure_topics
 
 SERVER_PROPERTIES = """\
 process.roles=broker,controller

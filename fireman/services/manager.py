@@ -7,13 +7,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fireman.common.settings import ServicesSettings
 from fireman.services.airflow import AirflowService
 from fireman.services.base import LocalService, project_root
 from fireman.services.influxdb import InfluxService
 from fireman.services.kafka import KafkaService
 from fireman.services.mlflow_server import MlflowService
 from fireman.services.process import PidRecord, ServiceError, port_owner, spawn, tail, terminate, wait_until
-from fireman_common.settings import ServicesSettings
 
 SERVICE_TYPES: dict[str, type[LocalService]] = {
     cls.name: cls for cls in (KafkaService, InfluxService, MlflowService, AirflowService)

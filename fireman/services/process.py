@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from fireman_common.errors import UserError
+from fireman.common.errors import UserError
 
 
 class ServiceError(UserError):

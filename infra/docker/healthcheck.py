@@ -31,8 +31,8 @@ def check_http(url: str) -> str | None:
 def check_group(group: str) -> str | None:
     from confluent_kafka import KafkaException
 
-    from fireman_common.kafka_io import admin_client
-    from fireman_common.settings import KafkaSettings
+    from fireman.common.kafka_io import admin_client
+    from fireman.common.settings import KafkaSettings
 
     settings = KafkaSettings()
     try:

@@ -25,15 +25,15 @@ from pathlib import Path
 import httpx
 import orjson
 
-from bench.soak import pipeline_environment
+from fireman.bench.soak import pipeline_environment
+from fireman.common.influx import InfluxClient, InfluxUnavailable
+from fireman.common.kafka_io import ensure_topics
+from fireman.common.schema import FEATURE_NAMES
+from fireman.common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 from fireman.services.manager import ServiceManager
 from fireman.services.process import wait_until
-from fireman_common.influx import InfluxClient, InfluxUnavailable
-from fireman_common.kafka_io import ensure_topics
-from fireman_common.schema import FEATURE_NAMES
-from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings
-from streaming.generator import iter_rows, synthetic_frame
-from streaming.settings import GeneratorSettings
+from fireman.streaming.generator import iter_rows, synthetic_frame
+from fireman.streaming.settings import GeneratorSettings
 from tests.conftest import free_port
 from tests.support.scoring import fit_frame, read_topic, register_model
 

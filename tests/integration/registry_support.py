@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fireman_common import mlflow_uri
-from fireman_common.settings import MlflowSettings
+from fireman.common import mlflow_uri
+from fireman.common.settings import MlflowSettings
 from tests.conftest import unique
 
 VERSIONS = ("1", "2", "3")

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from fireman_common.influx import InfluxClient, Point
-from fireman_common.settings import InfluxSettings
+from fireman.common.influx import InfluxClient, Point
+from fireman.common.settings import InfluxSettings
 from tests.integration.test_airflow_support import configure_airflow, ensure_airflow_db, load_dag
 
 configure_airflow()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from fireman_common.settings import DatasetSettings, InfluxSettings, MlflowSettings
+from fireman.common.settings import DatasetSettings, InfluxSettings, MlflowSettings
 from tests.integration.test_airflow_support import (
     EVENTS,
     UNLABELLED,

@@ -18,15 +18,15 @@ import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
-from fireman.services.airflow import ADMIN_USER, AirflowService
-from fireman.services.manager import ServiceManager
-from fireman_common.settings import (
+from fireman.common.settings import (
     AirflowSettings,
     DatasetSettings,
     InfluxSettings,
     MlflowSettings,
     ServicesSettings,
 )
+from fireman.services.airflow import ADMIN_USER, AirflowService
+from fireman.services.manager import ServiceManager
 from tests.conftest import REPO_ROOT, free_port
 from tests.integration.airflow_ui import log_in, trigger_with_defaults
 from tests.integration.test_airflow_support import (

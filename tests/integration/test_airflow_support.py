@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from fireman.common.influx import InfluxClient, Point
+from fireman.common.settings import DatasetSettings, InfluxSettings
 from fireman.services.process import wait_until
-from fireman_common.influx import InfluxClient, Point
-from fireman_common.settings import DatasetSettings, InfluxSettings
 from tests.conftest import REPO_ROOT
 
 DAGS_FOLDER = REPO_ROOT / "dags"
@@ -114,7 +114,7 @@ def load_dag(dag_id: str) -> Any:
 
 def write_history(influx: InfluxSettings, dataset: DatasetSettings, start: datetime, span: timedelta) -> None:
     """``EVENTS`` Spambase rows with 20% MCAR over ``span``; the last ``UNLABELLED`` get no label."""
-    from fireman_common.dataset import load_spambase, mask_completely_at_random
+    from fireman.common.dataset import load_spambase, mask_completely_at_random
 
     frame = mask_completely_at_random(load_spambase(dataset), 0.2, seed=7)
     frame = frame.sample(n=EVENTS, random_state=7).reset_index(drop=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bench.report import ReportOptions, run_report
-from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
+from fireman.bench.report import ReportOptions, run_report
+from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

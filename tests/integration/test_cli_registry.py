@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
-from fireman_common.model_registry import RegistryClient
-from fireman_common.settings import MlflowSettings
+from fireman.common.model_registry import RegistryClient
+from fireman.common.settings import MlflowSettings
 
 pytestmark = pytest.mark.integration
 

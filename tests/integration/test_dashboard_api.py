@@ -10,12 +10,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from dashboard.app import Dashboard
-from dashboard.lag import measure_lag
-from dashboard.settings import DashboardSettings
+from fireman.common.kafka_io import admin_client
+from fireman.common.settings import InfluxSettings, KafkaSettings
+from fireman.dashboard.app import Dashboard
+from fireman.dashboard.lag import measure_lag
+from fireman.dashboard.settings import DashboardSettings
 from fireman.services.process import wait_until
-from fireman_common.kafka_io import admin_client
-from fireman_common.settings import InfluxSettings, KafkaSettings
 from tests.conftest import free_port
 from tests.support import dashboard_data
 

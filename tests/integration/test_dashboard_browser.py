@@ -20,12 +20,12 @@ import pytest
 import uvicorn
 from playwright.sync_api import Page, sync_playwright
 
-from dashboard.app import Dashboard
-from dashboard.settings import DashboardSettings
+from fireman.common.influx import InfluxClient, Point
+from fireman.common.measurements import MODEL_EVENTS
+from fireman.common.settings import InfluxSettings, KafkaSettings, StateSettings
+from fireman.dashboard.app import Dashboard
+from fireman.dashboard.settings import DashboardSettings
 from fireman.services.process import wait_until
-from fireman_common.influx import InfluxClient, Point
-from fireman_common.measurements import MODEL_EVENTS
-from fireman_common.settings import InfluxSettings, KafkaSettings, StateSettings
 from tests.integration.test_dashboard_api import dashboard_settings
 from tests.support import dashboard_data
 

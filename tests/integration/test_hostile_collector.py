@@ -23,9 +23,9 @@ import httpx
 import psutil
 import pytest
 
-from fireman_common.kafka_io import ensure_topics
-from fireman_common.schema import FEATURE_NAMES, EventIn, LabelIn
-from fireman_common.settings import KafkaSettings
+from fireman.common.kafka_io import ensure_topics
+from fireman.common.schema import FEATURE_NAMES, EventIn, LabelIn
+from fireman.common.settings import KafkaSettings
 from tests.conftest import free_port
 from tests.integration.faults_support import wait_for
 

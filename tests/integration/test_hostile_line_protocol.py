@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fireman_common.influx import InfluxClient, Point, quote_identifier, to_line
-from fireman_common.settings import InfluxSettings
+from fireman.common.influx import InfluxClient, Point, quote_identifier, to_line
+from fireman.common.settings import InfluxSettings
 
 pytestmark = pytest.mark.integration
 

@@ -14,14 +14,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from fireman_common.events import WireEvent
-from fireman_common.influx import InfluxClient
-from fireman_common.kafka_io import AckProducer
-from fireman_common.schema import FEATURE_NAMES, now_ms
-from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings
-from serving.scorer import Scorer
-from serving.settings import ScorerSettings
-from streaming.generator import synthetic_frame
+from fireman.common.events import WireEvent
+from fireman.common.influx import InfluxClient
+from fireman.common.kafka_io import AckProducer
+from fireman.common.schema import FEATURE_NAMES, now_ms
+from fireman.common.settings import InfluxSettings, KafkaSettings, MlflowSettings
+from fireman.serving.scorer import Scorer
+from fireman.serving.settings import ScorerSettings
+from fireman.streaming.generator import synthetic_frame
 from tests.integration.faults_support import register_synthetic_model, wait_for
 from tests.integration.test_ingest_support import influx_count, sink_running
 from tests.support.scoring import read_topic, running

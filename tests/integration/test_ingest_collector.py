@@ -17,10 +17,10 @@ import httpx
 import pytest
 import requests
 
-from fireman_common.kafka_io import delete_topics, ensure_topics
-from fireman_common.settings import KafkaSettings
-from streaming.collector import running
-from streaming.settings import CollectorSettings
+from fireman.common.kafka_io import delete_topics, ensure_topics
+from fireman.common.settings import KafkaSettings
+from fireman.streaming.collector import running
+from fireman.streaming.settings import CollectorSettings
 from tests.conftest import REPO_ROOT, free_port
 from tests.integration.test_ingest_support import TopicReader
 

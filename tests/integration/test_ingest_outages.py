@@ -8,12 +8,12 @@ import httpx
 import orjson
 import pytest
 
+from fireman.common.influx import InfluxClient
+from fireman.common.kafka_io import AckProducer, admin_client, consumer_lag, ensure_topics
+from fireman.common.settings import InfluxSettings, KafkaSettings
 from fireman.services.manager import ServiceManager
-from fireman_common.influx import InfluxClient
-from fireman_common.kafka_io import AckProducer, admin_client, consumer_lag, ensure_topics
-from fireman_common.settings import InfluxSettings, KafkaSettings
-from streaming.collector import running
-from streaming.settings import CollectorSettings
+from fireman.streaming.collector import running
+from fireman.streaming.settings import CollectorSettings
 from tests.conftest import free_port
 from tests.integration.test_ingest_support import TopicReader, influx_count, sink_running, wait_for
 

@@ -11,15 +11,15 @@ import orjson
 import pandas as pd
 import pytest
 
-from fireman_common.dataset import load_spambase
-from fireman_common.influx import InfluxClient
-from fireman_common.kafka_io import AckProducer, admin_client, consumer_lag
-from fireman_common.pointtime import point_time_ns
-from fireman_common.schema import FEATURE_NAMES
-from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings
-from streaming.collector import running
-from streaming.generator import Generator
-from streaming.settings import CollectorSettings, GeneratorSettings
+from fireman.common.dataset import load_spambase
+from fireman.common.influx import InfluxClient
+from fireman.common.kafka_io import AckProducer, admin_client, consumer_lag
+from fireman.common.pointtime import point_time_ns
+from fireman.common.schema import FEATURE_NAMES
+from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings
+from fireman.streaming.collector import running
+from fireman.streaming.generator import Generator
+from fireman.streaming.settings import CollectorSettings, GeneratorSettings
 from tests.conftest import free_port
 from tests.integration.test_ingest_support import TopicReader, influx_count, sink_running, wait_for
 

@@ -11,12 +11,12 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from fireman.common.influx import InfluxClient
+from fireman.common.kafka_io import admin_client, end_offsets
+from fireman.common.settings import InfluxSettings, KafkaSettings
 from fireman.services.process import wait_until
-from fireman_common.influx import InfluxClient
-from fireman_common.kafka_io import admin_client, end_offsets
-from fireman_common.settings import InfluxSettings, KafkaSettings
-from streaming.settings import SinkSettings
-from streaming.sink import SinkStats, run_sink
+from fireman.streaming.settings import SinkSettings
+from fireman.streaming.sink import SinkStats, run_sink
 from tests.conftest import free_port
 
 

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from bench.workload import make_events, produce_events, spambase_rows
-from fireman_common import mlflow_uri, production_history
-from fireman_common.model_registry import RegistryClient
-from fireman_common.schema import FEATURE_NAMES
-from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
+from fireman.bench.workload import make_events, produce_events, spambase_rows
+from fireman.common import mlflow_uri, production_history
+from fireman.common.model_registry import RegistryClient
+from fireman.common.schema import FEATURE_NAMES
+from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
 from tests.integration.mlflow_ui import alias_tag, set_alias_in_ui, version_page_url
 from tests.integration.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.integration.test_scorer_stream import scorer_settings

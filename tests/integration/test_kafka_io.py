@@ -1,4 +1,4 @@
-"""fireman_common.kafka_io against the real broker: the batch consumer's pause, and the admin requests."""
+"""fireman.common.kafka_io against the real broker: the batch consumer's pause, and the admin requests."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from fireman_common.kafka_io import (
+from fireman.common.kafka_io import (
     AckProducer,
     BatchConsumer,
     Record,
@@ -17,7 +17,7 @@ from fireman_common.kafka_io import (
     end_offsets,
     ensure_topics,
 )
-from fireman_common.settings import KafkaSettings
+from fireman.common.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
 

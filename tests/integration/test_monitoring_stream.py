@@ -1,6 +1,6 @@
 """The monitor against real Kafka, InfluxDB and MLflow, fed by the real stream scorer.
 
-A model is trained once (``training.workflow.run_training``, which logs the drift reference and the
+A model is trained once (``fireman.training.workflow.run_training``, which logs the drift reference and the
 hold-out); the generator's library turns hold-out rows into events (with drift injected where a test
 asks), the scorer scores them, and the monitor writes ``drift``, ``alerts`` and ``performance``.
 Events go in 250 at a time, each chunk once the monitor has joined the previous one, as a live
@@ -21,21 +21,21 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from fireman_common.influx import InfluxClient
-from fireman_common.kafka_io import AckProducer
-from fireman_common.schema import FEATURE_NAMES, now_ms
-from fireman_common.settings import (
+from fireman.common.influx import InfluxClient
+from fireman.common.kafka_io import AckProducer
+from fireman.common.schema import FEATURE_NAMES, now_ms
+from fireman.common.settings import (
     DatasetSettings,
     InfluxSettings,
     KafkaSettings,
     MlflowSettings,
     StateSettings,
 )
-from monitoring.monitor import Monitor
-from monitoring.settings import MonitorSettings
-from serving.scorer import Scorer
-from serving.settings import ScorerSettings
-from streaming.settings import DEFAULT_DRIFT_FEATURES, GeneratorSettings
+from fireman.monitoring.monitor import Monitor
+from fireman.monitoring.settings import MonitorSettings
+from fireman.serving.scorer import Scorer
+from fireman.serving.settings import ScorerSettings
+from fireman.streaming.settings import DEFAULT_DRIFT_FEATURES, GeneratorSettings
 
 pytestmark = pytest.mark.integration
 
@@ -59,8 +59,8 @@ def trained(mlflow_service: MlflowSettings, dataset_settings: DatasetSettings) -
     """One small production model for the module: its settings, hold-out frame and hold-out accuracy."""
     import mlflow
 
-    from training.settings import TrainingSettings
-    from training.workflow import HOLDOUT_ARTIFACT, run_training
+    from fireman.training.settings import TrainingSettings
+    from fireman.training.workflow import HOLDOUT_ARTIFACT, run_training
 
     name = f"monitor-test-{uuid.uuid4().hex[:10]}"
     names = mlflow_service.model_copy(update={"experiment": name, "model_name": name})
@@ -155,7 +155,7 @@ def stream(
 
 
 def generated(holdout: pd.DataFrame, dataset: DatasetSettings, **drift: Any) -> tuple[list[dict], list[dict]]:
-    from streaming.generator import generate
+    from fireman.streaming.generator import generate
 
     # The hold-out already has the training run's missing values: no second mask.
     spec = GeneratorSettings(missing_rate=0.0, seed=3, data=dataset, **drift)

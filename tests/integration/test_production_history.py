@@ -19,13 +19,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow import MlflowClient
 
-from fireman_common import mlflow_uri, production_history
-from fireman_common.errors import UserError
-from fireman_common.model_registry import RegistryClient
-from fireman_common.settings import MlflowSettings
+from fireman.common import mlflow_uri, production_history
+from fireman.common.errors import UserError
+from fireman.common.model_registry import RegistryClient
+from fireman.common.settings import MlflowSettings
+from fireman.training import registry
 from tests.conftest import forget_model
 from tests.integration.registry_support import VERSIONS, registered_model
-from training import registry
 
 pytestmark = pytest.mark.integration
 

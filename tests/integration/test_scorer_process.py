@@ -13,10 +13,10 @@ from typing import Any
 import orjson
 import pytest
 
-from bench.workload import make_events, produce_events, spambase_rows
-from fireman_common.influx import InfluxClient
-from fireman_common.schema import FEATURE_NAMES
-from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
+from fireman.bench.workload import make_events, produce_events, spambase_rows
+from fireman.common.influx import InfluxClient
+from fireman.common.schema import FEATURE_NAMES
+from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
 from tests.support.scoring import fit_pipeline, read_topic, register_model, wait_for
 
 # Two process starts (MLflow import, model load) and 20,000 events: ~1-2 min on 2 cores.

@@ -11,12 +11,12 @@ import orjson
 import pandas as pd
 import pytest
 
-from bench.workload import make_events, produce_events, spambase_rows
-from fireman_common.influx import InfluxClient
-from fireman_common.kafka_io import delete_topics, ensure_topics
-from fireman_common.schema import FEATURE_NAMES
-from fireman_common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
-from serving.settings import ScorerSettings
+from fireman.bench.workload import make_events, produce_events, spambase_rows
+from fireman.common.influx import InfluxClient
+from fireman.common.kafka_io import delete_topics, ensure_topics
+from fireman.common.schema import FEATURE_NAMES
+from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
+from fireman.serving.settings import ScorerSettings
 from tests.support.scoring import fit_pipeline, read_topic, register_model, running, wait_for
 
 pytestmark = pytest.mark.integration
@@ -57,8 +57,8 @@ def test_scores_every_event_with_the_production_version(
     mlflow_names: MlflowSettings,
     dataset_settings: DatasetSettings,
 ) -> None:
-    from training.settings import TrainingSettings
-    from training.workflow import run_training
+    from fireman.training.settings import TrainingSettings
+    from fireman.training.workflow import run_training
 
     trained = run_training(
         TrainingSettings(mlflow=mlflow_names, dataset=dataset_settings),

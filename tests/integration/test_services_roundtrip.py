@@ -9,9 +9,9 @@ import numpy as np
 from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
-from fireman_common.influx import InfluxClient, Point
-from fireman_common.kafka_io import AckProducer, BatchConsumer
-from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings
+from fireman.common.influx import InfluxClient, Point
+from fireman.common.kafka_io import AckProducer, BatchConsumer
+from fireman.common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 
 
 def test_kafka_consumer_group_reads_exactly_what_was_produced(kafka_topics: KafkaSettings) -> None:

@@ -20,9 +20,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from fireman.common.influx import InfluxClient, InfluxError
+from fireman.common.settings import InfluxSettings
 from fireman.services.process import wait_until
-from fireman_common.influx import InfluxClient, InfluxError
-from fireman_common.settings import InfluxSettings
 from tests.conftest import REPO_ROOT, SHARED_SPAMBASE, free_port
 from tests.integration.test_airflow_support import without_in_process_airflow
 from tests.integration.test_services_cli import processes_under, share_kafka_jars

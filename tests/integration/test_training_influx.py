@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from fireman_common.dataset import load_spambase, mask_completely_at_random
-from fireman_common.errors import UserError
-from fireman_common.influx import InfluxClient, Point
-from fireman_common.schema import FEATURE_NAMES
-from fireman_common.settings import DatasetSettings, InfluxSettings, MlflowSettings
-from training import workflow
-from training.settings import TrainingSettings
+from fireman.common.dataset import load_spambase, mask_completely_at_random
+from fireman.common.errors import UserError
+from fireman.common.influx import InfluxClient, Point
+from fireman.common.schema import FEATURE_NAMES
+from fireman.common.settings import DatasetSettings, InfluxSettings, MlflowSettings
+from fireman.training import workflow
+from fireman.training.settings import TrainingSettings
 
 pytestmark = pytest.mark.integration
 

@@ -22,13 +22,13 @@ from mlflow.types import DataType
 from typer.testing import CliRunner
 
 from fireman.cli import app
-from fireman_common.dataset import load_spambase, mask_completely_at_random
-from fireman_common.errors import UserError
-from fireman_common.schema import FEATURE_NAMES
-from fireman_common.settings import DatasetSettings, MlflowSettings
+from fireman.common.dataset import load_spambase, mask_completely_at_random
+from fireman.common.errors import UserError
+from fireman.common.schema import FEATURE_NAMES
+from fireman.common.settings import DatasetSettings, MlflowSettings
+from fireman.training.settings import TrainingSettings
+from fireman.training.workflow import HOLDOUT_ARTIFACT, REFERENCE_ARTIFACT, run_training
 from tests.conftest import free_port
-from training.settings import TrainingSettings
-from training.workflow import HOLDOUT_ARTIFACT, REFERENCE_ARTIFACT, run_training
 
 pytestmark = pytest.mark.integration
 

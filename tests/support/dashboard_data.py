@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from fireman_common.influx import InfluxClient, Point
-from fireman_common.measurements import DRIFT, MEASUREMENTS, MODEL_EVENTS, PERFORMANCE, PREDICTIONS
-from fireman_common.settings import InfluxSettings
+from fireman.common.influx import InfluxClient, Point
+from fireman.common.measurements import DRIFT, MEASUREMENTS, MODEL_EVENTS, PERFORMANCE, PREDICTIONS
+from fireman.common.settings import InfluxSettings
 
 NS = 1_000_000_000
 EVENTS = 600

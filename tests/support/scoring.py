@@ -1,6 +1,6 @@
 """Helpers of the scorer's tests: small models, registered versions, a scorer on a thread, reading back.
 
-Events and their producing come from ``bench.workload``, which the benchmarks share.
+Events and their producing come from ``fireman.bench.workload``, which the benchmarks share.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from fireman.common import mlflow_uri
+from fireman.common.dataset import load_spambase
+from fireman.common.model_registry import RegistryClient
+from fireman.common.schema import FEATURE_NAMES, LABEL_COLUMN
+from fireman.common.settings import DatasetSettings, KafkaSettings, MlflowSettings
 from fireman.services.process import wait_until
-from fireman_common import mlflow_uri
-from fireman_common.dataset import load_spambase
-from fireman_common.model_registry import RegistryClient
-from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
-from fireman_common.settings import DatasetSettings, KafkaSettings, MlflowSettings
-from serving.scorer import Scorer
-from serving.settings import ScorerSettings
+from fireman.serving.scorer import Scorer
+from fireman.serving.settings import ScorerSettings
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -63,7 +63,7 @@ def fit_frame(frame: pd.DataFrame, n_estimators: int = 30, seed: int = 0, **para
     Fewer trees and one core (the training default is every core): tests fit many models, beside
     servers that need the CPU too.
     """
-    from training.pipeline import build_pipeline
+    from fireman.training.pipeline import build_pipeline
 
     pipeline = build_pipeline(n_estimators=n_estimators, random_state=seed, n_jobs=1, **params)
     pipeline.fit(frame[list(FEATURE_NAMES)], frame[LABEL_COLUMN])
@@ -81,12 +81,12 @@ def register_model(
     """Log ``estimator`` as a new version (signature from ``features``); optionally move the alias to it.
 
     Without the hold-out and drift reference that training logs: fast, for tests that only need a
-    servable version (``bench.workload.train_production`` gives the whole thing).
+    servable version (``fireman.bench.workload.train_production`` gives the whole thing).
     """
     import mlflow
     from mlflow.models import infer_signature
 
-    from training.workflow import SKOPS_TRUSTED_TYPES
+    from fireman.training.workflow import SKOPS_TRUSTED_TYPES
 
     mlflow_uri.bind(mlflow_settings)
     mlflow.set_experiment(mlflow_settings.experiment)

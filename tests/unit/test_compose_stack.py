@@ -19,7 +19,7 @@ import pytest
 import typer.main
 import yaml
 
-from fireman_common.measurements import CONTRACT
+from fireman.common.measurements import CONTRACT
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_ROOT = "/opt/fireman"  # WORKDIR of the project image: the repository's layout

@@ -12,11 +12,11 @@ import pandas as pd
 import pendulum
 import pytest
 
-from fireman_common.errors import UserError
-from fireman_common.influx import InfluxUnavailable
-from fireman_common.schema import FEATURE_NAMES
+from fireman.common.errors import UserError
+from fireman.common.influx import InfluxUnavailable
+from fireman.common.schema import FEATURE_NAMES
+from fireman.training import dag_tasks, retrain_trigger, sources
 from tests.integration.test_airflow_support import configure_airflow
-from training import dag_tasks, retrain_trigger, sources
 
 configure_airflow()
 

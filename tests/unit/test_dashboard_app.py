@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.queries import Window, align, bucket_for, series_panel
-from dashboard.settings import DashboardSettings
+from fireman.dashboard.queries import Window, align, bucket_for, series_panel
+from fireman.dashboard.settings import DashboardSettings
 
-VENDOR = Path(__file__).resolve().parents[2] / "dashboard" / "static" / "vendor"
+VENDOR = Path(__file__).resolve().parents[2] / "fireman" / "dashboard" / "static" / "vendor"
 
 
 @pytest.mark.parametrize(

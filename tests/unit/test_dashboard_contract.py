@@ -1,7 +1,7 @@
 """The measurements the dashboard and Grafana read are the ones the platform's writers really write.
 
 Each writer's own point-building code is run on a tiny input and its points are compared with
-``fireman_common.measurements``: a renamed field or tag in a writer fails here instead of leaving a chart
+``fireman.common.measurements``: a renamed field or tag in a writer fails here instead of leaving a chart
 empty. Fields the dashboard does not read may exist beyond the contract; the contract's must exist.
 """
 
@@ -12,8 +12,8 @@ import inspect
 
 import orjson
 
-from fireman_common import measurements as contract
-from fireman_common.schema import FEATURE_NAMES
+from fireman.common import measurements as contract
+from fireman.common.schema import FEATURE_NAMES
 
 
 def parse_line(line: str) -> tuple[str, set[str], set[str]]:
@@ -24,8 +24,8 @@ def parse_line(line: str) -> tuple[str, set[str], set[str]]:
 
 
 def test_predictions_match_the_scorer_encoding() -> None:
-    from fireman_common.model import Lineage
-    from serving.codec import decode_batch, encode_predictions
+    from fireman.common.model import Lineage
+    from fireman.serving.codec import decode_batch, encode_predictions
 
     event = {"event_id": "e1", "sensor_id": "s1", "timestamp": 1_700_000_000_000, "features": {"Cont_1": 1.0}}
     batch = decode_batch([orjson.dumps(event)], FEATURE_NAMES)
@@ -37,7 +37,7 @@ def test_predictions_match_the_scorer_encoding() -> None:
 
 
 def test_model_events_match_the_scorer() -> None:
-    from serving import reload, scorer
+    from fireman.serving import reload, scorer
 
     point = reload.model_event("switch", "m", {"to_version": "2"})
     assert point.measurement == contract.MODEL_EVENTS.name
@@ -54,7 +54,7 @@ def test_model_events_match_the_scorer() -> None:
 
 
 def test_measurements_match_the_sink() -> None:
-    from streaming.sink import event_point
+    from fireman.streaming.sink import event_point
 
     event = {"event_id": "e1", "sensor_id": "s1", "timestamp": 1_700_000_000_000, "features": {"Cont_1": 1.0}}
     point = event_point(orjson.dumps(event), contract.MEASUREMENTS.name)
@@ -65,9 +65,9 @@ def test_measurements_match_the_sink() -> None:
 
 
 def test_drift_and_performance_match_the_monitor() -> None:
-    from monitoring.drift import FeatureDrift, WindowDrift
-    from monitoring.points import drift_points, performance_point
-    from monitoring.windows import Confusion, Window, WindowKey
+    from fireman.monitoring.drift import FeatureDrift, WindowDrift
+    from fireman.monitoring.points import drift_points, performance_point
+    from fireman.monitoring.windows import Confusion, Window, WindowKey
 
     key = WindowKey("m", "2", 1_700_000_000_000_000_000)
     drift = WindowDrift(
@@ -98,7 +98,7 @@ def test_drift_and_performance_match_the_monitor() -> None:
 
 
 def test_consumer_lag_points_match_the_contract() -> None:
-    from dashboard.lag import GroupLag
+    from fireman.dashboard.lag import GroupLag
 
     point = GroupLag("fireman-scorer", 7, 4, at=1_700_000_003.7).point(interval_s=5)
     assert point.measurement == contract.CONSUMER_LAG.name

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fireman_common.dataset import SPAMBASE_ATTRIBUTION, load_spambase, packaged_spambase
-from fireman_common.errors import UserError
-from fireman_common.schema import FEATURE_NAMES
-from fireman_common.settings import DatasetSettings
+from fireman.common.dataset import SPAMBASE_ATTRIBUTION, load_spambase, packaged_spambase
+from fireman.common.errors import UserError
+from fireman.common.schema import FEATURE_NAMES
+from fireman.common.settings import DatasetSettings
 from tests.conftest import SHARED_SPAMBASE
 
 
@@ -91,7 +91,7 @@ def test_unset_settings_read_the_packaged_copy_without_the_network(monkeypatch: 
     def no_network(*args: object, **kwargs: object) -> None:
         raise AssertionError("the packaged copy needs no download")
 
-    monkeypatch.setattr("fireman_common.dataset.httpx.get", no_network)
+    monkeypatch.setattr("fireman.common.dataset.httpx.get", no_network)
     frame = load_spambase(DatasetSettings())
     assert frame.shape == (4601, 58)
     assert frame["label"].sum() == 1813  # UCI's count of spam messages

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 from scipy.stats import ks_2samp
 
-from fireman_common.dataset import load_spambase, mask_completely_at_random
-from fireman_common.errors import UserError
-from fireman_common.schema import FEATURE_NAMES
-from fireman_common.settings import DatasetSettings
-from streaming.drift import apply_drift
-from streaming.settings import DEFAULT_DRIFT_FEATURES
+from fireman.common.dataset import load_spambase, mask_completely_at_random
+from fireman.common.errors import UserError
+from fireman.common.schema import FEATURE_NAMES
+from fireman.common.settings import DatasetSettings
+from fireman.streaming.drift import apply_drift
+from fireman.streaming.settings import DEFAULT_DRIFT_FEATURES
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from streaming.collector import _uuid4_factory
+from fireman.streaming.collector import _uuid4_factory
 
 
 def test_generated_ids_are_canonical_random_uuid4() -> None:

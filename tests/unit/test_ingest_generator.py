@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fireman_common.dataset import load_spambase
-from fireman_common.schema import FEATURE_NAMES, EventIn, LabelIn
-from fireman_common.settings import DatasetSettings
-from streaming.generator import generate, iter_rows, synthetic_frame
-from streaming.settings import GeneratorSettings
+from fireman.common.dataset import load_spambase
+from fireman.common.schema import FEATURE_NAMES, EventIn, LabelIn
+from fireman.common.settings import DatasetSettings
+from fireman.streaming.generator import generate, iter_rows, synthetic_frame
+from fireman.streaming.settings import GeneratorSettings
 
 
 @pytest.fixture(scope="module")

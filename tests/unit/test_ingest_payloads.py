@@ -8,11 +8,11 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from fireman_common.events import WireEvent
-from fireman_common.pointtime import point_time_ns
-from fireman_common.schema import EventIn, present_features
-from streaming.clock import SensorClock
-from streaming.payloads import (
+from fireman.common.events import WireEvent
+from fireman.common.pointtime import point_time_ns
+from fireman.common.schema import EventIn, present_features
+from fireman.streaming.clock import SensorClock
+from fireman.streaming.payloads import (
     PayloadError,
     event_record,
     parse_events,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from fireman_common.influx import Point, format_field_value, quote_identifier, quote_literal, to_line
+from fireman.common.influx import Point, format_field_value, quote_identifier, quote_literal, to_line
 
 
 def test_tags_are_sorted_and_special_characters_escaped() -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from fireman_common.model_registry import RegistryClient, RegistryError
-from fireman_common.settings import MlflowSettings
+from fireman.common.model_registry import RegistryClient, RegistryError
+from fireman.common.settings import MlflowSettings
 from tests.conftest import free_port
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fireman_common.influx import to_line
-from fireman_common.schema import FEATURE_NAMES
-from monitoring.drift import Reference, compute_drift, missing_shares
-from monitoring.points import alert_point, drift_points, performance_point
-from monitoring.windows import Confusion, Window, WindowKey
+from fireman.common.influx import to_line
+from fireman.common.schema import FEATURE_NAMES
+from fireman.monitoring.drift import Reference, compute_drift, missing_shares
+from fireman.monitoring.points import alert_point, drift_points, performance_point
+from fireman.monitoring.windows import Confusion, Window, WindowKey
 
 ROWS = 400
 

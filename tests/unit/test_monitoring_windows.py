@@ -8,9 +8,9 @@ import numpy as np
 import orjson
 import pytest
 
-from fireman_common.schema import FEATURE_NAMES
-from monitoring.offsets import OffsetTracker, Position
-from monitoring.windows import (
+from fireman.common.schema import FEATURE_NAMES
+from fireman.monitoring.offsets import OffsetTracker, Position
+from fireman.monitoring.windows import (
     BadMessage,
     Confusion,
     Features,

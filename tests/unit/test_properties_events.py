@@ -18,18 +18,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fireman_common.events import BadMessage, decode_event
-from fireman_common.schema import FEATURE_NAMES, MAX_EPOCH_MS, MIN_EPOCH_MS
-from monitoring.windows import parse_features
-from serving.codec import decode_batch
-from streaming.payloads import (
+from fireman.common.events import BadMessage, decode_event
+from fireman.common.schema import FEATURE_NAMES, MAX_EPOCH_MS, MIN_EPOCH_MS
+from fireman.monitoring.windows import parse_features
+from fireman.serving.codec import decode_batch
+from fireman.streaming.payloads import (
     PayloadError,
     event_record,
     parse_events,
     parse_labels,
     parse_legacy,
 )
-from streaming.sink import event_point
+from fireman.streaming.sink import event_point
 
 IDENTIFIER = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 MAX_BATCH = 50

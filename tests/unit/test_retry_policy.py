@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fireman_common.influx import InfluxUnavailable
-from fireman_common.retry import Backoff
+from fireman.common.influx import InfluxUnavailable
+from fireman.common.retry import Backoff
 
 
 def run(policy: Backoff, failures: int, give_up_after: int | None = None) -> tuple[list[float], int]:

@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent(
     """
     import signal, subprocess, sys
     from pathlib import Path
-    from fireman_common.runtime import unwind_on_sigterm
+    from fireman.common.runtime import unwind_on_sigterm
 
     if sys.argv[1] == "unwind":
         unwind_on_sigterm()

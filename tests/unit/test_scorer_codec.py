@@ -7,11 +7,11 @@ import math
 import orjson
 import pytest
 
-from fireman_common.events import WireEvent
-from fireman_common.model import Lineage
-from fireman_common.pointtime import point_time_ns
-from serving.codec import decode_batch, encode_predictions
-from streaming.sink import event_point
+from fireman.common.events import WireEvent
+from fireman.common.model import Lineage
+from fireman.common.pointtime import point_time_ns
+from fireman.serving.codec import decode_batch, encode_predictions
+from fireman.streaming.sink import event_point
 
 ORDER = ("Cont_3", "Cont_1", "Cont_2")
 

@@ -11,8 +11,8 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 
-from fireman_common.model import Lineage, ModelRefused, build_serving_model, feature_order
-from fireman_common.schema import FEATURE_NAMES
+from fireman.common.model import Lineage, ModelRefused, build_serving_model, feature_order
+from fireman.common.schema import FEATURE_NAMES
 
 LINEAGE = Lineage("spam", "3", "run")
 

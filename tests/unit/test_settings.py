@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from fireman.common.settings import InfluxSettings, KafkaSettings, MlflowSettings, ServicesSettings
 from fireman.services.manager import parse_names
 from fireman.services.process import ServiceError
-from fireman_common.settings import InfluxSettings, KafkaSettings, MlflowSettings, ServicesSettings
 
 
 def test_defaults_are_the_documented_ports() -> None:

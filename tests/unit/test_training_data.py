@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fireman_common.errors import UserError
-from fireman_common.schema import FEATURE_NAMES
-from training.evaluation import split
-from training.pipeline import build_pipeline, fit_params_for
-from training.sources import DataInfo, Dataset, read_parquet, resolve_window, validate, write_parquet
+from fireman.common.errors import UserError
+from fireman.common.schema import FEATURE_NAMES
+from fireman.training.evaluation import split
+from fireman.training.pipeline import build_pipeline, fit_params_for
+from fireman.training.sources import DataInfo, Dataset, read_parquet, resolve_window, validate, write_parquet
 
 
 def frame(rows: int, labels: list[int] | None = None, seed: int = 0) -> pd.DataFrame:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.gate import GateRule, decide
+from fireman.training.gate import GateRule, decide
 
 RULE = GateRule(gate_metric="f1", margin=0.0, guard_metric="roc_auc", guard_tolerance=0.01)
 CHAMPION = {"f1": 0.90, "roc_auc": 0.97}

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from fireman_common.settings import InfluxSettings
+from fireman.common.settings import InfluxSettings
 
 FieldValue = float | int | bool | str
 

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fireman_common.settings import (
+from fireman.common.settings import (
     LOOPBACK,
     MONITOR_GROUP,
     SCORER_GROUP,

@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from fireman_common.errors import UserError
-from fireman_common.settings import MlflowSettings
+from fireman.common.errors import UserError
+from fireman.common.settings import MlflowSettings
 
 API = "/api/2.0/mlflow"
 # What MLflow answers for a model, version, alias or run that does not exist. A missing alias is

@@ -24,9 +24,9 @@ def register(app: typer.Typer) -> None:
         import uvicorn
         from rich.console import Console
 
-        from dashboard.app import Dashboard
-        from dashboard.settings import DashboardSettings
-        from fireman_common.runtime import load_settings
+        from fireman.common.runtime import load_settings
+        from fireman.dashboard.app import Dashboard
+        from fireman.dashboard.settings import DashboardSettings
 
         given: dict[str, Any] = {"host": host, "port": port, "window_s": window}
         options = {k: v for k, v in given.items() if v is not None}

@@ -20,9 +20,9 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from fireman_common.errors import UserError
-from fireman_common.schema import FEATURE_NAMES, LABEL_COLUMN
-from fireman_common.settings import DatasetSettings
+from fireman.common.errors import UserError
+from fireman.common.schema import FEATURE_NAMES, LABEL_COLUMN
+from fireman.common.settings import DatasetSettings
 
 COLUMNS = [*FEATURE_NAMES, LABEL_COLUMN]
 
@@ -63,7 +63,7 @@ def spambase_path(settings: DatasetSettings) -> Path:
 
 
 def packaged_spambase() -> Path:
-    return Path(str(resources.files("fireman_common") / "data" / "spambase.csv.gz"))
+    return Path(str(resources.files("fireman.common") / "data" / "spambase.csv.gz"))
 
 
 def download_spambase(url: str, destination: Path) -> None:

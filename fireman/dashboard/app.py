@@ -22,7 +22,7 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from fireman_common.influx import InfluxClient, InfluxError, InfluxUnavailable
+from fireman.common.influx import InfluxClient, InfluxError, InfluxUnavailable
 
 from .lag import LagSampler
 from .queries import PANELS, Window, empty

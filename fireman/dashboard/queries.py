@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fireman_common.influx import InfluxClient, quote_identifier
-from fireman_common.measurements import (
+from fireman.common.influx import InfluxClient, quote_identifier
+from fireman.common.measurements import (
     CONSUMER_LAG,
     DRIFT,
     MEASUREMENTS,
@@ -21,7 +21,7 @@ from fireman_common.measurements import (
     PERFORMANCE,
     PREDICTIONS,
 )
-from fireman_common.schema import FEATURE_NAMES
+from fireman.common.schema import FEATURE_NAMES
 
 NICE_BUCKETS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 

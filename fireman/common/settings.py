@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field, computed_field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fireman_common.retry import Backoff
+from fireman.common.retry import Backoff
 
 LOOPBACK = "127.0.0.1"
 # The consumer groups' default names: each service's FIREMAN_*_GROUP_ID, also read by the dashboard.

@@ -1,7 +1,7 @@
 """Consumer lag, measured from Kafka itself: end offsets minus each group's committed offsets.
 
 The scorer only logs its lag, and a dead or stuck consumer reports nothing at all, which is exactly
-when lag matters; asking the broker (``fireman_common.kafka_io.consumer_lag``) works whatever state
+when lag matters; asking the broker (``fireman.common.kafka_io.consumer_lag``) works whatever state
 the consumers are in. A sampler thread records the result in the ``consumer_lag`` measurement so the
 history survives restarts and Grafana can chart it. Sample times are floored to the interval, so two
 dashboards sampling the same groups overwrite each other's points instead of doubling them.
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from fireman_common.influx import InfluxClient, InfluxError, Point
-from fireman_common.kafka_io import admin_client, consumer_lag
-from fireman_common.measurements import CONSUMER_LAG
-from fireman_common.settings import InfluxSettings, KafkaSettings
+from fireman.common.influx import InfluxClient, InfluxError, Point
+from fireman.common.kafka_io import admin_client, consumer_lag
+from fireman.common.measurements import CONSUMER_LAG
+from fireman.common.settings import InfluxSettings, KafkaSettings
 
 log = logging.getLogger(__name__)
 

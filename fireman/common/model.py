@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from fireman_common import mlflow_uri
-from fireman_common.model_registry import RegistryClient
-from fireman_common.schema import FEATURE_NAMES
-from fireman_common.settings import MlflowSettings
+from fireman.common import mlflow_uri
+from fireman.common.model_registry import RegistryClient
+from fireman.common.schema import FEATURE_NAMES
+from fireman.common.settings import MlflowSettings
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from fireman_common.settings import MlflowSettings
+from fireman.common.settings import MlflowSettings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -32,8 +32,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
-from fireman_common.retry import Backoff
-from fireman_common.settings import KafkaSettings
+from fireman.common.retry import Backoff
+from fireman.common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

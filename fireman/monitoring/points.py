@@ -6,10 +6,10 @@ window again (a replay, or more labels arriving) overwrites it instead of adding
 
 from __future__ import annotations
 
-from fireman_common.influx import Point
-from fireman_common.measurements import ALERTS, DRIFT, PERFORMANCE
-from monitoring.drift import WindowDrift
-from monitoring.windows import Window, WindowKey
+from fireman.common.influx import Point
+from fireman.common.measurements import ALERTS, DRIFT, PERFORMANCE
+from fireman.monitoring.drift import WindowDrift
+from fireman.monitoring.windows import Window, WindowKey
 
 
 def drift_points(key: WindowKey, drift: WindowDrift) -> list[Point]:

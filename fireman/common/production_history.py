@@ -20,9 +20,9 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from fireman_common.errors import UserError
-from fireman_common.model_registry import RegistryClient
-from fireman_common.settings import MlflowSettings
+from fireman.common.errors import UserError
+from fireman.common.model_registry import RegistryClient
+from fireman.common.settings import MlflowSettings
 
 HISTORY_TAG = "fireman.production_history"
 # MLflow caps a tag value at 5,000 characters; the oldest entries go first.

@@ -1,10 +1,10 @@
 """``fireman monitor``: drift windows and online accuracy, in a process of its own, off the scoring path.
 
 The main loop consumes ``measurements``, ``predictions`` and ``labels`` in its own consumer group,
-joins them (:mod:`monitoring.windows`), hands closed windows to the drift worker thread (Evidently
+joins them (:mod:`fireman.monitoring.windows`), hands closed windows to the drift worker thread (Evidently
 takes ~1 s per 1,000-event window, so consumption goes on meanwhile; when ``drift_queue`` windows
 wait, reading pauses), writes ``performance`` points for windows that got labels, and commits the
-offsets of every message whose outputs are in InfluxDB (:mod:`monitoring.offsets`). On stop, the
+offsets of every message whose outputs are in InfluxDB (:mod:`fireman.monitoring.offsets`). On stop, the
 queued windows are finished and committed; open windows are not, so a restart replays them.
 
 The monitor shares the machine with the scorer, so its per-event work is kept small: whether a
@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fireman_common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
-from fireman_common.retry import Backoff
-from monitoring.drift import WindowDrift, compute_drift
-from monitoring.offsets import OffsetTracker, Partition, Position
-from monitoring.points import alert_point, drift_points, performance_point
-from monitoring.reference import ReferenceStore
-from monitoring.settings import MonitorSettings
-from monitoring.windows import (
+from fireman.common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
+from fireman.common.retry import Backoff
+from fireman.monitoring.drift import WindowDrift, compute_drift
+from fireman.monitoring.offsets import OffsetTracker, Partition, Position
+from fireman.monitoring.points import alert_point, drift_points, performance_point
+from fireman.monitoring.reference import ReferenceStore
+from fireman.monitoring.settings import MonitorSettings
+from fireman.monitoring.windows import (
     BadMessage,
     ClosedWindow,
     Features,
@@ -44,7 +44,7 @@ from monitoring.windows import (
 )
 
 if TYPE_CHECKING:
-    from fireman_common.kafka_io import BatchConsumer, Record
+    from fireman.common.kafka_io import BatchConsumer, Record
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ class Monitor:
         self._to_release: list[Position] = []
 
     def run(self, stop: threading.Event) -> None:
-        from fireman_common.kafka_io import BatchConsumer
+        from fireman.common.kafka_io import BatchConsumer
 
         settings = self.settings
         kafka = settings.kafka

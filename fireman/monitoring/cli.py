@@ -20,9 +20,9 @@ def register(app: typer.Typer) -> None:
         """
         import os
 
-        from fireman_common.runtime import configure_logging, load_settings, stop_on_signals
-        from monitoring.monitor import Monitor
-        from monitoring.settings import MonitorSettings
+        from fireman.common.runtime import configure_logging, load_settings, stop_on_signals
+        from fireman.monitoring.monitor import Monitor
+        from fireman.monitoring.settings import MonitorSettings
 
         configure_logging(log_level)
         settings = load_settings(MonitorSettings)

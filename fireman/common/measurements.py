@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fireman_common.schema import FEATURE_NAMES
+from fireman.common.schema import FEATURE_NAMES
 
 
 @dataclass(frozen=True)

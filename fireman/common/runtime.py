@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
-from fireman_common.errors import UserError
+from fireman.common.errors import UserError
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 

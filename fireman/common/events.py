@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from fireman_common.schema import FEATURE_NAMES, MAX_EPOCH_MS, MIN_EPOCH_MS
+from fireman.common.schema import FEATURE_NAMES, MAX_EPOCH_MS, MIN_EPOCH_MS
 
 # Ids that match need no escaping in line protocol or JSON; the collector's ``Identifier`` has the
 # same pattern.

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from fireman_common.events import BadMessage, decode_event, decode_label, decode_prediction
-from fireman_common.pointtime import point_time_ns
-from fireman_common.schema import FEATURE_NAMES
-from monitoring.offsets import Position
+from fireman.common.events import BadMessage, decode_event, decode_label, decode_prediction
+from fireman.common.pointtime import point_time_ns
+from fireman.common.schema import FEATURE_NAMES
+from fireman.monitoring.offsets import Position
 
 FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _ID_FIELD = b'"event_id":"'

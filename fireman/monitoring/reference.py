@@ -13,10 +13,10 @@ import time
 import numpy as np
 import pandas as pd
 
-from fireman_common.model_registry import RegistryClient
-from fireman_common.schema import FEATURE_NAMES
-from fireman_common.settings import MlflowSettings
-from monitoring.drift import Reference
+from fireman.common.model_registry import RegistryClient
+from fireman.common.schema import FEATURE_NAMES
+from fireman.common.settings import MlflowSettings
+from fireman.monitoring.drift import Reference
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class ReferenceStore:
 
     def _score(self, model_name: str, version: str, run_id: str, frame: pd.DataFrame) -> np.ndarray | None:
         """The version's probabilities on the reference, scored exactly as the scorer scores events."""
-        from fireman_common.model import AliasTarget, Registry
+        from fireman.common.model import AliasTarget, Registry
 
         try:
             model = Registry(self.settings).load(AliasTarget(model_name, version, run_id))

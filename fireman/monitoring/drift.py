@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fireman_common.schema import FEATURE_NAMES
+from fireman.common.schema import FEATURE_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fireman_common.settings import (
+from fireman.common.settings import (
     MONITOR_GROUP,
     InfluxSettings,
     KafkaSettings,
