@@ -5,7 +5,6 @@ Thin on purpose: the decision and the cool-down live in ``fireman.training.retra
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
@@ -46,13 +45,10 @@ def _timetable() -> CronDataIntervalTimetable | None:
 @dag(
     dag_id=DAG_ID,
     schedule=_timetable(),
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,
     doc_md=DOC_MD,
     tags=["fireman", "monitoring", "drift"],
-    default_args=AirflowSettings().task_defaults(),
     render_template_as_native_obj=True,
+    **AirflowSettings().dag_arguments(),
 )
 def monitor_drift() -> None:
     @task.short_circuit

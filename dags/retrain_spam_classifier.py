@@ -5,7 +5,6 @@ Thin on purpose: each task makes one call into ``fireman.training.dag_tasks`` an
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
@@ -115,13 +114,10 @@ def _run_key(context: dict[str, Any]) -> str:
 @dag(
     dag_id=DAG_ID,
     schedule=_timetable(),
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,
     doc_md=DOC_MD,
     tags=["fireman", "training", "mlflow"],
-    default_args=AirflowSettings().task_defaults(),
     params=_params(),
+    **AirflowSettings().dag_arguments(),
 )
 def retrain_spam_classifier() -> None:
     @task

@@ -174,9 +174,6 @@ class RegistryClient:
     def set_model_tag(self, name: str, key: str, value: str) -> None:
         self._call("POST", "/registered-models/set-tag", {"name": name, "key": key, "value": value})
 
-    def delete_model_tag(self, name: str, key: str) -> None:
-        self._call("DELETE", "/registered-models/delete-tag", {"name": name, "key": key})
-
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         body = {"name": name, "version": str(version), "key": key, "value": value}
         self._call("POST", "/model-versions/set-tag", body)

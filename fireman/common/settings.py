@@ -7,7 +7,7 @@ classes embed, so ``FIREMAN_KAFKA_PORT`` means the same thing to every process.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -178,14 +178,20 @@ class AirflowSettings(BaseSettings):
         schedule = schedule.strip()
         return None if schedule.lower() in ("", "none", "null") else schedule
 
-    def task_defaults(self) -> dict[str, Any]:
-        """``default_args`` of every fireman DAG: the same retry policy for all their tasks."""
+    def dag_arguments(self) -> dict[str, Any]:
+        """What every fireman DAG shares: one run at a time, no backfill, and one retry policy for all
+        their tasks (``default_args``)."""
         return {
-            "owner": "fireman",
-            "retries": self.task_retries,
-            "retry_delay": timedelta(seconds=self.task_retry_delay_s),
-            "retry_exponential_backoff": 2.0,
-            "max_retry_delay": timedelta(seconds=self.task_max_retry_delay_s),
+            "start_date": datetime(2026, 1, 1, tzinfo=UTC),
+            "catchup": False,
+            "max_active_runs": 1,
+            "default_args": {
+                "owner": "fireman",
+                "retries": self.task_retries,
+                "retry_delay": timedelta(seconds=self.task_retry_delay_s),
+                "retry_exponential_backoff": 2.0,
+                "max_retry_delay": timedelta(seconds=self.task_max_retry_delay_s),
+            },
         }
 
 

@@ -375,9 +375,6 @@ class WindowBook:
             self.windows.popitem(last=False)
         return closed
 
-    def close_all(self) -> list[ClosedWindow]:
-        return [self._close(window, "shutdown") for window in list(self.open.values())]
-
     def _close(self, window: Window, reason: str) -> ClosedWindow:
         del self.open[(window.key.model_name, window.key.version)]
         window.closed = self.clock()

@@ -49,6 +49,12 @@ num.io.threads=4
 """
 
 
+def _run(command: list[str], failure: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ServiceError(f"{failure}:\n{(result.stdout + result.stderr)[-3000:]}")
+
+
 class KafkaService(LocalService):
     name = "kafka"
 
@@ -89,7 +95,7 @@ class KafkaService(LocalService):
         if self.libs.exists():
             shutil.rmtree(self.libs)
         self.libs.mkdir(parents=True)
-        result = subprocess.run(
+        _run(
             [
                 mvn,
                 "-q",
@@ -100,14 +106,8 @@ class KafkaService(LocalService):
                 f"-DoutputDirectory={self.libs}",
                 "-DincludeScope=runtime",
             ],
-            capture_output=True,
-            text=True,
-            check=False,
+            "Maven could not fetch the Kafka jars",
         )
-        if result.returncode != 0:
-            raise ServiceError(
-                f"Maven could not fetch the Kafka jars:\n{(result.stdout + result.stderr)[-3000:]}"
-            )
         stamp.write_text(digest)
         return True
 
@@ -132,7 +132,7 @@ class KafkaService(LocalService):
             )
         )
         if not (self.data_dir / "meta.properties").is_file():
-            result = subprocess.run(
+            _run(
                 [
                     *self._java(),
                     "kafka.tools.StorageTool",
@@ -142,14 +142,8 @@ class KafkaService(LocalService):
                     "--config",
                     str(self.properties_path),
                 ],
-                capture_output=True,
-                text=True,
-                check=False,
+                "formatting Kafka storage failed",
             )
-            if result.returncode != 0:
-                raise ServiceError(
-                    f"formatting Kafka storage failed:\n{(result.stdout + result.stderr)[-3000:]}"
-                )
 
     def _java(self) -> list[str]:
         log4j = self.root / "infra" / "kafka" / "log4j2.yaml"
