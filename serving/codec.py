@@ -15,7 +15,7 @@ import numpy as np
 
 from fireman.common.events import BadMessage, decode_event, encode_prediction
 from fireman.common.influx import format_field_value
-from fireman.common.measurements import PREDICTIONS
+from fireman.common.measurements import PREDICTIONS, ROLE_PRODUCTION
 from fireman.common.model import Lineage
 from fireman.common.pointtime import NS_PER_MS, point_time_ns
 
@@ -67,8 +67,9 @@ def encode_predictions(
 ) -> tuple[list[bytes], list[str], list[int]]:
     """Kafka values, InfluxDB lines and latencies (ms), one of each per event.
 
-    InfluxDB: tag ``sensor_id`` only; ``model_version`` is a field, so that an event replayed after a
-    model switch overwrites its point instead of adding a second one in another series.
+    InfluxDB: tags ``role`` (production) and ``sensor_id``; ``model_version`` is a field, so that an
+    event replayed after a model switch overwrites its point instead of adding a second one in another
+    series.
     """
     messages: list[bytes] = []
     lines: list[str] = []
@@ -86,7 +87,7 @@ def encode_predictions(
             )
         )
         lines.append(
-            f'{MEASUREMENT},sensor_id={sensor_id} event_id="{event_id}",prediction={prediction}i,'
+            f'{MEASUREMENT},role={ROLE_PRODUCTION},sensor_id={sensor_id} event_id="{event_id}",prediction={prediction}i,'
             f"probability={probability!r},latency_ms={latency}i,model_version={version_field} "
             f"{point_time_ns(timestamp, event_id)}"
         )

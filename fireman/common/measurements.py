@@ -27,9 +27,14 @@ def _m(name: str, tags: set[str], fields: set[str]) -> Measurement:
 
 MEASUREMENTS = _m("measurements", {"sensor_id"}, {"event_id", *FEATURE_NAMES})
 LABELS = _m("labels", {"sensor_id"}, {"event_id", "label"})
+# Tag ``role``: the production model's answer, or a challenger's scored in shadow on the same events
+# (never published on Kafka). Points written before roles existed have no role: read them as production,
+# that is, select production with ``"role" != 'shadow'``.
+ROLE_PRODUCTION = "production"
+ROLE_SHADOW = "shadow"
 PREDICTIONS = _m(
     "predictions",
-    {"sensor_id"},
+    {"sensor_id", "role"},
     {"event_id", "prediction", "probability", "latency_ms", "model_version"},
 )
 PERFORMANCE = _m(

@@ -139,6 +139,9 @@ class MlflowSettings(BaseSettings):
     model_name: str = "spam-classifier"
     production_alias: str = "production"
     previous_alias: str = "previous"
+    challenger_alias: str = Field(
+        default="challenger", description="The version scored in shadow beside production."
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
