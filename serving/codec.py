@@ -87,7 +87,8 @@ def encode_predictions(
             )
         )
         lines.append(
-            f'{MEASUREMENT},role={ROLE_PRODUCTION},sensor_id={sensor_id} event_id="{event_id}",prediction={prediction}i,'
+            f"{MEASUREMENT},role={ROLE_PRODUCTION},sensor_id={sensor_id} "
+            f'event_id="{event_id}",prediction={prediction}i,'
             f"probability={probability!r},latency_ms={latency}i,model_version={version_field} "
             f"{point_time_ns(timestamp, event_id)}"
         )

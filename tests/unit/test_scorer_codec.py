@@ -75,7 +75,8 @@ def test_predictions_carry_lineage_and_lines_use_the_event_point_time() -> None:
     assert first["prediction"] == 1 and first["probability"] == 0.75 and first["latency_ms"] == 120
     assert latencies == [120, 120]
     assert lines[0] == (
-        'predictions,role=production,sensor_id=s-1 event_id="e-1",prediction=1i,probability=0.75,latency_ms=120i,'
+        'predictions,role=production,sensor_id=s-1 event_id="e-1",prediction=1i,probability=0.75,'
+        "latency_ms=120i,"
         f'model_version="7" {point_time_ns(1_700_000_000_000, "e-1")}'
     )
     # Same sensor and millisecond, different events: different points.
