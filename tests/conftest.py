@@ -105,17 +105,12 @@ def mlflow_service(session_services: SessionServices) -> MlflowSettings:
     return session_services.manager.settings.mlflow
 
 
-@pytest.fixture
-def kafka_topics(kafka_service: KafkaSettings) -> Iterator[KafkaSettings]:
-    """Kafka settings whose four topics are fresh and belong to this test alone; deleted after it.
+def fresh_topics(kafka: KafkaSettings, tag: str | None = None) -> KafkaSettings:
+    """``kafka`` with four topics of its own (names ending in ``tag``, a random one by default), created."""
+    from fireman.common.kafka_io import ensure_topics
 
-    Left behind, they pile up on a developer's broker (663 topics after a few days here), and every
-    client that lists the cluster's metadata pays for them.
-    """
-    from fireman.common.kafka_io import delete_topics, ensure_topics
-
-    tag = uuid.uuid4().hex[:10]
-    settings = kafka_service.model_copy(
+    tag = tag or uuid.uuid4().hex[:10]
+    settings = kafka.model_copy(
         update={
             "topic_measurements": f"measurements-{tag}",
             "topic_labels": f"labels-{tag}",
@@ -124,8 +119,30 @@ def kafka_topics(kafka_service: KafkaSettings) -> Iterator[KafkaSettings]:
         }
     )
     ensure_topics(settings)
-    yield settings
-    delete_topics(settings, settings.topics())
+    return settings
+
+
+@contextlib.contextmanager
+def own_topics(kafka: KafkaSettings) -> Iterator[KafkaSettings]:
+    """Fresh topics (``fresh_topics``) for a test or a module, deleted afterwards.
+
+    Left behind, they pile up on a developer's broker (663 topics after a few days here), and every
+    client that lists the cluster's metadata pays for them.
+    """
+    from fireman.common.kafka_io import delete_topics
+
+    settings = fresh_topics(kafka)
+    try:
+        yield settings
+    finally:
+        delete_topics(settings, settings.topics())
+
+
+@pytest.fixture
+def kafka_topics(kafka_service: KafkaSettings) -> Iterator[KafkaSettings]:
+    """Kafka settings whose four topics are fresh and belong to this test alone; deleted after it."""
+    with own_topics(kafka_service) as settings:
+        yield settings
 
 
 @pytest.fixture
@@ -195,6 +212,14 @@ def dataset_settings() -> DatasetSettings:
     return DatasetSettings()
 
 
+def share_kafka_jars(home: Path) -> None:
+    """Link the Kafka jars of the main state dir into state dir ``home``, so they are not downloaded again."""
+    shared = Path(os.environ.get("FIREMAN_HOME", REPO_ROOT / ".fireman")) / "kafka" / "libs"
+    (home / "kafka").mkdir(parents=True)
+    if shared.is_dir():
+        (home / "kafka" / "libs").symlink_to(shared)
+
+
 def free_port() -> int:
     import socket
 
@@ -219,9 +244,14 @@ def private_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servi
         mlflow=MlflowSettings(port=free_port()),
     )
     manager = ServiceManager(settings, REPO_ROOT)
-    shared_libs = Path(os.environ.get("FIREMAN_HOME", REPO_ROOT / ".fireman")) / "kafka" / "libs"
-    (home / "kafka").mkdir()
-    if shared_libs.is_dir():
-        (home / "kafka" / "libs").symlink_to(shared_libs)
+    share_kafka_jars(home)
     yield manager
     manager.stop(list(manager.services), on_progress=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def fault_stack(private_services: ServiceManager) -> ServiceManager:
+    """``private_services`` with Kafka, InfluxDB and MLflow running, for the fault-injection tests."""
+    from tests.integration.faults_support import start_fault_stack
+
+    return start_fault_stack(private_services)

@@ -21,20 +21,20 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import httpx
 import orjson
 
 from fireman.bench.soak import pipeline_environment
 from fireman.common.influx import InfluxClient, InfluxUnavailable
-from fireman.common.kafka_io import ensure_topics
 from fireman.common.schema import FEATURE_NAMES
 from fireman.common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 from fireman.services.manager import ServiceManager
 from fireman.services.process import wait_until
 from fireman.streaming.generator import iter_rows, synthetic_frame
 from fireman.streaming.settings import GeneratorSettings
-from tests.conftest import free_port
+from tests.conftest import free_port, fresh_topics
+from tests.support.background import answers, stop_process
 from tests.support.scoring import fit_frame, read_topic, register_model
 
 FIREMAN = Path(sys.executable).parent / "fireman"
@@ -80,15 +80,7 @@ class StackNames:
     def fresh(cls, manager: ServiceManager) -> StackNames:
         tag = uuid.uuid4().hex[:10]
         settings = manager.settings
-        kafka = settings.kafka.model_copy(
-            update={
-                "topic_measurements": f"measurements-{tag}",
-                "topic_labels": f"labels-{tag}",
-                "topic_predictions": f"predictions-{tag}",
-                "topic_dlq": f"dlq-{tag}",
-            }
-        )
-        ensure_topics(kafka)
+        kafka = fresh_topics(settings.kafka, tag)
         influx = settings.influxdb.model_copy(update={"database": f"faults_{tag}"})
         with InfluxClient(influx) as client:
             client.create_database()
@@ -142,13 +134,7 @@ class Proc:
             return None
         if self.popen.poll() is not None:
             return self.popen.returncode
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            return self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(timeout=30)
-            return None
+        return stop_process(self.popen, timeout_s=timeout)
 
     def wait(self, timeout: float) -> int:
         assert self.popen is not None
@@ -292,6 +278,18 @@ class Pipeline:
         self.streams = {"generator": spec.events}
         self.expected = self._expected_ids(spec.seed, spec.events)
 
+    @classmethod
+    def with_synthetic_model(cls, names: StackNames, workdir: Path, spec: StreamSpec, **env: str) -> Pipeline:
+        """A pipeline whose scorer serves a synthetic model, registered and made production first."""
+        register_synthetic_model(names.mlflow)
+        return cls(names, workdir, spec, extra_env=env)
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def _expected_ids(self, seed: int, events: int) -> set[str]:
         settings = GeneratorSettings(
             dataset="synthetic",
@@ -321,10 +319,7 @@ class Pipeline:
         wait_for(self.collector_ready, 60, f"the collector to be ready\n{self.procs['collector'].tail()}")
 
     def collector_ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return answers(f"{self.url}/readyz")
 
     def start(self) -> None:
         """Consumers first (they wait for data), then the collector, then the generator."""
@@ -398,6 +393,37 @@ class Pipeline:
         wait_for(resumed, 180, f"{what}: output to resume (was {before})\n{self.tails()}", interval=0.2)
         times.resumed_at = time.monotonic()
         return times
+
+    def survive(self, what: str, before: tuple[int, int], **fault: Any) -> Audit:
+        """A whole fault test: stream until InfluxDB holds ``before`` (raw, prediction) points, inject the
+        fault (``inject(what, **fault)``), finish and report; checks that no event was lost or stored
+        twice, and returns the audit for the test's own checks."""
+        self.start()
+        raw, predictions = before
+        self.wait_counts(
+            raw, predictions, 120, f"{raw} raw and {predictions} prediction points before the fault"
+        )
+        times = self.inject(what, **fault)
+        audit = self.finish(times)
+        report(times, audit, len(self.expected))
+        assert (audit.lost, audit.duplicated) == (0, 0), audit.line()
+        return audit
+
+    def survive_sigkill(
+        self, name: str, before: tuple[int, int], ready: str, watch: tuple[bool, bool]
+    ) -> Audit:
+        """``survive`` process ``name`` SIGKILLed and started again (back once its new run logs ``ready``)."""
+        proc = self.procs[name]
+        audit = self.survive(
+            f"{name} SIGKILL + restart",
+            before,
+            down=proc.kill,
+            up=proc.start,
+            ready=logged(proc, ready),
+            watch=watch,
+        )
+        assert proc.starts == 2
+        return audit
 
     def finish(self, times: FaultTimes, timeout: float = 240) -> Audit:
         """Wait for the generator and for every event's two points, stop everything, audit."""

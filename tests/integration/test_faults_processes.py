@@ -14,70 +14,29 @@ from pathlib import Path
 import pytest
 
 from fireman.services.manager import ServiceManager
-from tests.integration.faults_support import (
-    Pipeline,
-    StackNames,
-    StreamSpec,
-    logged,
-    register_synthetic_model,
-    report,
-    start_fault_stack,
-)
+from tests.integration.faults_support import Pipeline, StackNames, StreamSpec, report
 
 # Each test runs four processes for ~30-60 s on a 2-core machine.
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def stack(private_services: ServiceManager) -> ServiceManager:
-    return start_fault_stack(private_services)
-
-
 @pytest.fixture
-def pipeline(stack: ServiceManager, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pipeline]:
-    names = StackNames.fresh(stack)
-    register_synthetic_model(names.mlflow)
+def pipeline(
+    fault_stack: ServiceManager, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Pipeline]:
     seed = 10 + len(request.node.name) % 50
-    pipe = Pipeline(names, tmp_path, StreamSpec(events=3000, rate=150, seed=seed))
-    try:
+    spec = StreamSpec(events=3000, rate=150, seed=seed)
+    with Pipeline.with_synthetic_model(StackNames.fresh(fault_stack), tmp_path, spec) as pipe:
         yield pipe
-    finally:
-        pipe.stop()
 
 
 def test_scorer_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(pipeline: Pipeline) -> None:
-    pipeline.start()
-    pipeline.wait_counts(0, 600, 120, "600 predictions before the kill")
-    scorer = pipeline.procs["scorer"]
-    times = pipeline.inject(
-        "scorer SIGKILL + restart",
-        down=scorer.kill,
-        up=scorer.start,
-        ready=logged(scorer, "serving "),
-        watch=(False, True),
-    )
-    audit = pipeline.finish(times)
-    report(times, audit, len(pipeline.expected))
-    assert scorer.starts == 2
-    assert (audit.lost, audit.duplicated) == (0, 0), audit.line()
+    audit = pipeline.survive_sigkill("scorer", before=(0, 600), ready="serving ", watch=(False, True))
     assert audit.kafka_predictions.lost == 0
 
 
 def test_sink_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(pipeline: Pipeline) -> None:
-    pipeline.start()
-    pipeline.wait_counts(600, 0, 120, "600 raw points before the kill")
-    sink = pipeline.procs["sink"]
-    times = pipeline.inject(
-        "sink SIGKILL + restart",
-        down=sink.kill,
-        up=sink.start,
-        ready=logged(sink, "sink: "),
-        watch=(True, False),
-    )
-    audit = pipeline.finish(times)
-    report(times, audit, len(pipeline.expected))
-    assert sink.starts == 2
-    assert (audit.lost, audit.duplicated) == (0, 0), audit.line()
+    pipeline.survive_sigkill("sink", before=(600, 0), ready="sink: ", watch=(True, False))
 
 
 def test_collector_killed_while_generator_sends_retries_without_double_counting(

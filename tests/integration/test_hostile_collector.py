@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,14 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from pydantic import BaseModel
 
 from fireman.common.kafka_io import ensure_topics
 from fireman.common.schema import FEATURE_NAMES, EventIn, LabelIn
 from fireman.common.settings import KafkaSettings
 from tests.conftest import free_port
 from tests.integration.faults_support import wait_for
+from tests.support.background import answers, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -77,23 +79,13 @@ def collector(kafka_service: KafkaSettings, tmp_path_factory: pytest.TempPathFac
     with log.open("wb") as handle:
         proc = subprocess.Popen([str(FIREMAN), "collector"], env=env, stdout=handle, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_for(ready, 60, f"the collector to be ready: {log.read_text()[-2000:]}")
+        wait_for(
+            lambda: answers(f"{url}/readyz"), 60, f"the collector to be ready: {log.read_text()[-2000:]}"
+        )
         yield Collector(url, port, psutil.Process(proc.pid))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 def event(i: int = 0) -> dict[str, Any]:
@@ -113,20 +105,17 @@ def warm(collector: Collector) -> int:
     return collector.rss()
 
 
-def is_contract_event(item: Any) -> bool:
-    try:
-        EventIn.model_validate(item)
-    except (ValueError, TypeError):
-        return False
-    return True
+def conforms(model: type[BaseModel]) -> Callable[[Any], bool]:
+    """Whether an item is valid under ``model``, the collector's own contract for the body."""
 
+    def valid(item: Any) -> bool:
+        try:
+            model.model_validate(item)
+        except (ValueError, TypeError):
+            return False
+        return True
 
-def is_contract_label(item: Any) -> bool:
-    try:
-        LabelIn.model_validate(item)
-    except (ValueError, TypeError):
-        return False
-    return True
+    return valid
 
 
 def is_legacy_body(item: Any) -> bool:
@@ -136,7 +125,7 @@ def is_legacy_body(item: Any) -> bool:
     )
 
 
-CONTRACT = {"/v1/events": is_contract_event, "/v1/labels": is_contract_label}
+CONTRACT = {"/v1/events": conforms(EventIn), "/v1/labels": conforms(LabelIn)}
 
 
 def fuzz_operation(collector: Collector, operation: Any, mode: Any, tried: dict[str, int]) -> None:
@@ -220,11 +209,25 @@ def raw_connection(collector: Collector) -> socket.socket:
     return sock
 
 
-def test_slow_clients_that_never_finish_do_not_block_others(collector: Collector) -> None:
+@contextmanager
+def attack(collector: Collector, whose: str) -> Iterator[list[socket.socket]]:
+    """The sockets of an attack, closed afterwards; then the collector must have released ``whose``
+    sockets, still serve a well-behaved client, and have grown by less than ``RSS_BUDGET``."""
     baseline = warm(collector)
     fds_before = collector.fds()
-    sockets = []
+    sockets: list[socket.socket] = []
     try:
+        yield sockets
+    finally:
+        for sock in sockets:
+            sock.close()
+    wait_for(lambda: collector.fds() <= fds_before + 5, 30, f"{whose} sockets to be released")
+    served(collector)
+    assert collector.rss() - baseline < RSS_BUDGET, (baseline, collector.rss())
+
+
+def test_slow_clients_that_never_finish_do_not_block_others(collector: Collector) -> None:
+    with attack(collector, "the slow clients'") as sockets:
         for i in range(SLOW_CLIENTS):
             sock = raw_connection(collector)
             if i % 2:  # headers only, half sent
@@ -238,19 +241,11 @@ def test_slow_clients_that_never_finish_do_not_block_others(collector: Collector
         for _ in range(3):
             served(collector)
         assert httpx.get(f"{collector.url}/healthz", timeout=10).status_code == 200
-    finally:
-        for sock in sockets:
-            sock.close()
-    wait_for(lambda: collector.fds() <= fds_before + 5, 30, "the slow clients' sockets to be released")
-    served(collector)
-    assert collector.rss() - baseline < RSS_BUDGET, (baseline, collector.rss())
 
 
 def test_a_flood_of_connections_is_served_and_released(collector: Collector) -> None:
-    baseline = warm(collector)
-    fds_before = collector.fds()
-    sockets = [raw_connection(collector) for _ in range(FLOOD)]
-    try:
+    with attack(collector, "the flood's") as sockets:
+        sockets.extend(raw_connection(collector) for _ in range(FLOOD))
         request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         for sock in sockets:
             sock.sendall(request)
@@ -262,9 +257,3 @@ def test_a_flood_of_connections_is_served_and_released(collector: Collector) -> 
                 reply += chunk
             answered += reply.startswith(b"HTTP/1.1 200")
         assert answered == FLOOD
-    finally:
-        for sock in sockets:
-            sock.close()
-    wait_for(lambda: collector.fds() <= fds_before + 5, 30, "the flood's sockets to be released")
-    served(collector)
-    assert collector.rss() - baseline < RSS_BUDGET, (baseline, collector.rss())

@@ -20,11 +20,10 @@ from fireman.common.kafka_io import AckProducer
 from fireman.common.schema import FEATURE_NAMES, now_ms
 from fireman.common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 from fireman.serving.scorer import Scorer
-from fireman.serving.settings import ScorerSettings
 from fireman.streaming.generator import synthetic_frame
 from tests.integration.faults_support import register_synthetic_model, wait_for
 from tests.integration.test_ingest_support import influx_count, sink_running
-from tests.support.scoring import read_topic, running
+from tests.support.scoring import read_topic, running, scorer_settings
 
 pytestmark = pytest.mark.integration
 
@@ -63,14 +62,7 @@ def scorer_running(
     kafka_topics: KafkaSettings, influx_db: InfluxSettings, mlflow_names: MlflowSettings
 ) -> Iterator[Scorer]:
     register_synthetic_model(mlflow_names)
-    settings = ScorerSettings(
-        kafka=kafka_topics,
-        influxdb=influx_db,
-        mlflow=mlflow_names,
-        group_id=f"scorer-{uuid.uuid4().hex[:8]}",
-        max_batch=100,
-    )
-    with running(settings) as scorer:
+    with running(scorer_settings(kafka_topics, influx_db, mlflow_names, max_batch=100)) as scorer:
         yield scorer
 
 

@@ -17,11 +17,10 @@ import httpx
 import pytest
 import requests
 
-from fireman.common.kafka_io import delete_topics, ensure_topics
 from fireman.common.settings import KafkaSettings
 from fireman.streaming.collector import running
 from fireman.streaming.settings import CollectorSettings
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT, free_port, own_topics
 from tests.integration.test_ingest_support import TopicReader
 
 pytestmark = pytest.mark.integration
@@ -32,18 +31,8 @@ TOKEN = "s3cret-token"
 
 @pytest.fixture(scope="module")
 def topics(kafka_service: KafkaSettings) -> Iterator[KafkaSettings]:
-    tag = uuid.uuid4().hex[:10]
-    settings = kafka_service.model_copy(
-        update={
-            "topic_measurements": f"measurements-{tag}",
-            "topic_labels": f"labels-{tag}",
-            "topic_predictions": f"predictions-{tag}",
-            "topic_dlq": f"measurements-dlq-{tag}",
-        }
-    )
-    ensure_topics(settings)
-    yield settings
-    delete_topics(settings, settings.topics())
+    with own_topics(kafka_service) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")

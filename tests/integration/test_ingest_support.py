@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from fireman.services.process import wait_until
 from fireman.streaming.settings import SinkSettings
 from fireman.streaming.sink import SinkStats, run_sink
 from tests.conftest import free_port
+from tests.support.background import on_thread
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -112,26 +112,9 @@ def sink_running(kafka: KafkaSettings, influx: InfluxSettings, **overrides: Any)
         poll_timeout_ms=200,
         **overrides,
     )
-    stop = threading.Event()
     stats = SinkStats()
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            run_sink(settings, stop, stats=stats)
-        except BaseException as exc:
-            failure.append(exc)
-            raise
-
-    thread = threading.Thread(target=target, name="sink", daemon=True)
-    thread.start()
-    try:
+    with on_thread(lambda stop: run_sink(settings, stop, stats=stats), "sink"):
         yield stats
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-    assert not thread.is_alive(), "the sink did not stop"
-    assert not failure, f"the sink crashed: {failure[0]!r}"
 
 
 def collector_port() -> int:

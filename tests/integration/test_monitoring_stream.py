@@ -10,11 +10,8 @@ stream arrives: the count windows then hold exactly events 0-999, 1000-1999 and 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +31,9 @@ from fireman.common.settings import (
 from fireman.monitoring.monitor import Monitor
 from fireman.monitoring.settings import MonitorSettings
 from fireman.serving.scorer import Scorer
-from fireman.serving.settings import ScorerSettings
 from fireman.streaming.settings import DEFAULT_DRIFT_FEATURES, GeneratorSettings
+from tests.support.background import on_thread
+from tests.support.scoring import scorer_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,15 +41,6 @@ EVENTS = 3000
 CHUNK = 250
 # The generator's ten default features plus twenty more: 30 of 57 shifted, over the 0.5 default.
 SHIFTED = tuple(dict.fromkeys([*DEFAULT_DRIFT_FEATURES, *(f"Cont_{i}" for i in range(1, 30))]).keys())[:30]
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        threading.Event().wait(0.1)
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -72,29 +61,6 @@ def trained(mlflow_service: MlflowSettings, dataset_settings: DatasetSettings) -
     return {"mlflow": names, "holdout": pd.read_parquet(local), "accuracy": outcome.metrics["accuracy"]}
 
 
-@contextmanager
-def running(target: Callable[[threading.Event], None]) -> Iterator[None]:
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            target(stop)
-        except BaseException as exc:
-            errors.append(exc)
-            raise
-
-    thread = threading.Thread(target=body, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=90)
-    assert not thread.is_alive(), "did not stop"
-    assert not errors, errors
-
-
 def stream(
     kafka: KafkaSettings,
     influx: InfluxSettings,
@@ -108,9 +74,7 @@ def stream(
     """Score ``events`` and monitor them; labels follow once every event is scored (they come late)."""
     import orjson
 
-    scorer = Scorer(
-        ScorerSettings(kafka=kafka, influxdb=influx, mlflow=mlflow, group_id=f"s-{uuid.uuid4().hex}")
-    )
+    scorer = Scorer(scorer_settings(kafka, influx, mlflow))
     settings = MonitorSettings(
         kafka=kafka,
         influxdb=influx,
@@ -124,7 +88,7 @@ def stream(
     monitor = Monitor(settings)
     producer = AckProducer(kafka)
     try:
-        with running(scorer.run), running(monitor.run):
+        with on_thread(scorer.run, "scorer", join_s=90), on_thread(monitor.run, "monitor", join_s=90):
             for start in range(0, len(events), CHUNK):
                 chunk = events[start : start + CHUNK]
                 for event in chunk:
@@ -162,63 +126,74 @@ def generated(holdout: pd.DataFrame, dataset: DatasetSettings, **drift: Any) -> 
     return generate(holdout, EVENTS, spec, start_ms=now_ms() - 60_000, step_ms=10)
 
 
-def query(influx: InfluxSettings, statement: str) -> list[dict[str, Any]]:
-    with InfluxClient(influx) as client:
-        return client.query(statement)
+@dataclass(frozen=True)
+class Rig:
+    """One test's own topics and InfluxDB database, the module's model, and a state dir for the monitor."""
+
+    kafka: KafkaSettings
+    influx: InfluxSettings
+    trained: dict[str, Any]
+    dataset: DatasetSettings
+    home: Path
+
+    def generated(self, **drift: Any) -> tuple[list[dict], list[dict]]:
+        return generated(self.trained["holdout"], self.dataset, **drift)
+
+    def stream(self, events: list[dict], labels: list[dict], **options: Any) -> Monitor:
+        return stream(self.kafka, self.influx, self.trained["mlflow"], events, labels, self.home, **options)
+
+    def query(self, statement: str) -> list[dict[str, Any]]:
+        with InfluxClient(self.influx) as client:
+            return client.query(statement)
+
+
+@pytest.fixture
+def rig(
+    kafka_topics: KafkaSettings,
+    influx_db: InfluxSettings,
+    trained: dict[str, Any],
+    dataset_settings: DatasetSettings,
+    tmp_path: Path,
+) -> Rig:
+    return Rig(kafka_topics, influx_db, trained, dataset_settings, tmp_path)
 
 
 WINDOWS = "SELECT * FROM drift WHERE feature = '' ORDER BY time"
 PERFORMANCE = "SELECT * FROM performance ORDER BY time"
 
 
-def test_no_drift_no_alert_and_online_accuracy_matches_the_holdout(
-    kafka_topics: KafkaSettings,
-    influx_db: InfluxSettings,
-    trained: dict[str, Any],
-    dataset_settings: DatasetSettings,
-    tmp_path: Path,
-) -> None:
-    events, labels = generated(trained["holdout"], dataset_settings)
-    stream(kafka_topics, influx_db, trained["mlflow"], events, labels, tmp_path)
+def test_no_drift_no_alert_and_online_accuracy_matches_the_holdout(rig: Rig) -> None:
+    events, labels = rig.generated()
+    rig.stream(events, labels)
 
-    windows = query(influx_db, WINDOWS)
+    windows = rig.query(WINDOWS)
     assert [w["window_size"] for w in windows] == [1000, 1000, 1000]
     assert [w["dataset_drift"] for w in windows] == [0, 0, 0], windows
     assert all(w["share_drifted_features"] < 0.5 for w in windows)
     assert all(w["prediction_drift_score"] is not None for w in windows)
     assert all(0.0 < w["missing_share"] < 0.5 for w in windows)
-    assert query(influx_db, "SELECT * FROM alerts") == []
-    per_feature = query(influx_db, "SELECT * FROM drift WHERE feature <> ''")
+    assert rig.query("SELECT * FROM alerts") == []
+    per_feature = rig.query("SELECT * FROM drift WHERE feature <> ''")
     assert len(per_feature) == 3 * len(FEATURE_NAMES)
 
-    performance = query(influx_db, PERFORMANCE)
+    performance = rig.query(PERFORMANCE)
     assert len(performance) == 3
     assert sum(p["n_labelled"] for p in performance) == EVENTS
     assert all(p["label_coverage"] == 1.0 for p in performance)
     online = sum(p["accuracy"] * p["n_labelled"] for p in performance) / EVENTS
-    assert abs(online - trained["accuracy"]) <= 0.05, (online, trained["accuracy"])
+    assert abs(online - rig.trained["accuracy"]) <= 0.05, (online, rig.trained["accuracy"])
     assert {p["model_version"] for p in performance} == {w["model_version"] for w in windows}
 
 
-def test_injected_drift_is_detected_after_the_injection_and_raises_an_alert(
-    kafka_topics: KafkaSettings,
-    influx_db: InfluxSettings,
-    trained: dict[str, Any],
-    dataset_settings: DatasetSettings,
-    tmp_path: Path,
-) -> None:
-    events, labels = generated(
-        trained["holdout"], dataset_settings, drift_after=1000, drift_kind="shift", drift_features=SHIFTED
-    )
-    stream(kafka_topics, influx_db, trained["mlflow"], events, labels, tmp_path)
+def test_injected_drift_is_detected_after_the_injection_and_raises_an_alert(rig: Rig) -> None:
+    events, labels = rig.generated(drift_after=1000, drift_kind="shift", drift_features=SHIFTED)
+    rig.stream(events, labels)
 
-    windows = query(influx_db, WINDOWS)
+    windows = rig.query(WINDOWS)
     assert [w["dataset_drift"] for w in windows] == [0, 1, 1], windows
     assert windows[0]["share_drifted_features"] < 0.5 <= windows[1]["share_drifted_features"]
 
-    per_feature = query(
-        influx_db, "SELECT drifted, drift_score FROM drift WHERE feature <> '' GROUP BY feature"
-    )
+    per_feature = rig.query("SELECT drifted, drift_score FROM drift WHERE feature <> '' GROUP BY feature")
     drifted_by_window: dict[int, set[str]] = {}
     for row in per_feature:
         if row["drifted"] == 1:
@@ -229,39 +204,30 @@ def test_injected_drift_is_detected_after_the_injection_and_raises_an_alert(
     assert set(SHIFTED) <= first and set(SHIFTED) <= second
     assert len((first | second) - set(SHIFTED) - before) <= 3  # the shifted features, not noise
 
-    alerts = query(influx_db, "SELECT * FROM alerts")
+    alerts = rig.query("SELECT * FROM alerts")
     assert len(alerts) == 1, alerts  # two consecutive drifting windows: the second one raises it
     alert = alerts[0]
     assert alert["time"] == windows[2]["time"]
     assert alert["kind"] == "drift" and alert["consecutive_windows"] == 2
     assert set(SHIFTED) <= set(alert["features"].split(","))
 
-    performance = {p["time"]: p for p in query(influx_db, PERFORMANCE)}
+    performance = {p["time"]: p for p in rig.query(PERFORMANCE)}
     accuracy = [performance[w["time"]]["accuracy"] for w in windows]
-    assert abs(accuracy[0] - trained["accuracy"]) <= 0.05
+    assert abs(accuracy[0] - rig.trained["accuracy"]) <= 0.05
     assert max(accuracy[1:]) < accuracy[0] - 0.1, accuracy
 
 
 def test_all_null_feature_and_undersized_window_are_logged_not_fatal(
-    kafka_topics: KafkaSettings,
-    influx_db: InfluxSettings,
-    trained: dict[str, Any],
-    dataset_settings: DatasetSettings,
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
+    rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
-    events, labels = generated(trained["holdout"], dataset_settings)
+    events, labels = rig.generated()
     events = events[:260]
     for event in events:
         event["features"].pop("Cont_5", None)
     caplog.set_level(logging.WARNING, logger="monitoring")
-    monitor = stream(
-        kafka_topics,
-        influx_db,
-        trained["mlflow"],
+    monitor = rig.stream(
         events,
         labels[:260],
-        tmp_path,
         window_size=200,
         min_window_size=100,
         window_seconds=3.0,
@@ -271,12 +237,12 @@ def test_all_null_feature_and_undersized_window_are_logged_not_fatal(
     assert monitor.stats.windows_tested == 1 and monitor.stats.windows_skipped == 1
     assert "Cont_5 left out of the drift test: 0 value(s) in the window (all missing)" in caplog.text
     assert "has 60 events, fewer than the minimum 100 (closed by idle): drift not tested" in caplog.text
-    windows = query(influx_db, WINDOWS)
+    windows = rig.query(WINDOWS)
     assert [w["window_size"] for w in windows] == [200]
     assert windows[0]["tested_features"] == len(FEATURE_NAMES) - 1
-    cont_5 = query(influx_db, "SELECT * FROM drift WHERE feature = 'Cont_5'")
+    cont_5 = rig.query("SELECT * FROM drift WHERE feature = 'Cont_5'")
     assert len(cont_5) == 1
     assert cont_5[0]["missing_share"] == 1.0
     assert cont_5[0]["drift_score"] is None and cont_5[0]["drifted"] is None
     # Accuracy is still measured for both windows, tested for drift or not.
-    assert sum(p["n_labelled"] for p in query(influx_db, PERFORMANCE)) == 260
+    assert sum(p["n_labelled"] for p in rig.query(PERFORMANCE)) == 260

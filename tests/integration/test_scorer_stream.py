@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,14 @@ from fireman.common.kafka_io import delete_topics, ensure_topics
 from fireman.common.schema import FEATURE_NAMES
 from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
 from fireman.serving.settings import ScorerSettings
-from tests.support.scoring import fit_pipeline, read_topic, register_model, running, wait_for
+from tests.support.scoring import (
+    fit_pipeline,
+    read_topic,
+    register_model,
+    running,
+    scorer_settings,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +41,33 @@ def production(mlflow_names: MlflowSettings, pipeline: Any, dataset_settings: Da
     return register_model(mlflow_names, pipeline, features)
 
 
-def scorer_settings(
-    kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings, **extra: Any
-) -> ScorerSettings:
-    return ScorerSettings(
-        kafka=kafka, influxdb=influx, mlflow=mlflow, group_id=f"scorer-{uuid.uuid4().hex[:8]}", **extra
-    )
+@dataclass(frozen=True)
+class Rig:
+    """One test's own topics, InfluxDB database and registered model name, and Spambase to feed them."""
+
+    kafka: KafkaSettings
+    influx: InfluxSettings
+    mlflow: MlflowSettings
+    dataset: DatasetSettings
+
+    def scorer(self, **extra: Any) -> ScorerSettings:
+        return scorer_settings(self.kafka, self.influx, self.mlflow, **extra)
+
+    def rows(self, count: int) -> pd.DataFrame:
+        return spambase_rows(self.dataset, count)
+
+    def points(self, query: str) -> list[dict[str, Any]]:
+        return influx_rows(self.influx, query)
+
+
+@pytest.fixture
+def rig(
+    kafka_topics: KafkaSettings,
+    influx_db: InfluxSettings,
+    mlflow_names: MlflowSettings,
+    dataset_settings: DatasetSettings,
+) -> Rig:
+    return Rig(kafka_topics, influx_db, mlflow_names, dataset_settings)
 
 
 def influx_rows(influx: InfluxSettings, query: str) -> list[dict[str, Any]]:
@@ -51,37 +80,32 @@ def prediction_count(influx: InfluxSettings) -> int:
     return int(rows[0]["count"]) if rows else 0
 
 
-def test_scores_every_event_with_the_production_version(
-    kafka_topics: KafkaSettings,
-    influx_db: InfluxSettings,
-    mlflow_names: MlflowSettings,
-    dataset_settings: DatasetSettings,
-) -> None:
+def test_scores_every_event_with_the_production_version(rig: Rig) -> None:
     from fireman.training.settings import TrainingSettings
     from fireman.training.workflow import run_training
 
     trained = run_training(
-        TrainingSettings(mlflow=mlflow_names, dataset=dataset_settings),
+        TrainingSettings(mlflow=rig.mlflow, dataset=rig.dataset),
         promote="force",
         params={"n_estimators": 60},
     )
     production, pipeline = trained.version, trained.model
-    rows = spambase_rows(dataset_settings, 5000)
+    rows = rig.rows(5000)
     events = make_events(rows)
     poison = [
         b"{not json",
         orjson.dumps({"event_id": "p1", "sensor_id": "s", "timestamp": 1, "features": {"Cont_1": "x"}}),
     ]
-    produce_events(kafka_topics, events, extra=poison)
+    produce_events(rig.kafka, events, extra=poison)
 
-    with running(scorer_settings(kafka_topics, influx_db, mlflow_names)) as scorer:
+    with running(rig.scorer()) as scorer:
         assert wait_for(lambda: scorer.stats.committed >= len(events) + len(poison), 90), scorer.stats
 
-    messages = read_topic(kafka_topics, kafka_topics.topic_predictions, len(events))
+    messages = read_topic(rig.kafka, rig.kafka.topic_predictions, len(events))
     predictions = {p["event_id"]: p for p in (orjson.loads(m.value()) for m in messages)}
     assert len(messages) == len(events) == len(predictions)
     assert {p["model_version"] for p in predictions.values()} == {production}
-    assert {p["model_name"] for p in predictions.values()} == {mlflow_names.model_name}
+    assert {p["model_name"] for p in predictions.values()} == {rig.mlflow.model_name}
     assert all(p["run_id"] for p in predictions.values())
     assert all(m.key().decode() == orjson.loads(m.value())["sensor_id"] for m in messages)
 
@@ -92,7 +116,7 @@ def test_scores_every_event_with_the_production_version(
     assert (online == offline).all()
     assert np.allclose(online_proba, offline_proba)
 
-    points = influx_rows(influx_db, "SELECT event_id, prediction, model_version, latency_ms FROM predictions")
+    points = rig.points("SELECT event_id, prediction, model_version, latency_ms FROM predictions")
     assert len(points) == len(events)
     assert {p["event_id"] for p in points} == set(predictions)
     assert {p["model_version"] for p in points} == {production}
@@ -100,7 +124,7 @@ def test_scores_every_event_with_the_production_version(
     assert all(by_id[e.event_id]["prediction"] == predictions[e.event_id]["prediction"] for e in events)
     assert all(by_id[e.event_id]["time"] == e.timestamp for e in events[:100])
 
-    dead = read_topic(kafka_topics, kafka_topics.topic_dlq, len(poison))
+    dead = read_topic(rig.kafka, rig.kafka.topic_dlq, len(poison))
     assert sorted(m.value() for m in dead) == sorted(poison)
     reasons = [dict(m.headers())["error"].decode() for m in dead]
     assert any("invalid JSON" in r for r in reasons)
@@ -108,25 +132,20 @@ def test_scores_every_event_with_the_production_version(
 
 
 def test_replay_by_another_version_overwrites_instead_of_duplicating(
-    kafka_topics: KafkaSettings,
-    influx_db: InfluxSettings,
-    mlflow_names: MlflowSettings,
-    production: str,
-    pipeline: Any,
-    dataset_settings: DatasetSettings,
+    rig: Rig, production: str, pipeline: Any
 ) -> None:
-    rows = spambase_rows(dataset_settings, 1000)
+    rows = rig.rows(1000)
     events = make_events(rows, sensors=2)  # many events share a sensor and a millisecond
-    produce_events(kafka_topics, events)
-    with running(scorer_settings(kafka_topics, influx_db, mlflow_names)) as scorer:
+    produce_events(rig.kafka, events)
+    with running(rig.scorer()) as scorer:
         assert wait_for(lambda: scorer.stats.committed >= len(events), 60)
-    assert prediction_count(influx_db) == len(events)
+    assert prediction_count(rig.influx) == len(events)
 
-    newer = register_model(mlflow_names, pipeline, rows[list(FEATURE_NAMES)].head(20))
+    newer = register_model(rig.mlflow, pipeline, rows[list(FEATURE_NAMES)].head(20))
     # A new group replays the whole topic, as after a lost offset commit, but with the new version.
-    with running(scorer_settings(kafka_topics, influx_db, mlflow_names)) as scorer:
+    with running(rig.scorer()) as scorer:
         assert wait_for(lambda: scorer.stats.committed >= len(events), 60)
-    points = influx_rows(influx_db, "SELECT event_id, model_version FROM predictions")
+    points = rig.points("SELECT event_id, model_version FROM predictions")
     assert len(points) == len(events)
     assert {p["model_version"] for p in points} == {newer}
 
@@ -171,94 +190,76 @@ def versions_in_partition_order(kafka: KafkaSettings, expected: int) -> tuple[se
 
 
 def test_alias_move_switches_the_version_live_without_losing_events(
-    kafka_topics: KafkaSettings,
-    influx_db: InfluxSettings,
-    mlflow_names: MlflowSettings,
-    production: str,
-    pipeline: Any,
-    dataset_settings: DatasetSettings,
+    rig: Rig, production: str, pipeline: Any
 ) -> None:
-    rows = spambase_rows(dataset_settings, 6000)
-    settings = scorer_settings(kafka_topics, influx_db, mlflow_names, reload_interval_s=0.5, max_batch=200)
-    with running(settings) as scorer, Feed(kafka_topics, rows) as feed:
+    rows = rig.rows(6000)
+    settings = rig.scorer(reload_interval_s=0.5, max_batch=200)
+    with running(settings) as scorer, Feed(rig.kafka, rows) as feed:
         assert wait_for(lambda: scorer.stats.scored > 500, 60)
-        newer = register_model(mlflow_names, pipeline, rows[list(FEATURE_NAMES)].head(20))
+        newer = register_model(rig.mlflow, pipeline, rows[list(FEATURE_NAMES)].head(20))
         assert wait_for(lambda: scorer.stats.model_version == newer, 60)
         switched_at = scorer.stats.scored
         assert wait_for(lambda: scorer.stats.scored > switched_at + 500 or not feed.thread.is_alive(), 60)
         feed.thread.join(timeout=60)
         assert wait_for(lambda: scorer.stats.committed >= len(feed.sent), 60)
 
-    ids, versions = versions_in_partition_order(kafka_topics, len(feed.sent))
+    ids, versions = versions_in_partition_order(rig.kafka, len(feed.sent))
     assert ids == set(feed.sent)
     for sequence in versions:
         # In each partition, v1 until the switch and the new version from then on.
         assert sequence == sorted(sequence, key=lambda v: v == newer)
     assert any(newer in sequence for sequence in versions)
-    assert prediction_count(influx_db) == len(feed.sent)
-    events = influx_rows(influx_db, "SELECT * FROM model_events WHERE event = 'switch'")
+    assert prediction_count(rig.influx) == len(feed.sent)
+    events = rig.points("SELECT * FROM model_events WHERE event = 'switch'")
     assert [(e["from_version"], e["to_version"]) for e in events] == [(production, newer)]
     assert events[0]["load_seconds"] > 0
 
 
-def test_broken_model_is_refused_and_the_old_version_keeps_serving(
-    kafka_topics: KafkaSettings,
-    influx_db: InfluxSettings,
-    mlflow_names: MlflowSettings,
-    production: str,
-    dataset_settings: DatasetSettings,
-) -> None:
+def test_broken_model_is_refused_and_the_old_version_keeps_serving(rig: Rig, production: str) -> None:
     from sklearn.ensemble import RandomForestClassifier
 
-    rows = spambase_rows(dataset_settings, 2000)
-    produce_events(kafka_topics, make_events(rows.head(1000)))
-    settings = scorer_settings(kafka_topics, influx_db, mlflow_names, reload_interval_s=0.5)
-    with running(settings) as scorer:
+    rows = rig.rows(2000)
+    produce_events(rig.kafka, make_events(rows.head(1000)))
+    with running(rig.scorer(reload_interval_s=0.5)) as scorer:
         assert wait_for(lambda: scorer.stats.committed >= 1000, 60)
         wrong = pd.DataFrame(
             rows[list(FEATURE_NAMES[:10])].fillna(0).to_numpy(), columns=[f"f_{i}" for i in range(10)]
         )
         broken = RandomForestClassifier(n_estimators=3, random_state=0).fit(wrong, rows["label"])
-        broken_version = register_model(mlflow_names, broken, wrong)
+        broken_version = register_model(rig.mlflow, broken, wrong)
 
         def refused() -> list[dict[str, Any]]:
-            return influx_rows(influx_db, "SELECT * FROM model_events WHERE event = 'refused'")
+            return rig.points("SELECT * FROM model_events WHERE event = 'refused'")
 
         assert wait_for(lambda: bool(refused()), 60)
-        produce_events(kafka_topics, make_events(rows.tail(1000)))
+        produce_events(rig.kafka, make_events(rows.tail(1000)))
         assert wait_for(lambda: scorer.stats.committed >= 2000, 60)
         assert scorer.stats.model_version == production
 
     [event] = refused()
     assert (event["from_version"], event["to_version"]) == (production, broken_version)
     assert "not event features" in event["reason"]
-    points = influx_rows(influx_db, "SELECT event_id, model_version FROM predictions")
+    points = rig.points("SELECT event_id, model_version FROM predictions")
     assert len(points) == 2000
     assert {p["model_version"] for p in points} == {production}
 
 
-def test_two_scorers_in_one_group_split_the_partitions(
-    kafka_topics: KafkaSettings,
-    influx_db: InfluxSettings,
-    mlflow_names: MlflowSettings,
-    production: str,
-    dataset_settings: DatasetSettings,
-) -> None:
-    settings = scorer_settings(kafka_topics, influx_db, mlflow_names)
+def test_two_scorers_in_one_group_split_the_partitions(rig: Rig, production: str) -> None:
+    settings = rig.scorer()
     with running(settings) as first, running(settings) as second:
         assert wait_for(lambda: len(first.assignment()) == len(second.assignment()) == 2, 60)
-        events = make_events(spambase_rows(dataset_settings, 8000))
-        produce_events(kafka_topics, events)
+        events = make_events(rig.rows(8000))
+        produce_events(rig.kafka, events)
         assert wait_for(lambda: first.stats.committed + second.stats.committed >= len(events), 90)
         assert first.stats.scored > 0 and second.stats.scored > 0
         assert sorted(first.assignment() + second.assignment()) == [
-            (kafka_topics.topic_measurements, p) for p in range(4)
+            (rig.kafka.topic_measurements, p) for p in range(4)
         ]
 
-    messages = read_topic(kafka_topics, kafka_topics.topic_predictions, len(events))
+    messages = read_topic(rig.kafka, rig.kafka.topic_predictions, len(events))
     ids = [orjson.loads(m.value())["event_id"] for m in messages]
     assert len(ids) == len(set(ids)) == len(events)  # no event scored by both
-    assert prediction_count(influx_db) == len(events)
+    assert prediction_count(rig.influx) == len(events)
 
 
 def test_influxdb_outage_keeps_kafka_output_flowing_pauses_then_loses_nothing(
@@ -289,27 +290,21 @@ def test_influxdb_outage_keeps_kafka_output_flowing_pauses_then_loses_nothing(
     assert prediction_count(influx) == len(events)
 
 
-def test_predictions_kafka_refuses_are_not_committed_and_are_scored_again(
-    kafka_topics: KafkaSettings,
-    influx_db: InfluxSettings,
-    mlflow_names: MlflowSettings,
-    production: str,
-    dataset_settings: DatasetSettings,
-) -> None:
+def test_predictions_kafka_refuses_are_not_committed_and_are_scored_again(rig: Rig, production: str) -> None:
     # Without its predictions topic (and with auto-create off) the broker refuses every prediction,
     # as it would during an outage longer than the delivery timeout.
-    delete_topics(kafka_topics, [kafka_topics.topic_predictions])
-    settings = scorer_settings(kafka_topics, influx_db, mlflow_names, max_batch=100, delivery_timeout_ms=1500)
-    events = make_events(spambase_rows(dataset_settings, 400))
+    delete_topics(rig.kafka, [rig.kafka.topic_predictions])
+    settings = rig.scorer(max_batch=100, delivery_timeout_ms=1500)
+    events = make_events(rig.rows(400))
     with running(settings) as scorer:
         assert wait_for(lambda: bool(scorer.assignment()), 60)
-        produce_events(kafka_topics, events)
+        produce_events(rig.kafka, events)
         assert wait_for(lambda: scorer.stats.rewinds >= 2, 60), "the refused batch was not retried"
         assert scorer.stats.committed == 0
-        assert prediction_count(influx_db) == 0  # nothing of a refused batch reaches InfluxDB either
-        ensure_topics(kafka_topics, [kafka_topics.topic_predictions])
+        assert prediction_count(rig.influx) == 0  # nothing of a refused batch reaches InfluxDB either
+        ensure_topics(rig.kafka, [rig.kafka.topic_predictions])
         assert wait_for(lambda: scorer.stats.committed >= len(events), 120)
-    messages = read_topic(kafka_topics, kafka_topics.topic_predictions, len(events))
+    messages = read_topic(rig.kafka, rig.kafka.topic_predictions, len(events))
     ids = [orjson.loads(m.value())["event_id"] for m in messages]
     assert sorted(ids) == sorted(e.event_id for e in events)
-    assert prediction_count(influx_db) == len(events)
+    assert prediction_count(rig.influx) == len(events)

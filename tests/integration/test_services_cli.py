@@ -8,13 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
 import pytest
 
 from fireman.services.process import PidRecord, wait_until
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import free_port, share_kafka_jars
 
 FIREMAN = str(Path(sys.executable).with_name("fireman"))
 
@@ -25,8 +26,9 @@ def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.Com
     )
 
 
-def private_env(home: Path, path: str | None = None) -> dict[str, str]:
-    env = dict(os.environ)
+def private_env(home: Path, path: str | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (this process's environment by default) with state dir ``home`` and free server ports."""
+    env = dict(os.environ if base is None else base)
     env.update(
         FIREMAN_HOME=str(home),
         FIREMAN_KAFKA_PORT=str(free_port()),
@@ -39,13 +41,6 @@ def private_env(home: Path, path: str | None = None) -> dict[str, str]:
     if path is not None:
         env["PATH"] = path
     return env
-
-
-def share_kafka_jars(home: Path) -> None:
-    shared = Path(os.environ.get("FIREMAN_HOME", REPO_ROOT / ".fireman")) / "kafka" / "libs"
-    (home / "kafka").mkdir(parents=True)
-    if shared.is_dir():
-        (home / "kafka" / "libs").symlink_to(shared)
 
 
 def processes_under(home: Path) -> list[psutil.Process]:

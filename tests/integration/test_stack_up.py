@@ -23,30 +23,23 @@ from mlflow.exceptions import MlflowException
 from fireman.common.influx import InfluxClient, InfluxError
 from fireman.common.settings import InfluxSettings
 from fireman.services.process import wait_until
-from tests.conftest import REPO_ROOT, SHARED_SPAMBASE, free_port
+from tests.conftest import REPO_ROOT, SHARED_SPAMBASE, free_port, share_kafka_jars
 from tests.integration.test_airflow_support import without_in_process_airflow
-from tests.integration.test_services_cli import processes_under, share_kafka_jars
+from tests.integration.test_services_cli import private_env, processes_under
+from tests.support.background import stop_process
 
 FIREMAN = str(Path(sys.executable).with_name("fireman"))
 
 
 def stack_env(home: Path) -> dict[str, str]:
-    env = without_in_process_airflow(os.environ)
-    spambase = os.environ.get("FIREMAN_SPAMBASE_PATH") or str(SHARED_SPAMBASE)
+    env = private_env(home, base=without_in_process_airflow(os.environ))
     env.update(
-        FIREMAN_HOME=str(home),
-        FIREMAN_SPAMBASE_PATH=spambase,
-        FIREMAN_KAFKA_PORT=str(free_port()),
-        FIREMAN_KAFKA_CONTROLLER_PORT=str(free_port()),
-        FIREMAN_INFLUXDB_PORT=str(free_port()),
-        FIREMAN_INFLUXDB_RPC_PORT=str(free_port()),
-        FIREMAN_MLFLOW_PORT=str(free_port()),
+        FIREMAN_SPAMBASE_PATH=os.environ.get("FIREMAN_SPAMBASE_PATH") or str(SHARED_SPAMBASE),
         FIREMAN_AIRFLOW_PORT=str(free_port()),
         FIREMAN_AIRFLOW_WORKER_LOG_PORT=str(free_port()),
         FIREMAN_AIRFLOW_TRIGGER_LOG_PORT=str(free_port()),
         FIREMAN_COLLECTOR_PORT=str(free_port()),
         FIREMAN_DASHBOARD_PORT=str(free_port()),
-        COLUMNS="200",
     )
     env.pop("FIREMAN_GENERATOR_COLLECTOR_URL", None)
     return env
@@ -119,11 +112,7 @@ def test_fireman_up_tells_the_whole_story(tmp_path: Path) -> None:
         switch = influx.query('SELECT "to_version" FROM "model_events" WHERE "event" = \'switch\'')
         assert [row["to_version"] for row in switch] == ["2"]
     finally:
-        up.send_signal(signal.SIGINT)
-        try:
-            up.wait(timeout=180)
-        except subprocess.TimeoutExpired:
-            up.kill()
+        stop_process(up, signal.SIGINT, timeout_s=180)
         influx.close()
     print(log_path.read_text()[-3000:])
     assert up.returncode == 0

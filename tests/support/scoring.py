@@ -5,7 +5,6 @@ Events and their producing come from ``fireman.bench.workload``, which the bench
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,10 +17,11 @@ from fireman.common import mlflow_uri
 from fireman.common.dataset import load_spambase
 from fireman.common.model_registry import RegistryClient
 from fireman.common.schema import FEATURE_NAMES, LABEL_COLUMN
-from fireman.common.settings import DatasetSettings, KafkaSettings, MlflowSettings
+from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
 from fireman.services.process import wait_until
 from fireman.serving.scorer import Scorer
 from fireman.serving.settings import ScorerSettings
+from tests.support.background import on_thread
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -114,26 +114,18 @@ def set_production(mlflow_settings: MlflowSettings, version: str) -> None:
         client.set_alias(mlflow_settings.model_name, mlflow_settings.production_alias, version)
 
 
+def scorer_settings(
+    kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings, **extra: Any
+) -> ScorerSettings:
+    """The scorer on a test's own names, in a consumer group of its own."""
+    return ScorerSettings(
+        kafka=kafka, influxdb=influx, mlflow=mlflow, group_id=f"scorer-{uuid.uuid4().hex[:8]}", **extra
+    )
+
+
 @contextmanager
 def running(settings: ScorerSettings) -> Iterator[Scorer]:
     """A scorer on a thread of this process; stopped, and checked to have stopped cleanly, on exit."""
     scorer = Scorer(settings)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            scorer.run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-            raise
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    try:
+    with on_thread(scorer.run, "scorer"):
         yield scorer
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-    assert not thread.is_alive(), "the scorer did not stop"
-    assert not errors, errors
