@@ -10,6 +10,7 @@ from typing import Any
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from fireman.common.settings import AirflowSettings
+from fireman.training.gate import PROMOTE_MODES
 from fireman.training.settings import TrainingSettings
 
 DAG_ID = "retrain_spam_classifier"
@@ -26,13 +27,21 @@ The stream scorer picks up a new `production` version by itself.
 | `extract` | `measurements` joined with `labels` over the window, as parquet in `$FIREMAN_HOME/retrain/` |
 | `validate` | row count, both classes, class balance, missing share; fails with the reason when unusable |
 | `train` | logs the run to MLflow and registers a version (a re-run reuses it) |
-| `evaluate_and_promote` | the gate: challenger vs champion on the same hold-out |
+| `evaluate_and_promote` | the gate: challenger vs champion on the same hold-out (`live`: see below) |
+| `await_live_evidence` | `live` mode: waits for the live evidence; other modes: done at once |
+| `decide_on_live_evidence` | `live` mode: promotes on live evidence or leaves production; tags it |
 | `report` | the summary, in the log and as `retrain.*` tags on the MLflow run |
 
 **Window**: `window_start` (what `monitor_drift` sends) until `window_end` or the run's moment; else,
 for a scheduled run, its data interval; else (a run you trigger) the last `window_hours` hours before the
 moment of the trigger (default `FIREMAN_TRAIN_HISTORY_HOURS`).
 Gate metric and margin default to `FIREMAN_TRAIN_GATE_METRIC` / `FIREMAN_TRAIN_MARGIN`.
+**Promote mode**: `auto` (the hold-out gate; a version it does not promote becomes the `challenger`, scored
+in shadow by the scorer), `never`, `force`, or `live`: the version becomes the `challenger`, the sensor
+waits (rescheduled every `FIREMAN_TRAIN_LIVE_POKE_INTERVAL_S`, holding no worker) until both versions
+scored `FIREMAN_TRAIN_LIVE_MIN_EVENTS` labelled live events, and it is promoted only if it beats
+production there on the gate metric (accuracy or f1) by the margin. After
+`FIREMAN_TRAIN_LIVE_TIMEOUT_HOURS` the wait gives up and production stays as it is.
 Schedule: `FIREMAN_AIRFLOW_RETRAIN_SCHEDULE` (default `@daily`, `none` for manual runs only).
 
 In MLflow, the run carries the tag `fireman.airflow_run` = `retrain_spam_classifier/<run id>`.
@@ -41,9 +50,13 @@ In MLflow, the run carries the tag `fireman.airflow_run` = `retrain_spam_classif
 METRICS = ["f1", "accuracy", "precision", "recall", "roc_auc"]
 
 
+# FIREMAN_TRAIN_* read from the environment (no I/O): the form's defaults and the live wait's pace.
+DEFAULTS = TrainingSettings()
+
+
 def _params() -> dict[str, Param]:
-    # The form shows the values a run would use: FIREMAN_TRAIN_* read from the environment (no I/O).
-    defaults = TrainingSettings()
+    # The form shows the values a run would use.
+    defaults = DEFAULTS
     return {
         "window_hours": Param(
             defaults.history_hours,
@@ -88,9 +101,11 @@ def _params() -> dict[str, Param]:
         "promote_mode": Param(
             "auto",
             type="string",
-            enum=["auto", "never", "force"],
+            enum=list(PROMOTE_MODES),
             title="Promote mode",
-            description="auto: through the gate; never: register only; force: promote, bypassing the gate.",
+            description="auto: through the gate; never: register only; force: promote, bypassing the gate; "
+            "live: shadow-score the new version and promote it only if it beats production on live labelled "
+            "events (gate metric accuracy or f1).",
         ),
         "reason": Param(
             None,
@@ -154,6 +169,25 @@ def retrain_spam_classifier() -> None:
             trained["version"], params.get("gate_metric"), params.get("margin"), params["promote_mode"]
         )
 
+    # Reschedule mode frees the worker slot between pokes. A wait that times out is skipped (soft_fail),
+    # not failed: the decision task still runs and records that the evidence fell short.
+    @task.sensor(
+        poke_interval=DEFAULTS.live_poke_interval_s,
+        timeout=DEFAULTS.live_timeout_hours * 3600,
+        mode="reschedule",
+        soft_fail=True,
+    )
+    def await_live_evidence(decision: dict[str, Any]) -> Any:
+        from fireman.training import dag_tasks
+
+        return dag_tasks.await_live_evidence(decision)
+
+    @task(trigger_rule="none_failed")
+    def decide_on_live_evidence(decision: dict[str, Any]) -> dict[str, Any]:
+        from fireman.training import dag_tasks
+
+        return dag_tasks.decide_on_live_evidence(decision)
+
     @task
     def report(
         extracted: dict[str, Any],
@@ -170,7 +204,9 @@ def retrain_spam_classifier() -> None:
     extracted: Any = extract()
     validated: Any = validate(extracted)
     trained: Any = train(extracted, validated)
-    decision: Any = evaluate_and_promote(trained)
+    evaluated: Any = evaluate_and_promote(trained)
+    decision: Any = decide_on_live_evidence(evaluated)
+    await_live_evidence(evaluated) >> decision
     report(extracted, validated, trained, decision)
 
 

@@ -84,7 +84,9 @@ def register(app: typer.Typer) -> None:
             None, "--last-hours", help="Influx window: the last N hours (FIREMAN_TRAIN_HISTORY_HOURS)."
         ),
         promote: str = typer.Option(
-            "auto", "--promote", help="auto (gate), never, or force (bypass the gate)."
+            "auto",
+            "--promote",
+            help="auto (gate), never, force (bypass the gate), or live (challenger, decided on live data).",
         ),
         split: str | None = typer.Option(None, "--split", help="stratified (default) or time (influx only)."),
         missing_rate: float | None = typer.Option(
@@ -126,24 +128,72 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         verdict = "[green]promoted[/]" if outcome.promoted else "[yellow]not promoted[/]"
         console.print(f"decision  {verdict} ({outcome.decision}): {outcome.reason}")
+        if outcome.challenger:
+            console.print(
+                f"          v{outcome.version} is now {settings.mlflow.challenger_alias!r}, scored in shadow "
+                "beside production: `fireman promote --live` decides on live evidence",
+                highlight=False,
+            )
 
     @app.command("promote")
     def promote_version(
-        version: str = typer.Argument(..., help="Registered model version to serve."),
+        version: str | None = typer.Argument(
+            None, help="Registered model version to serve (with --live, default: the challenger alias's)."
+        ),
+        live: bool = typer.Option(
+            False,
+            "--live",
+            help="Promote only if VERSION beats production on live labelled events "
+            "(FIREMAN_TRAIN_LIVE_MIN_EVENTS, _GATE_METRIC, _MARGIN). Exit 1 when not promoted.",
+        ),
         by: str | None = typer.Option(
             None, "--by", help="Who is promoting (default: FIREMAN_ACTOR or $USER)."
         ),
     ) -> None:
-        """Manually point `production` at VERSION, bypassing the gate (recorded on the versions)."""
+        """Point `production` at VERSION: manually, bypassing the gate, or with --live on live evidence."""
         from fireman.training import registry
 
         settings = _settings()
+        if live:
+            _promote_live(settings, version, by or registry.actor())
+            return
+        if version is None:
+            raise UserError(
+                "name the VERSION to promote, or use --live to promote the challenger on live evidence"
+            )
         with _registry(settings) as client:
             change = registry.promote_manually(client, settings.mlflow, version, by or registry.actor())
+        _print_change(settings, change.production, change.previous)
+
+    def _print_change(settings: Any, production: str, previous: str | None, why: str = "") -> None:
         name = settings.mlflow.model_name
-        console.print(f"{name}: production -> v{change.production}", highlight=False)
-        if change.previous:
-            console.print(f"{name}: previous -> v{change.previous}", highlight=False)
+        console.print(f"{name}: production -> v{production}{why}", highlight=False, soft_wrap=True)
+        if previous:
+            console.print(f"{name}: previous -> v{previous}", highlight=False)
+
+    def _promote_live(settings: Any, version: str | None, by: str) -> None:
+        from fireman.training import live_gate
+
+        live_gate.require_live_metric(settings)
+        with _registry(settings) as client:
+            decision = live_gate.decide(settings, client, version, by)
+        if decision.promoted:
+            _print_change(settings, decision.version, decision.champion, f" ({decision.reason})")
+            return
+        evidence = decision.comparison
+        if decision.decision == "insufficient":
+            message = (
+                f"not enough live evidence for v{decision.version}: {evidence.events} of "
+                f"{settings.live_min_events} labelled events scored by both it and production "
+                f"v{decision.champion}; production unchanged"
+            )
+        else:
+            message = (
+                f"v{decision.version} not promoted: {decision.reason}; production stays v{decision.champion}"
+            )
+        # One line whatever the terminal's width: scripts read it.
+        console.print(message, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
     @app.command("rollback")
     def rollback(
@@ -188,8 +238,10 @@ def register(app: typer.Typer) -> None:
         table.add_column("created (UTC)", overflow="fold")
         for row in rows:
             metrics = [f"{row.metrics[k]:.3f}" if k in row.metrics else "-" for k in registry.KEY_METRICS]
-            # The gate's verdict, and whether someone promoted the version past it (who: --json).
-            decision = (row.decision or "-") + (" + manual" if row.manual else "")
+            # The gate's verdict, the live gate's, and whether someone promoted the version past them
+            # (who: --json).
+            decision = (row.decision or "-") + (f", live {row.live}" if row.live else "")
+            decision += " + manual" if row.manual else ""
             created = row.created.replace("T", " ")[:16]
             table.add_row(row.version, ", ".join(row.aliases) or "-", decision, *metrics, created)
         console.print(table)

@@ -33,13 +33,13 @@ from fireman.common.errors import UserError
 from fireman.common.influx import InfluxUnavailable
 from fireman.common.model_registry import RegistryClient
 from fireman.common.schema import FEATURE_NAMES, LABEL_COLUMN
-from fireman.training import sources, workflow
+from fireman.training import live_gate, registry, sources, workflow
+from fireman.training.gate import PROMOTE_MODES
 from fireman.training.settings import TrainingSettings
 
 log = logging.getLogger(__name__)
 
 RUN_TAG = "fireman.airflow_run"
-PROMOTE_MODES = ("auto", "never", "force")
 GATE_METRICS: tuple[str, ...] = get_args(TrainingSettings.model_fields["gate_metric"].annotation)
 
 P = ParamSpec("P")
@@ -331,6 +331,8 @@ def evaluate_and_promote(
             raise UserError(f"margin must be zero or more, got {margin}")
         overrides["margin"] = float(margin)
     settings = settings.model_copy(update=overrides)
+    if promote == "live":
+        live_gate.require_live_metric(settings)
     with mlflow_in_task_log():
         decision = workflow.evaluate_and_promote(settings, str(version), promote)
     log.info(
@@ -350,6 +352,82 @@ def evaluate_and_promote(
         "gate_metric": settings.gate_metric,
         "margin": settings.margin,
         "promote": promote,
+        "challenger": decision.challenger,
+    }
+
+
+# --- live mode: the candidate is the challenger until live evidence decides --------------------------
+
+
+def _awaits_live_evidence(decision: Mapping[str, Any]) -> bool:
+    return decision.get("promote") == "live" and decision.get("decision") == "challenger"
+
+
+def _live_settings(decision: Mapping[str, Any]) -> RetrainSettings:
+    """The run's settings with the gate metric and margin its evaluation used (the trigger form's)."""
+    update = {"gate_metric": decision["gate_metric"], "margin": float(decision["margin"])}
+    return RetrainSettings().model_copy(update=update)
+
+
+@fail_fast_on_bad_input
+def await_live_evidence(decision: Mapping[str, Any]) -> Any:
+    """The sensor's poke: done once ``live_min_events`` labelled events were scored by both versions.
+
+    Also done when there is nothing to wait for: another mode, or the version is no longer comparable
+    (promoted or unknown meanwhile); ``decide_on_live_evidence`` then says why. Returns Airflow's
+    ``PokeReturnValue`` with the counts as XCom.
+    """
+    from airflow.sdk import PokeReturnValue
+
+    if not _awaits_live_evidence(decision):
+        return PokeReturnValue(is_done=True, xcom_value={"waited": False})
+    settings = _live_settings(decision)
+    with RegistryClient(settings.mlflow) as client:
+        try:
+            challenger, champion = live_gate.versions(client, settings, str(decision["version"]))
+        except UserError as exc:
+            log.info("no live evidence to wait for: %s", exc)
+            return PokeReturnValue(is_done=True, xcom_value={"waited": True, "note": str(exc)})
+    evidence = live_gate.gather(settings, challenger, champion)
+    needed = settings.live_min_events
+    log.info(
+        "v%s (challenger) against v%s (production): %d of %d live labelled events (%d shadow predictions)",
+        challenger,
+        champion,
+        evidence.events,
+        needed,
+        evidence.shadow_predictions,
+    )
+    counts = {"waited": True, "events": evidence.events, "needed": needed, "champion": champion}
+    return PokeReturnValue(is_done=evidence.events >= needed, xcom_value=counts)
+
+
+@fail_fast_on_bad_input
+def decide_on_live_evidence(decision: Mapping[str, Any]) -> dict[str, Any]:
+    """Live mode: promote the challenger if it wins on live evidence, else leave production alone; the
+    outcome is tagged on both versions either way (also when the wait timed out with too little).
+    Other modes pass the evaluation's decision through."""
+    if not _awaits_live_evidence(decision):
+        return dict(decision)
+    settings = _live_settings(decision)
+    with RegistryClient(settings.mlflow) as client:
+        try:
+            live = live_gate.decide(
+                settings, client, str(decision["version"]), registry.actor(), record_insufficient=True
+            )
+        except UserError as exc:
+            if _transient(exc):
+                raise
+            log.warning("no live decision for version %s: %s", decision["version"], exc)
+            return {**decision, "decision": "undecided", "reason": f"no live decision: {exc}"}
+    log.info("version %s on live evidence: %s (%s)", live.version, live.decision, live.reason)
+    return {
+        **decision,
+        "promoted": live.promoted,
+        "decision": live.decision,
+        "reason": live.reason,
+        "champion": live.champion,
+        "metrics": live.evidence(settings.live_min_events),
     }
 
 

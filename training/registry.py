@@ -1,8 +1,10 @@
-"""The model registry, MLflow 3 style: aliases ``production`` (serving) and ``previous`` (rollback).
+"""The model registry, MLflow 3 style: aliases ``production`` (serving), ``previous`` (rollback) and
+``challenger`` (scored in shadow beside production).
 
 Stages are deprecated and never used. Every change of ``production`` is recorded as version tags:
-``gate.*`` on the version a decision was about, ``gate.challenge.v<N>`` on the champion it faced,
-``manual.*`` on a version promoted past the gate, and in the production history that rollback reads
+``gate.*`` on the version a decision was about, ``gate.challenge.v<N>`` on the champion it faced
+(``live.*`` and ``live.challenge.v<N>`` for decisions on live evidence), ``manual.*`` on a version
+promoted past the gate, and in the production history that rollback reads
 (``fireman.common.production_history``).
 """
 
@@ -70,32 +72,42 @@ def record_decision(
     reason: str,
     metrics: dict[str, Any],
     by: str | None = None,
+    prefix: str = "gate",
 ) -> None:
-    """Tag both versions with what was compared, the outcome, why and when."""
+    """Tag both versions with what was compared, the outcome, why and when.
+
+    ``prefix`` names the evidence: ``gate`` (the hold-out) or ``live`` (shadow predictions), so a
+    live decision keeps the hold-out's record beside it.
+    """
     when = now_iso()
     record = {"decision": decision, "reason": reason, "time": when, "metrics": metrics}
     tags = {
-        "gate.decision": decision,
-        "gate.reason": reason,
-        "gate.time": when,
-        "gate.compared_with": champion or "none",
-        "gate.metrics": json.dumps(metrics, sort_keys=True),
+        f"{prefix}.decision": decision,
+        f"{prefix}.reason": reason,
+        f"{prefix}.time": when,
+        f"{prefix}.compared_with": champion or "none",
+        f"{prefix}.metrics": json.dumps(metrics, sort_keys=True),
     }
     if by:
-        tags["gate.by"] = by
+        tags[f"{prefix}.by"] = by
         record["by"] = by
     set_tags(client, name, challenger, tags)
     if champion is not None and champion != challenger:
         set_tags(
-            client, name, champion, {f"gate.challenge.v{challenger}": json.dumps(record, sort_keys=True)}
+            client, name, champion, {f"{prefix}.challenge.v{challenger}": json.dumps(record, sort_keys=True)}
         )
 
 
+def make_challenger(client: RegistryClient, settings: MlflowSettings, version: str) -> None:
+    """Point the ``challenger`` alias at ``version``: the scorer scores it in shadow beside production."""
+    client.set_alias(settings.model_name, settings.challenger_alias, str(version))
+
+
 def move_production(
-    client: RegistryClient, settings: MlflowSettings, version: str, how: str = "gate"
+    client: RegistryClient, settings: MlflowSettings, version: str, how: str = "gate", by: str | None = None
 ) -> str | None:
     """Point ``production`` at ``version`` and record the move; returns the version it replaced."""
-    old = production_history.push(client, settings, str(version), actor(), how)
+    old = production_history.push(client, settings, str(version), by or actor(), how)
     if old is not None:
         replaced = {"gate.replaced_by": version, "gate.replaced_time": now_iso()}
         set_tags(client, settings.model_name, old, replaced)
@@ -158,6 +170,7 @@ class VersionRow:
     data: dict[str, str]
     decision: str
     manual: dict[str, str]
+    live: str = ""  # the decision on live evidence, if any (``live.decision``)
 
 
 def list_versions(client: RegistryClient, settings: MlflowSettings) -> list[VersionRow]:
@@ -188,6 +201,7 @@ def list_versions(client: RegistryClient, settings: MlflowSettings) -> list[Vers
                 data={key: tags.get(key, "") for key in DATA_TAGS},
                 decision=tags.get("gate.decision", ""),
                 manual={k.removeprefix("manual."): v for k, v in tags.items() if k.startswith("manual.")},
+                live=tags.get("live.decision", ""),
             )
         )
     return rows

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fireman.common.settings import DatasetSettings, InfluxSettings, MlflowSettings, StateSettings
+from fireman.common.settings import (
+    DatasetSettings,
+    InfluxSettings,
+    LiveEvidenceSettings,
+    MlflowSettings,
+    StateSettings,
+)
 
 
 class TrainingSettings(BaseSettings):
@@ -17,6 +23,7 @@ class TrainingSettings(BaseSettings):
     influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
     dataset: DatasetSettings = Field(default_factory=DatasetSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    live: LiveEvidenceSettings = Field(default_factory=LiveEvidenceSettings)
 
     # Pipeline. Defaults were chosen on Spambase with 20% MCAR missingness (see docs/decisions.md):
     # entropy splits and balanced class weights gained about half a point of F1 over sklearn's defaults.
@@ -50,7 +57,33 @@ class TrainingSettings(BaseSettings):
     guard_metric: Literal["f1", "accuracy", "precision", "recall", "roc_auc"] = "roc_auc"
     guard_tolerance: float = Field(default=0.01, ge=0.0)
 
+    # Live promotion: the challenger, scored in shadow beside production, must beat it on the gate metric
+    # (accuracy or f1) by ``margin`` over at least ``live_min_events`` labelled events both scored.
+    live_min_events: int = Field(
+        default=500, ge=1, description="Labelled events both versions scored before a live decision."
+    )
+    # Reschedule mode frees the worker between checks; Airflow advises a minute or more between them.
+    live_poke_interval_s: float = Field(
+        default=300.0, ge=1, description="How often the DAG's live mode counts the live evidence."
+    )
+    # Below a day, so a daily schedule's next run is not held back by a run still waiting
+    # (max_active_runs is 1).
+    live_timeout_hours: float = Field(
+        default=12.0,
+        gt=0,
+        description="How long the DAG's live mode waits for evidence; then production stays.",
+    )
+
     health_timeout_s: float = Field(default=3.0, gt=0)
+
+    @model_validator(mode="after")
+    def _live_window_fits(self) -> TrainingSettings:
+        if self.live.max_events < self.live_min_events:
+            raise ValueError(
+                f"FIREMAN_LIVE_MAX_EVENTS ({self.live.max_events}) is below FIREMAN_TRAIN_LIVE_MIN_EVENTS "
+                f"({self.live_min_events}): a live comparison could never hold enough events"
+            )
+        return self
 
     def pipeline_params(self) -> dict[str, object]:
         return {

@@ -20,8 +20,8 @@ import pandas as pd
 from fireman.common.errors import UserError
 from fireman.common.model_registry import RegistryClient
 from fireman.common.schema import FEATURE_NAMES, LABEL_COLUMN
-from fireman.training import evaluation, registry, sources
-from fireman.training.gate import GateRule, Verdict, decide
+from fireman.training import evaluation, live_gate, registry, sources
+from fireman.training.gate import PROMOTE_MODES, GateRule, Verdict, decide
 from fireman.training.pipeline import PARAM_NAMES, build_pipeline, fit_params_for
 from fireman.training.settings import TrainingSettings
 from fireman.training.tracking import connect
@@ -45,6 +45,7 @@ class Decision:
     reason: str
     champion: str | None
     metrics: dict[str, dict[str, float]]
+    challenger: bool = False  # left as the challenger alias, scored in shadow beside production
 
 
 @dataclass
@@ -66,6 +67,7 @@ class TrainingOutcome:
     rows: int
     decision: str = ""
     champion: str | None = None
+    challenger: bool = False
     source: str = "file"
     since: str | None = None
     until: str | None = None
@@ -140,6 +142,10 @@ def evaluate_and_promote(settings: TrainingSettings, version: str, promote: str 
     connect(settings.mlflow, settings.health_timeout_s)
     with RegistryClient(settings.mlflow) as client:
         challenger = registry.get_version(client, settings.mlflow.model_name, version)
+        champion = client.version_by_alias(settings.mlflow.model_name, settings.mlflow.production_alias)
+        if promote == "live" and champion is not None and str(champion.version) != str(version):
+            # Live evidence decides, not the hold-out: nothing to download or score now.
+            return _await_live_evidence(settings, client, str(version), str(champion.version))
         try:
             local = mlflow.artifacts.download_artifacts(
                 run_id=challenger.run_id,
@@ -165,8 +171,10 @@ def run_training(
     last_hours: float | None = None,
     params: dict[str, Any] | None = None,
 ) -> TrainingOutcome:
-    if promote not in ("auto", "never", "force"):
-        raise UserError(f"unknown --promote {promote!r}: use auto, never or force")
+    if promote not in PROMOTE_MODES:
+        raise UserError(f"unknown --promote {promote!r}: use {', '.join(PROMOTE_MODES)}")
+    if promote == "live":
+        live_gate.require_live_metric(settings)
     _pipeline_params(settings, params)  # reject unknown parameters before any I/O
     client = connect(settings.mlflow, settings.health_timeout_s)
     started = time.perf_counter()
@@ -188,6 +196,7 @@ def run_training(
         rows=dataset.rows,
         decision=decision.decision,
         champion=decision.champion,
+        challenger=decision.challenger,
         source=info.source,
         since=info.since,
         until=info.until,
@@ -327,6 +336,8 @@ def _gate(
     champion = str(current.version) if current is not None else None
     if champion == version:
         return Decision(version, True, "unchanged", f"version {version} is already production", champion, {})
+    if promote == "live" and champion is not None:
+        return _await_live_evidence(settings, client, version, champion)
     challenger_scores = evaluation.score(model, holdout)
     champion_scores = evaluation.score(_load_version(settings, champion), holdout) if champion else None
     verdict: Verdict = decide(rule, challenger_scores, champion_scores, promote)
@@ -347,4 +358,23 @@ def _gate(
     )
     if verdict.promote:
         registry.move_production(client, settings.mlflow, version, how=verdict.decision)
-    return Decision(version, verdict.promote, verdict.decision, verdict.reason, champion, metrics)
+    shadow = not verdict.promote and promote == "auto"
+    if shadow:
+        # Not good enough on the hold-out, but the hold-out is not the live stream: scored in shadow, it
+        # gathers the live evidence `fireman promote --live` decides on.
+        registry.make_challenger(client, settings.mlflow, version)
+    return Decision(version, verdict.promote, verdict.decision, verdict.reason, champion, metrics, shadow)
+
+
+def _await_live_evidence(
+    settings: TrainingSettings, client: RegistryClient, version: str, champion: str
+) -> Decision:
+    """Live mode: the candidate becomes the challenger; live evidence, not the hold-out, decides later."""
+    live_gate.require_live_metric(settings)
+    reason = (
+        f"challenger: scored in shadow beside production v{champion}; promoted once it beats it on "
+        f"{settings.gate_metric} by {settings.margin} over {settings.live_min_events} live labelled events"
+    )
+    registry.make_challenger(client, settings.mlflow, version)
+    registry.record_decision(client, settings.mlflow.model_name, version, champion, "challenger", reason, {})
+    return Decision(version, False, "challenger", reason, champion, {}, challenger=True)

@@ -1,10 +1,11 @@
 """Every InfluxDB measurement fireman writes, with its tags and fields: the one place that names them.
 
 Writers: the sink (``measurements``, ``labels``), the scorer (``predictions``, ``model_events``), the
-monitor (``performance``, ``drift``, ``alerts``), the drift DAG (``retrain_triggers``) and the
-dashboard's lag sampler (``consumer_lag``). Readers (training, the drift DAG, the dashboard, Grafana)
-take the names from here. Tests check this table against the writers' code and every Grafana query
-against this table, so a renamed field fails a test instead of leaving an empty chart.
+monitor (``performance``, ``drift``, ``alerts``, ``live_comparison``), the drift DAG
+(``retrain_triggers``) and the dashboard's lag sampler (``consumer_lag``). Readers (training, the drift
+DAG, the dashboard, Grafana) take the names from here. Tests check this table against the writers'
+code and every Grafana query against this table, so a renamed field fails a test instead of leaving an
+empty chart.
 """
 
 from __future__ import annotations
@@ -95,6 +96,14 @@ RETRAIN_TRIGGERS = _m(
     {"alerts", "onset", "window_start", "window_end", "run_id", "reason"},
 )
 CONSUMER_LAG = _m("consumer_lag", {"group"}, {"lag", "partitions"})
+# The challenger (scored in shadow) against production on the same labelled events, written by the
+# monitor every FIREMAN_MONITOR_LIVE_COMPARISON_INTERVAL_S while there is a challenger
+# (fireman.common.live_evaluation). The metrics are absent while no event is labelled and scored by both.
+LIVE_COMPARISON = _m(
+    "live_comparison",
+    {"model_name", "champion_version", "challenger_version"},
+    {"events", "champion_accuracy", "champion_f1", "challenger_accuracy", "challenger_f1"},
+)
 
 CONTRACT: dict[str, Measurement] = {
     m.name: m
@@ -108,5 +117,6 @@ CONTRACT: dict[str, Measurement] = {
         MODEL_EVENTS,
         RETRAIN_TRIGGERS,
         CONSUMER_LAG,
+        LIVE_COMPARISON,
     )
 }

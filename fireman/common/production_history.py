@@ -11,7 +11,8 @@ The record is a stack in one tag of the registered model (``fireman.production_h
 a promotion pushes the new version, a rollback pops the current one, so rollback restores the version
 that served immediately before the current one, and a second rollback goes one step further back
 instead of re-deploying what was just rolled back. The ``previous`` alias is kept pointing at the
-entry rollback would restore, so the MLflow UI shows it too. See docs/decisions.md.
+entry rollback would restore, so the MLflow UI shows it too. A version pushed or restored here stops
+being the ``challenger`` (scored in shadow beside production). See docs/decisions.md.
 """
 
 from __future__ import annotations
@@ -127,7 +128,16 @@ def push(client: RegistryClient, settings: MlflowSettings, version: str, by: str
     client.set_alias(settings.model_name, settings.production_alias, version)
     entries.append(Entry(version, now_iso(), by, how))
     _save(client, settings, entries)
+    _retire_challenger(client, settings, version)
     return current
+
+
+def _retire_challenger(client: RegistryClient, settings: MlflowSettings, version: str) -> None:
+    """A version fireman made production is no longer a challenger: scoring it in shadow beside
+    itself would only double the scorer's work."""
+    challenger = client.version_by_alias(settings.model_name, settings.challenger_alias)
+    if challenger is not None and str(challenger.version) == version:
+        client.delete_alias(settings.model_name, settings.challenger_alias)
 
 
 @dataclass(frozen=True)
@@ -157,4 +167,5 @@ def pop(client: RegistryClient, settings: MlflowSettings, by: str) -> Rollback:
     restored = entries[-1].version
     client.set_alias(name, settings.production_alias, restored)
     _save(client, settings, entries)
+    _retire_challenger(client, settings, restored)
     return Rollback(restored=restored, rolled_back=current, promoted_at=top.time, promoted_by=top.by)

@@ -149,6 +149,21 @@ class MlflowSettings(BaseSettings):
         return self.tracking_uri_override or f"http://{self.host}:{self.port}"
 
 
+class LiveEvidenceSettings(BaseSettings):
+    """Which shadow predictions a live comparison reads (``fireman.common.live_evaluation``): one window
+    for the promotion gate and the monitor's ``live_comparison``, so the dashboard shows what the gate
+    decides on."""
+
+    model_config = _config("FIREMAN_LIVE_")
+
+    max_events: int = Field(
+        default=20_000, ge=1, description="Most recent shadow predictions a live comparison reads."
+    )
+    lookback_hours: float = Field(
+        default=24.0, gt=0, description="Hours back a live comparison reads shadow predictions from."
+    )
+
+
 class AirflowSettings(BaseSettings):
     model_config = _config("FIREMAN_AIRFLOW_")
 

@@ -12,14 +12,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fireman.common.influx import InfluxClient, quote_identifier
+from fireman.common.influx import InfluxClient, quote_identifier, quote_literal
 from fireman.common.measurements import (
     CONSUMER_LAG,
     DRIFT,
+    LIVE_COMPARISON,
     MEASUREMENTS,
     MODEL_EVENTS,
     PERFORMANCE,
     PREDICTIONS,
+    ROLE_SHADOW,
 )
 from fireman.common.schema import FEATURE_NAMES
 
@@ -55,6 +57,11 @@ class Window:
 
 def q(name: str) -> str:
     return quote_identifier(name)
+
+
+# Production's predictions: a challenger's shadow answers are not what the platform served. Points from
+# before roles existed have no role tag, which != matches.
+PRODUCTION = f"{q('role')} != {quote_literal(ROLE_SHADOW)}"
 
 
 def series_panel(x: list[float], series: Mapping[str, list[float | None]], **extra: Any) -> dict[str, Any]:
@@ -98,7 +105,7 @@ def predictions(client: InfluxClient, window: Window) -> dict[str, Any]:
     b = window.bucket_s
     rows = client.query(
         f"SELECT count({q('prediction')}) AS n, sum({q('prediction')}) AS spam FROM {q(PREDICTIONS.name)} "
-        f"WHERE {window.where(complete_only=True)} GROUP BY time({b}s) fill(0)"
+        f"WHERE {PRODUCTION} AND {window.where(complete_only=True)} GROUP BY time({b}s) fill(0)"
     )
     x = [_seconds(r) for r in rows]
     spam = [float(r["spam"] or 0) for r in rows]
@@ -133,6 +140,42 @@ def performance(client: InfluxClient, window: Window) -> dict[str, Any]:
         for version, chunk in by_version.items()
     }
     return series_panel(x, aligned, unit="", versions=sorted(by_version, key=_version_key), latest=latest)
+
+
+def shadow(client: InfluxClient, window: Window) -> dict[str, Any]:
+    """The challenger (shadow) against production on the same labelled events, from the monitor."""
+    fields = ("champion_accuracy", "champion_f1", "challenger_accuracy", "challenger_f1")
+    means = ", ".join(f"mean({q(field)}) AS {q(field)}" for field in fields)
+    rows = client.query(
+        f"SELECT {means}, last({q('events')}) AS events FROM {q(LIVE_COMPARISON.name)} "
+        f"WHERE {window.where()} GROUP BY time({window.bucket_s}s), {q('champion_version')}, "
+        f"{q('challenger_version')} fill(none)"
+    )
+    series: dict[str, list[tuple[float, float | None]]] = {}
+    for row in sorted(rows, key=lambda r: r["time"]):
+        t = _seconds(row)
+        for role, version, prefix in (
+            ("production", row.get("champion_version"), "champion"),
+            ("shadow", row.get("challenger_version"), "challenger"),
+        ):
+            for metric, name in (("accuracy", "accuracy"), ("f1", "F1")):
+                label = f"{role} v{version or '?'} {name}"
+                series.setdefault(label, []).append((t, _number(row[f"{prefix}_{metric}"])))
+    x, aligned = align(series)
+    latest = None
+    if rows:
+        last = max(rows, key=lambda r: r["time"])
+        latest = {
+            "champion_version": last.get("champion_version") or "",
+            "challenger_version": last.get("challenger_version") or "",
+            "events": _number(last["events"]),
+            "champion": {"accuracy": _number(last["champion_accuracy"]), "f1": _number(last["champion_f1"])},
+            "challenger": {
+                "accuracy": _number(last["challenger_accuracy"]),
+                "f1": _number(last["challenger_f1"]),
+            },
+        }
+    return series_panel(x, aligned, unit="", latest=latest)
 
 
 def drift(client: InfluxClient, window: Window) -> dict[str, Any]:
@@ -187,7 +230,7 @@ def model_events(client: InfluxClient, window: Window) -> dict[str, Any]:
     # The version that scored predictions, per bucket: what a switch changes, seen from the output.
     served = client.query(
         f"SELECT last({q('model_version')}) AS version FROM {q(PREDICTIONS.name)} "
-        f"WHERE {window.where()} GROUP BY time({window.bucket_s}s) fill(none)"
+        f"WHERE {PRODUCTION} AND {window.where()} GROUP BY time({window.bucket_s}s) fill(none)"
     )
     x = [_seconds(r) for r in served]
     versions = [_version_number(r["version"]) for r in served]
@@ -222,6 +265,7 @@ PANELS: dict[str, tuple[str, Callable[[InfluxClient, Window], dict[str, Any]]]] 
     "ingest": ("Ingest rate", ingest),
     "predictions": ("Predictions per class", predictions),
     "performance": ("Online accuracy and F1 by model version", performance),
+    "shadow": ("Shadow vs production", shadow),
     "drift": ("Drift share and drifted features", drift),
     "model_events": ("Model switches", model_events),
     "lag": ("Consumer lag", consumer_lag),
@@ -232,6 +276,7 @@ EMPTY: dict[str, dict[str, Any]] = {
     "ingest": {"unit": "events/s", "total": 0},
     "predictions": {"unit": "predictions/s", "total": {"0": 0, "1": 0}},
     "performance": {"unit": "", "versions": [], "latest": {}},
+    "shadow": {"unit": "", "latest": None},
     "drift": {"unit": "share", "dataset_drift": [], "features": [], "features_at": None},
     "model_events": {"unit": "version", "events": []},
     "lag": {"unit": "messages"},

@@ -7,6 +7,9 @@ wait, reading pauses), writes ``performance`` points for windows that got labels
 offsets of every message whose outputs are in InfluxDB (:mod:`fireman.monitoring.offsets`). On stop, the
 queued windows are finished and committed; open windows are not, so a restart replays them.
 
+Beside it, a thread compares the challenger (scored in shadow) with production every
+``live_comparison_interval_s`` (:mod:`fireman.monitoring.live`).
+
 The monitor shares the machine with the scorer, so its per-event work is kept small: whether a
 window is tested for drift is decided when it opens (:meth:`DriftWorker.wants_window`, from the CPU
 budget), and only those windows' measurements are parsed; the others cost an id lookup and their
@@ -24,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fireman.common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
-from fireman.common.retry import Backoff
+from fireman.common.influx import InfluxClient, InfluxError
 from fireman.monitoring.drift import WindowDrift, compute_drift
+from fireman.monitoring.live import LiveComparisonWorker
 from fireman.monitoring.offsets import OffsetTracker, Partition, Position
-from fireman.monitoring.points import alert_point, drift_points, performance_point
+from fireman.monitoring.points import alert_point, drift_points, performance_point, write_points
 from fireman.monitoring.reference import ReferenceStore
 from fireman.monitoring.settings import MonitorSettings
 from fireman.monitoring.windows import (
@@ -62,19 +65,6 @@ class MonitorStats:
     alerts: int = 0
     performance_points: int = 0
     drift_seconds: float = 0.0
-
-
-def write_points(client: InfluxClient, points: list[Point], stop: threading.Event, backoff: Backoff) -> bool:
-    """Write, retrying while InfluxDB is unavailable; False if stopped before it succeeded."""
-    try:
-        for attempt in backoff.retrying(
-            InfluxUnavailable, sleep=stop.wait, give_up=stop.is_set, failure="InfluxDB unavailable"
-        ):
-            with attempt:
-                client.write(points)
-    except InfluxUnavailable:
-        return False
-    return True
 
 
 class DriftWorker:
@@ -270,6 +260,7 @@ class Monitor:
         )
         self.worker = DriftWorker(settings, self.references, self.tracker.release, self.stats)
         self.book.select = self.worker.wants_window
+        self.live = LiveComparisonWorker(settings)
         self.ready = threading.Event()
         self._consumer: BatchConsumer | None = None
         # Holds and releases of a polled batch go to the tracker together (one lock, not one per
@@ -291,6 +282,7 @@ class Monitor:
         consumer = BatchConsumer(kafka, settings.group_id, topics, on_revoke=self._on_revoke)
         self._consumer = consumer
         self.worker.start()
+        self.live.start()
         self.ready.set()
         log.info(
             "monitoring %s: windows of %d events or %.0f s, drift threshold %.0f%% for %d windows",
@@ -459,6 +451,7 @@ class Monitor:
         )
 
     def _shutdown(self, client: InfluxClient, consumer: BatchConsumer, stop: threading.Event) -> None:
+        self.live.stop()
         try:
             self.worker.finish(timeout_s=60.0)
             self._flush_performance(client, stop)  # one attempt: stop is set

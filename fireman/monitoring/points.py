@@ -1,4 +1,5 @@
-"""The InfluxDB points the monitor writes: ``drift``, ``alerts`` and ``performance``.
+"""The InfluxDB points the monitor writes (``drift``, ``alerts``, ``performance``, ``live_comparison``),
+and the one way it writes them.
 
 Every point of a window is at the window's start time (its first event's point time), so writing a
 window again (a replay, or more labels arriving) overwrites it instead of adding a point.
@@ -6,10 +7,27 @@ window again (a replay, or more labels arriving) overwrites it instead of adding
 
 from __future__ import annotations
 
-from fireman.common.influx import Point
-from fireman.common.measurements import ALERTS, DRIFT, PERFORMANCE
+import threading
+
+from fireman.common.influx import InfluxClient, InfluxUnavailable, Point
+from fireman.common.live_evaluation import LiveComparison
+from fireman.common.measurements import ALERTS, DRIFT, LIVE_COMPARISON, PERFORMANCE
+from fireman.common.retry import Backoff
 from fireman.monitoring.drift import WindowDrift
 from fireman.monitoring.windows import Window, WindowKey
+
+
+def write_points(client: InfluxClient, points: list[Point], stop: threading.Event, backoff: Backoff) -> bool:
+    """Write, retrying while InfluxDB is unavailable; False if stopped before it succeeded."""
+    try:
+        for attempt in backoff.retrying(
+            InfluxUnavailable, sleep=stop.wait, give_up=stop.is_set, failure="InfluxDB unavailable"
+        ):
+            with attempt:
+                client.write(points)
+    except InfluxUnavailable:
+        return False
+    return True
 
 
 def drift_points(key: WindowKey, drift: WindowDrift) -> list[Point]:
@@ -81,4 +99,24 @@ def performance_point(window: Window) -> Point:
         },
         window.key.start_ns,
         {"model_version": window.key.version},
+    )
+
+
+def live_comparison_point(model_name: str, comparison: LiveComparison, time_ns: int) -> Point:
+    """Both versions' live accuracy and F1 on the same labelled events; NaN (no events yet) is left out."""
+    return Point(
+        LIVE_COMPARISON.name,
+        {
+            "events": comparison.events,
+            "champion_accuracy": comparison.champion["accuracy"],
+            "champion_f1": comparison.champion["f1"],
+            "challenger_accuracy": comparison.challenger["accuracy"],
+            "challenger_f1": comparison.challenger["f1"],
+        },
+        time_ns,
+        {
+            "model_name": model_name,
+            "champion_version": comparison.champion_version,
+            "challenger_version": comparison.challenger_version,
+        },
     )

@@ -9,6 +9,7 @@ from fireman.common.settings import (
     MONITOR_GROUP,
     InfluxSettings,
     KafkaSettings,
+    LiveEvidenceSettings,
     MlflowSettings,
     StateSettings,
 )
@@ -71,12 +72,17 @@ class MonitorSettings(BaseSettings):
     performance_flush_s: float = Field(
         default=2.0, gt=0, description="How often updated accuracy is written."
     )
+    # The challenger against production (fireman.common.live_evaluation): a periodic query, off the hot loop.
+    live_comparison_interval_s: float = Field(
+        default=60.0, gt=0, description="How often the challenger's live accuracy and F1 are compared."
+    )
     nice: int = Field(default=10, ge=0, le=19, description="Niceness added by `fireman monitor` itself.")
     log_interval_s: float = Field(default=30.0, gt=0)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    live: LiveEvidenceSettings = Field(default_factory=LiveEvidenceSettings)
 
     @model_validator(mode="after")
     def _minimum_fits(self) -> MonitorSettings:

@@ -19,7 +19,6 @@ Every item records the Kafka positions it came from, so the caller can hold and 
 
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from fireman.common.confusion import Confusion
 from fireman.common.events import BadMessage, decode_event, decode_label, decode_prediction
 from fireman.common.pointtime import point_time_ns
 from fireman.common.schema import FEATURE_NAMES
@@ -68,41 +68,6 @@ class Prediction:
     probability: float
     position: Position
     arrived: float
-
-
-@dataclass
-class Confusion:
-    tp: int = 0
-    fp: int = 0
-    tn: int = 0
-    fn: int = 0
-
-    def add(self, prediction: int, label: int) -> None:
-        if prediction == 1:
-            if label == 1:
-                self.tp += 1
-            else:
-                self.fp += 1
-        elif label == 1:
-            self.fn += 1
-        else:
-            self.tn += 1
-
-    @property
-    def n(self) -> int:
-        return self.tp + self.fp + self.tn + self.fn
-
-    def metrics(self) -> dict[str, float]:
-        n = self.n
-        precision = self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
-        recall = self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        return {
-            "accuracy": (self.tp + self.tn) / n if n else math.nan,
-            "precision": precision,
-            "recall": recall,
-            "f1": f1,
-        }
 
 
 @dataclass

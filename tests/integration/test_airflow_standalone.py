@@ -31,6 +31,7 @@ from tests.conftest import REPO_ROOT, free_port
 from tests.integration.airflow_ui import log_in, trigger_with_defaults
 from tests.integration.test_airflow_support import (
     EVENTS,
+    RETRAIN_TASKS,
     UNLABELLED,
     forget_in_process_airflow,
     wait_for,
@@ -39,7 +40,7 @@ from tests.integration.test_airflow_support import (
 from tests.integration.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
 
 DAG_ID = "retrain_spam_classifier"
-TASKS = ["extract", "validate", "train", "evaluate_and_promote", "report"]
+TASKS = RETRAIN_TASKS
 
 
 @contextmanager

@@ -26,6 +26,16 @@ from fireman.services.process import wait_until
 from tests.conftest import REPO_ROOT
 
 DAGS_FOLDER = REPO_ROOT / "dags"
+# retrain_spam_classifier's tasks in order; the live ones finish at once unless the run's mode is live.
+RETRAIN_TASKS = [
+    "extract",
+    "validate",
+    "train",
+    "evaluate_and_promote",
+    "await_live_evidence",
+    "decide_on_live_evidence",
+    "report",
+]
 EVENTS = 500
 UNLABELLED = 60
 AIRFLOW_HOME = Path(tempfile.gettempdir()) / f"fireman-airflow-tests-{os.getpid()}"

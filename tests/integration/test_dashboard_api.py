@@ -93,7 +93,7 @@ def test_every_panel_reports_the_seeded_data(api: TestClient, seeded: dashboard_
     wait_for(lag_recorded, 30, "the lag sampler to record the three groups")
     body = api.get("/api/dashboard", params={"window": 1800}).json()
     panels = body["panels"]
-    assert set(panels) == {"ingest", "predictions", "performance", "drift", "model_events", "lag"}
+    assert set(panels) == {"ingest", "predictions", "performance", "shadow", "drift", "model_events", "lag"}
     assert body["bucket_s"] == 10
     assert body["start"] <= seeded.start_s and body["end"] >= seeded.end_s
 
@@ -103,6 +103,7 @@ def test_every_panel_reports_the_seeded_data(api: TestClient, seeded: dashboard_
         dashboard_data.EVENTS
     )
 
+    # Production's answers only: the shadow version's (all spam) are not what the platform served.
     predictions = panels["predictions"]
     assert predictions["total"] == {
         "0": dashboard_data.EVENTS - dashboard_data.SPAM,
@@ -114,6 +115,30 @@ def test_every_panel_reports_the_seeded_data(api: TestClient, seeded: dashboard_
     assert performance["versions"] == ["1", "2"]
     assert [s["label"] for s in performance["series"]] == ["v1 accuracy", "v1 F1", "v2 accuracy", "v2 F1"]
     assert performance["latest"]["2"] == {"accuracy": pytest.approx(0.93), "f1": pytest.approx(0.88)}
+
+    shadow = panels["shadow"]
+    assert panels["shadow"]["title"] == "Shadow vs production"
+    assert [s["label"] for s in shadow["series"]] == [
+        "production v2 accuracy",
+        "production v2 F1",
+        "shadow v4 accuracy",
+        "shadow v4 F1",
+    ]
+    live = dashboard_data.LIVE
+    assert shadow["latest"] == {
+        "champion_version": "2",
+        "challenger_version": dashboard_data.SHADOW_VERSION,
+        "events": 30 * 18,
+        "champion": {
+            "accuracy": pytest.approx(live["champion_accuracy"]),
+            "f1": pytest.approx(live["champion_f1"]),
+        },
+        "challenger": {
+            "accuracy": pytest.approx(live["challenger_accuracy"]),
+            "f1": pytest.approx(live["challenger_f1"]),
+        },
+    }
+    assert shadow["points"] >= 4 * 9  # four series, one comparison every 30 s after the switch
 
     drift = panels["drift"]
     shares = [v for v in drift["series"][0]["values"] if v is not None]

@@ -42,7 +42,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-PANELS = ("ingest", "predictions", "performance", "drift", "model_events", "lag")
+PANELS = ("ingest", "predictions", "performance", "shadow", "drift", "model_events", "lag")
 
 # Pixels whose channels differ by more than 60 are a series colour, not grey. A dot of a fresh
 # lag sample is ~40 such pixels; a line across a chart is hundreds.

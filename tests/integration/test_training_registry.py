@@ -60,10 +60,11 @@ def test_gated_lifecycle(mlflow_names: MlflowSettings, dataset_settings: Dataset
     version_tags = client.get_model_version(name, "1").tags
     assert version_tags["data_source"] == "file" and version_tags["data_rows"] == "4601"
 
-    # A deliberately worse challenger is registered, not promoted, and its tags say why.
+    # A deliberately worse challenger is registered, not promoted, and its tags say why. It becomes the
+    # challenger alias: scored in shadow, it can still win on live data (`fireman promote --live`).
     worse = run_training(settings, params={"n_estimators": 1, "max_depth": 1})
-    assert (worse.version, worse.promoted, worse.decision) == ("2", False, "rejected")
-    assert alias("production") == "1"
+    assert (worse.version, worse.promoted, worse.decision, worse.challenger) == ("2", False, "rejected", True)
+    assert alias("production") == "1" and alias("challenger") == "2"
     tags = client.get_model_version(name, "2").tags
     assert tags["gate.decision"] == "rejected" and tags["gate.compared_with"] == "1"
     assert "does not beat the champion on f1" in tags["gate.reason"]
@@ -77,6 +78,7 @@ def test_gated_lifecycle(mlflow_names: MlflowSettings, dataset_settings: Dataset
     assert best.metrics["f1"] >= 0.90
     assert (best.version, best.promoted, best.decision) == ("3", True, "promoted")
     assert alias("production") == "3" and alias("previous") == "1"
+    assert alias("challenger") == "2"  # a promoted candidate does not take the challenger alias
     assert client.get_model_version(name, "1").tags["gate.replaced_by"] == "3"
 
     # Served through the alias, the model gives the in-memory pipeline's results on rows with NaNs.
@@ -111,6 +113,7 @@ def test_gated_lifecycle(mlflow_names: MlflowSettings, dataset_settings: Dataset
     result = runner.invoke(app, ["promote", "2", "--by", "alice"], env=env)
     assert result.exit_code == 0, result.output
     assert alias("production") == "2" and alias("previous") == "1"
+    assert alias("challenger") is None  # the challenger now serves: no shadow beside itself
     tags = client.get_model_version(name, "2").tags
     assert tags["gate.decision"] == "rejected" and "does not beat the champion" in tags["gate.reason"]
     assert (tags["manual.by"], tags["manual.from_version"]) == ("alice", "1")

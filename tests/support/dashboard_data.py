@@ -3,7 +3,10 @@
 Ten minutes of history ending 20 s ago, so that every event falls in a complete rate bucket:
 600 events (1/s), one prediction each (every third one spam), version 1 then a switch to version
 2 halfway, performance and drift windows every 30 s, drift rising after the switch, and a refused
-version 3 near the end.
+version 3 near the end. Version 1's predictions carry no role tag (written before roles existed),
+version 2's are tagged production; after the switch a challenger, version 4, scores every event in
+shadow (always spam, so a chart that counted it would show it) and the monitor compares the two
+every 30 s.
 """
 
 from __future__ import annotations
@@ -12,7 +15,16 @@ import time
 from dataclasses import dataclass
 
 from fireman.common.influx import InfluxClient, Point
-from fireman.common.measurements import DRIFT, MEASUREMENTS, MODEL_EVENTS, PERFORMANCE, PREDICTIONS
+from fireman.common.measurements import (
+    DRIFT,
+    LIVE_COMPARISON,
+    MEASUREMENTS,
+    MODEL_EVENTS,
+    PERFORMANCE,
+    PREDICTIONS,
+    ROLE_PRODUCTION,
+    ROLE_SHADOW,
+)
 from fireman.common.settings import InfluxSettings
 
 NS = 1_000_000_000
@@ -20,6 +32,9 @@ EVENTS = 600
 SPAM = EVENTS // 3
 FEATURES = ("Cont_52", "Cont_53", "Cont_7", "Cont_16", "Cont_21")
 DRIFTED = ("Cont_52", "Cont_53")
+SHADOW_VERSION = "4"
+# The last live comparison: production v2 against the shadow v4.
+LIVE = {"champion_accuracy": 0.93, "champion_f1": 0.88, "challenger_accuracy": 0.95, "challenger_f1": 0.91}
 
 
 @dataclass(frozen=True)
@@ -42,7 +57,8 @@ def seed(settings: InfluxSettings, now_s: float | None = None) -> Seeded:
         points.append(
             Point(MEASUREMENTS.name, {"Cont_1": i / EVENTS, "event_id": event_id}, t, {"sensor_id": sensor})
         )
-        version = "1" if start + i < switch else "2"
+        before = start + i < switch
+        version = "1" if before else "2"
         points.append(
             Point(
                 PREDICTIONS.name,
@@ -54,9 +70,19 @@ def seed(settings: InfluxSettings, now_s: float | None = None) -> Seeded:
                     "model_version": version,
                 },
                 t,
-                {"sensor_id": sensor},
+                {"sensor_id": sensor} if before else {"sensor_id": sensor, "role": ROLE_PRODUCTION},
             )
         )
+        if not before:
+            shadow = {"event_id": event_id, "prediction": 1, "probability": 0.8, "latency_ms": 45}
+            points.append(
+                Point(
+                    PREDICTIONS.name,
+                    {**shadow, "model_version": SHADOW_VERSION},
+                    t,
+                    {"sensor_id": sensor, "role": ROLE_SHADOW},
+                )
+            )
     for k, at in enumerate(range(int(start) + 30, int(end), 30)):
         t = at * NS
         after = at >= switch
@@ -77,6 +103,15 @@ def seed(settings: InfluxSettings, now_s: float | None = None) -> Seeded:
                 {"model_version": version},
             )
         )
+        if after:
+            points.append(
+                Point(
+                    LIVE_COMPARISON.name,
+                    {"events": 30 * k, **LIVE},
+                    t,
+                    {"model_name": "spam-classifier", "champion_version": "2", "challenger_version": "4"},
+                )
+            )
         drifted = DRIFTED if after else ()
         share = len(drifted) / len(FEATURES)
         points.append(

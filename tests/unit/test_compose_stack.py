@@ -338,8 +338,14 @@ def test_grafana_shows_the_dashboard_panels() -> None:
         "drift",
         "model_events",
         "consumer_lag",
+        "live_comparison",
     ):
         assert f'FROM "{measurement}"' in queries, measurement
+    # The scorer writes a challenger's shadow answers beside production's: charts of what was served
+    # must leave them out.
+    for query in influxql_queries(dashboard):
+        if 'FROM "predictions"' in query:
+            assert "\"role\" != 'shadow'" in query, query
     assert any(a.get("name") == "Model switches" for a in dashboard["annotations"]["list"])
 
 

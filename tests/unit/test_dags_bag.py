@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_airflow_support import DAGS_FOLDER, configure_airflow
+from tests.integration.test_airflow_support import DAGS_FOLDER, RETRAIN_TASKS, configure_airflow
 
 configure_airflow()
 
@@ -37,19 +37,29 @@ def test_every_dag_has_tags_doc_and_retries_with_backoff(dagbag: Any) -> None:
 
 def test_retrain_tasks_and_trigger_form(dagbag: Any) -> None:
     dag = dagbag.dags["retrain_spam_classifier"]
-    assert [t.task_id for t in dag.topological_sort()] == [
-        "extract",
-        "validate",
-        "train",
-        "evaluate_and_promote",
-        "report",
-    ]
+    assert [t.task_id for t in dag.topological_sort()] == RETRAIN_TASKS
     # The manual trigger form: window, gate metric, margin and promote mode, with usable defaults.
     assert {"window_hours", "gate_metric", "margin", "promote_mode"} <= set(dag.params)
     assert dag.params["promote_mode"] == "auto"
-    assert dag.params.get_param("promote_mode").schema["enum"] == ["auto", "never", "force"]
+    assert dag.params.get_param("promote_mode").schema["enum"] == ["auto", "never", "force", "live"]
     assert "f1" in dag.params.get_param("gate_metric").schema["enum"]
     assert dag.timetable.expression == "@daily"
+
+
+def test_live_mode_waits_in_a_rescheduled_sensor_and_decides_even_after_a_timeout(dagbag: Any) -> None:
+    dag = dagbag.dags["retrain_spam_classifier"]
+    sensor = dag.get_task("await_live_evidence")
+    # Reschedule mode: no worker slot is held while the evidence accumulates (hours, at demo rates minutes).
+    assert sensor.mode == "reschedule"
+    assert (sensor.poke_interval, sensor.timeout) == (300.0, 12 * 3600.0)  # FIREMAN_TRAIN_LIVE_*
+    # A wait that times out is skipped, and the decision still runs and records the shortfall.
+    assert sensor.soft_fail
+    decide = dag.get_task("decide_on_live_evidence")
+    assert decide.trigger_rule == "none_failed"
+    assert {t.task_id for t in decide.upstream_list} == {"evaluate_and_promote", "await_live_evidence"}
+    assert [t.task_id for t in dag.get_task("report").upstream_list if "live" in t.task_id] == [
+        "decide_on_live_evidence"
+    ]
 
 
 def test_monitor_triggers_the_retrain_dag_hourly(dagbag: Any) -> None:

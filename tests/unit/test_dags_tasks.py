@@ -161,6 +161,32 @@ def test_gate_overrides_are_checked_before_any_io() -> None:
         dag_tasks.evaluate_and_promote("1", promote="maybe")
 
 
+def test_live_mode_needs_a_metric_live_predictions_can_give() -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(
+        AirflowFailException, match="the live gate compares accuracy or f1; the gate metric is 'roc_auc'"
+    ):
+        dag_tasks.evaluate_and_promote("1", gate_metric="roc_auc", promote="live")
+
+
+def test_other_modes_pass_through_the_live_tasks_without_waiting_or_io() -> None:
+    decision = {
+        "version": "3",
+        "promoted": False,
+        "decision": "rejected",
+        "promote": "auto",
+        "challenger": True,
+    }
+    waited = dag_tasks.await_live_evidence(decision)
+    assert (waited.is_done, waited.xcom_value) == (True, {"waited": False})
+    assert dag_tasks.decide_on_live_evidence(decision) == decision
+    # Live mode with no champion promoted the first version as usual: nothing to wait for either.
+    first = {**decision, "promoted": True, "decision": "first", "promote": "live", "challenger": False}
+    assert dag_tasks.await_live_evidence(first).is_done
+    assert dag_tasks.decide_on_live_evidence(first) == first
+
+
 def test_monitor_interval_for_scheduled_and_manual_runs() -> None:
     assert retrain_trigger.monitor_interval(END - timedelta(hours=1), END, END) == (
         END - timedelta(hours=1),

@@ -65,9 +65,10 @@ def test_measurements_match_the_sink() -> None:
 
 
 def test_drift_and_performance_match_the_monitor() -> None:
+    from fireman.common.confusion import Confusion
     from fireman.monitoring.drift import FeatureDrift, WindowDrift
     from fireman.monitoring.points import drift_points, performance_point
-    from fireman.monitoring.windows import Confusion, Window, WindowKey
+    from fireman.monitoring.windows import Window, WindowKey
 
     key = WindowKey("m", "2", 1_700_000_000_000_000_000)
     drift = WindowDrift(
@@ -107,3 +108,23 @@ def test_consumer_lag_points_match_the_contract() -> None:
     # Floored to the interval, so two samplers write the same point.
     assert point.time_ns == 1_700_000_000 * 10**9
     assert point.fields == {"lag": 7, "partitions": 4}
+
+
+def test_live_comparison_points_match_the_monitor() -> None:
+    from fireman.common.live_evaluation import LiveComparison
+    from fireman.monitoring.points import live_comparison_point
+
+    comparison = LiveComparison(
+        champion_version="2",
+        challenger_version="3",
+        events=10,
+        champion={"accuracy": 0.9, "f1": 0.8},
+        challenger={"accuracy": 0.95, "f1": 0.85},
+        shadow_predictions=12,
+        since_ms=0,
+        until_ms=1,
+    )
+    point = live_comparison_point("m", comparison, 1_700_000_000 * 10**9)
+    assert point.measurement == contract.LIVE_COMPARISON.name
+    assert set(point.tags) == contract.LIVE_COMPARISON.tags
+    assert set(point.fields) == contract.LIVE_COMPARISON.fields

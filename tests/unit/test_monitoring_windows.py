@@ -8,11 +8,11 @@ import numpy as np
 import orjson
 import pytest
 
+from fireman.common.confusion import Confusion
 from fireman.common.schema import FEATURE_NAMES
 from fireman.monitoring.offsets import OffsetTracker, Position
 from fireman.monitoring.windows import (
     BadMessage,
-    Confusion,
     Features,
     Prediction,
     WindowBook,

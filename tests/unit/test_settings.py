@@ -50,3 +50,19 @@ def test_service_names_are_started_in_dependency_order() -> None:
 def test_unknown_or_empty_service_names_are_an_error(only: str) -> None:
     with pytest.raises(ServiceError, match="choose from kafka, influxdb, mlflow, airflow"):
         parse_names(only)
+
+
+def test_the_gate_and_the_monitor_read_one_live_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from fireman.monitoring.settings import MonitorSettings
+    from fireman.training.settings import TrainingSettings
+
+    monkeypatch.setenv("FIREMAN_LIVE_MAX_EVENTS", "5000")
+    monkeypatch.setenv("FIREMAN_LIVE_LOOKBACK_HOURS", "6")
+    assert TrainingSettings().live == MonitorSettings().live
+    assert (MonitorSettings().live.max_events, MonitorSettings().live.lookback_hours) == (5000, 6.0)
+    # A window that can never hold N events would leave live promotion waiting forever.
+    monkeypatch.setenv("FIREMAN_TRAIN_LIVE_MIN_EVENTS", "6000")
+    with pytest.raises(ValidationError, match=r"FIREMAN_LIVE_MAX_EVENTS \(5000\) is below"):
+        TrainingSettings()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fireman.training.gate import GateRule, decide
+from fireman.training.gate import GateRule, decide, decide_live
 
 RULE = GateRule(gate_metric="f1", margin=0.0, guard_metric="roc_auc", guard_tolerance=0.01)
 CHAMPION = {"f1": 0.90, "roc_auc": 0.97}
@@ -52,3 +52,36 @@ def test_modes_override_the_scores(mode: str, promote: bool, decision: str) -> N
 def test_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown promotion mode"):
         decide(RULE, CHAMPION, CHAMPION, "sometimes")
+
+
+LIVE_CHAMPION = {"accuracy": 0.90, "f1": 0.88}
+
+
+def test_live_gate_waits_for_enough_events_however_good_the_challenger() -> None:
+    verdict = decide_live(RULE, {"accuracy": 1.0, "f1": 1.0}, LIVE_CHAMPION, events=499, min_events=500)
+    assert (verdict.promote, verdict.decision) == (False, "insufficient")
+    assert verdict.reason == "499 of the 500 live labelled events needed so far"
+
+
+def test_live_gate_promotes_a_gain_of_at_least_the_margin_and_quotes_both_figures() -> None:
+    better = {"accuracy": 0.93, "f1": 0.91}
+    verdict = decide_live(RULE, better, LIVE_CHAMPION, events=500, min_events=500)
+    assert (verdict.promote, verdict.decision) == (True, "promoted")
+    assert (
+        "f1 0.9100 vs champion 0.8800" in verdict.reason and "on 500 live labelled events" in verdict.reason
+    )
+    assert not decide_live(GateRule(margin=0.05), better, LIVE_CHAMPION, 800, 500).promote
+    on_accuracy = GateRule(gate_metric="accuracy", margin=0.02)
+    assert decide_live(on_accuracy, better, LIVE_CHAMPION, 800, 500).promote
+
+
+def test_live_gate_keeps_the_champion_on_a_tie_or_a_loss() -> None:
+    for challenger in (dict(LIVE_CHAMPION), {"accuracy": 0.95, "f1": 0.80}):
+        verdict = decide_live(RULE, challenger, LIVE_CHAMPION, events=600, min_events=500)
+        assert (verdict.promote, verdict.decision) == (False, "rejected")
+        assert "does not beat the champion on f1" in verdict.reason
+
+
+def test_live_gate_has_no_roc_auc() -> None:
+    with pytest.raises(ValueError, match="the live gate compares accuracy or f1, not 'roc_auc'"):
+        decide_live(GateRule(gate_metric="roc_auc"), LIVE_CHAMPION, LIVE_CHAMPION, 600, 500)

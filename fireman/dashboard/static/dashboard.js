@@ -22,6 +22,14 @@
       // Series come in pairs per version: accuracy (solid) then F1 (dashed), same colour.
       series: (label, i) => ({ stroke: COLORS[Math.floor(i / 2) % COLORS.length], dash: i % 2 ? [6, 4] : undefined }),
     },
+    // Production in blue, the challenger scored in shadow in orange; accuracy solid, F1 dashed.
+    shadow: {
+      y: [0, 1],
+      series: (label) => ({
+        stroke: label.startsWith("shadow") ? COLORS[3] : COLORS[0],
+        dash: label.endsWith("F1") ? [6, 4] : undefined,
+      }),
+    },
     drift: { y: [0, 1], series: () => ({ fill: "rgba(214, 39, 40, 0.12)", stroke: COLORS[1] }) },
     model_events: { y: null, series: () => ({ paths: uPlot.paths.stepped({ align: 1 }), stroke: COLORS[4] }) },
     lag: { y: null, series: () => ({}) },
@@ -144,6 +152,13 @@
         return Object.entries(panel.latest)
           .map(([v, m]) => `v${v}: accuracy ${fmt(m.accuracy, 3)}, F1 ${fmt(m.f1, 3)}`)
           .join(" · ");
+      case "shadow": {
+        const l = panel.latest;
+        if (!l) return "";
+        const production = `production v${l.champion_version}: accuracy ${fmt(l.champion.accuracy, 3)}, F1 ${fmt(l.champion.f1, 3)}`;
+        const shadow = `shadow v${l.challenger_version}: accuracy ${fmt(l.challenger.accuracy, 3)}, F1 ${fmt(l.challenger.f1, 3)}`;
+        return `${production} · ${shadow} · on ${fmt(l.events, 0)} labelled events`;
+      }
       case "drift": {
         const drifted = panel.features.filter((f) => f.drifted).length;
         return `latest share ${fmt(last(panel.series[0].values), 2)} · ${drifted} of ${panel.features.length} features drifted`;
