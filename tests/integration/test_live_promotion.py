@@ -36,8 +36,8 @@ from fireman.services.process import wait_until
 from tests.conftest import free_port
 from tests.integration.test_airflow_support import configure_airflow
 from tests.integration.test_cli_registry import HEAVY, run_fireman
-from tests.integration.test_monitoring_stream import running
 from tests.support import live_data
+from tests.support.background import on_thread
 from tests.support.live_data import Event
 
 configure_airflow()
@@ -265,7 +265,7 @@ def test_the_monitor_writes_the_live_comparison_periodically(
     )
     monitor = Monitor(settings)
 
-    with running(monitor.run):
+    with on_thread(monitor.run, "monitor", join_s=90):
         assert wait_until(lambda: monitor.live.comparisons >= 2, 60, interval_s=0.2), "no second comparison"
 
     with InfluxClient(influx_db) as client:
