@@ -86,7 +86,14 @@ def register(app: typer.Typer) -> None:
         from fireman.bench.serve import BenchOptions, run_bench
 
         quiet_mlflow()
-        sizes = [int(part) for part in rows.split(",") if part.strip()]
+        try:
+            sizes = [int(part) for part in rows.split(",") if part.strip()]
+        except ValueError:
+            raise typer.BadParameter(
+                f"{rows!r} is not a comma-separated list of row counts", param_hint="--rows"
+            ) from None
+        if not sizes or min(sizes) < 1:
+            raise typer.BadParameter("give at least one row count, each 1 or more", param_hint="--rows")
         run_bench(BenchOptions(rate=rate, duration_s=duration, rows=sizes))
 
     @bench_app.command("train")

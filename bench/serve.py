@@ -125,8 +125,8 @@ def _run_scenario(
 ) -> Result:
     import uvloop
 
-    # 64 different requests, cycled: distinct rows without building thousands of bodies.
-    bodies = [infer_body(matrix[i * rows : (i + 1) * rows]) for i in range(64)]
+    # Up to 64 different requests, cycled: distinct rows without building thousands of bodies.
+    bodies = [infer_body(matrix[i * rows : (i + 1) * rows]) for i in range(min(64, len(matrix) // rows))]
     requests = [post(port, path, body) for body in bodies]
     cpu_before, wall_before = cpu_seconds(proc), time.perf_counter()
     sent, errors, latencies = uvloop.run(_open_loop(port, requests, options))
@@ -139,9 +139,10 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> list[Res
     mlflow = MlflowSettings().model_copy(update={"model_name": BENCH_MODEL, "experiment": BENCH_MODEL})
     console.print(f"training the production-settings model as {BENCH_MODEL}...")
     version = train_production(mlflow)
-    matrix = spambase_rows(DatasetSettings(), 6400, missing_rate=0.2)[list(FEATURE_NAMES)].to_numpy(
-        np.float64
-    )
+    largest = max(options.rows)
+    distinct = max(1, min(64, 100_000 // largest))
+    frame = spambase_rows(DatasetSettings(), largest * distinct, missing_rate=0.2)
+    matrix = frame[list(FEATURE_NAMES)].to_numpy(np.float64)
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("FIREMAN_SERVE_")}
     env |= {"FIREMAN_SERVE_PORT": str(port), "FIREMAN_MLFLOW_MODEL_NAME": BENCH_MODEL}
