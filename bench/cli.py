@@ -76,6 +76,26 @@ def register(app: typer.Typer) -> None:
             )
         )
 
+    @bench_app.command("serve")
+    def bench_serve(
+        rate: float = typer.Option(200.0, min=1, help="Requests per second, open-loop."),
+        duration: float = typer.Option(20.0, min=1, help="Seconds per scenario, after the warm-up."),
+        rows: str = typer.Option("1,100", help="Comma-separated rows per request, one scenario each."),
+    ) -> None:
+        """p50/p99 latency of `fireman serve` (Open Inference Protocol V2) at a fixed request rate."""
+        from fireman.bench.serve import BenchOptions, run_bench
+
+        quiet_mlflow()
+        try:
+            sizes = [int(part) for part in rows.split(",") if part.strip()]
+        except ValueError:
+            raise typer.BadParameter(
+                f"{rows!r} is not a comma-separated list of row counts", param_hint="--rows"
+            ) from None
+        if not sizes or min(sizes) < 1:
+            raise typer.BadParameter("give at least one row count, each 1 or more", param_hint="--rows")
+        run_bench(BenchOptions(rate=rate, duration_s=duration, rows=sizes))
+
     @bench_app.command("train")
     def bench_train(
         rows: int = typer.Option(
@@ -141,7 +161,7 @@ def register(app: typer.Typer) -> None:
         soak_minutes: float = typer.Option(10.0, min=0.5, help="Length of the soak run."),
         quick: bool = typer.Option(False, "--quick", help="Short runs of every bench (a smoke test)."),
     ) -> None:
-        """Run the collector, scorer, training, monitoring and soak benches; write the report."""
+        """Run the collector, scorer, serve, training, monitoring and soak benches; write the report."""
         import logging
 
         from fireman.bench.report import ReportOptions, run_report

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import pstats
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,18 +22,15 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import numpy as np
 import orjson
-import psutil
 from rich.console import Console
 from rich.table import Table
 
-from fireman.common.errors import UserError
+from fireman.bench.http_load import cpu_seconds, free_port, loadavg, post, read_response, start_server, stop
 from fireman.common.kafka_io import admin_client, delete_topics, end_offsets, ensure_topics
 from fireman.common.schema import FEATURE_NAMES
 from fireman.common.settings import KafkaSettings
-from fireman.services.process import wait_until
 
 # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets the profile
 # be written on the way out.
@@ -105,14 +101,6 @@ def _events(count: int, seed: int) -> list[dict[str, object]]:
     ]
 
 
-def _request(port: int, body: bytes) -> bytes:
-    head = (
-        f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
 async def _connection(
     port: int,
     requests: list[bytes],
@@ -130,13 +118,7 @@ async def _connection(
                 return
             writer.write(requests[i % len(requests)])
             i += 1
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
+            status, _ = await read_response(reader)
             end = time.perf_counter()
             if start < measure_from:
                 continue
@@ -153,7 +135,7 @@ async def _connection(
 async def _load(
     port: int, bodies: list[bytes], events_per_request: int, concurrency: int, options: BenchOptions
 ) -> dict:
-    requests = [_request(port, body) for body in bodies]
+    requests = [post(port, "/v1/events", body) for body in bodies]
     start = time.perf_counter()
     measure_from = start + options.warmup_s
     deadline = measure_from + options.duration_s
@@ -177,18 +159,10 @@ def _run_load(
     return uvloop.run(_load(port, bodies, events_per_request, concurrency, options))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start_collector(
     kafka: KafkaSettings, workers: int, profile: Path | None, log: Path
 ) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     env.update(
         {
@@ -203,45 +177,7 @@ def _start_collector(
     command = [sys.executable, "-m", "fireman.cli", "collector"]
     if profile is not None:
         command = [sys.executable, "-c", PROFILED_COLLECTOR, str(profile)]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise UserError(f"the collector exited ({proc.returncode}); see {log}")
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    if not wait_until(ready, timeout_s=60):
-        _stop(proc)
-        raise UserError(f"the collector did not become ready on port {port}; see {log}")
-    return proc, port
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _cpu_seconds(proc: subprocess.Popen) -> float:
-    try:
-        root = psutil.Process(proc.pid)
-        total = 0.0
-        for member in [root, *root.children(recursive=True)]:
-            times = member.cpu_times()
-            total += times.user + times.system
-        return total
-    except psutil.Error:
-        return 0.0
+    return start_server(command, env, log, f"http://127.0.0.1:{port}/readyz", "collector"), port
 
 
 def _topic_records(kafka: KafkaSettings) -> int:
@@ -258,10 +194,10 @@ def _scenario(
     concurrency: int,
     options: BenchOptions,
 ) -> Result:
-    cpu_before = _cpu_seconds(proc)
+    cpu_before = cpu_seconds(proc)
     wall_before = time.perf_counter()
     sink = _run_load(port, bodies, per_request, concurrency, options)
-    cpu = (_cpu_seconds(proc) - cpu_before) / (time.perf_counter() - wall_before)
+    cpu = (cpu_seconds(proc) - cpu_before) / (time.perf_counter() - wall_before)
     return Result(
         workers,
         name,
@@ -296,7 +232,7 @@ def run_bench(options: BenchOptions) -> list[Result]:
     log = Path(tempfile.gettempdir()) / f"fireman-bench-collector-{tag}.log"
     console.print(
         f"collector bench: {options.duration_s:.0f} s per scenario after {options.warmup_s:.0f} s warm-up, "
-        f"Kafka {kafka.bootstrap_servers}, {os.cpu_count()} CPUs, load average {_loadavg()}, log {log}"
+        f"Kafka {kafka.bootstrap_servers}, {os.cpu_count()} CPUs, load average {loadavg()}, log {log}"
     )
     try:
         for workers in options.workers:
@@ -321,7 +257,7 @@ def run_bench(options: BenchOptions) -> list[Result]:
                 )
                 console.print(_describe(results[-1]))
             finally:
-                _stop(proc)
+                stop(proc)
         on_kafka = _topic_records(kafka)
     finally:
         delete_topics(kafka, topics)
@@ -333,10 +269,6 @@ def run_bench(options: BenchOptions) -> list[Result]:
         )
         pstats.Stats(str(options.profile)).sort_stats("tottime").print_stats(25)
     return results
-
-
-def _loadavg() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def _describe(result: Result) -> str:
@@ -373,7 +305,7 @@ def _report(results: list[Result], on_kafka: int) -> None:
             f"{result.events_per_s / target:.2f}x",
         )
     console.print(table)
-    console.print(f"load average at the end: {_loadavg()} (other processes share these CPUs)")
+    console.print(f"load average at the end: {loadavg()} (other processes share these CPUs)")
     acknowledged = sum(r.events for r in results)
     console.print(
         f"records on the Kafka topic: {on_kafka:,} (>= {acknowledged:,} acknowledged in the measured windows;"

@@ -1,6 +1,6 @@
 """``fireman bench report``: run every benchmark in one go and write ``docs/performance.md``.
 
-The collector, scorer, training, monitoring and soak benches run one after the other on this machine,
+The collector, scorer, serve, training, monitoring and soak benches run one after the other on this machine,
 each with its own side-by-side comparison (batch POSTs vs single-event POSTs, batched scoring vs one
 ``predict`` per message, monitoring on vs off), so every ratio in the report was measured in the
 same run as the figure it qualifies. The report also records how it was produced and the machine.
@@ -148,6 +148,23 @@ def _scorer(quick: bool) -> list[Row]:
     ]
 
 
+def _serve(quick: bool) -> list[Row]:
+    from fireman.bench.serve import BenchOptions, run_bench
+
+    options = BenchOptions(duration_s=5.0, warmup_s=1.0) if quick else BenchOptions()
+    return [
+        Row(
+            f"serve p50 / p99 latency, {result.rows} row{'s' if result.rows > 1 else ''} a request at "
+            f"{result.rate:g} requests/s (open loop)",
+            f"{result.p50_ms:.1f} / {result.p99_ms:.1f} ms"
+            + (f", {result.errors} errors" if result.errors else ""),
+            "-",
+            None if not result.errors else False,
+        )
+        for result in run_bench(options)
+    ]
+
+
 def _training(quick: bool) -> list[Row]:
     from fireman.bench.train import run_bench
 
@@ -238,6 +255,7 @@ def run_report(options: ReportOptions, console: Console | None = None) -> Path:
     benches: list[tuple[str, str, Callable[[], list[Row]]]] = [
         ("Collector", "fireman bench collector", lambda: _collector(options.quick)),
         ("Scorer", "fireman bench scorer", lambda: _scorer(options.quick)),
+        ("Serve", "fireman bench serve", lambda: _serve(options.quick)),
         ("Training", "fireman bench train", lambda: _training(options.quick)),
         ("Monitoring", "fireman bench monitoring", lambda: _monitoring(options.quick)),
         ("CLI", "fireman bench cli", lambda: _cli(options.quick)),
@@ -318,6 +336,9 @@ def render(
         "predictions acknowledged by Kafka → InfluxDB → offsets committed); the baseline scores the same "
         "events one `predict` call per message. Latency: events produced at a fixed rate, measured from the "
         "event's timestamp to the written prediction.",
+        "- **Serve**: a real `fireman serve` process answers Open Inference Protocol V2 requests (1 row, "
+        "then 100 rows each) sent open-loop at a fixed rate from this process; latency runs from each "
+        "request's scheduled time to the last byte of its answer, so queueing counts.",
         "- **Training**: `fireman train` on synthetic history written to InfluxDB, wall time of all phases.",
         "- **Monitoring**: scorer throughput with the drift monitor consuming the same topics, against "
         "the monitor off.",

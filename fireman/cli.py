@@ -90,7 +90,7 @@ def up(
     status_interval_s: float = typer.Option(2.0, help="Seconds between live status lines."),
     profile: str = typer.Option("standard", help="Demo timing: standard (drift after ~2.5 min) or short."),
 ) -> None:
-    """Start the platform: servers, a first model if none, collector, sink, scorer, monitor, generator."""
+    """Start the platform: servers, a first model if none, then every fireman process and the generator."""
     import os
     import signal
     import time
@@ -169,6 +169,7 @@ def _urls_table(stack: Stack) -> Table:
     )
     table.add_row("Dashboard", stack.apps.services["dashboard"].describe())
     table.add_row("Collector API docs", f"{collector}/docs")
+    table.add_row("Inference (Open Inference Protocol V2)", stack.apps.services["serve"].describe())
     return table
 
 

@@ -1,8 +1,8 @@
 """The whole local platform behind ``fireman up``: the servers, a first model, then the fireman processes.
 
-Each fireman process (collector, sink, scorer, monitor, generator) is run like a server: its own
-session, a pid file and a log under ``$FIREMAN_HOME/apps/<name>/``, so ``fireman down`` can stop a
-stack that ``fireman up --detach`` left running, and Ctrl-C stops exactly what was started.
+Each fireman process (collector, sink, scorer, serve, monitor, dashboard, generator) is run like a
+server: its own session, a pid file and a log under ``$FIREMAN_HOME/apps/<name>/``, so ``fireman down``
+can stop a stack that ``fireman up --detach`` left running, and Ctrl-C stops exactly what was started.
 """
 
 from __future__ import annotations
@@ -11,20 +11,19 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import httpx
 
 from fireman.common.errors import UserError
 from fireman.common.model_registry import RegistryClient
 from fireman.common.settings import ServicesSettings
+from fireman.dashboard.settings import DashboardSettings
 from fireman.services.base import LocalService
 from fireman.services.manager import SERVICE_TYPES, Progress, ServiceManager
 from fireman.services.process import PidRecord
-from fireman.streaming.settings import DEFAULT_DRIFT_FEATURES
-
-if TYPE_CHECKING:
-    from fireman.streaming.settings import CollectorSettings
+from fireman.serving.settings import ServeSettings
+from fireman.streaming.settings import DEFAULT_DRIFT_FEATURES, CollectorSettings
 
 SERVERS = ("kafka", "influxdb", "mlflow", "airflow")
 
@@ -63,29 +62,35 @@ class AppProcess(LocalService):
         return f"log {self.log_path}"
 
 
-class CollectorApp(AppProcess):
-    name = "collector"
-    args = ("collector",)
+class HttpApp(AppProcess):
+    """A fireman process that serves HTTP: healthy while its health path answers 200."""
+
+    health_path: ClassVar[str]
+    # The process's settings class; its ``host`` and ``port`` are where it listens.
+    settings_class: ClassVar[type[CollectorSettings | ServeSettings | DashboardSettings]]
+
+    def url(self) -> str:
+        settings = self.settings_class()
+        return f"http://{settings.host}:{settings.port}"
 
     def ports(self) -> list[int]:
-        return [self._settings().port]
-
-    def _settings(self) -> CollectorSettings:
-        from fireman.streaming.settings import CollectorSettings
-
-        return CollectorSettings()
+        return [self.settings_class().port]
 
     def healthy(self) -> bool:
-        settings = self._settings()
         try:
-            response = httpx.get(f"http://{settings.host}:{settings.port}/healthz", timeout=2.0)
-            return response.status_code == 200
+            return httpx.get(f"{self.url()}{self.health_path}", timeout=2.0).status_code == 200
         except httpx.HTTPError:
             return False
 
     def describe(self) -> str:
-        settings = self._settings()
-        return f"http://{settings.host}:{settings.port}"
+        return self.url()
+
+
+class CollectorApp(HttpApp):
+    name = "collector"
+    args = ("collector",)
+    health_path = "/healthz"
+    settings_class = CollectorSettings
 
 
 class SinkApp(AppProcess):
@@ -98,32 +103,29 @@ class ScorerApp(AppProcess):
     args = ("scorer",)
 
 
+class ServeApp(HttpApp):
+    """Online inference (Open Inference Protocol V2) with the same production model as the scorer."""
+
+    name = "serve"
+    args = ("serve",)
+    # Live, not ready: the process is up and answering; readiness (a loaded model) it reports itself.
+    health_path = "/v2/health/live"
+    settings_class = ServeSettings
+
+    def describe(self) -> str:
+        return f"{self.url()}/v2/models/{ServeSettings().mlflow.model_name}"
+
+
 class MonitorApp(AppProcess):
     name = "monitor"
     args = ("monitor",)
 
 
-class DashboardApp(AppProcess):
+class DashboardApp(HttpApp):
     name = "dashboard"
     args = ("dashboard",)
-
-    def _url(self) -> str:
-        from fireman.dashboard.settings import DashboardSettings
-
-        settings = DashboardSettings()
-        return f"http://{settings.host}:{settings.port}"
-
-    def ports(self) -> list[int]:
-        return [int(self._url().rsplit(":", 1)[1])]
-
-    def healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self._url()}/api/health", timeout=2.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def describe(self) -> str:
-        return self._url()
+    health_path = "/api/health"
+    settings_class = DashboardSettings
 
 
 class GeneratorApp(AppProcess):
@@ -150,6 +152,7 @@ DEMO_PROFILES: dict[str, dict[str, str]] = {
         "FIREMAN_MONITOR_WINDOW_SIZE": "1000",
         "FIREMAN_AIRFLOW_DRIFT_CHECK_SCHEDULE": "*/2 * * * *",
         "FIREMAN_SCORER_RELOAD_INTERVAL_S": "10",
+        "FIREMAN_SERVE_RELOAD_INTERVAL_S": "10",
     },
     "short": {
         "FIREMAN_GENERATOR_RATE": "100",
@@ -163,6 +166,7 @@ DEMO_PROFILES: dict[str, dict[str, str]] = {
         "FIREMAN_MONITOR_DRIFT_CPU_BUDGET": "0.5",
         "FIREMAN_AIRFLOW_DRIFT_CHECK_SCHEDULE": "* * * * *",
         "FIREMAN_SCORER_RELOAD_INTERVAL_S": "5",
+        "FIREMAN_SERVE_RELOAD_INTERVAL_S": "5",
     },
 }
 
@@ -174,7 +178,8 @@ def demo_environment(profile: str) -> dict[str, str]:
 
 
 APP_TYPES: dict[str, type[LocalService]] = {
-    cls.name: cls for cls in (CollectorApp, SinkApp, ScorerApp, MonitorApp, DashboardApp, GeneratorApp)
+    cls.name: cls
+    for cls in (CollectorApp, SinkApp, ScorerApp, ServeApp, MonitorApp, DashboardApp, GeneratorApp)
 }
 
 

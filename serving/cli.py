@@ -22,3 +22,32 @@ def register(app: typer.Typer) -> None:
 
         configure_logging(log_level)
         Scorer(load_settings(ScorerSettings)).run(stop_on_signals())
+
+    @app.command("serve")
+    def serve(
+        host: str | None = typer.Option(None, help="Listen address (FIREMAN_SERVE_HOST)."),
+        port: int | None = typer.Option(None, help="Listen port (FIREMAN_SERVE_PORT, default 8010)."),
+        log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+    ) -> None:
+        """Answer Open Inference Protocol V2 requests with the production model (FIREMAN_SERVE_*).
+
+        POST /v2/models/<model>/infer; health at /v2/health/live and /v2/health/ready. Moving the
+        `production` alias switches the version served within FIREMAN_SERVE_RELOAD_INTERVAL_S.
+        """
+        import logging
+
+        from fireman.common.runtime import configure_logging, load_settings
+        from fireman.serving.inference import serve as run_server
+        from fireman.serving.settings import ServeSettings
+
+        configure_logging(log_level)
+        given = {"host": host, "port": port}
+        settings = load_settings(ServeSettings, **{k: v for k, v in given.items() if v is not None})
+        logging.getLogger("fireman.serve").info(
+            "inference on http://%s:%d/v2/models/%s (Open Inference Protocol V2), model from %s",
+            settings.host,
+            settings.port,
+            settings.mlflow.model_name,
+            settings.mlflow.tracking_uri,
+        )
+        run_server(settings)

@@ -1,7 +1,8 @@
 """The hot-reload watcher: polls the registry alias, loads and checks a new version off the hot path.
 
-The scorer takes a checked model with ``take_pending`` between two batches, so a batch is always
-scored by exactly one version. Refusals are logged and written to ``model_events`` once per version.
+The scorer takes a checked model with ``take_pending`` between two batches, and ``fireman serve``
+between two model calls, so a batch or a request is always scored by exactly one version. Refusals are
+logged and handed to ``emit`` (the scorer writes them to ``model_events``) once per version.
 """
 
 from __future__ import annotations
@@ -29,13 +30,28 @@ def model_event(kind: str, model_name: str, fields: dict[str, float | int | str]
     )
 
 
+def switch_message(model: ServingModel, previous: ServingModel | None) -> str:
+    """What the scorer and fireman serve log when a version starts serving."""
+    return (
+        f"serving {model.lineage.model_name} version {model.version} (run {model.lineage.run_id}), "
+        f"loaded and checked in {model.load_seconds:.2f} s"
+        + (f", replacing version {previous.version}" if previous else "")
+    )
+
+
 class ModelWatcher:
     def __init__(
         self,
         registry: Registry,
         interval_s: float,
         emit: Callable[[Point], None],
+        observer: str = "the scorer",
+        waiting: str = "waits without consuming",
     ) -> None:
+        # Who is watching, in the logs and in the production history (``seen by the scorer``), and what
+        # it does while there is no production model yet.
+        self.observer = observer
+        self.waiting = waiting
         self.registry = registry
         self.interval_s = interval_s
         self._emit = emit
@@ -69,12 +85,13 @@ class ModelWatcher:
         settings = self.registry.settings
         if target is None:
             if not self._missing_logged:
-                what = "keeps serving" if self.current_version else "waits without consuming"
+                what = "keeps serving" if self.current_version else self.waiting
                 log.warning(
-                    "no model in production: registered model %r has no alias %r; the scorer %s "
+                    "no model in production: registered model %r has no alias %r; %s %s "
                     "(train one with `fireman train`)",
                     settings.model_name,
                     settings.production_alias,
+                    self.observer,
                     what,
                 )
                 self._missing_logged = True
@@ -90,7 +107,7 @@ class ModelWatcher:
         if version == self._observed:
             return
         try:
-            production_history.observe(self.registry.client, self.registry.settings, version, "the scorer")
+            production_history.observe(self.registry.client, self.registry.settings, version, self.observer)
         except RegistryError as exc:
             log.warning("could not record production version %s in the registry: %s", version, exc)
             return

@@ -31,7 +31,7 @@ from fireman.common.model import Registry, ServingModel
 from fireman.common.schema import now_ms
 from fireman.serving.codec import DecodedBatch, decode_batch, encode_predictions
 from fireman.serving.influx_writer import InfluxWriter
-from fireman.serving.reload import ModelWatcher, model_event
+from fireman.serving.reload import ModelWatcher, model_event, switch_message
 from fireman.serving.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
@@ -325,14 +325,7 @@ class Scorer:
         self.stats.model_version = model.version
         if previous is not None:
             self.stats.switches += 1
-        log.info(
-            "serving %s version %s (run %s), loaded and checked in %.2f s%s",
-            model.lineage.model_name,
-            model.version,
-            model.lineage.run_id,
-            model.load_seconds,
-            f", replacing version {previous.version}" if previous else "",
-        )
+        log.info("%s", switch_message(model, previous))
         self._emit(
             model_event(
                 "switch" if previous else "start",

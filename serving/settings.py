@@ -1,11 +1,14 @@
-"""Settings of ``fireman scorer`` (``FIREMAN_SCORER_*``), built by the CLI and passed down."""
+"""Settings of ``fireman scorer`` (``FIREMAN_SCORER_*``) and ``fireman serve`` (``FIREMAN_SERVE_*``).
+
+Each is built once by its CLI command and passed down; nothing here does I/O.
+"""
 
 from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fireman.common.settings import SCORER_GROUP, InfluxSettings, KafkaSettings, MlflowSettings
+from fireman.common.settings import LOOPBACK, SCORER_GROUP, InfluxSettings, KafkaSettings, MlflowSettings
 
 
 class ScorerSettings(BaseSettings):
@@ -36,4 +39,24 @@ class ScorerSettings(BaseSettings):
     log_interval_s: float = Field(default=10.0, gt=0)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+
+
+class ServeSettings(BaseSettings):
+    """Online inference over the Open Inference Protocol V2 (``fireman serve``)."""
+
+    model_config = SettingsConfigDict(env_prefix="FIREMAN_SERVE_", extra="ignore", env_file=None)
+
+    host: str = LOOPBACK
+    port: int = 8010
+    reload_interval_s: float = Field(
+        default=10.0, gt=0, description="How often fireman serve polls the registry's production alias."
+    )
+    max_rows: int = Field(
+        default=10_000, ge=1, description="Most rows in one inference request (more answers 413)."
+    )
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="Largest inference request body (more answers 413)."
+    )
+    access_log: bool = False
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)

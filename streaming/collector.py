@@ -11,16 +11,18 @@ import contextlib
 import hmac
 import os
 import random
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 
+from fireman.common.http_server import BodyRejected, uvicorn_config
+from fireman.common.http_server import json_response as _json
+from fireman.common.http_server import read_body as read_limited_body
+from fireman.common.http_server import running as serve_in_thread
 from fireman.common.schema import LabelIn
 from fireman.streaming.clock import SensorClock
 from fireman.streaming.payloads import (
@@ -35,11 +37,6 @@ from fireman.streaming.payloads import (
 )
 from fireman.streaming.publisher import KafkaUnavailable, make_publisher
 from fireman.streaming.settings import CollectorSettings
-
-
-def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
-
 
 # The version (4) and RFC 4122 variant bits of a random UUID.
 _UUID4_BITS = (0x4 << 76) | (0x2 << 62)
@@ -106,21 +103,10 @@ def create_app(settings: CollectorSettings) -> FastAPI:
 
     async def read_body(request: Request) -> bytes:
         authorize(request)
-        limit = settings.max_body_bytes
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                raise PayloadError(400, f"bad Content-Length {length!r}")
-            if int(length) > limit:
-                raise PayloadError(413, f"body of {int(length)} bytes is over the {limit}-byte limit")
-            return await request.body()
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadError(413, f"body is over the {limit}-byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            return await read_limited_body(request, settings.max_body_bytes)
+        except BodyRejected as exc:
+            raise PayloadError(exc.status, exc.message) from None
 
     def accepted(ids: list[str]) -> Response:
         return _json(202, {"accepted": len(ids), "event_ids": ids})
@@ -208,19 +194,7 @@ def app_from_env() -> FastAPI:
 
 
 def _config(settings: CollectorSettings, app: Any, **extra: Any) -> Any:
-    import uvicorn
-
-    return uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=settings.access_log,
-        log_level="warning",
-        timeout_keep_alive=30,
-        **extra,
-    )
+    return uvicorn_config(app, settings.host, settings.port, settings.access_log, **extra)
 
 
 def serve(settings: CollectorSettings) -> None:
@@ -240,18 +214,5 @@ def serve(settings: CollectorSettings) -> None:
 @contextlib.contextmanager
 def running(settings: CollectorSettings) -> Iterator[str]:
     """Serve the collector on a background thread (tests, benchmarks); yields its base URL."""
-    import uvicorn
-
-    server = uvicorn.Server(_config(settings, create_app(settings)))
-    thread = threading.Thread(target=server.run, name="collector", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the collector did not start on {settings.host}:{settings.port}")
-        time.sleep(0.05)
-    try:
-        yield f"http://{settings.host}:{settings.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serve_in_thread(_config(settings, create_app(settings)), "collector") as url:
+        yield url

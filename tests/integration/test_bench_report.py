@@ -44,6 +44,7 @@ def test_quick_report_has_every_bench_with_figures_and_verdicts(
         assert expected in figures, figures
     assert any(figure.startswith("training from") for figure in figures), figures
     assert any(figure.startswith("soak") for figure in figures), figures
+    assert any(figure.startswith("serve p50 / p99 latency, 100 rows") for figure in figures), figures
     assert any(figure.startswith("slowest of fireman --help, models") for figure in figures), figures
     verdicts = {row.split(" | ")[3] for row in rows}
     assert verdicts <= {"met", "**short**", "-"}, verdicts

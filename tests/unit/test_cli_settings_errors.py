@@ -16,6 +16,8 @@ CASES = [
     (("sink",), "FIREMAN_SINK_BATCH_SIZE", "lots"),
     (("sink",), "FIREMAN_KAFKA_PORT", "abc"),
     (("scorer",), "FIREMAN_KAFKA_PORT", "abc"),
+    (("serve",), "FIREMAN_SERVE_PORT", "abc"),
+    (("serve",), "FIREMAN_MLFLOW_PORT", "abc"),
     (("monitor",), "FIREMAN_INFLUXDB_PORT", "abc"),
     (("collector",), "FIREMAN_KAFKA_PORT", "abc"),
     (("dashboard",), "FIREMAN_KAFKA_PORT", "abc"),
