@@ -70,6 +70,11 @@ def _for_requests(model: ServingModel) -> Loaded:
     """
     estimator = model.estimator
     trees = _TreesInTurn.of(estimator)
+    if trees is not None and not _agrees(trees, estimator, len(model.feature_order)):
+        # It reads the forest's internals; a scikit-learn release that changes them must not change
+        # an answer, so any disagreement on the check rows falls back to the estimator's own path.
+        log.warning("version %s: tree-by-tree scoring disagrees with predict_proba; not used", model.version)
+        trees = None
     if trees is not None:
         model = replace(model, estimator=trees)
     else:
@@ -80,6 +85,19 @@ def _for_requests(model: ServingModel) -> Loaded:
     order = model.feature_order
     columns = None if order == FEATURE_NAMES else np.array([FEATURE_COLUMN[name] for name in order])
     return Loaded(model, columns)
+
+
+def _agrees(trees: _TreesInTurn, estimator: Any, width: int) -> bool:
+    """Whether the fast path gives exactly the estimator's probabilities on varied rows with gaps."""
+    rng = np.random.default_rng(0)
+    rows = rng.lognormal(mean=0.0, sigma=2.0, size=(256, width)) * (rng.random((256, width)) < 0.5)
+    rows[rng.random(rows.shape) < 0.2] = np.nan
+    rows[0, :] = np.nan
+    rows[1, :] = 0.0
+    try:
+        return bool(np.array_equal(trees.predict_proba(rows), estimator.predict_proba(rows)))
+    except Exception:  # any failure of the fast path means the estimator's own path serves
+        return False
 
 
 class _TreesInTurn:
