@@ -12,12 +12,18 @@ import pandas as pd
 import pytest
 
 from fireman.bench.workload import make_events, produce_events, spambase_rows
-from fireman.common.influx import InfluxClient
 from fireman.common.kafka_io import delete_topics, ensure_topics
 from fireman.common.schema import FEATURE_NAMES
 from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
-from fireman.serving.settings import ScorerSettings
-from tests.support.scoring import fit_pipeline, read_topic, register_model, running, wait_for
+from tests.support.scoring import (
+    fit_pipeline,
+    influx_rows,
+    read_topic,
+    register_model,
+    running,
+    scorer_settings,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -31,19 +37,6 @@ def pipeline(dataset_settings: DatasetSettings) -> Any:
 def production(mlflow_names: MlflowSettings, pipeline: Any, dataset_settings: DatasetSettings) -> str:
     features = spambase_rows(dataset_settings, 50)[list(FEATURE_NAMES)]
     return register_model(mlflow_names, pipeline, features)
-
-
-def scorer_settings(
-    kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings, **extra: Any
-) -> ScorerSettings:
-    return ScorerSettings(
-        kafka=kafka, influxdb=influx, mlflow=mlflow, group_id=f"scorer-{uuid.uuid4().hex[:8]}", **extra
-    )
-
-
-def influx_rows(influx: InfluxSettings, query: str) -> list[dict[str, Any]]:
-    with InfluxClient(influx) as client:
-        return client.query(query)
 
 
 def prediction_count(influx: InfluxSettings) -> int:
