@@ -96,6 +96,19 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("give at least one row count, each 1 or more", param_hint="--rows")
         run_bench(BenchOptions(rate=rate, duration_s=duration, rows=sizes))
 
+    @bench_app.command("shadow")
+    def bench_shadow(
+        events: int = typer.Option(100_000, min=1000, help="Events in the backlog each run scores."),
+        repeats: int = typer.Option(2, min=1, help="Runs of each mode, in alternating order."),
+    ) -> None:
+        """Scorer throughput: production alone, with a challenger in its batch, or beside a second scorer."""
+        quiet_mlflow()
+        from fireman.bench.shadow import BenchOptions, run_bench
+        from fireman.common.runtime import configure_logging
+
+        configure_logging("WARNING")
+        run_bench(BenchOptions(events=events, repeats=repeats))
+
     @bench_app.command("train")
     def bench_train(
         rows: int = typer.Option(

@@ -71,9 +71,9 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> BenchRes
     console = console or Console()
     tag = uuid.uuid4().hex[:8]
     base = KafkaSettings()
-    throughput_topics = _topics(base, f"bench-{tag}-a")
-    latency_topics = _topics(base, f"bench-{tag}-b")
-    poison_topics = _topics(base, f"bench-{tag}-c")
+    throughput_topics = bench_topics(base, f"bench-{tag}-a")
+    latency_topics = bench_topics(base, f"bench-{tag}-b")
+    poison_topics = bench_topics(base, f"bench-{tag}-c")
     influx = InfluxSettings().model_copy(update={"database": f"bench_{tag}"})
     mlflow = MlflowSettings().model_copy(update={"model_name": BENCH_MODEL, "experiment": BENCH_MODEL})
     all_topics = [*throughput_topics.topics(), *latency_topics.topics(), *poison_topics.topics()]
@@ -86,10 +86,10 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> BenchRes
             progress.add_task("training the production-settings model", total=None)
             version = train_production(mlflow)
         console.print(f"model {BENCH_MODEL} version {version} (training defaults)")
-        payloads = _payloads(options.events)
+        payloads = spambase_payloads(options.events)
         poisoned = _with_poison(payloads, options.poison_share)
-        _load(throughput_topics, payloads, console)
-        _load(poison_topics, poisoned, console)
+        load_backlog(throughput_topics, payloads, console)
+        load_backlog(poison_topics, poisoned, console)
         del payloads
         # Clean, poisoned, poisoned, clean, each a fresh consumer group over the whole backlog: whatever
         # the machine carries over from one run to the next (InfluxDB compacting what the last run
@@ -134,7 +134,7 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> BenchRes
     return result
 
 
-def _topics(base: KafkaSettings, prefix: str) -> KafkaSettings:
+def bench_topics(base: KafkaSettings, prefix: str) -> KafkaSettings:
     return base.model_copy(
         update={
             "topic_measurements": f"{prefix}-measurements",
@@ -145,7 +145,7 @@ def _topics(base: KafkaSettings, prefix: str) -> KafkaSettings:
     )
 
 
-def _payloads(count: int) -> list[tuple[bytes, bytes]]:
+def spambase_payloads(count: int) -> list[tuple[bytes, bytes]]:
     """(key, value) of ``count`` Spambase events, 10% of values missing, all stamped later at send."""
     rows = spambase_rows(DatasetSettings(), min(count, 4601), missing_rate=0.1)
     templates = make_events(rows, prefix="tmpl")
@@ -202,7 +202,7 @@ def _stamp(value: bytes, timestamp: int) -> bytes:
     return orjson.dumps(event)
 
 
-def _load(kafka: KafkaSettings, payloads: list[tuple[bytes, bytes]], console: Console) -> None:
+def load_backlog(kafka: KafkaSettings, payloads: list[tuple[bytes, bytes]], console: Console) -> None:
     producer = _producer(kafka)
     stamp = now_ms()
     with Progress(console=console, transient=True) as progress:
@@ -274,7 +274,7 @@ def _latency(
     options: BenchOptions,
     console: Console,
 ) -> list[int]:
-    payloads = _payloads(min(options.events, int(options.rate * options.latency_seconds)))
+    payloads = spambase_payloads(min(options.events, int(options.rate * options.latency_seconds)))
     scorer, stop, thread = _start(kafka, influx, mlflow)
     producer = _producer(kafka)
     try:

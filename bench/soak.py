@@ -33,7 +33,7 @@ from rich.table import Table
 from fireman.common import mlflow_uri
 from fireman.common.errors import UserError
 from fireman.common.influx import InfluxClient, InfluxError, quote_identifier
-from fireman.common.measurements import PREDICTIONS
+from fireman.common.measurements import PREDICTIONS, PRODUCTION_ONLY
 from fireman.common.model_registry import RegistryClient
 from fireman.common.settings import InfluxSettings, KafkaSettings, MlflowSettings, ServicesSettings
 
@@ -308,7 +308,8 @@ def _latency(influx: InfluxClient, window_s: float) -> tuple[float | None, float
     try:
         rows = influx.query(
             'SELECT percentile("latency_ms", 50) AS p50, percentile("latency_ms", 99) AS p99 '
-            f"FROM {quote_identifier(PREDICTIONS.name)} WHERE time > now() - {max(1, round(window_s))}s"
+            f"FROM {quote_identifier(PREDICTIONS.name)} "
+            f"WHERE {PRODUCTION_ONLY} AND time > now() - {max(1, round(window_s))}s"
         )
     except InfluxError:
         return None, None
@@ -319,7 +320,9 @@ def _latency(influx: InfluxClient, window_s: float) -> tuple[float | None, float
 
 def _scored(influx: InfluxClient) -> int:
     try:
-        rows = influx.query(f'SELECT count("event_id") FROM {quote_identifier(PREDICTIONS.name)}')
+        rows = influx.query(
+            f'SELECT count("event_id") FROM {quote_identifier(PREDICTIONS.name)} WHERE {PRODUCTION_ONLY}'
+        )
     except InfluxError:
         return 0
     return int(rows[0]["count"]) if rows else 0

@@ -14,6 +14,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score `measurements` with the registry's production model (settings: FIREMAN_SCORER_*).
 
+        A version under the challenger alias is scored too, in shadow: InfluxDB only, `role=shadow`.
+
         SIGTERM or Ctrl-C finishes the batch in flight, commits and exits 0.
         """
         from fireman.common.runtime import configure_logging, load_settings, stop_on_signals

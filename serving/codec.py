@@ -3,6 +3,10 @@
 This is the hot path: per event there is one ``orjson.loads``, a few type checks and one list
 comprehension in the model's feature order; the matrix is built by numpy in one call. Anything that
 is not a well-formed event is reported as poison with the reason, never raised.
+
+A challenger scored in shadow reuses the production matrix through a ``ColumnMap`` (its own feature
+order, picked from production's columns) and gets InfluxDB lines only (``shadow_lines``), never Kafka
+messages.
 """
 
 from __future__ import annotations
@@ -15,12 +19,12 @@ import numpy as np
 
 from fireman.common.events import BadMessage, decode_event, encode_prediction
 from fireman.common.influx import format_field_value
-from fireman.common.measurements import PREDICTIONS, ROLE_PRODUCTION
+from fireman.common.measurements import PREDICTIONS, ROLE_PRODUCTION, ROLE_SHADOW
 from fireman.common.model import Lineage
 from fireman.common.pointtime import NS_PER_MS, point_time_ns
 
-# Rendered inline below, one f-string per prediction on the scorer's hot path: ids that passed the
-# contract's IDENTIFIER need no escaping.
+# Rendered by hand below, one f-string per prediction on the scorer's hot path: ids that passed the
+# contract's IDENTIFIER need no escaping, nor do the roles.
 MEASUREMENT = PREDICTIONS.name
 
 
@@ -58,6 +62,27 @@ def decode_batch(values: Sequence[bytes | None], feature_order: Sequence[str]) -
     return batch
 
 
+@dataclass(frozen=True)
+class ColumnMap:
+    """Where each of a model's features sits in a matrix built in another feature order."""
+
+    index: np.ndarray
+    identity: bool
+
+    def apply(self, matrix: np.ndarray) -> np.ndarray:
+        """The model's matrix: ``matrix`` itself when the orders agree, else its columns picked out."""
+        return matrix if self.identity else matrix[:, self.index]
+
+
+def column_map(have: Sequence[str], want: Sequence[str]) -> ColumnMap | None:
+    """How to build a matrix in ``want``'s order from one in ``have``'s; None if a wanted one is missing."""
+    position = {name: i for i, name in enumerate(have)}
+    if any(name not in position for name in want):
+        return None
+    index = np.fromiter((position[name] for name in want), dtype=np.intp, count=len(want))
+    return ColumnMap(index, identity=tuple(want) == tuple(have))
+
+
 def encode_predictions(
     batch: DecodedBatch,
     predictions: Sequence[int],
@@ -71,35 +96,71 @@ def encode_predictions(
     event replayed after a model switch overwrites its point instead of adding a second one in another
     series.
     """
-    messages: list[bytes] = []
-    lines: list[str] = []
-    latencies: list[int] = []
     lineage_fields = (lineage.model_name, lineage.model_version, lineage.run_id)
-    version_field = format_field_value(lineage.model_version)
-    for event_id, sensor_id, timestamp, prediction, probability in zip(
-        batch.event_ids, batch.sensor_ids, batch.timestamps, predictions, probabilities, strict=True
-    ):
-        latency = scored_ms - timestamp
-        latencies.append(latency)
-        messages.append(
-            encode_prediction(
-                (event_id, sensor_id, timestamp), prediction, probability, lineage_fields, scored_ms
-            )
+    messages = [
+        encode_prediction(
+            (event_id, sensor_id, timestamp), prediction, probability, lineage_fields, scored_ms
         )
-        lines.append(
-            f"{MEASUREMENT},role={ROLE_PRODUCTION},sensor_id={sensor_id} "
-            f'event_id="{event_id}",prediction={prediction}i,'
-            f"probability={probability!r},latency_ms={latency}i,model_version={version_field} "
-            f"{point_time_ns(timestamp, event_id)}"
+        for event_id, sensor_id, timestamp, prediction, probability in zip(
+            batch.event_ids, batch.sensor_ids, batch.timestamps, predictions, probabilities, strict=True
         )
+    ]
+    latencies = [scored_ms - timestamp for timestamp in batch.timestamps]
+    lines = _lines(ROLE_PRODUCTION, batch, predictions, probabilities, latencies, lineage.model_version)
     return messages, lines, latencies
+
+
+def shadow_lines(
+    batch: DecodedBatch,
+    predictions: Sequence[int],
+    probabilities: Sequence[float],
+    model_version: str,
+    scored_ms: int,
+) -> list[str]:
+    """InfluxDB lines of a challenger's predictions (tag ``role=shadow``), one per event; no Kafka.
+
+    Same point time as the event's production line but another series (the role tag), so both are
+    kept, and a replay overwrites each.
+    """
+    latencies = [scored_ms - timestamp for timestamp in batch.timestamps]
+    return _lines(ROLE_SHADOW, batch, predictions, probabilities, latencies, model_version)
+
+
+def _lines(
+    role: str,
+    batch: DecodedBatch,
+    predictions: Sequence[int],
+    probabilities: Sequence[float],
+    latencies: Sequence[int],
+    model_version: str,
+) -> list[str]:
+    """The ``predictions`` lines of a batch: the one place their format is written (tags sorted)."""
+    version_field = format_field_value(model_version)
+    return [
+        f"{MEASUREMENT},role={role},sensor_id={sensor_id} "
+        f'event_id="{event_id}",prediction={prediction}i,'
+        f"probability={probability!r},latency_ms={latency}i,model_version={version_field} "
+        f"{point_time_ns(timestamp, event_id)}"
+        for event_id, sensor_id, timestamp, prediction, probability, latency in zip(
+            batch.event_ids,
+            batch.sensor_ids,
+            batch.timestamps,
+            predictions,
+            probabilities,
+            latencies,
+            strict=True,
+        )
+    ]
 
 
 __all__ = [
     "MEASUREMENT",
     "NS_PER_MS",
+    "ColumnMap",
     "DecodedBatch",
     "Lineage",
+    "column_map",
     "decode_batch",
     "encode_predictions",
+    "shadow_lines",
 ]

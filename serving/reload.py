@@ -1,8 +1,17 @@
-"""The hot-reload watcher: polls the registry alias, loads and checks a new version off the hot path.
+"""The hot-reload watcher: polls a registry alias, loads and checks a new version off the hot path.
 
 The scorer takes a checked model with ``take_pending`` between two batches, and ``fireman serve``
-between two model calls, so a batch or a request is always scored by exactly one version. Refusals are
-logged and handed to ``emit`` (the scorer writes them to ``model_events``) once per version.
+between two model calls, so a batch or a request is always scored by exactly one version. One watcher
+per alias:
+
+- ``production`` (the default): refusals are logged and handed to ``emit`` (the scorer writes them to
+  ``model_events``) once per version; every version seen is recorded in the production history
+  rollback reads. A missing alias is a warning: nothing can be served.
+- any other alias (the challenger, scored in shadow): loads and refusals are logged only, so
+  ``model_events`` and the production history stay about production. A missing alias is normal
+  (shadow scoring off, logged once at INFO). When the alias goes away, or moves to a version that
+  cannot serve, the loaded version is retired: ``take_retired`` tells the scorer, between two batches,
+  to stop scoring it.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ class ModelWatcher:
         emit: Callable[[Point], None],
         observer: str = "the scorer",
         waiting: str = "waits without consuming",
+        alias: str | None = None,
     ) -> None:
         # Who is watching, in the logs and in the production history (``seen by the scorer``), and what
         # it does while there is no production model yet.
@@ -55,9 +65,12 @@ class ModelWatcher:
         self.registry = registry
         self.interval_s = interval_s
         self._emit = emit
+        self.alias = alias or registry.settings.production_alias
+        self.production = self.alias == registry.settings.production_alias
         self._halt = threading.Event()
         self._lock = threading.Lock()
         self._pending: ServingModel | None = None
+        self._retired = False
         self._refused: str | None = None
         self._missing_logged = False
         self._observed: str | None = None
@@ -76,31 +89,55 @@ class ModelWatcher:
     def check(self) -> ServingModel | None:
         """One look at the alias; a new, servable version is returned (and not yet in use)."""
         try:
-            target = self.registry.production()
+            target = self.registry.by_alias(self.alias)
         except RegistryError as exc:
             log.warning(
                 "could not read the model registry at %s: %s", self.registry.settings.tracking_uri, exc
             )
             return None
-        settings = self.registry.settings
         if target is None:
             if not self._missing_logged:
-                what = "keeps serving" if self.current_version else self.waiting
-                log.warning(
-                    "no model in production: registered model %r has no alias %r; %s %s "
-                    "(train one with `fireman train`)",
-                    settings.model_name,
-                    settings.production_alias,
-                    self.observer,
-                    what,
-                )
+                self._log_missing()
                 self._missing_logged = True
+            if not self.production:
+                self._retire()
             return None
         self._missing_logged = False
-        self._observe(target.version)
+        if self.production:
+            self._observe(target.version)
         if target.version in (self.current_version, self._refused):
             return None
-        return self._load(target)
+        model = self._load(target)
+        if model is None and not self.production:
+            self._retire()  # the alias names a version that cannot serve: the old one is no challenger
+        return model
+
+    def _log_missing(self) -> None:
+        settings = self.registry.settings
+        if self.production:
+            what = "keeps serving" if self.current_version else self.waiting
+            log.warning(
+                "no model in production: registered model %r has no alias %r; %s %s "
+                "(train one with `fireman train`)",
+                settings.model_name,
+                self.alias,
+                self.observer,
+                what,
+            )
+        else:
+            log.info(
+                "registered model %r has no alias %r: no shadow scoring%s",
+                settings.model_name,
+                self.alias,
+                f" (version {self.current_version} retired)" if self.current_version else "",
+            )
+
+    def _retire(self) -> None:
+        """The version in use (or about to be) no longer holds the alias; the scorer is told once."""
+        with self._lock:
+            self._pending = None
+            if self.current_version is not None:
+                self._retired = True
 
     def _observe(self, version: str) -> None:
         """Record an alias move made outside fireman (the MLflow UI) in the history rollback reads."""
@@ -114,12 +151,23 @@ class ModelWatcher:
         self._observed = version
 
     def _load(self, target: AliasTarget) -> ServingModel | None:
-        log.info("loading %s version %s (run %s)", target.name, target.version, target.run_id)
+        log.info(
+            "loading %s version %s (run %s, alias %r)", target.name, target.version, target.run_id, self.alias
+        )
         started = time.perf_counter()
         try:
             model = self.registry.load(target)
         except ModelRefused as exc:
             self._refused = target.version
+            if not self.production:
+                log.warning(
+                    "refused %s version %s (alias %r): %s; no shadow scoring",
+                    target.name,
+                    target.version,
+                    self.alias,
+                    exc,
+                )
+                return None
             log.error(
                 "refused %s version %s: %s; still serving version %s",
                 target.name,
@@ -142,7 +190,7 @@ class ModelWatcher:
             return None
         return model
 
-    def start(self, current_version: str) -> None:
+    def start(self, current_version: str | None) -> None:
         self.current_version = current_version
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
         self._thread.start()
@@ -160,9 +208,21 @@ class ModelWatcher:
     def take_pending(self) -> ServingModel | None:
         with self._lock:
             model, self._pending = self._pending, None
-        if model is not None:
-            self.current_version = model.version
+            if model is not None:
+                self.current_version = model.version
         return model
+
+    def take_retired(self) -> bool:
+        """True once after the version in use lost the alias (never for production: it keeps serving).
+
+        Take it before ``take_pending``: an alias removed and then set again retires the old version
+        and offers the new one.
+        """
+        with self._lock:
+            retired, self._retired = self._retired, False
+            if retired:
+                self.current_version = None
+        return retired
 
     def stop(self, timeout_s: float = 30.0) -> None:
         self._halt.set()

@@ -11,6 +11,12 @@ strictly in order, each with the model it was scored by.
 
 Kafka refusing predictions (e.g. a broker outage longer than the delivery timeout) is not fatal: the
 batch is not committed, its partitions are rewound to its first offsets and it is scored again.
+
+Shadow scoring: when the registry's challenger alias names another servable version than production,
+that version scores the same decoded batch, on the same model thread, right after production. Its
+predictions become InfluxDB lines with ``role=shadow`` in the same writer submission as production's,
+so one commit covers both; they never reach Kafka. A challenger failing on a batch loses its shadow
+lines for that batch and nothing else. See docs/decisions.md, "Shadow scoring in the scorer's batch".
 """
 
 from __future__ import annotations
@@ -29,7 +35,14 @@ from fireman.common.influx import InfluxClient, InfluxError, Point
 from fireman.common.kafka_io import AckProducer, BatchConsumer, KafkaDeliveryError, Offsets, Record
 from fireman.common.model import Registry, ServingModel
 from fireman.common.schema import now_ms
-from fireman.serving.codec import DecodedBatch, decode_batch, encode_predictions
+from fireman.serving.codec import (
+    ColumnMap,
+    DecodedBatch,
+    column_map,
+    decode_batch,
+    encode_predictions,
+    shadow_lines,
+)
 from fireman.serving.influx_writer import InfluxWriter
 from fireman.serving.reload import ModelWatcher, model_event, switch_message
 from fireman.serving.settings import ScorerSettings
@@ -51,6 +64,9 @@ class ScorerStats:
     switches: int = 0
     rewinds: int = 0
     model_version: str | None = None
+    shadow_version: str | None = None  # the challenger being scored in shadow, if any
+    shadow_scored: int = 0
+    shadow_failures: int = 0  # batches whose shadow score raised (production unaffected)
     latencies_ms: deque[int] = field(default_factory=lambda: deque(maxlen=200_000))
 
 
@@ -72,6 +88,38 @@ class _Flight:
     model: ServingModel
     features: np.ndarray
     prediction: Future[tuple[list[int], list[float]]] | None
+    shadow: ServingModel | None = None
+    shadow_prediction: Future[tuple[list[int], list[float]]] | None = None
+
+
+@dataclass
+class _Shadow:
+    """The challenger as the scorer uses it: the model, and its columns in production's matrix."""
+
+    model: ServingModel
+    columns: ColumnMap
+
+    def score(self, features: np.ndarray) -> tuple[list[int], list[float]]:
+        # On the model thread: picking the columns out copies the matrix, off the scorer's loop.
+        return self.model.score(self.columns.apply(features))
+
+
+class _Throttle:
+    """At most one log line per interval; counts the occurrences it held back."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._after = 0.0
+        self._held = 0
+
+    def due(self) -> int | None:
+        """None while quiet; else how many occurrences went unlogged since the last line."""
+        now = time.monotonic()
+        if now < self._after:
+            self._held += 1
+            return None
+        held, self._held, self._after = self._held, 0, now + self.interval_s
+        return held
 
 
 class Scorer:
@@ -85,10 +133,13 @@ class Scorer:
         self.stats = ScorerStats()
         self.ready = threading.Event()  # set once a model is loaded and the consumer subscribed
         self.model: ServingModel | None = None
+        self.challenger: ServingModel | None = None  # loaded; scored only if it maps onto production
+        self._shadow: _Shadow | None = None
         self._pending: deque[_Pending] = deque()
         self._in_flight: _Flight | None = None
-        self._poison_log_after = 0.0
-        self._poison_unlogged = 0
+        # A flood of poison, or a challenger failing on every batch, must not flood the log.
+        self._poison_log = _Throttle(settings.log_interval_s)
+        self._shadow_log = _Throttle(settings.log_interval_s)
         self._predictor: ThreadPoolExecutor | None = None
         self._writer: InfluxWriter | None = None
         self._consumer: BatchConsumer | None = None
@@ -110,12 +161,17 @@ class Scorer:
         self._prepare_database()
         writer = self._writer = InfluxWriter(settings.influxdb, settings.influx_chunk_points)
         watcher = ModelWatcher(registry, settings.reload_interval_s, lambda p: self._emit(p))
+        challengers = self._challenger_watcher(registry)
         try:
             model = watcher.wait_for_first(stop)
             if model is None:
                 return
             self._switch(model)
             watcher.start(model.version)
+            if challengers is not None:
+                # One look before consuming, so a challenger already named scores from the first batch.
+                self._set_challenger(challengers.check())
+                challengers.start(self.challenger.version if self.challenger else None)
             self._producer = AckProducer(settings.kafka, settings.delivery_timeout_ms)
             self._predictor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
             self._consumer = BatchConsumer(
@@ -126,14 +182,28 @@ class Scorer:
                 on_lost=self._on_lost,
             )
             self.ready.set()
-            self._loop(stop, watcher)
+            self._loop(stop, watcher, challengers)
         finally:
             watcher.stop()
+            if challengers is not None:
+                challengers.stop()
             if self.registry is None:
                 registry.close()
             self._shutdown(writer)
 
-    def _loop(self, stop: threading.Event, watcher: ModelWatcher) -> None:
+    def _challenger_watcher(self, registry: Registry) -> ModelWatcher | None:
+        mlflow = self.settings.mlflow
+        if mlflow.challenger_alias == mlflow.production_alias:
+            log.warning(
+                "the challenger alias is the production alias (%r): no shadow scoring",
+                mlflow.production_alias,
+            )
+            return None
+        return ModelWatcher(
+            registry, self.settings.reload_interval_s, lambda p: self._emit(p), alias=mlflow.challenger_alias
+        )
+
+    def _loop(self, stop: threading.Event, watcher: ModelWatcher, challengers: ModelWatcher | None) -> None:
         assert self._consumer is not None
         settings = self.settings
         timeout_s = settings.max_wait_ms / 1000
@@ -143,6 +213,12 @@ class Scorer:
             fresh = watcher.take_pending()
             if fresh is not None:
                 self._switch(fresh)
+            if challengers is not None:
+                if challengers.take_retired():
+                    self._set_challenger(None)
+                challenger = challengers.take_pending()
+                if challenger is not None:
+                    self._set_challenger(challenger)
             self._commit_durable()
             self._backpressure()
             # With a batch in the model, take only what is already fetched: waiting to fill a batch
@@ -158,7 +234,7 @@ class Scorer:
                 batches = max(1, stats.batches - logged_batches)
                 log.info(
                     "%.0f events/s, %.0f events/batch, lag %s, model %s version %s, influx buffer %d, "
-                    "%d poison so far%s",
+                    "%d poison so far, shadow %s (%d scored so far)%s",
                     (stats.scored - logged_scored) / (now - logged_at),
                     (stats.scored - logged_scored) / batches,
                     self._consumer.lag(),
@@ -166,6 +242,8 @@ class Scorer:
                     stats.model_version,
                     self._writer.buffered_points if self._writer else 0,
                     stats.poison,
+                    f"version {stats.shadow_version}" if stats.shadow_version else "off",
+                    stats.shadow_scored,
                     " (paused: InfluxDB behind)" if self._consumer.paused else "",
                 )
                 logged_at, logged_scored, logged_batches = now, stats.scored, stats.batches
@@ -185,8 +263,16 @@ class Scorer:
         for index, reason in batch.poison:
             self._dead_letter(records[index], reason)
         features = batch.matrix(len(model.feature_order))
-        prediction = self._predictor.submit(model.score, features) if len(batch) else None
-        return _Flight(first, following, len(records), batch, model, features, prediction)
+        flight = _Flight(first, following, len(records), batch, model, features, None)
+        if len(batch):
+            flight.prediction = self._predictor.submit(model.score, features)
+            shadow = self._shadow
+            if shadow is not None:
+                # After production's score on the same thread: its predictions go to Kafka while the
+                # challenger scores.
+                flight.shadow = shadow.model
+                flight.shadow_prediction = self._predictor.submit(shadow.score, features)
+        return flight
 
     def _finish(self, flight: _Flight) -> bool:
         """Publish a flight's predictions and queue its InfluxDB lines; False if Kafka refused them."""
@@ -216,6 +302,8 @@ class Scorer:
             return False
         self._refused_in_a_row = 0
         self.stats.latencies_ms.extend(latencies)
+        # In the same submission as production's lines: the batch's one commit covers both.
+        lines.extend(self._shadow_lines(flight))
         seq = self._writer.submit(lines)
         self._pending.append(_Pending(seq, flight.next_offsets, flight.records))
         stats = self.stats
@@ -224,6 +312,27 @@ class Scorer:
         stats.poison += len(batch.poison)
         stats.batches += 1
         return True
+
+    def _shadow_lines(self, flight: _Flight) -> list[str]:
+        """The challenger's lines of a published flight; none if it failed (logged, production unaffected)."""
+        if flight.shadow_prediction is None or flight.shadow is None:
+            return []
+        try:
+            predictions, probabilities = flight.shadow_prediction.result()
+        except Exception as exc:
+            self.stats.shadow_failures += 1
+            held = self._shadow_log.due()
+            if held is not None:
+                log.warning(
+                    "challenger version %s failed on a batch of %d events, no shadow points for it: %r%s",
+                    flight.shadow.version,
+                    len(flight.batch),
+                    exc,
+                    f" ({held} more failed batches since the last report)" if held else "",
+                )
+            return []
+        self.stats.shadow_scored += len(flight.batch)
+        return shadow_lines(flight.batch, predictions, probabilities, flight.shadow.version, now_ms())
 
     def _rewind(self, failed: _Flight) -> None:
         """Seek back to the first offset of the failed batch and of the one behind it, and drop both."""
@@ -243,21 +352,16 @@ class Scorer:
 
     def _dead_letter(self, record: Record, reason: str) -> None:
         assert self._producer is not None
-        # One line per log interval: a flood of poison must not turn into a flood of log lines.
-        now = time.monotonic()
-        if now >= self._poison_log_after:
+        held = self._poison_log.due()
+        if held is not None:
             log.warning(
                 "poison message %s[%s]@%s to the DLQ: %s%s",
                 record.topic(),
                 record.partition(),
                 record.offset(),
                 reason,
-                f" ({self._poison_unlogged} more since the last report)" if self._poison_unlogged else "",
+                f" ({held} more since the last report)" if held else "",
             )
-            self._poison_log_after = now + self.settings.log_interval_s
-            self._poison_unlogged = 0
-        else:
-            self._poison_unlogged += 1
         value = record.value()
         key = record.key()
         self._producer.produce(
@@ -338,6 +442,52 @@ class Scorer:
                 },
             )
         )
+        self._plan_shadow()
+
+    def _set_challenger(self, model: ServingModel | None) -> None:
+        previous, self.challenger = self.challenger, model
+        if model is not None:
+            log.info(
+                "challenger %s version %s (run %s) loaded and checked in %.2f s%s",
+                model.lineage.model_name,
+                model.version,
+                model.lineage.run_id,
+                model.load_seconds,
+                ", as production: no shadow points" if model.version == self.stats.model_version else "",
+            )
+        elif previous is not None:
+            log.info("challenger version %s no longer holds the alias", previous.version)
+        self._plan_shadow()
+
+    def _plan_shadow(self) -> None:
+        """Between batches: whether, and how, the challenger scores beside the production model."""
+        challenger, model = self.challenger, self.model
+        shadow = None
+        if challenger is not None and model is not None and challenger.version != model.version:
+            columns = column_map(model.feature_order, challenger.feature_order)
+            if columns is None:
+                missing = sorted(set(challenger.feature_order) - set(model.feature_order))
+                log.warning(
+                    "challenger version %s reads %d feature(s) that production version %s does not "
+                    "decode (%s): no shadow scoring of it",
+                    challenger.version,
+                    len(missing),
+                    model.version,
+                    ", ".join(missing[:5]),
+                )
+            else:
+                shadow = _Shadow(challenger, columns)
+        before = self._shadow.model if self._shadow else None
+        if shadow is not None and shadow.model is not before:
+            log.info(
+                "scoring version %s in shadow beside version %s",
+                shadow.model.version,
+                self.stats.model_version,
+            )
+        elif shadow is None and before is not None:
+            log.info("shadow scoring of version %s stops", before.version)
+        self._shadow = shadow
+        self.stats.shadow_version = shadow.model.version if shadow else None
 
     def _emit(self, point: Point) -> None:
         if self._writer is not None:

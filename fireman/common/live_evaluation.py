@@ -28,7 +28,7 @@ from typing import Any
 
 from fireman.common.confusion import Confusion
 from fireman.common.influx import InfluxClient, InfluxError, quote_identifier, quote_literal
-from fireman.common.measurements import LABELS, PREDICTIONS, ROLE_SHADOW
+from fireman.common.measurements import LABELS, PREDICTIONS, PRODUCTION_ONLY, ROLE_SHADOW
 from fireman.common.settings import LiveEvidenceSettings
 
 METRICS = ("accuracy", "f1")
@@ -72,7 +72,7 @@ def compare(
             in_range = f"time >= {since_ms}ms AND time < {until_ms + 1}ms"  # points carry sub-ms offsets
             statement = (
                 f"SELECT {_q('event_id')}, {_q('prediction')} FROM {_q(PREDICTIONS.name)} "
-                f"WHERE {_q('role')} != {quote_literal(ROLE_SHADOW)} "
+                f"WHERE {PRODUCTION_ONLY} "
                 f"AND {_q('model_version')} = {quote_literal(champion_version)} AND {in_range}"
             )
             production = _by_event(client, statement, "prediction", keep=shadow)

@@ -33,6 +33,8 @@ LABELS = _m("labels", {"sensor_id"}, {"event_id", "label"})
 # that is, select production with ``"role" != 'shadow'``.
 ROLE_PRODUCTION = "production"
 ROLE_SHADOW = "shadow"
+# The InfluxQL condition of a reader that wants production's predictions (old points included).
+PRODUCTION_ONLY = f"\"role\" != '{ROLE_SHADOW}'"
 PREDICTIONS = _m(
     "predictions",
     {"sensor_id", "role"},

@@ -75,18 +75,22 @@ class ServingModel:
 
 
 class Registry:
-    """Reads the production alias and loads versions; MLflow is imported lazily (it is slow)."""
+    """Reads the registered model's aliases and loads versions; MLflow is imported lazily (it is slow)."""
 
     def __init__(self, settings: MlflowSettings) -> None:
         self.settings = settings
         self.client = RegistryClient(settings)
 
-    def production(self) -> AliasTarget | None:
-        """The version the production alias points to, or None when there is none (yet)."""
-        version = self.client.version_by_alias(self.settings.model_name, self.settings.production_alias)
+    def by_alias(self, alias: str) -> AliasTarget | None:
+        """The version ``alias`` points to, or None when the alias is not set (yet)."""
+        version = self.client.version_by_alias(self.settings.model_name, alias)
         if version is None:
             return None
         return AliasTarget(name=version.name, version=version.version, run_id=version.run_id)
+
+    def production(self) -> AliasTarget | None:
+        """The version the production alias points to, or None when there is none (yet)."""
+        return self.by_alias(self.settings.production_alias)
 
     def close(self) -> None:
         self.client.close()

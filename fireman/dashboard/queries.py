@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fireman.common.influx import InfluxClient, quote_identifier, quote_literal
+from fireman.common.influx import InfluxClient, quote_identifier
 from fireman.common.measurements import (
     CONSUMER_LAG,
     DRIFT,
@@ -21,7 +21,7 @@ from fireman.common.measurements import (
     MODEL_EVENTS,
     PERFORMANCE,
     PREDICTIONS,
-    ROLE_SHADOW,
+    PRODUCTION_ONLY,
 )
 from fireman.common.schema import FEATURE_NAMES
 
@@ -61,7 +61,6 @@ def q(name: str) -> str:
 
 # Production's predictions: a challenger's shadow answers are not what the platform served. Points from
 # before roles existed have no role tag, which != matches.
-PRODUCTION = f"{q('role')} != {quote_literal(ROLE_SHADOW)}"
 
 
 def series_panel(x: list[float], series: Mapping[str, list[float | None]], **extra: Any) -> dict[str, Any]:
@@ -105,7 +104,7 @@ def predictions(client: InfluxClient, window: Window) -> dict[str, Any]:
     b = window.bucket_s
     rows = client.query(
         f"SELECT count({q('prediction')}) AS n, sum({q('prediction')}) AS spam FROM {q(PREDICTIONS.name)} "
-        f"WHERE {PRODUCTION} AND {window.where(complete_only=True)} GROUP BY time({b}s) fill(0)"
+        f"WHERE {PRODUCTION_ONLY} AND {window.where(complete_only=True)} GROUP BY time({b}s) fill(0)"
     )
     x = [_seconds(r) for r in rows]
     spam = [float(r["spam"] or 0) for r in rows]
@@ -230,7 +229,7 @@ def model_events(client: InfluxClient, window: Window) -> dict[str, Any]:
     # The version that scored predictions, per bucket: what a switch changes, seen from the output.
     served = client.query(
         f"SELECT last({q('model_version')}) AS version FROM {q(PREDICTIONS.name)} "
-        f"WHERE {PRODUCTION} AND {window.where()} GROUP BY time({window.bucket_s}s) fill(none)"
+        f"WHERE {PRODUCTION_ONLY} AND {window.where()} GROUP BY time({window.bucket_s}s) fill(none)"
     )
     x = [_seconds(r) for r in served]
     versions = [_version_number(r["version"]) for r in served]

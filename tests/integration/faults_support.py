@@ -27,6 +27,7 @@ import orjson
 
 from fireman.bench.soak import pipeline_environment
 from fireman.common.influx import InfluxClient, InfluxUnavailable
+from fireman.common.measurements import PRODUCTION_ONLY
 from fireman.common.schema import FEATURE_NAMES
 from fireman.common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 from fireman.services.manager import ServiceManager
@@ -40,6 +41,8 @@ from tests.support.scoring import fit_frame, read_topic, register_model
 FIREMAN = Path(sys.executable).parent / "fireman"
 RAW = "measurements"
 PREDICTIONS = "predictions"
+# Production's predictions only: a challenger's shadow points share the events' ids.
+WHERE = {RAW: "", PREDICTIONS: f" WHERE {PRODUCTION_ONLY}"}
 SUMMARY = re.compile(r"sent (\d+), accepted (\d+), rejected (\d+), failed (\d+)")
 
 
@@ -342,7 +345,7 @@ class Pipeline:
 
     def _count(self, measurement: str) -> int:
         with InfluxClient(self.names.influx) as client:
-            rows = client.query(f'SELECT count("event_id") FROM "{measurement}"')
+            rows = client.query(f'SELECT count("event_id") FROM "{measurement}"{WHERE[measurement]}')
         return int(rows[0]["count"]) if rows else 0
 
     def wait_counts(self, raw: int, predictions: int, timeout: float, what: str) -> None:
@@ -455,7 +458,7 @@ class Pipeline:
 
     def influx_ids(self, measurement: str) -> collections.Counter[str]:
         with InfluxClient(self.names.influx) as client:
-            rows = client.query(f'SELECT "event_id" FROM "{measurement}"')
+            rows = client.query(f'SELECT "event_id" FROM "{measurement}"{WHERE[measurement]}')
         return collections.Counter(str(row["event_id"]) for row in rows)
 
     def audit(self) -> Audit:
@@ -470,7 +473,7 @@ class Pipeline:
 
     def prediction_versions(self) -> collections.Counter[str]:
         with InfluxClient(self.names.influx) as client:
-            rows = client.query(f'SELECT "model_version" FROM "{PREDICTIONS}"')
+            rows = client.query(f'SELECT "model_version" FROM "{PREDICTIONS}"{WHERE[PREDICTIONS]}')
         return collections.Counter(str(row["model_version"]) for row in rows)
 
 

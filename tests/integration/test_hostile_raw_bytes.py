@@ -17,6 +17,7 @@ import pytest
 from fireman.common.events import WireEvent
 from fireman.common.influx import InfluxClient
 from fireman.common.kafka_io import AckProducer
+from fireman.common.measurements import PRODUCTION_ONLY
 from fireman.common.schema import FEATURE_NAMES, now_ms
 from fireman.common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 from fireman.serving.scorer import Scorer
@@ -86,7 +87,7 @@ def test_poison_goes_to_the_dlq_and_every_good_event_is_stored_and_scored_once(
         wait_for(
             lambda: (
                 influx_count(influx_db, "measurements") >= GOOD
-                and influx_count(influx_db, "predictions") >= GOOD
+                and influx_count(influx_db, "predictions", PRODUCTION_ONLY) >= GOOD
             ),
             120,
             "every good event's raw and prediction points",
@@ -110,8 +111,8 @@ def test_poison_goes_to_the_dlq_and_every_good_event_is_stored_and_scored_once(
 
     ids = {e.event_id for e in events}
     with InfluxClient(influx_db) as client:
-        for measurement in ("measurements", "predictions"):
-            rows = client.query(f'SELECT "event_id" FROM "{measurement}"')
+        for measurement, where in (("measurements", ""), ("predictions", f" WHERE {PRODUCTION_ONLY}")):
+            rows = client.query(f'SELECT "event_id" FROM "{measurement}"{where}')
             counts = collections.Counter(str(row["event_id"]) for row in rows)
             assert set(counts) == ids and max(counts.values()) == 1, measurement
     assert scorer_running.stats.scored == GOOD

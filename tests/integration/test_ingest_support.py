@@ -94,9 +94,11 @@ class TopicReader:
         self.consumer.close()
 
 
-def influx_count(influx: InfluxSettings, measurement: str) -> int:
+def influx_count(influx: InfluxSettings, measurement: str, where: str = "") -> int:
+    """Points of ``measurement`` (those matching the InfluxQL condition ``where``, if one is given)."""
     with InfluxClient(influx) as client:
-        rows = client.query(f'SELECT count("event_id") FROM "{measurement}"')
+        condition = f" WHERE {where}" if where else ""
+        rows = client.query(f'SELECT count("event_id") FROM "{measurement}"{condition}')
     return int(rows[0]["count"]) if rows else 0
 
 

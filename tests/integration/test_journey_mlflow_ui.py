@@ -26,8 +26,7 @@ from fireman.common.schema import FEATURE_NAMES
 from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
 from tests.integration.mlflow_ui import alias_tag, set_alias_in_ui, version_page_url
 from tests.integration.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
-from tests.integration.test_scorer_stream import scorer_settings
-from tests.support.scoring import fit_pipeline, register_model, running, wait_for
+from tests.support.scoring import fit_pipeline, register_model, running, scorer_settings, wait_for
 
 pytestmark = pytest.mark.integration
 

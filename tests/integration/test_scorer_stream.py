@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 
 from fireman.bench.workload import make_events, produce_events, spambase_rows
-from fireman.common.influx import InfluxClient
 from fireman.common.kafka_io import delete_topics, ensure_topics
 from fireman.common.schema import FEATURE_NAMES
 from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
 from fireman.serving.settings import ScorerSettings
 from tests.support.scoring import (
     fit_pipeline,
+    influx_rows,
     read_topic,
     register_model,
     running,
@@ -68,11 +68,6 @@ def rig(
     dataset_settings: DatasetSettings,
 ) -> Rig:
     return Rig(kafka_topics, influx_db, mlflow_names, dataset_settings)
-
-
-def influx_rows(influx: InfluxSettings, query: str) -> list[dict[str, Any]]:
-    with InfluxClient(influx) as client:
-        return client.query(query)
 
 
 def prediction_count(influx: InfluxSettings) -> int:

@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from fireman.common.influx import InfluxClient, InfluxError
+from fireman.common.measurements import PRODUCTION_ONLY
 from fireman.common.settings import InfluxSettings
 from fireman.services.process import wait_until
 from tests.conftest import REPO_ROOT, SHARED_SPAMBASE, free_port, share_kafka_jars
@@ -57,6 +58,13 @@ def test_fireman_up_tells_the_whole_story(tmp_path: Path) -> None:
     started = time.monotonic()
     timings: dict[str, float] = {}
 
+    def served_by(version: str) -> int:
+        """Production's prediction points of ``version`` (a challenger's shadow points aside)."""
+        return count(
+            f'SELECT count("event_id") FROM "predictions" WHERE {PRODUCTION_ONLY} AND "model_version" = '
+            f"'{version}'"
+        )
+
     def count(query: str) -> int:
         try:
             rows = influx.query(query)
@@ -90,7 +98,7 @@ def test_fireman_up_tells_the_whole_story(tmp_path: Path) -> None:
         step("events flow", lambda: count('SELECT count("event_id") FROM "measurements"') > 0, 900)
         step(
             "predictions carry version 1",
-            lambda: count('SELECT count("event_id") FROM "predictions" WHERE "model_version" = \'1\'') > 0,
+            lambda: served_by("1") > 0,
             300,
         )
         step(
@@ -106,7 +114,7 @@ def test_fireman_up_tells_the_whole_story(tmp_path: Path) -> None:
         step("a new version is promoted", lambda: production() == "2", 900)
         step(
             "the scorer switches to it",
-            lambda: count('SELECT count("event_id") FROM "predictions" WHERE "model_version" = \'2\'') > 0,
+            lambda: served_by("2") > 0,
             300,
         )
         switch = influx.query('SELECT "to_version" FROM "model_events" WHERE "event" = \'switch\'')

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from fireman.common import mlflow_uri
 from fireman.common.dataset import load_spambase
+from fireman.common.influx import InfluxClient
 from fireman.common.model_registry import RegistryClient
 from fireman.common.schema import FEATURE_NAMES, LABEL_COLUMN
 from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
@@ -57,8 +59,28 @@ def read_topic(kafka: KafkaSettings, topic: str, expected: int, timeout_s: float
     return messages
 
 
-def fit_frame(frame: pd.DataFrame, n_estimators: int = 30, seed: int = 0, **params: Any) -> Pipeline:
-    """The training code's pipeline fitted on a labelled ``frame``.
+def scorer_settings(
+    kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings, **extra: Any
+) -> ScorerSettings:
+    """Scorer settings over a test's own topics, database and model, in a consumer group of its own."""
+    return ScorerSettings(
+        kafka=kafka, influxdb=influx, mlflow=mlflow, group_id=f"scorer-{uuid.uuid4().hex[:8]}", **extra
+    )
+
+
+def influx_rows(influx: InfluxSettings, query: str) -> list[dict[str, Any]]:
+    with InfluxClient(influx) as client:
+        return client.query(query)
+
+
+def fit_frame(
+    frame: pd.DataFrame,
+    n_estimators: int = 30,
+    seed: int = 0,
+    columns: Sequence[str] = FEATURE_NAMES,
+    **params: Any,
+) -> Pipeline:
+    """The training code's pipeline fitted on a labelled ``frame`` (on ``columns``, in that order).
 
     Fewer trees and one core (the training default is every core): tests fit many models, beside
     servers that need the CPU too.
@@ -66,7 +88,7 @@ def fit_frame(frame: pd.DataFrame, n_estimators: int = 30, seed: int = 0, **para
     from fireman.training.pipeline import build_pipeline
 
     pipeline = build_pipeline(n_estimators=n_estimators, random_state=seed, n_jobs=1, **params)
-    pipeline.fit(frame[list(FEATURE_NAMES)], frame[LABEL_COLUMN])
+    pipeline.fit(frame[list(columns)], frame[LABEL_COLUMN])
     return pipeline
 
 
@@ -76,12 +98,17 @@ def fit_pipeline(dataset: DatasetSettings, n_estimators: int = 30, seed: int = 0
 
 
 def register_model(
-    mlflow_settings: MlflowSettings, estimator: Any, features: pd.DataFrame, promote: bool = True
+    mlflow_settings: MlflowSettings,
+    estimator: Any,
+    features: pd.DataFrame,
+    promote: bool = True,
+    serialization: str = "skops",
 ) -> str:
     """Log ``estimator`` as a new version (signature from ``features``); optionally move the alias to it.
 
     Without the hold-out and drift reference that training logs: fast, for tests that only need a
-    servable version (``fireman.bench.workload.train_production`` gives the whole thing).
+    servable version (``fireman.bench.workload.train_production`` gives the whole thing). A model of a
+    class of the tests' own needs ``serialization="cloudpickle"`` (skops trusts only the forest's types).
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -97,7 +124,8 @@ def register_model(
             name="model",
             signature=signature,
             registered_model_name=mlflow_settings.model_name,
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            serialization_format=serialization,
+            skops_trusted_types=SKOPS_TRUSTED_TYPES if serialization == "skops" else None,
             # Explicit requirements skip MLflow's inference, which re-imports the model in a subprocess.
             pip_requirements=["scikit-learn", "numpy"],
         )
@@ -110,17 +138,37 @@ def register_model(
 def set_production(mlflow_settings: MlflowSettings, version: str) -> None:
     """Point the production alias at ``version`` directly (no gate tags, no production history), as
     moving the alias in the MLflow UI does."""
+    set_alias(mlflow_settings, mlflow_settings.production_alias, version)
+
+
+def set_alias(mlflow_settings: MlflowSettings, alias: str, version: str | None) -> None:
+    """Point ``alias`` at ``version``, or remove it (None), as the MLflow UI's aliases editor does."""
     with RegistryClient(mlflow_settings) as client:
-        client.set_alias(mlflow_settings.model_name, mlflow_settings.production_alias, version)
+        if version is None:
+            client.delete_alias(mlflow_settings.model_name, alias)
+        else:
+            client.set_alias(mlflow_settings.model_name, alias, version)
 
 
-def scorer_settings(
-    kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings, **extra: Any
-) -> ScorerSettings:
-    """The scorer on a test's own names, in a consumer group of its own."""
-    return ScorerSettings(
-        kafka=kafka, influxdb=influx, mlflow=mlflow, group_id=f"scorer-{uuid.uuid4().hex[:8]}", **extra
-    )
+class FailsWhenScoring:
+    """A fitted model that passes the scorer's load check and raises on every real batch.
+
+    The check scores two sample rows (all zeros, all missing); anything else raises, as a challenger
+    with a bug its load check does not reach would.
+    """
+
+    def __init__(self, fitted: Any) -> None:
+        self.fitted = fitted
+        self.classes_ = fitted.classes_
+
+    def predict(self, matrix: Any) -> Any:
+        return self.fitted.predict(matrix)
+
+    def predict_proba(self, matrix: Any) -> Any:
+        values = np.asarray(matrix, dtype=np.float64)
+        if not (len(values) == 2 and (values[0] == 0).all() and np.isnan(values[1]).all()):
+            raise RuntimeError("challenger bug: cannot score this batch")
+        return self.fitted.predict_proba(matrix)
 
 
 @contextmanager

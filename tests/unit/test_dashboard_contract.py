@@ -25,15 +25,18 @@ def parse_line(line: str) -> tuple[str, set[str], set[str]]:
 
 def test_predictions_match_the_scorer_encoding() -> None:
     from fireman.common.model import Lineage
-    from fireman.serving.codec import decode_batch, encode_predictions
+    from fireman.serving.codec import decode_batch, encode_predictions, shadow_lines
 
     event = {"event_id": "e1", "sensor_id": "s1", "timestamp": 1_700_000_000_000, "features": {"Cont_1": 1.0}}
     batch = decode_batch([orjson.dumps(event)], FEATURE_NAMES)
     _, lines, _ = encode_predictions(batch, [1], [0.9], Lineage("m", "3", "run"), 1_700_000_000_050)
-    measurement, tags, fields = parse_line(lines[0])
-    assert measurement == contract.PREDICTIONS.name
-    assert tags == contract.PREDICTIONS.tags
-    assert fields == contract.PREDICTIONS.fields
+    shadow = shadow_lines(batch, [0], [0.2], "4", 1_700_000_000_060)
+    for line, role in ((lines[0], contract.ROLE_PRODUCTION), (shadow[0], contract.ROLE_SHADOW)):
+        measurement, tags, fields = parse_line(line)
+        assert measurement == contract.PREDICTIONS.name
+        assert tags == contract.PREDICTIONS.tags
+        assert fields == contract.PREDICTIONS.fields
+        assert f",role={role}," in line
 
 
 def test_model_events_match_the_scorer() -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import orjson
 import pytest
 
 from fireman.common.events import WireEvent
 from fireman.common.model import Lineage
 from fireman.common.pointtime import point_time_ns
-from fireman.serving.codec import decode_batch, encode_predictions
+from fireman.serving.codec import column_map, decode_batch, encode_predictions, shadow_lines
 from fireman.streaming.sink import event_point
 
 ORDER = ("Cont_3", "Cont_1", "Cont_2")
@@ -89,3 +90,43 @@ def test_a_prediction_point_shares_its_raw_events_point_time() -> None:
     _, [line], _ = encode_predictions(batch, [1], [0.9], Lineage("spam", "1", "run"), 1_700_000_000_500)
     assert int(line.rsplit(" ", 1)[1]) == event_point(raw, "measurements").time_ns
     assert event_point(raw, "measurements").time_ns // 1_000_000 == 1_700_000_000_000
+
+
+def test_shadow_lines_differ_from_production_only_in_role_version_and_latency() -> None:
+    batch = decode_batch([event(), event(event_id="e-2")], ORDER)
+    _, production, _ = encode_predictions(
+        batch, [1, 0], [0.75, 0.25], Lineage("spam", "7", "r"), 1_700_000_000_120
+    )
+    shadow = shadow_lines(batch, [0, 0], [0.4, 0.25], "8", 1_700_000_000_135)
+    assert shadow[0] == (
+        'predictions,role=shadow,sensor_id=s-1 event_id="e-1",prediction=0i,probability=0.4,'
+        f'latency_ms=135i,model_version="8" {point_time_ns(1_700_000_000_000, "e-1")}'
+    )
+    # The same point time and sensor: another series only by the role tag, so neither overwrites the other.
+    for mine, theirs in zip(shadow, production, strict=True):
+        assert mine.rsplit(" ", 1)[1] == theirs.rsplit(" ", 1)[1]
+        assert mine.split(" ")[0].replace("role=shadow", "role=production") == theirs.split(" ")[0]
+
+
+def test_column_map_reorders_and_selects_production_columns_for_the_challenger() -> None:
+    production = ("Cont_3", "Cont_1", "Cont_2")
+    matrix = np.array([[3.0, 1.0, np.nan], [30.0, 10.0, 20.0]])
+    columns = column_map(production, ("Cont_2", "Cont_3"))
+    assert columns is not None and not columns.identity
+    assert np.array_equal(columns.apply(matrix), np.array([[np.nan, 3.0], [20.0, 30.0]]), equal_nan=True)
+    # A batch matrix decoded straight in the challenger's order is the same matrix.
+    raw = [event(), event(event_id="e-2", features={"Cont_1": 10.0, "Cont_2": 20.0, "Cont_3": 30.0})]
+    direct = decode_batch(raw, ("Cont_2", "Cont_3")).matrix(2)
+    picked = columns.apply(decode_batch(raw, production).matrix(3))
+    assert np.array_equal(picked, direct, equal_nan=True)
+
+
+def test_column_map_of_the_same_order_uses_the_matrix_as_it_is() -> None:
+    columns = column_map(ORDER, list(ORDER))
+    matrix = np.ones((4, 3))
+    assert columns is not None and columns.identity and columns.apply(matrix) is matrix
+    assert columns.apply(np.empty((0, 3))).shape == (0, 3)
+
+
+def test_column_map_refuses_a_challenger_reading_a_feature_production_does_not_decode() -> None:
+    assert column_map(("Cont_1", "Cont_2"), ("Cont_1", "Cont_57")) is None
