@@ -209,3 +209,52 @@ def test_a_refused_or_failing_challenger_leaves_production_untouched(
     assert influx_rows(influx_db, SHADOW) == []
     # A challenger's refusal is logged, not a model event: those are production's.
     assert influx_rows(influx_db, "SELECT * FROM model_events WHERE \"event\" = 'refused'") == []
+
+
+def test_a_challenger_that_wins_on_the_live_stream_is_promoted_by_fireman_promote_live(
+    kafka_topics: KafkaSettings,
+    influx_db: InfluxSettings,
+    mlflow_names: MlflowSettings,
+    rows: pd.DataFrame,
+    dataset_settings: DatasetSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole path at the live gate's defaults: the real scorer's shadow points, the sink's label
+    points, and ``fireman promote --live`` as a user runs it (at least 500 events, the default N)."""
+    from fireman.common.dataset import load_spambase
+    from fireman.common.events import encode_label
+    from fireman.common.influx import InfluxClient
+    from fireman.common.measurements import LABELS
+    from fireman.streaming.sink import label_point
+    from tests.integration.test_cli_registry import run_fireman
+
+    frame = load_spambase(dataset_settings)
+    # Production reads three features only; the challenger all 57: it should win on any fair sample.
+    weak = register_model(
+        mlflow_names, fit_frame(frame, columns=FEATURE_NAMES[:3]), rows[list(FEATURE_NAMES[:3])]
+    )
+    strong = challenger(mlflow_names, fit_frame(frame, seed=1), rows[list(FEATURE_NAMES)].head(50))
+    labelled = rows.head(700)
+    events = make_events(labelled)
+    produce_events(kafka_topics, events)
+    with running(scorer_settings(kafka_topics, influx_db, mlflow_names)) as scorer:
+        assert wait_for(lambda: scorer.stats.committed >= len(events), 90), scorer.stats
+    assert scorer.stats.shadow_scored == len(events)
+    with InfluxClient(influx_db) as client:
+        client.write(
+            [
+                label_point(encode_label(e.event_id, e.sensor_id, e.timestamp, int(y)), LABELS.name)
+                for e, y in zip(events, labelled["label"], strict=True)
+            ]
+        )
+
+    monkeypatch.setenv("FIREMAN_INFLUXDB_URL", influx_db.url)
+    monkeypatch.setenv("FIREMAN_INFLUXDB_DATABASE", influx_db.database)
+    done, _ = run_fireman(mlflow_names, "promote", "--live")
+    assert done.returncode == 0, done.stdout + done.stderr
+    with RegistryClient(mlflow_names) as client:
+        model = client.registered_model(mlflow_names.model_name)
+    assert model is not None
+    assert model.aliases.get(mlflow_names.production_alias) == strong
+    assert mlflow_names.challenger_alias not in model.aliases  # it serves now: no longer a challenger
+    assert model.aliases.get(mlflow_names.previous_alias) == weak

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -41,6 +42,9 @@ def stack_env(home: Path) -> dict[str, str]:
         FIREMAN_AIRFLOW_TRIGGER_LOG_PORT=str(free_port()),
         FIREMAN_COLLECTOR_PORT=str(free_port()),
         FIREMAN_DASHBOARD_PORT=str(free_port()),
+        FIREMAN_SERVE_PORT=str(free_port()),
+        # The log is no terminal: rich would wrap the URL table at 80 columns.
+        COLUMNS="200",
     )
     env.pop("FIREMAN_GENERATOR_COLLECTOR_URL", None)
     return env
@@ -72,6 +76,17 @@ def test_fireman_up_tells_the_whole_story(tmp_path: Path) -> None:
             return 0
         return int(rows[0]["count"]) if rows else 0
 
+    inference = f"http://127.0.0.1:{env['FIREMAN_SERVE_PORT']}/v2/models/spam-classifier"
+
+    def answered_by() -> str | None:
+        """The version ``fireman serve`` answers with (one row, every feature missing)."""
+        body = {"inputs": [{"name": "features", "datatype": "FP64", "shape": [1, 57], "data": [None] * 57}]}
+        try:
+            response = httpx.post(f"{inference}/infer", json=body, timeout=10)
+        except httpx.HTTPError:
+            return None
+        return str(response.json()["model_version"]) if response.status_code == 200 else None
+
     def production() -> str | None:
         try:
             client = MlflowClient(tracking_uri=mlflow_uri)
@@ -101,6 +116,8 @@ def test_fireman_up_tells_the_whole_story(tmp_path: Path) -> None:
             lambda: served_by("1") > 0,
             300,
         )
+        step("online inference answers with version 1", lambda: answered_by() == "1", 300)
+        assert inference.removesuffix("/v2/models/spam-classifier") in log_path.read_text()  # URL table
         step(
             "drift alerts appear",
             lambda: count('SELECT count("share_drifted_features") FROM "alerts"') > 0,
@@ -117,6 +134,7 @@ def test_fireman_up_tells_the_whole_story(tmp_path: Path) -> None:
             lambda: served_by("2") > 0,
             300,
         )
+        step("online inference answers with version 2", lambda: answered_by() == "2", 300)
         switch = influx.query('SELECT "to_version" FROM "model_events" WHERE "event" = \'switch\'')
         assert [row["to_version"] for row in switch] == ["2"]
     finally:
