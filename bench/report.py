@@ -128,7 +128,7 @@ def _scorer(quick: bool) -> list[Row]:
             f"{result.events_per_s:,.0f}",
             "≥ 20,000",
             result.events_per_s >= 20_000,
-            baseline=f"{result.baseline_per_s:,.0f} (one predict per message)",
+            baseline=f"{result.baseline_per_s:,.0f} (the seed's loop: one predict per message, 1 thread)",
             ratio=_x(result.ratio),
         ),
         Row("scorer vs per-message baseline", _x(result.ratio), f"≥ 100{TIMES}", result.ratio >= 100),

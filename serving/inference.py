@@ -27,7 +27,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException
 
 from fireman.common.http_server import BodyRejected, json_response, read_body, running, uvicorn_config
-from fireman.common.model import Registry, ServingModel
+from fireman.common.model import Registry, ServingModel, predict_in_one_thread
 from fireman.common.schema import FEATURE_NAMES
 from fireman.serving.oip import (
     BINARY_HEADER,
@@ -78,10 +78,7 @@ def _for_requests(model: ServingModel) -> Loaded:
     if trees is not None:
         model = replace(model, estimator=trees)
     else:
-        params = estimator.get_params() if hasattr(estimator, "get_params") else {}
-        single = {key: 1 for key in params if key == "n_jobs" or key.endswith("__n_jobs")}
-        if single:
-            estimator.set_params(**single)
+        predict_in_one_thread(estimator)
     order = model.feature_order
     columns = None if order == FEATURE_NAMES else np.array([FEATURE_COLUMN[name] for name in order])
     return Loaded(model, columns)

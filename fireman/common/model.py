@@ -120,6 +120,18 @@ class Registry:
         return model
 
 
+def predict_in_one_thread(estimator: Any) -> None:
+    """Make ``estimator`` (a pipeline's steps included) predict in the calling thread.
+
+    Training fits the forest with ``n_jobs=-1``, which hands every predict call to a thread per core:
+    for a call of a few rows that costs more than it saves (one row: 38 ms against 14 ms here).
+    """
+    params = estimator.get_params() if hasattr(estimator, "get_params") else {}
+    single = {key: 1 for key in params if key == "n_jobs" or key.endswith("__n_jobs")}
+    if single:
+        estimator.set_params(**single)
+
+
 def feature_order(signature: Any) -> tuple[str, ...]:
     """The signature's input columns, if they are a feature set the events carry."""
     if signature is None or signature.inputs is None:
