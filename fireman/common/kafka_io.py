@@ -38,6 +38,9 @@ from fireman.common.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 LEADERS_SETTLE_S = 10.0
+# What a partition answers while its leader settles. librdkafka does not flag these retriable when
+# they come back per partition from an admin request, so they are named here.
+SETTLING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE})
 
 Offsets = dict[tuple[str, int], int]
 Header = tuple[str, str | bytes | None]
@@ -195,6 +198,10 @@ def _partitions(admin: AdminClient, topics: Sequence[str]) -> dict[str, list[int
     return partitions
 
 
+def _settling(error: KafkaError) -> bool:
+    return bool(error.retriable() or error.code() in SETTLING)
+
+
 def _list_offsets(admin: AdminClient, partitions: list[TopicPartition], spec: OffsetSpec) -> Offsets:
     if not partitions:
         return {}
@@ -205,7 +212,7 @@ def _list_offsets(admin: AdminClient, partitions: list[TopicPartition], spec: Of
         sleep=time.sleep,
         give_up=lambda: time.monotonic() >= deadline,
         failure="Kafka could not list offsets",
-        only_if=lambda error: bool(error.args and error.args[0].retriable()),
+        only_if=lambda error: bool(error.args) and _settling(error.args[0]),
     )
     for attempt in retrying:
         with attempt:

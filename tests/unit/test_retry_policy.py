@@ -46,3 +46,14 @@ def test_giving_up_raises_the_last_error_and_other_errors_are_not_retried() -> N
         for attempt in policy:
             with attempt:
                 raise ValueError("a rejected point")
+
+
+def test_a_partition_whose_leader_settles_is_retried_though_librdkafka_calls_it_final() -> None:
+    from confluent_kafka import KafkaError
+
+    from fireman.common.kafka_io import _settling
+
+    assert not KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION).retriable()
+    assert _settling(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
+    assert _settling(KafkaError(KafkaError.LEADER_NOT_AVAILABLE))
+    assert not _settling(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
