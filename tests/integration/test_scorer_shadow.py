@@ -229,10 +229,10 @@ def test_a_challenger_that_wins_on_the_live_stream_is_promoted_by_fireman_promot
     from tests.integration.test_cli_registry import run_fireman
 
     frame = load_spambase(dataset_settings)
-    # Production reads three features only; the challenger all 57: it should win on any fair sample.
-    weak = register_model(
-        mlflow_names, fit_frame(frame, columns=FEATURE_NAMES[:3]), rows[list(FEATURE_NAMES[:3])]
-    )
+    # Production is one stump fitted on 40 rows; the challenger a forest fitted on all of Spambase: it
+    # should win on any fair sample. Both read all 57 features, as versions of one model do.
+    stump = fit_frame(frame.sample(n=40, random_state=0), n_estimators=1, max_depth=1)
+    weak = register_model(mlflow_names, stump, rows[list(FEATURE_NAMES)].head(50))
     strong = challenger(mlflow_names, fit_frame(frame, seed=1), rows[list(FEATURE_NAMES)].head(50))
     labelled = rows.head(700)
     events = make_events(labelled)
