@@ -15,6 +15,20 @@ from rich.console import Console
 from fireman.training.cli import quiet_mlflow
 
 
+def require_services(*names: str) -> None:
+    """Stop with one line (exit 2) naming what is down, rather than a client's traceback mid-run."""
+    from fireman.common.errors import UserError
+    from fireman.common.settings import ServicesSettings
+    from fireman.services.manager import ServiceManager
+
+    services = ServiceManager(ServicesSettings()).services
+    down = [f"{name} at {services[name].describe()}" for name in names if not services[name].healthy()]
+    if down:
+        raise UserError(
+            f"this benchmark needs {', '.join(down)}: start the servers with `fireman services start`"
+        )
+
+
 def register(app: typer.Typer) -> None:
     """Add the `fireman bench` group to the `fireman` app."""
     bench_app = typer.Typer(
@@ -38,6 +52,7 @@ def register(app: typer.Typer) -> None:
         profile: Path | None = typer.Option(None, help="Write a cProfile of the collector (workers=1) here."),
     ) -> None:
         """Events/s through the collector, acknowledged by Kafka: single-event vs batch POSTs."""
+        require_services("kafka")
         from fireman.bench.collector import BenchOptions, run_bench
 
         run_bench(
@@ -62,6 +77,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """End-to-end scorer throughput and latency beside a one-predict-per-message baseline."""
+        require_services("kafka", "influxdb", "mlflow")
         from fireman.bench.scorer import BenchOptions, run_bench
         from fireman.common.runtime import configure_logging
 
@@ -83,6 +99,7 @@ def register(app: typer.Typer) -> None:
         rows: str = typer.Option("1,100", help="Comma-separated rows per request, one scenario each."),
     ) -> None:
         """p50/p99 latency of `fireman serve` (Open Inference Protocol V2) at a fixed request rate."""
+        require_services("mlflow")
         from fireman.bench.serve import BenchOptions, run_bench
 
         quiet_mlflow()
@@ -102,6 +119,7 @@ def register(app: typer.Typer) -> None:
         repeats: int = typer.Option(2, min=1, help="Runs of each mode, in alternating order."),
     ) -> None:
         """Scorer throughput: production alone, with a challenger in its batch, or beside a second scorer."""
+        require_services("kafka", "influxdb", "mlflow")
         quiet_mlflow()
         from fireman.bench.shadow import BenchOptions, run_bench
         from fireman.common.runtime import configure_logging
@@ -117,6 +135,7 @@ def register(app: typer.Typer) -> None:
         keep: bool = typer.Option(False, "--keep", help="Keep the benchmark database and model afterwards."),
     ) -> None:
         """Time training from InfluxDB history: query, fit and log/register, each measured separately."""
+        require_services("influxdb", "mlflow")
         quiet_mlflow()
         from fireman.bench.train import run_bench
 
@@ -129,6 +148,7 @@ def register(app: typer.Typer) -> None:
         windows: int = typer.Option(5, min=1, help="Windows timed for the Evidently cost."),
     ) -> None:
         """Scorer throughput with the monitor off and on, side by side; Evidently's cost per window."""
+        require_services("kafka", "influxdb", "mlflow")
         from fireman.bench.monitoring import BenchOptions, run_bench
         from fireman.common.runtime import configure_logging
 
@@ -144,6 +164,7 @@ def register(app: typer.Typer) -> None:
         monitor: bool = typer.Option(True, "--monitor/--no-monitor", help="Run the drift monitor too."),
     ) -> None:
         """The full pipeline at a fixed rate: RSS of every process, consumer lag, end-to-end latency."""
+        require_services("kafka", "influxdb", "mlflow")
         import logging
 
         from fireman.bench.soak import SoakOptions, run_soak
@@ -162,6 +183,7 @@ def register(app: typer.Typer) -> None:
         repeats: int = typer.Option(3, min=1, help="Runs of each command (the median counts)."),
     ) -> None:
         """Wall time of `fireman --help`, `models`, `promote` and `rollback`, beside `import mlflow`."""
+        require_services("mlflow")
         from fireman.bench.cli_startup import TARGET_S, run_bench
 
         timings = run_bench(repeats=repeats)
@@ -175,6 +197,7 @@ def register(app: typer.Typer) -> None:
         quick: bool = typer.Option(False, "--quick", help="Short runs of every bench (a smoke test)."),
     ) -> None:
         """Run the collector, scorer, serve, training, monitoring and soak benches; write the report."""
+        require_services("kafka", "influxdb", "mlflow")
         import logging
 
         from fireman.bench.report import ReportOptions, run_report
