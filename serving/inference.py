@@ -59,14 +59,15 @@ class Loaded:
     columns: np.ndarray | None  # None: the model reads Cont_1..Cont_57 in order
 
 
-def _for_requests(model: ServingModel) -> Loaded:
+def prepare_for_requests(model: ServingModel) -> ServingModel:
     """Prepare a checked version for per-request scoring (a request has a few rows, a batch thousands).
 
     A forest at the end of a pipeline is scored tree after tree (``_TreesInTurn``). Any other model
     keeps its own ``predict_proba`` but in one thread: an estimator trained with ``n_jobs=-1`` hands
     every call to a thread per core, which for a request's few rows costs more than it saves (the
     training defaults' forest, one row: 38 ms against 14 ms in one thread, measured here). Either way
-    this process's copy changes, not the scorer's.
+    this process's copy changes, not the scorer's. It runs on the model watcher's thread (its
+    ``prepare``), so the check below never holds up a request.
     """
     estimator = model.estimator
     trees = _TreesInTurn.of(estimator)
@@ -76,9 +77,12 @@ def _for_requests(model: ServingModel) -> Loaded:
         log.warning("version %s: tree-by-tree scoring disagrees with predict_proba; not used", model.version)
         trees = None
     if trees is not None:
-        model = replace(model, estimator=trees)
-    else:
-        predict_in_one_thread(estimator)
+        return replace(model, estimator=trees)
+    predict_in_one_thread(estimator)
+    return model
+
+
+def _loaded(model: ServingModel) -> Loaded:
     order = model.feature_order
     columns = None if order == FEATURE_NAMES else np.array([FEATURE_COLUMN[name] for name in order])
     return Loaded(model, columns)
@@ -155,6 +159,7 @@ class Served:
             emit=lambda _point: None,
             observer="fireman serve",
             waiting="is not ready",
+            prepare=prepare_for_requests,
         )
         self._loaded: Loaded | None = None
         self._stop = threading.Event()
@@ -169,7 +174,7 @@ class Served:
         model = self.watcher.wait_for_first(self._stop)
         if model is None or self._stop.is_set():  # stopped while the first version was loading
             return
-        self._loaded = _for_requests(model)
+        self._loaded = _loaded(model)
         log.info("%s", switch_message(model, None))
         self.watcher.start(model.version)
 
@@ -178,7 +183,7 @@ class Served:
         fresh = self.watcher.take_pending()
         if fresh is not None:
             previous = self._loaded
-            self._loaded = _for_requests(fresh)
+            self._loaded = _loaded(fresh)
             log.info("%s", switch_message(fresh, previous.model if previous else None))
         return self._loaded
 

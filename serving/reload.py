@@ -57,7 +57,11 @@ class ModelWatcher:
         observer: str = "the scorer",
         waiting: str = "waits without consuming",
         alias: str | None = None,
+        prepare: Callable[[ServingModel], ServingModel] | None = None,
     ) -> None:
+        # What the caller does to a checked version before using it (``fireman serve`` tunes it for
+        # requests of a few rows), here on the watcher's thread, never on the caller's hot path.
+        self._prepare = prepare
         # Who is watching, in the logs and in the production history (``seen by the scorer``), and what
         # it does while there is no production model yet.
         self.observer = observer
@@ -188,7 +192,7 @@ class ModelWatcher:
                 )
             )
             return None
-        return model
+        return self._prepare(model) if self._prepare is not None else model
 
     def start(self, current_version: str | None) -> None:
         self.current_version = current_version

@@ -30,9 +30,9 @@ def forest_model() -> tuple[Pipeline, np.ndarray]:
 def test_a_forest_is_scored_tree_by_tree_with_the_same_probabilities() -> None:
     pipeline, rows = forest_model()
     model = build_serving_model(pipeline, tuple(FEATURE_NAMES), Lineage("m", "1", "r"), 0.0)
-    loaded = inference._for_requests(model)
-    assert isinstance(loaded.model.estimator, inference._TreesInTurn)
-    np.testing.assert_array_equal(loaded.model.estimator.predict_proba(rows), pipeline.predict_proba(rows))
+    prepared = inference.prepare_for_requests(model)
+    assert isinstance(prepared.estimator, inference._TreesInTurn)
+    np.testing.assert_array_equal(prepared.estimator.predict_proba(rows), pipeline.predict_proba(rows))
 
 
 def test_a_fast_path_that_disagrees_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,7 +42,7 @@ def test_a_fast_path_that_disagrees_is_not_used(monkeypatch: pytest.MonkeyPatch)
         inference._TreesInTurn, "predict_proba", lambda self, matrix: exact(self, matrix) + 1e-12
     )
     model = build_serving_model(pipeline, tuple(FEATURE_NAMES), Lineage("m", "1", "r"), 0.0)
-    loaded = inference._for_requests(model)
-    assert loaded.model.estimator is pipeline
+    prepared = inference.prepare_for_requests(model)
+    assert prepared.estimator is pipeline
     assert pipeline.get_params()["forest__n_jobs"] == 1  # one thread: a request has a few rows
-    np.testing.assert_array_equal(loaded.model.score(rows)[1], pipeline.predict_proba(rows)[:, 1])
+    np.testing.assert_array_equal(prepared.score(rows)[1], pipeline.predict_proba(rows)[:, 1])
