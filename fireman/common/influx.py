@@ -153,15 +153,18 @@ class InfluxClient:
         response = self._request("POST", "/query", params=params)
         self._results(response)
 
-    def query(self, statement: str, database: str | None = None) -> list[dict[str, Any]]:
-        """Run an InfluxQL query; one dict per row, with ``time`` in epoch ms and the series' tags."""
-        return list(self.iter_query(statement, database))
+    def query(self, statement: str, database: str | None = None, epoch: str = "ms") -> list[dict[str, Any]]:
+        """Run an InfluxQL query; one dict per row, with ``time`` in epoch ms (or ``epoch``: "ns" reads
+        a point's exact time back) and the series' tags."""
+        return list(self.iter_query(statement, database, epoch))
 
-    def iter_query(self, statement: str, database: str | None = None) -> Iterator[dict[str, Any]]:
+    def iter_query(
+        self, statement: str, database: str | None = None, epoch: str = "ms"
+    ) -> Iterator[dict[str, Any]]:
         params = {
             "q": statement,
             "db": database or self.database,
-            "epoch": "ms",
+            "epoch": epoch,
             "chunked": "true",
             "chunk_size": "20000",
         }

@@ -1,7 +1,7 @@
 """Every InfluxDB measurement fireman writes, with its tags and fields: the one place that names them.
 
 Writers: the sink (``measurements``, ``labels``), the scorer (``predictions``, ``model_events``), the
-monitor (``performance``, ``drift``, ``alerts``, ``live_comparison``), the drift DAG
+monitor (``performance``, ``drift``, ``alerts``, ``live_comparison``, ``monitor_labels``), the drift DAG
 (``retrain_triggers``) and the dashboard's lag sampler (``consumer_lag``). Readers (training, the drift
 DAG, the dashboard, Grafana) take the names from here. Tests check this table against the writers'
 code and every Grafana query against this table, so a renamed field fails a test instead of leaving an
@@ -78,18 +78,29 @@ MODEL_EVENTS = _m(
     {"model_name", "event"},
     {"from_version", "to_version", "run_id", "load_seconds", "reason"},
 )
+# Tag ``kind``: ``drift`` (covariate drift: share_drifted_features ... window_size) or ``performance``
+# (online accuracy or F1 below the hold-out: metric ... n_labelled); the others are common to both.
+# ``onset_ns``: start of the first window of the run (fireman.monitoring.alerts).
+ALERT_DRIFT = "drift"
+ALERT_PERFORMANCE = "performance"
 ALERTS = _m(
     "alerts",
     {"kind", "model_name", "model_version"},
     {
-        "share_drifted_features",
-        "threshold",
         "consecutive_windows",
         "required_windows",
+        "onset_ns",
+        "message",
+        "share_drifted_features",
+        "threshold",
         "drifted_features",
         "features",
         "window_size",
-        "message",
+        "metric",
+        "value",
+        "holdout",
+        "margin",
+        "n_labelled",
     },
 )
 RETRAIN_TRIGGERS = _m(
@@ -98,6 +109,12 @@ RETRAIN_TRIGGERS = _m(
     {"alerts", "onset", "window_start", "window_end", "run_id", "reason"},
 )
 CONSUMER_LAG = _m("consumer_lag", {"group"}, {"lag", "partitions"})
+# The monitor's label counts since it started, every FIREMAN_MONITOR_LOG_INTERVAL_S: labels it received,
+# counted in a window, that came before their prediction, waiting for it now, and dropped (``unknown``:
+# no prediction within the join timeout; ``expired``: its window was gone).
+MONITOR_LABELS = _m(
+    "monitor_labels", {"group"}, {"received", "applied", "early", "waiting", "unknown", "expired"}
+)
 # The challenger (scored in shadow) against production on the same labelled events, written by the
 # monitor every FIREMAN_MONITOR_LIVE_COMPARISON_INTERVAL_S while there is a challenger
 # (fireman.common.live_evaluation). The metrics are absent while no event is labelled and scored by both.
@@ -120,5 +137,6 @@ CONTRACT: dict[str, Measurement] = {
         RETRAIN_TRIGGERS,
         CONSUMER_LAG,
         LIVE_COMPARISON,
+        MONITOR_LABELS,
     )
 }

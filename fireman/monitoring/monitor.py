@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fireman.common.influx import InfluxClient, InfluxError
+from fireman.common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
+from fireman.monitoring.alerts import Alerts
 from fireman.monitoring.drift import WindowDrift, compute_drift
 from fireman.monitoring.live import LiveComparisonWorker
 from fireman.monitoring.offsets import OffsetTracker, Partition, Position
-from fireman.monitoring.points import alert_point, drift_points, performance_point, write_points
+from fireman.monitoring.points import drift_points, label_counts_point, performance_point, write_points
 from fireman.monitoring.reference import ReferenceStore
 from fireman.monitoring.settings import MonitorSettings
 from fireman.monitoring.windows import (
@@ -39,6 +40,7 @@ from fireman.monitoring.windows import (
     ClosedWindow,
     Features,
     Prediction,
+    Window,
     WindowBook,
     measurement_id,
     parse_features,
@@ -62,7 +64,6 @@ class MonitorStats:
     windows_skipped: int = 0
     windows_shed: int = 0
     windows_failed: int = 0
-    alerts: int = 0
     performance_points: int = 0
     drift_seconds: float = 0.0
 
@@ -76,13 +77,14 @@ class DriftWorker:
         references: ReferenceStore,
         release: Callable[[list[Position]], None],
         stats: MonitorStats,
+        alerts: Alerts,
     ) -> None:
         self.settings = settings
         self.references = references
         self.release = release
         self.stats = stats
+        self.alerts = alerts
         self.queue: queue.Queue[ClosedWindow | None] = queue.Queue(maxsize=settings.drift_queue)
-        self.streaks: dict[tuple[str, str], int] = {}
         self.results: list[tuple[ClosedWindow, WindowDrift]] = []  # the last few, for logs and tests
         self.done = threading.Event()
         self._client = InfluxClient(settings.influxdb)
@@ -195,14 +197,14 @@ class DriftWorker:
         for feature, reason in drift.untested.items():
             log.warning("window %s: %s left out of the drift test: %s", _describe(window), feature, reason)
         points = drift_points(key, drift)
-        slot = (key.model_name, key.version)
-        streak = self.streaks.get(slot, 0) + 1 if drift.dataset_drift else 0
-        self.streaks[slot] = streak
-        alert = streak >= settings.alert_windows
-        if alert:
-            points.append(alert_point(key, drift, settings.drift_threshold, streak, settings.alert_windows))
+        try:
+            alert = self.alerts.drift_alert(self._client, key, drift, self._abort)
+        except InfluxUnavailable:
+            return  # stopping: not released, so the window's events are replayed
         if not write_points(self._client, points, self._abort, settings.influxdb.backoff()):
             return  # stopping: not released, so the window's events are replayed
+        if alert is not None and not self.alerts.write(self._client, alert, self._abort):
+            return
         self.stats.windows_tested += 1
         self.results = [*self.results[-49:], (window, drift)]
         self.release(window.positions)
@@ -220,17 +222,6 @@ class DriftWorker:
             elapsed,
             f", report {drift.report_path}" if drift.report_path else "",
         )
-        if alert:
-            self.stats.alerts += 1
-            log.warning(
-                "DRIFT ALERT: %s version %s, %d consecutive windows over %.0f%% drifted features; "
-                "drifted: %s",
-                key.model_name,
-                key.version,
-                streak,
-                100 * settings.drift_threshold,
-                ", ".join(drift.drifted) or "-",
-            )
 
     def _report_path(self, window: ClosedWindow) -> Path:
         key = window.key
@@ -244,11 +235,28 @@ def _describe(window: ClosedWindow) -> str:
 
 
 class Monitor:
-    def __init__(self, settings: MonitorSettings, references: ReferenceStore | None = None) -> None:
+    """``on_alert`` is called with each alert point once it is written (from either of the monitor's
+    threads; see :meth:`fireman.monitoring.alerts.Alerts.write`)."""
+
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        references: ReferenceStore | None = None,
+        on_alert: Callable[[Point], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.stats = MonitorStats()
         self.tracker = OffsetTracker()
         self.references = references or ReferenceStore(settings.mlflow, settings.reference_rows)
+        self.alerts = Alerts(
+            drift_threshold=settings.drift_threshold,
+            drift_windows=settings.alert_windows,
+            performance_margin=settings.performance_margin,
+            performance_windows=settings.performance_alert_windows,
+            min_labelled=settings.performance_min_labelled,
+            backoff=settings.influxdb.backoff(),
+            on_alert=on_alert,
+        )
         self.book = WindowBook(
             window_size=settings.window_size,
             window_seconds=settings.window_seconds,
@@ -258,7 +266,7 @@ class Monitor:
             max_awaiting=settings.max_awaiting_labels,
             release=self._release_later,
         )
-        self.worker = DriftWorker(settings, self.references, self.tracker.release, self.stats)
+        self.worker = DriftWorker(settings, self.references, self.tracker.release, self.stats, self.alerts)
         self.book.select = self.worker.wants_window
         self.live = LiveComparisonWorker(settings)
         self.ready = threading.Event()
@@ -267,6 +275,7 @@ class Monitor:
         # message), holds first: a message can be held and released within one batch.
         self._to_hold: list[Position] = []
         self._to_release: list[Position] = []
+        self._dropped_logged = 0  # labels dropped as of the last progress report
 
     def run(self, stop: threading.Event) -> None:
         from fireman.common.kafka_io import BatchConsumer
@@ -318,6 +327,7 @@ class Monitor:
                 consumer.commit(self.tracker.committable())
                 if now >= next_log:
                     self._log_progress()
+                    self._store_label_counts(client)
                     next_log = now + settings.log_interval_s
         finally:
             self._shutdown(client, consumer, stop)
@@ -416,13 +426,33 @@ class Monitor:
             return
         positions = [p for window in windows for p in window.label_positions]
         points = [performance_point(w) for w in windows]
-        if not write_points(client, points, stop, self.settings.influxdb.backoff()):
+        # Labels are released only once their windows are judged too, so a crash in between replays them.
+        if not write_points(client, points, stop, self.settings.influxdb.backoff()) or not self._judge(
+            client, windows, stop
+        ):
             self.book.dirty.update(w.key for w in windows)
             return
         for window in windows:
             window.label_positions = []
         self.tracker.release(positions)
         self.stats.performance_points += len(windows)
+
+    def _judge(self, client: InfluxClient, windows: list[Window], stop: threading.Event) -> bool:
+        """Raise the performance alerts of windows whose labels changed; False if stopped first."""
+        # Oldest first: a window's run reads the points of the earlier windows written just before.
+        for window in sorted(windows, key=lambda w: w.key.start_ns):
+            if window.confusion.n < self.settings.performance_min_labelled:
+                continue
+            holdout = self.references.holdout(window.key.model_name, window.key.version)
+            if holdout is None:
+                continue
+            try:
+                alert = self.alerts.performance_alert(client, window, holdout, stop)
+            except InfluxUnavailable:
+                return False
+            if alert is not None and not self.alerts.write(client, alert, stop):
+                return False
+        return True
 
     def _on_revoke(self, partitions: list[Partition]) -> None:
         if self._consumer is not None:
@@ -435,7 +465,7 @@ class Monitor:
         log.info(
             "read %d measurements, %d predictions, %d labels; joined %d; "
             "windows: %d tested, %d skipped, %d shed (CPU budget); %d alerts; "
-            "labels counted %d (early %d, expired %d); %d offsets held",
+            "labels counted %d (early %d; dropped: %d unknown events, %d expired windows); %d offsets held",
             stats.measurements,
             stats.predictions,
             stats.labels,
@@ -443,12 +473,32 @@ class Monitor:
             stats.windows_tested,
             stats.windows_skipped,
             stats.windows_shed,
-            stats.alerts,
+            self.alerts.raised,
             book.labels_applied,
             book.labels_early,
+            book.labels_unknown,
             book.labels_expired,
             self.tracker.held_count(),
         )
+        dropped = book.labels_unknown + book.labels_expired
+        if dropped > self._dropped_logged:
+            log.warning(
+                "%d label(s) dropped since the last report: their event was never scored within %.0f s, "
+                "or its window had expired (%.0f s after closing)",
+                dropped - self._dropped_logged,
+                self.settings.join_timeout_s,
+                self.settings.label_wait_s,
+            )
+            self._dropped_logged = dropped
+
+    def _store_label_counts(self, client: InfluxClient) -> None:
+        """The label counts, kept in InfluxDB beside the logs; one attempt, the next report comes anyway."""
+        try:
+            client.write(
+                [label_counts_point(self.settings.group_id, self.stats.labels, self.book, time.time_ns())]
+            )
+        except InfluxError as exc:
+            log.debug("label counts not stored: %s", exc)
 
     def _shutdown(self, client: InfluxClient, consumer: BatchConsumer, stop: threading.Event) -> None:
         self.live.stop()

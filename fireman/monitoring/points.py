@@ -1,5 +1,5 @@
-"""The InfluxDB points the monitor writes (``drift``, ``alerts``, ``performance``, ``live_comparison``),
-and the one way it writes them.
+"""The InfluxDB points the monitor writes (``drift``, ``performance``, ``live_comparison``; ``alerts`` are
+:mod:`fireman.monitoring.alerts`'), and the one way it writes them.
 
 Every point of a window is at the window's start time (its first event's point time), so writing a
 window again (a replay, or more labels arriving) overwrites it instead of adding a point.
@@ -11,10 +11,10 @@ import threading
 
 from fireman.common.influx import InfluxClient, InfluxUnavailable, Point
 from fireman.common.live_evaluation import LiveComparison
-from fireman.common.measurements import ALERTS, DRIFT, LIVE_COMPARISON, PERFORMANCE
+from fireman.common.measurements import DRIFT, LIVE_COMPARISON, MONITOR_LABELS, PERFORMANCE
 from fireman.common.retry import Backoff
 from fireman.monitoring.drift import WindowDrift
-from fireman.monitoring.windows import Window, WindowKey
+from fireman.monitoring.windows import Window, WindowBook, WindowKey
 
 
 def write_points(client: InfluxClient, points: list[Point], stop: threading.Event, backoff: Backoff) -> bool:
@@ -59,30 +59,6 @@ def drift_points(key: WindowKey, drift: WindowDrift) -> list[Point]:
     return [window, *per_feature]
 
 
-def alert_point(
-    key: WindowKey, drift: WindowDrift, threshold: float, consecutive: int, required: int
-) -> Point:
-    drifted = drift.drifted
-    return Point(
-        ALERTS.name,
-        {
-            "share_drifted_features": drift.share_drifted_features,
-            "threshold": threshold,
-            "consecutive_windows": consecutive,
-            "required_windows": required,
-            "drifted_features": len(drifted),
-            "features": ",".join(drifted),
-            "window_size": drift.window_size,
-            "message": (
-                f"{consecutive} consecutive windows with {drift.share_drifted_features:.0%} of features "
-                f"drifted (threshold {threshold:.0%}) for {key.model_name} version {key.version}"
-            ),
-        },
-        key.start_ns,
-        {"kind": "drift", "model_name": key.model_name, "model_version": key.version},
-    )
-
-
 def performance_point(window: Window) -> Point:
     confusion = window.confusion
     return Point(
@@ -99,6 +75,24 @@ def performance_point(window: Window) -> Point:
         },
         window.key.start_ns,
         {"model_version": window.key.version},
+    )
+
+
+def label_counts_point(group: str, received: int, book: WindowBook, time_ns: int) -> Point:
+    """The monitor's labels since it started: counted in a window, waiting for their prediction, dropped."""
+    stats = book.stats
+    return Point(
+        MONITOR_LABELS.name,
+        {
+            "received": received,
+            "applied": stats.labels_applied,
+            "early": stats.labels_early,
+            "waiting": len(book.early_labels),
+            "unknown": stats.labels_unknown,
+            "expired": stats.labels_expired,
+        },
+        time_ns,
+        {"group": group},
     )
 
 

@@ -3,12 +3,17 @@
 Windows carry the version that scored them, so each window is compared with that version's
 reference; when the production alias moves, the new version's windows bring the new reference.
 The version's model scores the reference once, to give prediction drift a baseline.
+
+Beside it, the same run's hold-out metrics (``accuracy`` and ``f1``, logged by training) are what the
+version's online accuracy and F1 are held to (:mod:`fireman.monitoring.alerts`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -16,25 +21,26 @@ import pandas as pd
 from fireman.common.model_registry import RegistryClient
 from fireman.common.schema import FEATURE_NAMES
 from fireman.common.settings import MlflowSettings
+from fireman.monitoring.alerts import Holdout
 from fireman.monitoring.drift import Reference
 
 log = logging.getLogger(__name__)
 
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 RETRY_AFTER_S = 60.0
+T = TypeVar("T")
 
 
-class ReferenceStore:
-    """Loads references on demand and keeps them; a failed load is retried after a minute."""
+class _Cache(Generic[T]):
+    """Per-version values loaded once; a failed load is logged and retried after ``RETRY_AFTER_S``."""
 
-    def __init__(self, settings: MlflowSettings, rows: int, seed: int = 0) -> None:
-        self.settings = settings
-        self.rows = rows
-        self.seed = seed
-        self._loaded: dict[tuple[str, str], Reference] = {}
+    def __init__(self, what: str, load: Callable[[str, str], T]) -> None:
+        self.what = what
+        self.load = load
+        self._loaded: dict[tuple[str, str], T] = {}
         self._failed: dict[tuple[str, str], float] = {}
 
-    def get(self, model_name: str, version: str) -> Reference | None:
+    def get(self, model_name: str, version: str) -> T | None:
         key = (model_name, version)
         if key in self._loaded:
             return self._loaded[key]
@@ -42,26 +48,78 @@ class ReferenceStore:
         if failed_at is not None and time.monotonic() - failed_at < RETRY_AFTER_S:
             return None
         try:
-            reference = self.load(model_name, version)
+            value = self.load(model_name, version)
         except Exception as exc:
             self._failed[key] = time.monotonic()
-            log.error("no drift reference for %s version %s: %s", model_name, version, exc)
+            log.error(
+                "no %s for %s version %s (retried in %.0f s): %s",
+                self.what,
+                model_name,
+                version,
+                RETRY_AFTER_S,
+                exc,
+            )
             return None
         self._failed.pop(key, None)
-        self._loaded[key] = reference
-        return reference
+        self._loaded[key] = value
+        return value
+
+
+class ReferenceStore:
+    """Loads references and hold-out metrics on demand and keeps them; a failed load is retried later.
+
+    ``get`` runs on the drift worker's thread and ``holdout`` on the reading thread: each has its own cache.
+    """
+
+    def __init__(self, settings: MlflowSettings, rows: int, seed: int = 0) -> None:
+        self.settings = settings
+        self.rows = rows
+        self.seed = seed
+        self._references = _Cache("drift reference", self.load)
+        self._holdouts = _Cache("hold-out metrics (performance alerts off)", self.load_holdout)
+
+    def get(self, model_name: str, version: str) -> Reference | None:
+        return self._references.get(model_name, version)
+
+    def holdout(self, model_name: str, version: str) -> Holdout | None:
+        """The accuracy and F1 the version's training run measured on its hold-out."""
+        return self._holdouts.get(model_name, version)
+
+    def load_holdout(self, model_name: str, version: str) -> Holdout:
+        with RegistryClient(self.settings) as client:
+            run_id = self._run_id(client, model_name, version)
+            metrics = client.run_metrics(run_id)
+        if metrics is None:
+            raise LookupError(f"run {run_id} of version {version} does not exist")
+        missing = [key for key in Holdout.METRICS if key not in metrics]
+        if missing:
+            raise LookupError(f"run {run_id} logged no {', '.join(missing)}")
+        holdout = Holdout(accuracy=metrics["accuracy"], f1=metrics["f1"])
+        log.info(
+            "hold-out of %s version %s: accuracy %.3f, F1 %.3f (run %s)",
+            model_name,
+            version,
+            holdout.accuracy,
+            holdout.f1,
+            run_id,
+        )
+        return holdout
+
+    @staticmethod
+    def _run_id(client: RegistryClient, model_name: str, version: str) -> str:
+        found = client.version(model_name, version)
+        if found is None:
+            raise LookupError(f"version {version} of {model_name!r} is not in the registry")
+        if not found.run_id:
+            raise LookupError(f"version {version} is not linked to a run")
+        return found.run_id
 
     def load(self, model_name: str, version: str) -> Reference:
         import mlflow
 
         started = time.perf_counter()
         with RegistryClient(self.settings) as client:
-            found = client.version(model_name, version)
-        if found is None:
-            raise LookupError(f"version {version} of {model_name!r} is not in the registry")
-        run_id = found.run_id
-        if not run_id:
-            raise LookupError(f"version {version} is not linked to a run")
+            run_id = self._run_id(client, model_name, version)
         local = mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path=REFERENCE_ARTIFACT, tracking_uri=self.settings.tracking_uri
         )

@@ -36,6 +36,21 @@ class MonitorSettings(BaseSettings):
     alert_windows: int = Field(
         default=2, ge=1, description="Consecutive drifting windows that raise an alert."
     )
+    # Performance alerts (fireman.monitoring.alerts): online accuracy and F1 against the version's hold-out.
+    # 100 labels bound the noise of a window's accuracy to about 0.02 (at 0.95), a fifth of the margin,
+    # and the demo's window (labels 2-5 s late) has them within seconds of opening.
+    performance_min_labelled: int = Field(
+        default=100, ge=1, description="Labels a window needs before its accuracy and F1 are judged."
+    )
+    performance_margin: float = Field(
+        default=0.1,
+        gt=0,
+        lt=1,
+        description="Drop below the hold-out accuracy or F1 (absolute) that makes a window underperform.",
+    )
+    performance_alert_windows: int = Field(
+        default=2, ge=1, description="Consecutive underperforming windows that raise a performance alert."
+    )
     reference_rows: int = Field(
         default=2000,
         ge=50,
@@ -54,9 +69,13 @@ class MonitorSettings(BaseSettings):
     )
     # Joining the three topics.
     join_timeout_s: float = Field(
-        default=120.0, gt=0, description="How long features and predictions wait for each other."
+        default=120.0,
+        gt=0,
+        description="How long features, predictions and early labels wait for their match.",
     )
-    max_unjoined: int = Field(default=200_000, ge=1000, description="Most events waiting to be joined.")
+    max_unjoined: int = Field(
+        default=200_000, ge=1000, description="Most events (and early labels) waiting to be joined."
+    )
     label_wait_s: float = Field(
         default=24 * 3600.0, gt=0, description="How long a window's predictions wait for their labels."
     )
@@ -89,5 +108,10 @@ class MonitorSettings(BaseSettings):
         if self.min_window_size > self.window_size:
             raise ValueError(
                 f"min_window_size ({self.min_window_size}) is larger than window_size ({self.window_size})"
+            )
+        if self.performance_min_labelled > self.window_size:
+            raise ValueError(
+                f"performance_min_labelled ({self.performance_min_labelled}) is larger than window_size "
+                f"({self.window_size}): no window could be judged"
             )
         return self

@@ -12,7 +12,10 @@
   window opens). Other windows keep their confusion counts only.
 - Each window keeps confusion counts for its predictions. A label finds its prediction through
   ``awaiting`` (then leaves it: a label counts once, in its prediction's window). A label that
-  arrives before its prediction waits in ``early_labels``.
+  arrives before its prediction waits in ``early_labels`` as features and predictions wait for each
+  other (``join_timeout_s``, ``max_unjoined``); one for an unknown event is then dropped and counted
+  (``labels_unknown``), as is one whose window has expired (``labels_expired``): none is kept for
+  longer, whatever the labels topic carries.
 
 Every item records the Kafka positions it came from, so the caller can hold and release offsets.
 """
@@ -160,7 +163,8 @@ class BookStats:
     joined: int = 0
     labels_applied: int = 0
     labels_early: int = 0
-    labels_expired: int = 0
+    labels_expired: int = 0  # their prediction's window had expired: dropped
+    labels_unknown: int = 0  # no prediction came for them within the join timeout: dropped
     features_expired: int = 0
     predictions_expired: int = 0
     awaiting_evicted: int = 0
@@ -283,9 +287,9 @@ class WindowBook:
             self.early_labels[event_id] = (label, self.clock())
             self.early_labels.move_to_end(event_id)
             self.stats.labels_early += 1
-            while len(self.early_labels) > self.max_awaiting:
+            while len(self.early_labels) > self.max_unjoined:
                 self.early_labels.popitem(last=False)
-                self.stats.labels_expired += 1
+                self.stats.labels_unknown += 1
             return False
         key, prediction = found
         window = self.windows.get(key)
@@ -329,10 +333,10 @@ class WindowBook:
                 setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         while self.early_labels:
             _, (_, arrived) = next(iter(self.early_labels.items()))
-            if now - arrived < self.label_wait_s:
+            if now - arrived < self.join_timeout_s:
                 break
             self.early_labels.popitem(last=False)
-            self.stats.labels_expired += 1
+            self.stats.labels_unknown += 1
         while self.windows:
             window = next(iter(self.windows.values()))
             if window.closed is None or now - window.closed < self.label_wait_s or window.key in self.dirty:

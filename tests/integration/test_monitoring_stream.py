@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from fireman.common.influx import InfluxClient
+from fireman.common.influx import InfluxClient, Point
 from fireman.common.kafka_io import AckProducer
 from fireman.common.schema import FEATURE_NAMES, now_ms
 from fireman.common.settings import (
@@ -69,6 +70,7 @@ def stream(
     labels: list[dict[str, Any]],
     home: Path,
     expect_windows: int = EVENTS // 1000,
+    on_alert: Callable[[Point], None] | None = None,
     **monitor_options: Any,
 ) -> Monitor:
     """Score ``events`` and monitor them; labels follow once every event is scored (they come late)."""
@@ -85,7 +87,7 @@ def stream(
         drift_cpu_budget=1.0,
         **monitor_options,
     )
-    monitor = Monitor(settings)
+    monitor = Monitor(settings, on_alert=on_alert)
     producer = AckProducer(kafka)
     try:
         with on_thread(scorer.run, "scorer", join_s=90), on_thread(monitor.run, "monitor", join_s=90):
@@ -204,7 +206,8 @@ def test_injected_drift_is_detected_after_the_injection_and_raises_an_alert(rig:
     assert set(SHIFTED) <= first and set(SHIFTED) <= second
     assert len((first | second) - set(SHIFTED) - before) <= 3  # the shifted features, not noise
 
-    alerts = rig.query("SELECT * FROM alerts")
+    # The shift also costs accuracy, which may raise a performance alert beside: only drift's counted here.
+    alerts = rig.query("SELECT * FROM alerts WHERE kind = 'drift'")
     assert len(alerts) == 1, alerts  # two consecutive drifting windows: the second one raises it
     alert = alerts[0]
     assert alert["time"] == windows[2]["time"]
@@ -246,3 +249,102 @@ def test_all_null_feature_and_undersized_window_are_logged_not_fatal(
     assert cont_5[0]["drift_score"] is None and cont_5[0]["drifted"] is None
     # Accuracy is still measured for both windows, tested for drift or not.
     assert sum(p["n_labelled"] for p in rig.query(PERFORMANCE)) == 260
+
+
+def feed(producer: AckProducer, kafka: KafkaSettings, events: list[dict[str, Any]], monitor: Monitor) -> None:
+    """Produce ``events`` a chunk at a time, each once ``monitor`` has joined the previous one."""
+    import orjson
+
+    joined = monitor.book.stats.joined
+    for start in range(0, len(events), CHUNK):
+        chunk = events[start : start + CHUNK]
+        for event in chunk:
+            producer.produce(
+                kafka.topic_measurements, key=event["sensor_id"].encode(), value=orjson.dumps(event)
+            )
+        producer.flush()
+        done = joined + start + len(chunk)
+        assert wait_for(lambda done=done: monitor.book.stats.joined >= done, 60), monitor.book.stats
+
+
+def window_starts_ns(influx: InfluxSettings) -> list[int]:
+    with InfluxClient(influx) as client:
+        return [row["time"] for row in client.query(WINDOWS, epoch="ns")]
+
+
+def test_a_restarted_monitor_continues_the_drift_run_and_alerts_from_its_onset(rig: Rig) -> None:
+    """The first drifting window is seen by one monitor, the second by a new one (K=2, the default)."""
+    events, _ = rig.generated(drift_after=1000, drift_kind="shift", drift_features=SHIFTED)
+    mlflow = rig.trained["mlflow"]
+    settings = MonitorSettings(
+        kafka=rig.kafka,
+        influxdb=rig.influx,
+        mlflow=mlflow,
+        group_id=f"m-{uuid.uuid4().hex}",  # both monitors: the second goes on from the first's commits
+        state=StateSettings(home=rig.home),
+        # Windows here come seconds apart; the default budget would shed some of them.
+        drift_cpu_budget=1.0,
+    )
+    scorer = Scorer(scorer_settings(rig.kafka, rig.influx, mlflow))
+    producer = AckProducer(rig.kafka)
+    seen: list[Point] = []
+    try:
+        with on_thread(scorer.run, "scorer", join_s=90):
+            first = Monitor(settings, on_alert=seen.append)
+            with on_thread(first.run, "monitor", join_s=90):
+                feed(producer, rig.kafka, events[:2000], first)
+                assert wait_for(
+                    lambda: first.stats.windows_tested >= 2 and first.tracker.held_count() == 0, 120
+                ), first.stats
+            assert [w["dataset_drift"] for w in rig.query(WINDOWS)] == [0, 1]
+            assert rig.query("SELECT * FROM alerts") == [] and seen == []
+
+            second = Monitor(settings, on_alert=seen.append)
+            with on_thread(second.run, "monitor", join_s=90):
+                feed(producer, rig.kafka, events[2000:], second)
+                assert wait_for(
+                    lambda: second.stats.windows_tested >= 1 and second.tracker.held_count() == 0, 120
+                ), second.stats
+    finally:
+        producer.close()
+
+    assert [w["dataset_drift"] for w in rig.query(WINDOWS)] == [0, 1, 1]
+    starts = window_starts_ns(rig.influx)
+    with InfluxClient(rig.influx) as client:
+        alerts = client.query("SELECT * FROM alerts", epoch="ns")
+    assert len(alerts) == 1, alerts
+    alert = alerts[0]
+    assert (alert["kind"], alert["time"]) == ("drift", starts[2])
+    assert (alert["consecutive_windows"], alert["required_windows"]) == (2, 2)
+    assert alert["onset_ns"] == starts[1]  # the window the first monitor saw drift in
+    assert [p.time_ns for p in seen] == [starts[2]] and seen[0].fields["onset_ns"] == starts[1]
+
+
+def test_inverted_labels_raise_a_performance_alert_and_no_drift_alert(rig: Rig) -> None:
+    """Concept drift: the features stay as trained, the labels turn against the model after event 1000."""
+    events, labels = rig.generated()
+    index = {event["event_id"]: i for i, event in enumerate(events)}
+    for label in labels:
+        if index[label["event_id"]] >= 1000:
+            label["label"] = 1 - label["label"]
+    seen: list[Point] = []
+    monitor = rig.stream(events, labels, on_alert=seen.append)
+
+    assert [w["dataset_drift"] for w in rig.query(WINDOWS)] == [0, 0, 0]
+    performance = rig.query(PERFORMANCE)
+    assert [p["n_labelled"] for p in performance] == [1000, 1000, 1000]
+    assert abs(performance[0]["accuracy"] - rig.trained["accuracy"]) <= 0.05
+    assert max(p["accuracy"] for p in performance[1:]) < 0.2, performance
+
+    starts = window_starts_ns(rig.influx)
+    with InfluxClient(rig.influx) as client:
+        alerts = client.query("SELECT * FROM alerts", epoch="ns")
+    assert len(alerts) == 1, alerts  # the second underperforming window raises it; no drift alert
+    alert = alerts[0]
+    assert (alert["kind"], alert["time"], alert["onset_ns"]) == ("performance", starts[2], starts[1])
+    assert (alert["consecutive_windows"], alert["required_windows"], alert["margin"]) == (2, 2, 0.1)
+    assert alert["metric"] in ("accuracy", "f1") and alert["n_labelled"] == 1000
+    assert alert["holdout"] - alert["value"] > 0.5
+    if alert["metric"] == "accuracy":
+        assert alert["holdout"] == pytest.approx(rig.trained["accuracy"])
+    assert [p.time_ns for p in seen] == [starts[2]] and monitor.alerts.raised == 1

@@ -131,3 +131,29 @@ def test_live_comparison_points_match_the_monitor() -> None:
     assert point.measurement == contract.LIVE_COMPARISON.name
     assert set(point.tags) == contract.LIVE_COMPARISON.tags
     assert set(point.fields) == contract.LIVE_COMPARISON.fields
+
+
+def test_alerts_of_both_kinds_match_the_contract() -> None:
+    from fireman.monitoring.alerts import Shortfall, Streak, drift_alert_point, performance_alert_point
+    from fireman.monitoring.drift import WindowDrift
+    from fireman.monitoring.windows import WindowKey
+
+    key = WindowKey("m", "2", 1_700_000_000_000_000_000)
+    drift = WindowDrift(
+        window_size=100,
+        missing_share=0.2,
+        tested_features=2,
+        drifted_features=1,
+        share_drifted_features=0.5,
+        dataset_drift=True,
+        prediction_drift_score=0.1,
+        features=[],
+    )
+    run = Streak(2, key.start_ns - 1)
+    points = [
+        drift_alert_point(key, drift, 0.5, run, 2),
+        performance_alert_point(key, Shortfall("f1", 0.5, 0.9), 0.1, 120, run, 2),
+    ]
+    assert {p.tags["kind"] for p in points} == {contract.ALERT_DRIFT, contract.ALERT_PERFORMANCE}
+    assert all(set(p.tags) == contract.ALERTS.tags for p in points)
+    assert set().union(*(p.fields for p in points)) == contract.ALERTS.fields

@@ -8,8 +8,9 @@ import pytest
 
 from fireman.common.influx import to_line
 from fireman.common.schema import FEATURE_NAMES
+from fireman.monitoring.alerts import Streak, drift_alert_point
 from fireman.monitoring.drift import Reference, compute_drift, missing_shares
-from fireman.monitoring.points import alert_point, drift_points, performance_point
+from fireman.monitoring.points import drift_points, performance_point
 from fireman.monitoring.windows import Confusion, Window, WindowKey
 
 ROWS = 400
@@ -95,10 +96,10 @@ def test_points_share_the_window_time_and_carry_the_schema(reference: Reference)
     assert cont_1 == f"drift,feature=Cont_1,model_version=3 missing_share=1.0 {key.start_ns}"
     assert set(points[2].fields) == {"drift_score", "drifted", "missing_share"}
 
-    alert = alert_point(key, drift, 0.5, 2, 2)
+    alert = drift_alert_point(key, drift, 0.5, Streak(2, key.start_ns - 10), 2)
     assert alert.measurement == "alerts" and alert.time_ns == key.start_ns
     assert alert.tags == {"kind": "drift", "model_name": "m", "model_version": "3"}
-    assert alert.fields["consecutive_windows"] == 2
+    assert alert.fields["consecutive_windows"] == 2 and alert.fields["onset_ns"] == key.start_ns - 10
     assert to_line(alert) is not None
 
     labelled = Window(key=key, first_ms=0, opened=0.0, predictions=10, confusion=Confusion(tp=3, tn=4, fp=1))

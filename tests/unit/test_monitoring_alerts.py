@@ -1,0 +1,116 @@
+"""The alert rules' arithmetic: shortfalls against the hold-out, runs of windows, the alert points."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fireman.common import measurements as contract
+from fireman.common.influx import to_line
+from fireman.monitoring.alerts import (
+    Holdout,
+    Shortfall,
+    Streak,
+    drifting,
+    performance_alert_point,
+    shortfall,
+    streak,
+    underperforming,
+)
+from fireman.monitoring.points import label_counts_point
+from fireman.monitoring.windows import Features, Prediction, WindowBook, WindowKey
+
+HOLDOUT = Holdout(accuracy=0.95, f1=0.93)
+
+
+def test_a_shortfall_is_a_drop_beyond_the_margin() -> None:
+    assert shortfall(0.95, 0.93, HOLDOUT, 0.1) is None
+    assert shortfall(0.86, 0.84, HOLDOUT, 0.1) is None  # 0.09 below: within the margin
+    assert shortfall(0.84, 0.90, HOLDOUT, 0.1) == Shortfall("accuracy", 0.84, 0.95)
+    assert shortfall(0.90, 0.80, HOLDOUT, 0.1) == Shortfall("f1", 0.80, 0.93)
+
+
+def test_the_shortfall_names_the_metric_furthest_below_its_holdout() -> None:
+    assert shortfall(0.42, 0.60, HOLDOUT, 0.1) == Shortfall("accuracy", 0.42, 0.95)  # 0.53 against 0.33
+    assert shortfall(0.70, 0.30, HOLDOUT, 0.1) == Shortfall("f1", 0.30, 0.93)
+
+
+def test_no_labels_no_shortfall() -> None:
+    assert shortfall(math.nan, 0.0, Holdout(0.95, 0.0), 0.1) is None
+    assert shortfall(None, None, HOLDOUT, 0.1) is None
+
+
+def test_a_run_counts_back_until_a_window_that_does_not_count() -> None:
+    previous = [(30, True), (20, True), (10, False), (0, True)]  # newest first
+    assert streak(40, previous) == Streak(3, 20)
+    assert streak(40, []) == Streak(1, 40)
+    assert streak(40, [(30, False), (20, True)]) == Streak(1, 40)
+
+
+def test_windows_not_judged_neither_break_nor_extend_a_run() -> None:
+    previous = [(30, None), (20, True), (10, None), (0, False)]
+    assert streak(40, previous) == Streak(2, 20)
+
+
+def test_stored_windows_are_judged_as_the_current_one() -> None:
+    assert drifting({"dataset_drift": 1}) is True
+    assert drifting({"dataset_drift": 0}) is False
+    assert drifting({}) is None
+    row = {"accuracy": 0.42, "f1": 0.40, "n_labelled": 150}
+    assert underperforming(row, HOLDOUT, 0.1, 100) is True
+    assert underperforming({**row, "n_labelled": 99}, HOLDOUT, 0.1, 100) is None  # too few labels
+    assert underperforming({**row, "accuracy": 0.94, "f1": 0.92}, HOLDOUT, 0.1, 100) is False
+    assert underperforming({"accuracy": 0.4}, HOLDOUT, 0.1, 100) is None
+
+
+def test_the_performance_alert_point_matches_the_contract() -> None:
+    key = WindowKey("m", "3", 1_700_000_000_000_000_123)
+    point = performance_alert_point(key, Shortfall("accuracy", 0.42, 0.95), 0.1, 250, Streak(2, 5), 2)
+    assert point.measurement == contract.ALERTS.name and point.time_ns == key.start_ns
+    assert point.tags == {"kind": contract.ALERT_PERFORMANCE, "model_name": "m", "model_version": "3"}
+    assert set(point.fields) <= contract.ALERTS.fields
+    assert point.fields["onset_ns"] == 5 and point.fields["consecutive_windows"] == 2
+    assert (point.fields["metric"], point.fields["value"], point.fields["holdout"]) == (
+        "accuracy",
+        0.42,
+        0.95,
+    )
+    assert "accuracy 0.420 against 0.950 on 250 labels" in str(point.fields["message"])
+    assert to_line(point) is not None
+
+
+def test_labels_for_unknown_events_are_counted_dropped_and_bounded() -> None:
+    clock = [0.0]
+    book = WindowBook(
+        window_size=10,
+        window_seconds=60.0,
+        join_timeout_s=10.0,
+        max_unjoined=1000,
+        label_wait_s=3600.0,
+        max_awaiting=1000,
+        release=lambda _positions: None,
+        clock=lambda: clock[0],
+    )
+    for i in range(1500):  # more than the join bound: the oldest go at once
+        assert not book.apply_label(f"nobody-{i}", 1, None)
+    assert len(book.early_labels) == 1000 and book.stats.labels_unknown == 500
+    clock[0] = 10.0  # the join timeout, not the hours a window waits for labels
+    book.expire()
+    assert not book.early_labels and book.stats.labels_unknown == 1500
+    # A label that comes before its prediction still counts when the prediction follows in time.
+    assert not book.apply_label("e1", 1, None)
+    features = Features("e1", np.zeros(57), ("measurements", 0, 1), clock[0])
+    prediction = Prediction("e1", 1_000, "m", "1", 1, 0.9, ("predictions", 0, 1), clock[0])
+    assert book.add_features(features) is None
+    assert book.add_prediction(prediction) is features
+    book.add_scored(prediction, features)
+    assert book.stats.labels_applied == 1
+
+    point = label_counts_point("g", 1501, book, 7)
+    assert point.measurement == contract.MONITOR_LABELS.name
+    assert (
+        set(point.tags) == contract.MONITOR_LABELS.tags
+        and set(point.fields) == contract.MONITOR_LABELS.fields
+    )
+    assert (point.fields["unknown"], point.fields["applied"], point.fields["waiting"]) == (1500, 1, 0)
