@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from fireman.common import measurements as contract
 from fireman.common.influx import to_line
@@ -114,3 +115,13 @@ def test_labels_for_unknown_events_are_counted_dropped_and_bounded() -> None:
         and set(point.fields) == contract.MONITOR_LABELS.fields
     )
     assert (point.fields["unknown"], point.fields["applied"], point.fields["waiting"]) == (1500, 1, 0)
+
+
+def test_a_window_too_small_to_be_judged_is_a_settings_error() -> None:
+    from pydantic import ValidationError
+
+    from fireman.monitoring.settings import MonitorSettings
+
+    with pytest.raises(ValidationError, match="performance_min_labelled"):
+        MonitorSettings(window_size=50, min_window_size=10)
+    assert MonitorSettings(window_size=50, min_window_size=10, performance_min_labelled=40).window_size == 50
