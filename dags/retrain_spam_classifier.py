@@ -24,10 +24,11 @@ The stream scorer picks up a new `production` version by itself.
 
 | task | does |
 |---|---|
+| `await_history` | after a shift: waits for enough labelled rows since the drift onset (see **Window**) |
 | `extract` | `measurements` joined with `labels` over the window, as parquet in `$FIREMAN_HOME/retrain/` |
 | `validate` | row count, both classes, class balance, missing share; fails with the reason when unusable |
 | `train` | logs the run to MLflow and registers a version (a re-run reuses it) |
-| `evaluate_and_promote` | the gate: challenger vs champion on the same hold-out (`live`: see below) |
+| `evaluate_and_promote` | the gate: both versions on hold-out rows neither trained on (`live`: see below) |
 | `await_live_evidence` | `live` mode: waits for the live evidence; other modes: done at once |
 | `decide_on_live_evidence` | `live` mode: promotes on live evidence or leaves production; tags it |
 | `report` | the summary, in the log and as `retrain.*` tags on the MLflow run |
@@ -35,6 +36,22 @@ The stream scorer picks up a new `production` version by itself.
 **Window**: `window_start` (what `monitor_drift` sends) until `window_end` or the run's moment; else,
 for a scheduled run, its data interval; else (a run you trigger) the last `window_hours` hours before the
 moment of the trigger (default `FIREMAN_TRAIN_HISTORY_HOURS`).
+
+**After a shift** (`window_start` is the drift onset) the new version learns only the world after it:
+the window never starts before the onset. If `[onset, window_end)` holds fewer than
+`FIREMAN_TRAIN_MIN_ROWS` labelled rows, `await_history` moves the window's end forward to now and
+waits (rescheduled every `FIREMAN_TRAIN_HISTORY_POKE_INTERVAL_S`, holding no worker) until enough
+labelled rows have arrived since the onset; `extract` then trains on `[onset, that moment)`. After
+`FIREMAN_TRAIN_HISTORY_TIMEOUT_HOURS` from the trigger the run fails with the counts, nothing is
+trained, and the next drift check triggers a new run. Other runs do not wait: too few rows fail a
+triggered run and skip a scheduled one.
+
+**Gate on unseen rows**: the hold-out loses every row the production version trained on (inside its
+training window `data_since`..`data_until`, or matching the training-row fingerprints each run logs
+as `fingerprints/training_rows.parquet`, which also catches Spambase rows replayed by the generator);
+with fewer than `FIREMAN_TRAIN_GATE_MIN_ROWS` rows of both classes left the decision is `insufficient`,
+production stays and the new version is scored in shadow. The decision's `gate.metrics` tag records
+`holdout_rows` (compared) and `holdout_excluded` (left out, by window and by fingerprint).
 Gate metric and margin default to `FIREMAN_TRAIN_GATE_METRIC` / `FIREMAN_TRAIN_MARGIN`.
 **Promote mode**: `auto` (the hold-out gate; a version it does not promote becomes the `challenger`, scored
 in shadow by the scorer), `never`, `force`, or `live`: the version becomes the `challenger`, the sensor
@@ -135,8 +152,27 @@ def _run_key(context: dict[str, Any]) -> str:
     **AirflowSettings().dag_arguments(),
 )
 def retrain_spam_classifier() -> None:
+    # After a shift the window starts at the drift onset; too few rows since then: wait for more, in
+    # reschedule mode (no worker held). Its own deadline fails the run with the counts first; Airflow's
+    # timeout, two pokes later, is only the backstop.
+    @task.sensor(
+        poke_interval=DEFAULTS.history_poke_interval_s,
+        timeout=DEFAULTS.history_timeout_hours * 3600 + 2 * DEFAULTS.history_poke_interval_s,
+        mode="reschedule",
+    )
+    def await_history(**context: Any) -> Any:
+        from fireman.training import dag_tasks
+
+        return dag_tasks.await_history(
+            context["params"],
+            context["dag_run"].run_type,
+            context.get("data_interval_start"),
+            context.get("data_interval_end"),
+            context["dag_run"].run_after,
+        )
+
     @task
-    def extract(**context: Any) -> dict[str, Any]:
+    def extract(history: dict[str, Any], **context: Any) -> dict[str, Any]:
         from fireman.training import dag_tasks
 
         return dag_tasks.extract(
@@ -146,6 +182,7 @@ def retrain_spam_classifier() -> None:
             context.get("data_interval_start"),
             context.get("data_interval_end"),
             context["dag_run"].run_after,
+            history,
         )
 
     @task
@@ -201,7 +238,7 @@ def retrain_spam_classifier() -> None:
         return dag_tasks.report(_run_key(context), extracted, validated, trained, decision)
 
     # XComArgs at parse time, the tasks' dicts at run time.
-    extracted: Any = extract()
+    extracted: Any = extract(await_history())
     validated: Any = validate(extracted)
     trained: Any = train(extracted, validated)
     evaluated: Any = evaluate_and_promote(trained)

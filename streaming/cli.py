@@ -102,8 +102,10 @@ def register(app: typer.Typer) -> None:
         seed: int | None = typer.Option(
             None, help="Seed for order, missingness, ids and labels (default 0)."
         ),
-        drift_after: int | None = typer.Option(None, help="Inject covariate shift after this many events."),
-        drift_kind: str | None = typer.Option(None, help="shift, scale or swap (default shift)."),
+        drift_after: int | None = typer.Option(None, help="Inject drift after this many events."),
+        drift_kind: str | None = typer.Option(
+            None, help="shift, scale, swap (covariate) or labels (concept: labels inverted); default shift."
+        ),
         drift_features: str | None = typer.Option(None, help="Comma-separated features to drift."),
         drift_magnitude: float | None = typer.Option(None, help="Shift in std units / scale factor - 1."),
         label_delay: float | None = typer.Option(

@@ -1,6 +1,6 @@
-"""Covariate shift injected by the generator, as a pure function so monitoring tests can reuse it.
+"""Drift injected by the generator, as a pure function so monitoring tests can reuse it.
 
-Every kind changes the chosen features' distribution clearly enough that a two-sample test (KS,
+Every covariate kind changes the chosen features' distribution clearly enough that a two-sample test (KS,
 Wasserstein) on a few hundred rows flags it, while missing values stay missing:
 
 - ``shift``: add ``magnitude`` reference standard deviations (zeros become non-zero too);
@@ -9,6 +9,12 @@ Wasserstein) on a few hundred rows flags it, while missing values stay missing:
 - ``swap``: the first half of the chosen features trade values with the second half (feature ``i``
   takes feature ``i + n/2``'s values), as if sensors were wired to the wrong channels. The default
   list pairs dense capital-run and punctuation features with sparse word frequencies.
+
+One kind is a concept shift instead:
+
+- ``labels``: the features stay exactly as they are and every label is inverted (the world changed
+  its mind about what is spam), so online accuracy collapses while covariate drift tests stay calm.
+  The chosen features and the magnitude do not apply.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from fireman.common.errors import UserError
-from fireman.common.schema import FEATURE_NAMES
+from fireman.common.schema import FEATURE_NAMES, LABEL_COLUMN
 
-DRIFT_KINDS = ("shift", "scale", "swap")
+DRIFT_KINDS = ("shift", "scale", "swap", "labels")
 
 
 def apply_drift(
@@ -32,7 +38,8 @@ def apply_drift(
     reference_std: Mapping[str, float] | None = None,
     reference_mean: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
-    """A drifted copy of ``frame``; columns not in ``features`` are untouched.
+    """A drifted copy of ``frame``; columns not in ``features`` are untouched (``labels``: only the
+    label column changes, 0 <-> 1, and a frame without one is returned unchanged).
 
     ``reference_std`` and ``reference_mean`` describe each feature in the undrifted data (for
     ``shift`` and ``scale``); without them ``frame``'s own are used, which is only right when
@@ -41,7 +48,10 @@ def apply_drift(
     check_drift(kind, features, magnitude)
     drifted = frame.copy()
     columns = list(features)
-    if kind == "shift":
+    if kind == "labels":
+        if LABEL_COLUMN in frame.columns:
+            drifted[LABEL_COLUMN] = 1 - frame[LABEL_COLUMN]
+    elif kind == "shift":
         std = reference_std if reference_std is not None else frame[columns].std(skipna=True).to_dict()
         for column in columns:
             spread = float(std.get(column, 0.0) or 0.0)

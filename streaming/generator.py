@@ -86,6 +86,8 @@ class SensorRow:
 def iter_rows(frame: pd.DataFrame, settings: GeneratorSettings) -> Iterator[SensorRow]:
     """Rows in a seeded shuffled order, MCAR-masked, drifted from ``drift_after`` on, up to ``limit``.
 
+    Drift (``fireman.streaming.drift``) changes the features, or for ``labels`` only the labels.
+
     Each pass over the data (``loop``) has its own shuffle and mask, so a long run does not repeat
     the same events.
     """
@@ -106,17 +108,20 @@ def iter_rows(frame: pd.DataFrame, settings: GeneratorSettings) -> Iterator[Sens
             seed=settings.seed * 1000 + passes,
         )
         values = masked[list(FEATURE_NAMES)].to_numpy(dtype="float64")
+        labels = masked[LABEL_COLUMN].to_numpy()
         drifted: np.ndarray | None = None
+        drifted_labels = labels
         if settings.drift_after is not None and settings.drift_after < index + len(frame):
-            drifted = apply_drift(
+            shifted = apply_drift(
                 masked,
                 settings.drift_kind,
                 settings.drift_features,
                 settings.drift_magnitude,
                 reference_std,
                 reference_mean,
-            )[list(FEATURE_NAMES)].to_numpy(dtype="float64")
-        labels = masked[LABEL_COLUMN].to_numpy()
+            )
+            drifted = shifted[list(FEATURE_NAMES)].to_numpy(dtype="float64")
+            drifted_labels = shifted[LABEL_COLUMN].to_numpy()
         for position in range(len(frame)):
             if settings.limit is not None and index >= settings.limit:
                 return
@@ -129,7 +134,7 @@ def iter_rows(frame: pd.DataFrame, settings: GeneratorSettings) -> Iterator[Sens
                 sensor_id=f"sensor-{index % settings.sensors + 1}",
                 event_id=str(uuid.UUID(bytes=rng.bytes(16), version=4)),
                 features={name: float(v) for name, v in zip(FEATURE_NAMES, row, strict=True) if v == v},
-                label=int(labels[position]),
+                label=int(drifted_labels[position] if use_drift else labels[position]),
                 labelled=bool(rng.random() < settings.label_fraction),
             )
             index += 1

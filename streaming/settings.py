@@ -53,7 +53,7 @@ class SinkSettings(BaseSettings):
 
 
 DatasetName = Literal["spambase", "synthetic"]
-DriftKind = Literal["shift", "scale", "swap"]
+DriftKind = Literal["shift", "scale", "swap", "labels"]
 
 # High-importance Spambase features (char_freq_!, char_freq_$, capital run lengths, "remove", "free",
 # "your", "000", "money"...): a shift there moves both the inputs and the model's output.

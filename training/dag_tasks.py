@@ -22,6 +22,7 @@ import logging
 import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, get_args
@@ -180,6 +181,92 @@ def _utc(moment: datetime) -> datetime:
     return datetime.fromtimestamp(moment.timestamp(), tz=UTC)
 
 
+# --- after a shift: enough history since the onset -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HistoryWait:
+    done: bool
+    since: datetime | None = None
+    until: datetime | None = None
+    rows: int | None = None
+    note: str = ""
+
+    def xcom(self) -> dict[str, Any]:
+        def iso(moment: datetime | None) -> str | None:
+            return moment.isoformat() if moment is not None else None
+
+        return {"since": iso(self.since), "until": iso(self.until), "rows": self.rows, "note": self.note}
+
+
+def wait_for_history(
+    params: Mapping[str, Any],
+    window: tuple[datetime, datetime],
+    min_rows: int,
+    count: Callable[[datetime, datetime], int],
+    now: datetime,
+    deadline: datetime,
+) -> HistoryWait:
+    """The rule of a run that starts at a drift onset (``window_start``): train only on rows since then.
+
+    Enough labelled rows in ``[onset, window_end)``: done with that window. Too few: the end moves
+    forward to ``now`` (rows since keep arriving); still too few: wait, and past ``deadline`` fail with
+    the counts, for the next drift check to retry. Never reaches back before the onset: a window that
+    mixed pre- and post-shift rows would teach the new version the world the shift left behind.
+    Runs without ``window_start`` are done at once; their window is ``training_window``'s.
+    """
+    if not params.get("window_start"):
+        return HistoryWait(True, note="no drift onset: the run's window as it is")
+    start, end = window
+    rows = count(start, end)
+    if rows >= min_rows:
+        return HistoryWait(True, start, end, rows, f"{rows} labelled rows since the onset")
+    moved = _utc(now).replace(microsecond=0)
+    if moved > end:
+        end, rows = moved, count(start, moved)
+        if rows >= min_rows:
+            note = f"{rows} labelled rows since the onset once the window's end moved to {end.isoformat()}"
+            return HistoryWait(True, start, end, rows, note)
+    shortfall = (
+        f"{rows} labelled rows since the drift onset {start.isoformat()} (until {end.isoformat()}), "
+        f"{min_rows} needed (FIREMAN_TRAIN_MIN_ROWS)"
+    )
+    if _utc(now) >= deadline:
+        raise sources.TooLittleHistory(
+            f"{shortfall}; waited until {deadline.isoformat()} (FIREMAN_TRAIN_HISTORY_TIMEOUT_HOURS). "
+            "History before the onset is not used; the next drift check triggers a new retrain"
+        )
+    return HistoryWait(False, start, end, rows, f"{shortfall}; waiting until {deadline.isoformat()}")
+
+
+@fail_fast_on_bad_input
+def await_history(
+    params: Mapping[str, Any],
+    run_type: str,
+    data_interval_start: datetime | None,
+    data_interval_end: datetime | None,
+    run_after: datetime | None,
+) -> Any:
+    """The sensor's poke before ``extract`` (see ``wait_for_history``); the window as XCom."""
+    from airflow.sdk import PokeReturnValue
+
+    settings = RetrainSettings()
+    window = training_window(
+        params, run_type, data_interval_start, data_interval_end, run_after, settings.history_hours
+    )
+    started = _utc(run_after or datetime.now(UTC))
+    wait = wait_for_history(
+        params,
+        window,
+        settings.min_rows,
+        functools.partial(sources.count_labelled, settings),
+        datetime.now(UTC),
+        started + timedelta(hours=settings.history_timeout_hours),
+    )
+    log.info("%s", wait.note)
+    return PokeReturnValue(is_done=wait.done, xcom_value=wait.xcom())
+
+
 # --- tasks -----------------------------------------------------------------------------------------
 
 
@@ -196,12 +283,18 @@ def extract(
     data_interval_start: datetime | None,
     data_interval_end: datetime | None,
     run_after: datetime | None,
+    history: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The run's labelled history from InfluxDB into a parquet file under the state dir."""
+    """The run's labelled history from InfluxDB into a parquet file under the state dir.
+
+    ``history`` is ``await_history``'s result: after a shift, the window whose end it moved forward.
+    """
     settings = RetrainSettings()
     since, until = training_window(
         params, run_type, data_interval_start, data_interval_end, run_after, settings.history_hours
     )
+    if history and history.get("until"):
+        until = _parse(str(history["until"]), "the awaited window's end")
     try:
         extracted = workflow.extract_history(settings, data_path(settings, run_key), "influx", since, until)
         window = f" between {extracted.since} and {extracted.until}"
@@ -349,6 +442,7 @@ def evaluate_and_promote(
         "reason": decision.reason,
         "champion": decision.champion,
         "metrics": decision.metrics,
+        "holdout": decision.holdout,
         "gate_metric": settings.gate_metric,
         "margin": settings.margin,
         "promote": promote,
@@ -460,6 +554,7 @@ def report(
         "retrain.decision": decision["decision"],
         "retrain.promoted": decision["promoted"],
         "retrain.champion": decision["champion"] or "none",
+        **{f"retrain.{key}": value for key, value in (decision.get("holdout") or {}).items()},
         "retrain.summary": summary,
     }
     for key, value in tags.items():

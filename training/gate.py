@@ -4,6 +4,10 @@ The challenger must beat the champion on the gate metric by more than nothing an
 ``margin`` (a tie keeps the champion: no churn for nothing), and must not be worse than the
 champion on the guard metric by more than ``guard_tolerance``.
 
+Before that, the hold-out must be able to decide (``holdout_verdict``): the rows the champion
+trained on are left out of it (``fireman.training.holdout``), and if fewer than ``min_rows`` rows of
+both classes remain, no hold-out decision is made and production stays.
+
 On live evidence (``decide_live``) the same rule holds on the labelled live events both versions
 scored, once there are at least ``min_events`` of them. The live comparison reads the 0/1 answers,
 not the probabilities, so accuracy or F1 is the gate and there is no guard metric.
@@ -31,7 +35,8 @@ class GateRule:
 @dataclass(frozen=True)
 class Verdict:
     promote: bool
-    decision: str  # first | promoted | rejected | forced | skipped; live: insufficient | rejected | promoted
+    # first | promoted | rejected | forced | skipped | insufficient; live: insufficient | rejected | promoted
+    decision: str
     reason: str
 
 
@@ -60,6 +65,22 @@ def decide(
     if guard_drop > rule.guard_tolerance:
         return Verdict(False, "rejected", f"worse than the champion on {guard} beyond tolerance: {scores}")
     return Verdict(True, "promoted", f"beats the champion: {scores}")
+
+
+def holdout_verdict(mode: str, rows: int, both_classes: bool, min_rows: int, detail: str) -> Verdict | None:
+    """``insufficient`` when, in ``auto`` mode, the rows left to compare on cannot decide; else None.
+
+    ``never`` and ``force`` do not read the hold-out, so they go on regardless.
+    """
+    if mode != "auto" or (rows >= min_rows and both_classes):
+        return None
+    lack = f"fewer than {min_rows}" if rows < min_rows else "only one label class among them"
+    return Verdict(
+        False,
+        "insufficient",
+        f"the hold-out cannot decide: {detail}; {lack} (FIREMAN_TRAIN_GATE_MIN_ROWS rows of both classes "
+        "needed); production stays",
+    )
 
 
 def decide_live(

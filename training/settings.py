@@ -50,12 +50,35 @@ class TrainingSettings(BaseSettings):
     test_size: float = Field(default=0.2, gt=0.0, lt=1.0)
     split: Literal["stratified", "time"] = "stratified"
     reference_rows: int = Field(default=5_000, ge=100, description="Rows of the drift reference sample.")
+    # One 57-value fingerprint per distinct training row is logged with each run (228 bytes a row before
+    # compression), so later gates can leave out hold-out rows this version trained on. Beyond the cap a
+    # sample is kept and the run's param ``fingerprint_complete`` says so.
+    fingerprint_rows: int = Field(
+        default=200_000, ge=1, description="Most training-row fingerprints logged with a run."
+    )
+
+    # After a shift the retrain DAG trains from the drift onset only; with too few labelled rows since
+    # then, it waits for more (the window's end moves forward) instead of reaching back before the onset.
+    history_poke_interval_s: float = Field(
+        default=120.0, ge=1, description="How often the DAG recounts labelled rows since the drift onset."
+    )
+    history_timeout_hours: float = Field(
+        default=6.0,
+        gt=0,
+        description="How long the DAG waits for enough labelled rows since the drift onset; then it fails.",
+    )
 
     # Promotion gate.
     gate_metric: Literal["f1", "accuracy", "precision", "recall", "roc_auc"] = "f1"
     margin: float = Field(default=0.0, ge=0.0)
     guard_metric: Literal["f1", "accuracy", "precision", "recall", "roc_auc"] = "roc_auc"
     guard_tolerance: float = Field(default=0.01, ge=0.0)
+    # Hold-out rows the champion trained on are left out of the comparison; with fewer than this many
+    # left (or one class only) the hold-out cannot decide, and the candidate goes to shadow scoring.
+    # Below min_rows x test_size (40 at the defaults), so a minimal window can still be judged.
+    gate_min_rows: int = Field(
+        default=30, ge=1, description="Fewest hold-out rows neither version trained on for a gate decision."
+    )
 
     # Live promotion: the challenger, scored in shadow beside production, must beat it on the gate metric
     # (accuracy or f1) by ``margin`` over at least ``live_min_events`` labelled events both scored.

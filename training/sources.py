@@ -1,7 +1,9 @@
 """Training data: the Spambase file or labelled history in InfluxDB, as one DataFrame shape.
 
 Both sources return ``Cont_1``..``Cont_57`` as float64 (NaN for a missing value) and ``label`` as
-int64; InfluxDB history comes sorted by event time, so a time-based hold-out is the frame's tail.
+int64; InfluxDB history comes sorted by event time, so a time-based hold-out is the frame's tail, and
+keeps each row's event time (``event_time``, ms since the epoch, as InfluxDB answers) so the gate can
+tell which hold-out rows fall inside a champion's training window.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fireman.training.settings import TrainingSettings
 
 FEATURES = list(FEATURE_NAMES)
 COLUMNS = [*FEATURES, LABEL_COLUMN]
+EVENT_TIME = "event_time"
 SOURCES = ("file", "influx")
 _META_KEY = b"fireman"
 
@@ -124,7 +127,31 @@ def load_influx(
     joined = joined.sort_values("time", kind="stable").reset_index(drop=True)
     frame = joined[COLUMNS].copy()
     frame[LABEL_COLUMN] = frame[LABEL_COLUMN].astype("int64")
+    frame[EVENT_TIME] = joined["time"].astype("int64")
     return Dataset(frame, info)
+
+
+def count_labelled(settings: TrainingSettings, since: datetime, until: datetime) -> int:
+    """How many rows ``load_influx`` would return for [since, until): labelled events, by ``event_id``.
+
+    Reads only the event ids, so waiting for history to accumulate does not pull the features each time.
+    """
+    start, end = resolve_window(since, until, None, settings.history_hours)
+    where = f"WHERE time >= {_ns(start)} AND time < {_ns(end)}"
+    try:
+        with InfluxClient(settings.influxdb) as client:
+            labelled = _event_ids(client, LABELS.name, where)
+            events = _event_ids(client, MEASUREMENTS.name, where) if labelled else set()
+    except InfluxError as exc:
+        raise UserError(
+            f"could not count labelled history in InfluxDB database {settings.influxdb.database!r}: {exc}"
+        ) from exc
+    return len(labelled & events)
+
+
+def _event_ids(client: InfluxClient, measurement: str, where: str) -> set[str]:
+    query = f'SELECT "event_id" FROM {quote_identifier(measurement)} {where}'
+    return {row["event_id"] for row in client.iter_query(query) if row.get("event_id") is not None}
 
 
 def _query_measurements(client: InfluxClient, query: str) -> pd.DataFrame:

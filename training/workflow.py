@@ -15,13 +15,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from fireman.common.errors import UserError
 from fireman.common.model_registry import RegistryClient
 from fireman.common.schema import FEATURE_NAMES, LABEL_COLUMN
-from fireman.training import evaluation, live_gate, registry, sources
-from fireman.training.gate import PROMOTE_MODES, GateRule, Verdict, decide
+from fireman.training import evaluation, live_gate, registry, sources, unseen
+from fireman.training.gate import PROMOTE_MODES, GateRule, Verdict, decide, holdout_verdict
 from fireman.training.pipeline import PARAM_NAMES, build_pipeline, fit_params_for
 from fireman.training.settings import TrainingSettings
 from fireman.training.tracking import connect
@@ -31,6 +32,8 @@ MODEL_ARTIFACT = "model"
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 HOLDOUT_ARTIFACT = "holdout/holdout.parquet"
 FEATURES_ARTIFACT = "features.json"
+FINGERPRINT_DIR = "fingerprints"
+FINGERPRINT_ARTIFACT = f"{FINGERPRINT_DIR}/training_rows.parquet"
 CONFUSION_ARTIFACT = "confusion_matrix.png"
 # skops (MLflow's safe default format) refuses types it has not been told to trust; these are the
 # forest's node storage and numpy dtypes, both written by this process.
@@ -46,6 +49,8 @@ class Decision:
     champion: str | None
     metrics: dict[str, dict[str, float]]
     challenger: bool = False  # left as the challenger alias, scored in shadow beside production
+    # Rows compared and left out (the champion trained on them): holdout_rows, holdout_excluded, ...
+    holdout: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,6 +78,7 @@ class TrainingOutcome:
     until: str | None = None
     unlabelled_excluded: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    holdout: dict[str, int] = field(default_factory=dict)  # see Decision.holdout
     # The fitted pipeline itself, for callers in the same process; not part of the JSON form.
     model: Any = field(default=None, repr=False, compare=False)
 
@@ -202,6 +208,7 @@ def run_training(
         until=info.until,
         unlabelled_excluded=info.unlabelled_excluded,
         timings=timings,
+        holdout=decision.holdout,
         model=model,
     )
 
@@ -232,8 +239,11 @@ def _train_and_register(
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
-    train, holdout = evaluation.split(dataset, settings.test_size, settings.split, settings.random_state)
+    train, held_out = evaluation.split(dataset, settings.test_size, settings.split, settings.random_state)
     params = fit_params_for(_pipeline_params(settings, overrides), len(train))
+    prints, prints_complete = unseen.compact(
+        unseen.fingerprint(train), settings.fingerprint_rows, settings.random_state
+    )
     experiment_id = _experiment_id(client, settings.mlflow.experiment)
 
     started = time.perf_counter()
@@ -242,7 +252,7 @@ def _train_and_register(
     fit_s = time.perf_counter() - started
 
     started = time.perf_counter()
-    metrics = evaluation.score(model, holdout)
+    metrics = evaluation.score(model, held_out)
     evaluate_s = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -261,21 +271,25 @@ def _train_and_register(
                 else "",
                 "rows_total": dataset.rows,
                 "rows_train": len(train),
-                "rows_holdout": len(holdout),
+                "rows_holdout": len(held_out),
+                "fingerprint_rows": len(prints),
+                "fingerprint_complete": prints_complete,
                 "unlabelled_excluded": info.unlabelled_excluded,
             }
         )
         mlflow.log_metrics({**metrics, "missing_rate": evaluation.missing_rate(dataset.frame)})
         mlflow.log_dict({"features": FEATURES, "label": LABEL_COLUMN}, FEATURES_ARTIFACT)
         mlflow.log_figure(
-            evaluation.confusion_figure(model, holdout, f"hold-out, {len(holdout)} rows"), CONFUSION_ARTIFACT
+            evaluation.confusion_figure(model, held_out, f"hold-out, {len(held_out)} rows"),
+            CONFUSION_ARTIFACT,
         )
         with tempfile.TemporaryDirectory(prefix="fireman-train-") as tmp:
             reference = train[FEATURES].sample(
                 n=min(settings.reference_rows, len(train)), random_state=settings.random_state
             )
             _log_parquet(reference, Path(tmp), REFERENCE_ARTIFACT)
-            _log_parquet(holdout, Path(tmp), HOLDOUT_ARTIFACT)
+            _log_parquet(held_out, Path(tmp), HOLDOUT_ARTIFACT)
+            _log_parquet(unseen.to_frame(prints), Path(tmp), FINGERPRINT_ARTIFACT)
         example = train[FEATURES].head(5)
         signature = infer_signature(example, model.predict(example))
         # Explicit requirements skip MLflow's inference, which re-imports the model in a subprocess.
@@ -304,7 +318,7 @@ def _train_and_register(
         rows=dataset.rows,
         timings={"fit": fit_s, "evaluate": evaluate_s, "log_register": log_s},
     )
-    return registered, model, holdout
+    return registered, model, held_out
 
 
 def _log_parquet(frame: pd.DataFrame, tmp: Path, artifact: str) -> None:
@@ -338,23 +352,35 @@ def _gate(
         return Decision(version, True, "unchanged", f"version {version} is already production", champion, {})
     if promote == "live" and champion is not None:
         return _await_live_evidence(settings, client, version, champion)
-    challenger_scores = evaluation.score(model, holdout)
-    champion_scores = evaluation.score(_load_version(settings, champion), holdout) if champion else None
-    verdict: Verdict = decide(rule, challenger_scores, champion_scores, promote)
+    # Neither version may have trained on the rows they are compared on (see fireman.training.unseen).
+    exclusion = (
+        unseen.exclude(holdout, current.tags, _training_prints(settings, current.run_id))
+        if current is not None
+        else unseen.Exclusion(holdout, len(holdout))
+    )
+    rows = exclusion.kept
+    scoreable = len(rows) > 0 and rows[LABEL_COLUMN].nunique() == 2
+    challenger_scores = evaluation.score(model, rows) if scoreable else {}
+    champion_scores = (
+        evaluation.score(_load_version(settings, champion), rows) if champion and scoreable else None
+    )
+    verdict: Verdict | None = None
+    if current is not None:
+        verdict = holdout_verdict(promote, len(rows), scoreable, settings.gate_min_rows, exclusion.text())
+    if verdict is None:
+        verdict = decide(rule, challenger_scores, champion_scores, promote)
+        if current is not None and verdict.decision in ("promoted", "rejected"):
+            verdict = Verdict(verdict.promote, verdict.decision, f"{verdict.reason}; {exclusion.text()}")
     compared = {rule.gate_metric, rule.guard_metric}
-    metrics = {"challenger": {key: round(challenger_scores[key], 6) for key in sorted(compared)}}
+    metrics: dict[str, dict[str, float]] = {}
+    if challenger_scores:
+        metrics["challenger"] = {key: round(challenger_scores[key], 6) for key in sorted(compared)}
     if champion_scores is not None:
         metrics["champion"] = {key: round(champion_scores[key], 6) for key in sorted(compared)}
+    counts = exclusion.counts()
     by = registry.actor() if verdict.decision == "forced" else None
     registry.record_decision(
-        client,
-        name,
-        version,
-        champion,
-        verdict.decision,
-        verdict.reason,
-        {**metrics, "holdout_rows": len(holdout)},
-        by=by,
+        client, name, version, champion, verdict.decision, verdict.reason, {**metrics, **counts}, by=by
     )
     if verdict.promote:
         registry.move_production(client, settings.mlflow, version, how=verdict.decision)
@@ -363,7 +389,25 @@ def _gate(
         # Not good enough on the hold-out, but the hold-out is not the live stream: scored in shadow, it
         # gathers the live evidence `fireman promote --live` decides on.
         registry.make_challenger(client, settings.mlflow, version)
-    return Decision(version, verdict.promote, verdict.decision, verdict.reason, champion, metrics, shadow)
+    return Decision(
+        version, verdict.promote, verdict.decision, verdict.reason, champion, metrics, shadow, counts
+    )
+
+
+def _training_prints(settings: TrainingSettings, run_id: str) -> np.ndarray | None:
+    """The fingerprints of a version's training rows, or None if its run logged none (older versions)."""
+    import mlflow
+
+    if not run_id:
+        return None
+    uri = settings.mlflow.tracking_uri
+    listed = mlflow.artifacts.list_artifacts(run_id=run_id, artifact_path=FINGERPRINT_DIR, tracking_uri=uri)
+    if not any(item.path == FINGERPRINT_ARTIFACT for item in listed):
+        return None
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=FINGERPRINT_ARTIFACT, tracking_uri=uri
+    )
+    return unseen.from_frame(pd.read_parquet(local))
 
 
 def _await_live_evidence(

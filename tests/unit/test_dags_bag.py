@@ -104,3 +104,13 @@ def test_the_trigger_form_shows_the_values_a_run_uses(dagbag: Any) -> None:
     assert params["window_hours"] == 168.0  # FIREMAN_TRAIN_HISTORY_HOURS
     assert params["gate_metric"] == "f1" and None not in params.get_param("gate_metric").schema["enum"]
     assert params["margin"] == 0.0
+
+
+def test_after_a_shift_the_retrain_waits_for_history_in_a_rescheduled_sensor(dagbag: Any) -> None:
+    dag = dagbag.dags["retrain_spam_classifier"]
+    sensor = dag.get_task("await_history")
+    assert sensor.mode == "reschedule" and not sensor.soft_fail  # past its deadline the run fails
+    # FIREMAN_TRAIN_HISTORY_*: the task's own deadline (6 h) fails first, Airflow's timeout is a backstop.
+    assert (sensor.poke_interval, sensor.timeout) == (120.0, 6 * 3600.0 + 240.0)
+    assert [t.task_id for t in dag.get_task("extract").upstream_list] == ["await_history"]
+    assert "After a shift" in dag.doc_md and "FIREMAN_TRAIN_GATE_MIN_ROWS" in dag.doc_md

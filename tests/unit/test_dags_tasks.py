@@ -194,3 +194,54 @@ def test_monitor_interval_for_scheduled_and_manual_runs() -> None:
     )
     # Triggered by hand without a logical date: the hour before the run.
     assert retrain_trigger.monitor_interval(None, None, END) == (END - timedelta(hours=1), END)
+
+
+# --- after a shift: the window starts at the onset and its end waits for enough rows ---------------
+
+ONSET = datetime(2026, 11, 27, 22, tzinfo=UTC)
+CHECK_END = datetime(2026, 11, 27, 23, tzinfo=UTC)
+DRIFT_RUN = {"window_start": ONSET.isoformat(), "window_end": CHECK_END.isoformat()}
+
+
+def labelled_every(minutes: float) -> Callable[[datetime, datetime], int]:
+    """A history with one labelled row every ``minutes`` from two days before the onset on."""
+    times = [
+        ONSET - timedelta(days=2) + timedelta(minutes=minutes * i) for i in range(int(4 * 1440 / minutes))
+    ]
+    return lambda since, until: sum(since <= moment < until for moment in times)
+
+
+def wait(count: Callable[[datetime, datetime], int], now: datetime, params: Mapping[str, object] = DRIFT_RUN):
+    return dag_tasks.wait_for_history(
+        params, (ONSET, CHECK_END), 200, count, now, CHECK_END + timedelta(hours=6)
+    )
+
+
+def test_enough_rows_since_the_onset_train_on_the_onset_to_the_checks_end() -> None:
+    done = wait(labelled_every(0.25), CHECK_END + timedelta(minutes=1))
+    assert (done.done, done.since, done.until, done.rows) == (True, ONSET, CHECK_END, 240)
+
+
+def test_too_few_rows_since_the_onset_move_the_end_forward_never_the_start_back() -> None:
+    count = labelled_every(0.5)  # 120 rows in the hour since the onset, thousands before it
+    waiting = wait(count, CHECK_END + timedelta(minutes=30))
+    assert (waiting.done, waiting.since, waiting.rows) == (False, ONSET, 180)
+    assert (
+        "180 labelled rows since the drift onset" in waiting.note and "FIREMAN_TRAIN_MIN_ROWS" in waiting.note
+    )
+    later = CHECK_END + timedelta(minutes=41, microseconds=5)
+    done = wait(count, later)
+    assert (done.done, done.since, done.until, done.rows) == (True, ONSET, later.replace(microsecond=0), 202)
+    assert done.xcom()["until"] == later.replace(microsecond=0).isoformat()
+
+
+def test_past_the_deadline_the_run_fails_with_the_counts_for_the_next_check_to_retry() -> None:
+    with pytest.raises(
+        sources.TooLittleHistory, match=r"1 labelled rows since the drift onset .*next drift check"
+    ):
+        wait(labelled_every(600), CHECK_END + timedelta(hours=7))
+
+
+def test_runs_without_an_onset_do_not_wait() -> None:
+    assert wait(labelled_every(600), CHECK_END, params={"window_hours": 1}).done
+    assert wait(labelled_every(600), CHECK_END, params={}).xcom()["until"] is None

@@ -83,3 +83,15 @@ def test_bad_drift_options_are_user_errors(
 ) -> None:
     with pytest.raises(UserError, match=message):
         apply_drift(pd.DataFrame({"Cont_1": [1.0]}), kind, features, magnitude)
+
+
+def test_labels_kind_inverts_the_labels_and_leaves_every_feature_alone(frame: pd.DataFrame) -> None:
+    sample = frame.sample(500, random_state=3)
+    drifted = apply_drift(sample, "labels", DEFAULT_DRIFT_FEATURES)
+    assert (drifted["label"] == 1 - sample["label"]).all()
+    pd.testing.assert_frame_equal(drifted[list(FEATURE_NAMES)], sample[list(FEATURE_NAMES)])
+    # A concept shift is invisible to a two-sample test on the features: same values, same p-value 1.
+    for name in DEFAULT_DRIFT_FEATURES:
+        assert ks_2samp(sample[name].dropna(), drifted[name].dropna()).pvalue == 1.0
+    features_only = sample[list(FEATURE_NAMES)]
+    pd.testing.assert_frame_equal(apply_drift(features_only, "labels", DEFAULT_DRIFT_FEATURES), features_only)

@@ -75,3 +75,21 @@ def test_synthetic_dataset_has_spambase_shape() -> None:
     assert frame.shape == (4601, 58)
     assert 0.3 < frame["label"].mean() < 0.5
     assert np.isfinite(frame[list(FEATURE_NAMES)].to_numpy()).all()
+
+
+def test_labels_drift_inverts_labels_after_n_and_sends_the_same_features(spambase: pd.DataFrame) -> None:
+    plain = list(iter_rows(spambase, GeneratorSettings(limit=400)))
+    concept = list(iter_rows(spambase, GeneratorSettings(limit=400, drift_after=150, drift_kind="labels")))
+    assert [row.features for row in concept] == [row.features for row in plain]
+    assert [row.event_id for row in concept] == [row.event_id for row in plain]
+    assert [row.label for row in concept[:150]] == [row.label for row in plain[:150]]
+    assert [row.label for row in concept[150:]] == [1 - row.label for row in plain[150:]]
+
+
+def test_labels_drift_keeps_inverting_on_later_passes(spambase: pd.DataFrame) -> None:
+    small = spambase.head(50)
+    looping = GeneratorSettings(limit=130, loop=True)
+    plain = list(iter_rows(small, looping))
+    concept = list(iter_rows(small, looping.model_copy(update={"drift_after": 20, "drift_kind": "labels"})))
+    assert [row.label for row in concept[20:]] == [1 - row.label for row in plain[20:]]
+    assert [row.features for row in concept] == [row.features for row in plain]

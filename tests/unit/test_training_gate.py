@@ -85,3 +85,17 @@ def test_live_gate_keeps_the_champion_on_a_tie_or_a_loss() -> None:
 def test_live_gate_has_no_roc_auc() -> None:
     with pytest.raises(ValueError, match="the live gate compares accuracy or f1, not 'roc_auc'"):
         decide_live(GateRule(gate_metric="roc_auc"), LIVE_CHAMPION, LIVE_CHAMPION, 600, 500)
+
+
+def test_a_hold_out_too_small_to_decide_keeps_production_in_auto_mode_only() -> None:
+    from fireman.training.gate import holdout_verdict
+
+    verdict = holdout_verdict("auto", 12, True, 30, "12 of 900 hold-out rows compared")
+    assert verdict is not None and (verdict.promote, verdict.decision) == (False, "insufficient")
+    assert "12 of 900" in verdict.reason and "FIREMAN_TRAIN_GATE_MIN_ROWS" in verdict.reason
+    one_class = holdout_verdict("auto", 300, False, 30, "300 rows")
+    assert one_class is not None and "one label class" in one_class.reason
+    assert holdout_verdict("auto", 30, True, 30, "30 rows") is None
+    # never and force do not read the hold-out.
+    assert holdout_verdict("force", 0, False, 30, "0 rows") is None
+    assert holdout_verdict("never", 0, False, 30, "0 rows") is None
