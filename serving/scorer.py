@@ -496,7 +496,7 @@ class Scorer:
     def _prepare_database(self) -> None:
         try:
             with InfluxClient(self.settings.influxdb) as client:
-                client.create_database()
+                client.ensure_database()
         except InfluxError as exc:
             log.warning("InfluxDB not ready (%s); writes will be retried", exc)
 

@@ -199,7 +199,7 @@ class Sink:
             raise
         except InfluxError as exc:
             if "database not found" in str(exc):
-                self.influx.create_database()
+                self.influx.ensure_database()
                 self._write_isolating(items)
             elif len(items) == 1:
                 items[0].point, items[0].error = None, f"InfluxDB rejected the point: {exc}"
@@ -245,7 +245,7 @@ class Sink:
 
     def _ensure_database(self) -> None:
         try:
-            self.influx.create_database()
+            self.influx.ensure_database()
         except InfluxUnavailable as exc:
             log.warning("InfluxDB unavailable at start (the sink will retry): %s", exc)
 
