@@ -15,10 +15,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     FIREMAN_HOME=/var/lib/fireman \
     FIREMAN_PROJECT_ROOT=/opt/fireman
 
+# A named volume starts as a copy of the image's directory, owner included; a mount point the image
+# lacks is created by root, and the fireman user (uid 10001) cannot write it. So every volume the
+# project image mounts is made here (test_compose_stack checks the list).
 RUN pip install "uv==${UV_VERSION}" \
  && useradd --create-home --uid 10001 fireman \
- && mkdir -p /var/lib/fireman /var/lib/mlflow /var/lib/airflow /home/fireman/.cache/fireman \
- && chown fireman:fireman /var/lib/fireman /var/lib/mlflow /var/lib/airflow /home/fireman/.cache/fireman
+ && mkdir -p /var/lib/fireman /var/lib/mlflow /var/lib/airflow/logs /home/fireman/.cache/fireman \
+ && chown -R fireman:fireman /var/lib/fireman /var/lib/mlflow /var/lib/airflow /home/fireman/.cache/fireman
 
 WORKDIR /opt/fireman
 

@@ -24,13 +24,15 @@ help:
 
 setup: system-deps python-deps kafka-jars
 
-# Debian packages: InfluxDB 1.x server, Java 17 and Maven for Kafka. Needs root for apt.
+# Debian packages: InfluxDB 1.x server, Java 17 and Maven for Kafka, Chromium for the browser tests,
+# Prometheus for the metrics test. Needs root for apt.
 system-deps:
 	@missing=""; \
 	command -v influxd >/dev/null || missing="$$missing influxdb"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install:$$missing (re-run as root, or install them)"; exit 2; fi; \
 	  echo "installing Debian packages:$$missing"; \

@@ -362,7 +362,7 @@ def run_soak(options: SoakOptions, console: Console | None = None) -> SoakResult
     _check_servers(names)
     ensure_topics(names.kafka)
     with InfluxClient(names.influx) as client:
-        client.create_database()
+        client.ensure_database()
     _register_model(names.mlflow)
     duration = options.minutes * 60
     from fireman.monitoring.settings import MonitorSettings

@@ -45,7 +45,7 @@ def write_history(settings: TrainingSettings, rows: int, end: datetime, console:
     start_ns = int(start.timestamp() * 1000) * 1_000_000
     with InfluxClient(settings.influxdb) as client, Progress(console=console, transient=True) as progress:
         client.drop_database(settings.influxdb.database)
-        client.create_database()
+        client.ensure_database()
         task = progress.add_task("writing history", total=rows)
         for first in range(0, rows, BATCH):
             lines: list[str] = []

@@ -18,12 +18,16 @@ def register(app: typer.Typer) -> None:
 
         SIGTERM or Ctrl-C finishes the batch in flight, commits and exits 0.
         """
+        from fireman.common.metrics import MetricsServer
         from fireman.common.runtime import configure_logging, load_settings, stop_on_signals
-        from fireman.serving.scorer import Scorer
+        from fireman.serving.scorer import Scorer, scorer_metrics
         from fireman.serving.settings import ScorerSettings
 
         configure_logging(log_level)
-        Scorer(load_settings(ScorerSettings)).run(stop_on_signals())
+        settings = load_settings(ScorerSettings)
+        scorer = Scorer(settings)
+        with MetricsServer(scorer_metrics(scorer), settings.metrics_host, settings.metrics_port):
+            scorer.run(stop_on_signals())
 
     @app.command("serve")
     def serve(

@@ -131,7 +131,7 @@ class InfluxWriter:
 
     def _create_database(self) -> None:
         try:
-            self._client.create_database()
+            self._client.ensure_database()
         except InfluxError as exc:
             log.warning("could not create InfluxDB database %s: %s", self._client.database, exc)
             time.sleep(self._backoff.max_s)

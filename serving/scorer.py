@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ import numpy as np
 from fireman.common.dead_letter import dead_letter_headers
 from fireman.common.influx import InfluxClient, InfluxError, Point
 from fireman.common.kafka_io import AckProducer, BatchConsumer, KafkaDeliveryError, Offsets, Record
+from fireman.common.metrics import Family, Snapshot, StatsCollector
 from fireman.common.model import Registry, ServingModel
 from fireman.common.schema import now_ms
 from fireman.serving.codec import (
@@ -120,6 +122,67 @@ class _Throttle:
             return None
         held, self._held, self._after = self._held, 0, now + self.interval_s
         return held
+
+
+SCORER_FAMILIES = [
+    Family("polled", "Events read from Kafka."),
+    Family("scored", "Events scored by the production model."),
+    Family("poison", "Unreadable events sent to the dead-letter topic."),
+    Family("committed", "Events whose offsets were committed."),
+    Family("batches", "Batches scored; scored / batches is the mean batch size."),
+    Family("switches", "Production model versions switched to."),
+    Family("rewinds", "Batches scored again after Kafka refused their predictions."),
+    Family("shadow_scored", "Events scored by the challenger, in shadow."),
+    Family("shadow_failures", "Batches whose shadow score failed (production unaffected)."),
+    Family("lag", "Events behind the end of this scorer's partitions."),
+    Family("influx_buffered_points", "Points waiting for InfluxDB."),
+    Family("latency_ms", "Event time to prediction, over the last 200,000 events, by quantile."),
+    Family("model", "The versions being scored: 1 per version and role (production, shadow)."),
+]
+
+
+def scorer_metrics(scorer: Scorer) -> StatsCollector:
+    """The scorer's Prometheus families, read from its stats when scraped."""
+
+    def read() -> Snapshot:
+        stats = scorer.stats
+        counters = {
+            name: float(getattr(stats, name))
+            for name in (
+                "polled",
+                "scored",
+                "poison",
+                "committed",
+                "batches",
+                "switches",
+                "rewinds",
+                "shadow_scored",
+                "shadow_failures",
+            )
+        }
+        consumer, writer = scorer._consumer, scorer._writer
+        gauges = {
+            "lag": consumer.last_lag if consumer is not None else None,
+            "influx_buffered_points": writer.buffered_points if writer is not None else None,
+        }
+        versions: dict[tuple[str, ...], float] = {}
+        if stats.model_version:
+            versions[(stats.model_version, "production")] = 1.0
+        if stats.shadow_version:
+            versions[(stats.shadow_version, "shadow")] = 1.0
+        labelled: dict[str, tuple[tuple[str, ...], Mapping[tuple[str, ...], float]]] = {
+            "model": (("version", "role"), versions)
+        }
+        try:
+            recent = np.fromiter(stats.latencies_ms, dtype=np.float64)
+        except RuntimeError:  # appended to while copied: skip this scrape's quantiles
+            recent = np.empty(0)
+        if len(recent):
+            quantiles = dict(zip(("0.5", "0.99"), np.percentile(recent, [50, 99]), strict=True))
+            labelled["latency_ms"] = (("quantile",), {(q,): float(v) for q, v in quantiles.items()})
+        return Snapshot(counters=counters, gauges=gauges, labelled_gauges=labelled)
+
+    return StatsCollector("scorer", SCORER_FAMILIES, read)
 
 
 class Scorer:
@@ -496,7 +559,7 @@ class Scorer:
     def _prepare_database(self) -> None:
         try:
             with InfluxClient(self.settings.influxdb) as client:
-                client.create_database()
+                client.ensure_database()
         except InfluxError as exc:
             log.warning("InfluxDB not ready (%s); writes will be retried", exc)
 

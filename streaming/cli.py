@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
                 stats.commits,
             )
 
-        stats = run_sink(settings, stop, on_batch=report)
+        stats = run_sink(settings, stop, on_batch=report, metrics=True)
         log.info("sink stopped: %s", stats.as_dict())
 
     @app.command("generator")

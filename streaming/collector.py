@@ -23,6 +23,7 @@ from fireman.common.http_server import BodyRejected, uvicorn_config
 from fireman.common.http_server import json_response as _json
 from fireman.common.http_server import read_body as read_limited_body
 from fireman.common.http_server import running as serve_in_thread
+from fireman.common.metrics import MULTIPROCESS_DIR, exposition
 from fireman.common.schema import LabelIn
 from fireman.streaming.clock import SensorClock
 from fireman.streaming.payloads import (
@@ -58,6 +59,58 @@ def _uuid4_factory() -> Callable[[], str]:
     return new_id
 
 
+# Why a request was turned away, by the status the collector answers it with.
+REJECT_REASONS = {
+    400: "malformed_json",
+    401: "unauthorized",
+    413: "too_large",
+    422: "invalid_field",
+    503: "kafka_unavailable",
+}
+
+
+class CollectorMetrics:
+    """The collector's ``/metrics``: requests by route and status, rejects by reason, publish latency.
+
+    A registry per app, so several collectors in one process (tests, benches) keep their own counts.
+    """
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "fireman_collector_requests",
+            "Write requests, by route and HTTP status.",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.rejects = Counter(
+            "fireman_collector_rejects",
+            "Requests turned away, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.records = Counter(
+            "fireman_collector_records",
+            "Events and labels acknowledged by Kafka, by topic.",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.publish_seconds = Histogram(
+            "fireman_collector_publish_seconds",
+            "From a request's records handed to the producer to every Kafka acknowledgement.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0),
+            registry=self.registry,
+        )
+
+    def answered(self, route: str, status: int) -> None:
+        self.requests.labels(route, str(status)).inc()
+        reason = REJECT_REASONS.get(status)
+        if reason is not None:
+            self.rejects.labels(reason).inc()
+
+
 def _request_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
     content = {"application/json": {"schema": schema}}
     return {"requestBody": {"required": True, "description": description, "content": content}}
@@ -83,14 +136,17 @@ def create_app(settings: CollectorSettings) -> FastAPI:
 
     app = FastAPI(title="fireman collector", version="1", lifespan=lifespan)
     app.state.publisher = publisher
+    metrics = app.state.metrics = CollectorMetrics()
 
     @app.exception_handler(PayloadError)
-    async def payload_error(_: Request, exc: PayloadError) -> Response:
+    async def payload_error(request: Request, exc: PayloadError) -> Response:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        metrics.answered(request.url.path, exc.status)
         return _json(exc.status, exc.body(), headers)
 
     @app.exception_handler(KafkaUnavailable)
-    async def kafka_unavailable(_: Request, exc: KafkaUnavailable) -> Response:
+    async def kafka_unavailable(request: Request, exc: KafkaUnavailable) -> Response:
+        metrics.answered(request.url.path, 503)
         return _json(503, {"detail": str(exc)}, {"Retry-After": "1"})
 
     def authorize(request: Request) -> None:
@@ -108,10 +164,17 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         except BodyRejected as exc:
             raise PayloadError(exc.status, exc.message) from None
 
-    def accepted(ids: list[str]) -> Response:
+    def accepted(route: str, ids: list[str]) -> Response:
+        metrics.answered(route, 202)
         return _json(202, {"accepted": len(ids), "event_ids": ids})
 
-    async def publish_events(events: list[EventBody]) -> Response:
+    async def publish(topic: str, records: list[Record]) -> None:
+        started = time.perf_counter()
+        await publisher.publish(topic, records)
+        metrics.publish_seconds.observe(time.perf_counter() - started)
+        metrics.records.labels(topic).inc(len(records))
+
+    async def publish_events(route: str, events: list[EventBody]) -> Response:
         now = int(time.time() * 1000)
         ids, records = [], []
         for event in events:
@@ -119,8 +182,8 @@ def create_app(settings: CollectorSettings) -> FastAPI:
             stamp = event.timestamp if event.timestamp is not None else clock.next(event.sensor_id, now)
             ids.append(event_id)
             records.append(event_record(event_id, event.sensor_id, stamp, event.features))
-        await publisher.publish(topics.topic_measurements, records)
-        return accepted(ids)
+        await publish(topics.topic_measurements, records)
+        return accepted(route, ids)
 
     event_schema = TypeAdapter(EventBody | list[EventBody]).json_schema(
         ref_template="#/components/schemas/{model}"
@@ -137,7 +200,7 @@ def create_app(settings: CollectorSettings) -> FastAPI:
     )
     async def post_events(request: Request) -> Response:
         """Accept events; 202 with their ids once Kafka (acks=all) has every one."""
-        return await publish_events(parse_events(await read_body(request), settings.max_batch))
+        return await publish_events("/v1/events", parse_events(await read_body(request), settings.max_batch))
 
     @app.post(
         "/v1/labels",
@@ -148,8 +211,8 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         """Accept delayed ground truth for events, keyed like the events by sensor."""
         labels = parse_labels(await read_body(request), settings.max_batch)
         records: list[Record] = [label_record(label) for label in labels]
-        await publisher.publish(topics.topic_labels, records)
-        return accepted([label.event_id for label in labels])
+        await publish(topics.topic_labels, records)
+        return accepted("/v1/labels", [label.event_id for label in labels])
 
     @app.post(
         "/FIREMAN/SPAM",
@@ -165,7 +228,13 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         event = EventBody.model_construct(
             event_id=None, sensor_id=settings.legacy_sensor_id, timestamp=None, features=features
         )
-        return await publish_events([event])
+        return await publish_events("/FIREMAN/SPAM", [event])
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(exposition(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -202,6 +271,12 @@ def serve(settings: CollectorSettings) -> None:
     import uvicorn
 
     if settings.workers > 1:
+        # Each worker counts in files of a shared directory, so /metrics (answered by whichever worker)
+        # sums them all; set before the workers start, as prometheus_client reads it at import.
+        if not os.environ.get(MULTIPROCESS_DIR):
+            import tempfile
+
+            os.environ[MULTIPROCESS_DIR] = tempfile.mkdtemp(prefix="fireman-collector-metrics-")
         # Workers re-read settings from the environment; the CLI exported its options there.
         config = _config(
             settings, "fireman.streaming.collector:app_from_env", factory=True, workers=settings.workers

@@ -48,6 +48,10 @@ class SinkSettings(BaseSettings):
     poll_timeout_ms: int = Field(default=500, ge=1)
     shutdown_timeout_s: float = Field(default=30.0, ge=0, description="How long SIGTERM waits to drain.")
     log_interval_s: float = Field(default=10.0, gt=0, description="Seconds between two progress lines.")
+    metrics_host: str = Field(
+        default=LOOPBACK, description="Where /metrics listens (0.0.0.0 in a container)."
+    )
+    metrics_port: int = Field(default=9101, ge=0, le=65535, description="Prometheus /metrics port; 0 = off.")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
 

@@ -20,6 +20,7 @@ from fireman.common.events import decode_event, decode_label
 from fireman.common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
 from fireman.common.kafka_io import AckProducer, BatchConsumer, Offsets, Record
 from fireman.common.measurements import LABELS, MEASUREMENTS
+from fireman.common.metrics import Family, MetricsServer, Snapshot, StatsCollector
 from fireman.common.pointtime import point_time_ns
 from fireman.streaming.settings import SinkSettings
 
@@ -33,6 +34,7 @@ class SinkStats:
     dead_lettered: int = 0
     commits: int = 0
     write_failures: int = 0
+    batches: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -118,6 +120,7 @@ class Sink:
         if not messages:
             return 0
         self.stats.consumed += len(messages)
+        self.stats.batches += 1
         batch = self._convert(messages)
         if not self._write(batch, stop):
             # Stopping while InfluxDB is still down: leave the offsets uncommitted so the group
@@ -199,7 +202,7 @@ class Sink:
             raise
         except InfluxError as exc:
             if "database not found" in str(exc):
-                self.influx.create_database()
+                self.influx.ensure_database()
                 self._write_isolating(items)
             elif len(items) == 1:
                 items[0].point, items[0].error = None, f"InfluxDB rejected the point: {exc}"
@@ -245,7 +248,7 @@ class Sink:
 
     def _ensure_database(self) -> None:
         try:
-            self.influx.create_database()
+            self.influx.ensure_database()
         except InfluxUnavailable as exc:
             log.warning("InfluxDB unavailable at start (the sink will retry): %s", exc)
 
@@ -258,13 +261,32 @@ def _positions(messages: list[Record]) -> dict[tuple[str, int], list[int]]:
     return positions
 
 
+def sink_metrics(stats: SinkStats, consumer: BatchConsumer) -> StatsCollector:
+    families = [
+        Family("consumed", "Records read from Kafka."),
+        Family("written", "Records written to InfluxDB (replays included)."),
+        Family("dead_lettered", "Unparseable records sent to the dead-letter topic."),
+        Family("write_failures", "InfluxDB writes that failed and were retried."),
+        Family("batches", "Batches polled; consumed / batches is the mean batch size."),
+        Family("commits", "Offset commits."),
+        Family("lag", "Records behind the end of this member's partitions."),
+    ]
+
+    def read() -> Snapshot:
+        counters = {name: float(value) for name, value in stats.as_dict().items()}
+        return Snapshot(counters=counters, gauges={"lag": consumer.last_lag})
+
+    return StatsCollector("sink", families, read)
+
+
 def run_sink(
     settings: SinkSettings,
     stop: threading.Event,
     on_batch: Callable[[SinkStats], None] | None = None,
     stats: SinkStats | None = None,
+    metrics: bool = False,
 ) -> SinkStats:
-    """Build the clients from settings and run until ``stop`` is set."""
+    """Build the clients from settings and run until ``stop`` is set; ``metrics`` serves /metrics."""
     from confluent_kafka import KafkaException
 
     from fireman.common.kafka_io import ensure_topics
@@ -277,9 +299,14 @@ def run_sink(
     consumer = BatchConsumer(kafka, settings.group_id, [kafka.topic_measurements, kafka.topic_labels])
     producer = AckProducer(kafka)
     influx = InfluxClient(settings.influxdb)
+    sink = Sink(settings, consumer, producer, influx, on_batch, stats)
+    server = MetricsServer(sink_metrics(sink.stats, consumer), settings.metrics_host, settings.metrics_port)
+    if metrics:
+        server.start()
     try:
-        return Sink(settings, consumer, producer, influx, on_batch, stats).run(stop)
+        return sink.run(stop)
     finally:
+        server.stop()
         consumer.close()
         producer.close()
         influx.close()

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from fireman.common.errors import UserError
 from fireman.common.settings import InfluxSettings
 
 FieldValue = float | int | bool | str
@@ -24,6 +25,10 @@ FieldValue = float | int | bool | str
 
 class InfluxError(RuntimeError):
     """The server answered with an error (bad query, bad line protocol, missing database)."""
+
+
+class DatabaseNotUsable(InfluxError, UserError):
+    """fireman's user may neither create nor read its database: the operator has to act (exit 2)."""
 
 
 class InfluxUnavailable(InfluxError):
@@ -128,8 +133,39 @@ class InfluxClient:
             return False
 
     def create_database(self, name: str | None = None) -> None:
-        """CREATE DATABASE is idempotent in InfluxDB 1.x."""
+        """CREATE DATABASE is idempotent in InfluxDB 1.x; it needs admin rights when auth is on."""
         self.execute(f"CREATE DATABASE {quote_identifier(name or self.database)}")
+
+    def ensure_database(self, name: str | None = None) -> None:
+        """Make sure the database is there, without needing admin rights for one that already is.
+
+        With auth on, fireman runs as a plain user: the operator created the database and granted it
+        access, and InfluxDB refuses that user's CREATE DATABASE (403) even for an existing database.
+        A refusal is therefore only an error when the database cannot be read either; the error then
+        says what the operator has to do.
+        """
+        database = name or self.database
+        try:
+            self.create_database(database)
+            return
+        except InfluxUnavailable:
+            raise
+        except InfluxError as exc:
+            if not _refused(exc):
+                raise
+            refusal = exc
+        try:
+            self.query(f"SHOW MEASUREMENTS ON {quote_identifier(database)} LIMIT 1", database)
+        except InfluxUnavailable:
+            raise
+        except InfluxError as exc:
+            user = self.settings.username or "(anonymous)"
+            raise DatabaseNotUsable(
+                f"InfluxDB database {database!r} is not usable by user {user!r}: creating it was refused "
+                f"({refusal}) and reading it failed ({exc}). An InfluxDB admin must run "
+                f"CREATE DATABASE {quote_identifier(database)} and "
+                f"GRANT ALL ON {quote_identifier(database)} TO {quote_identifier(user)}"
+            ) from exc
 
     def drop_database(self, name: str) -> None:
         self.execute(f"DROP DATABASE {quote_identifier(name)}")
@@ -206,6 +242,12 @@ class InfluxClient:
             if "error" in result:
                 raise InfluxError(result["error"])
         return list(payload.get("results", []))
+
+
+def _refused(error: InfluxError) -> bool:
+    """An authorisation refusal: the user lacks a privilege (403) or the credentials are wrong (401)."""
+    text = str(error)
+    return "(403)" in text or "(401)" in text or "not authorized" in text or "requires admin" in text
 
 
 def _rows(payload: dict[str, Any]) -> Iterator[dict[str, Any]]:

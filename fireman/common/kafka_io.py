@@ -266,6 +266,8 @@ class BatchConsumer:
         # Kept from the rebalance callbacks: calling into librdkafka from another thread while this one
         # serves a rebalance inside consume() deadlocks on the GIL.
         self._owned: frozenset[tuple[str, int]] = frozenset()
+        self.last_lag: int | None = None  # events behind, as of the last poll (at most 1 s old)
+        self._lag_due = 0.0
         self._consumer.subscribe(
             list(topics), on_revoke=self._revoked, on_assign=self._assigned, on_lost=self._lost
         )
@@ -309,6 +311,12 @@ class BatchConsumer:
                         raise KafkaException(error)
                 continue
             records.append(message)
+        now = time.monotonic()
+        if now >= self._lag_due:
+            # Sampled here, on the consuming thread, for readers on other threads (metrics): calling
+            # into librdkafka from those could deadlock during a rebalance (see ``_owned``).
+            self.last_lag = self.lag()
+            self._lag_due = now + 1.0
         return records
 
     def commit(self, offsets: Offsets, asynchronous: bool = True) -> bool:
@@ -372,10 +380,11 @@ class BatchConsumer:
         total = 0
         try:
             for tp in self._consumer.position(self._consumer.assignment()):
-                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-                if tp.offset < 0 or high < 0:
+                low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if high < 0:
                     return None
-                total += max(0, high - tp.offset)
+                # No position yet: nothing consumed from it, so all of it is ahead (empty: none).
+                total += max(0, high - (tp.offset if tp.offset >= 0 else max(low, 0)))
         except KafkaException:
             return None
         return total

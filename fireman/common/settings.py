@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, computed_field, field_validator
+from pydantic import Field, SecretStr, computed_field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fireman.common.retry import Backoff
@@ -78,8 +78,18 @@ class InfluxSettings(BaseSettings):
     rpc_port: int = 8088
     url_override: str | None = Field(default=None, alias="FIREMAN_INFLUXDB_URL")
     database: str = "fireman"
-    username: str | None = None
+    username: str | None = Field(
+        default=None, description="fireman's InfluxDB user (with auth on); it needs no admin rights."
+    )
     password: str | None = None
+    # Only `fireman services` uses these, to run InfluxDB the way the compose stack does: auth on, the
+    # operator (admin) owns the database, fireman is a plain user with rights on it alone.
+    admin_username: str = Field(default="admin", description="The admin `fireman services` sets up.")
+    admin_password: SecretStr | None = Field(
+        default=None,
+        description="Set it and `fireman services` runs InfluxDB with auth on, creates this admin, the "
+        "database and the user FIREMAN_INFLUXDB_USERNAME (read and write on the database only).",
+    )
     timeout_s: float = 10.0
     retry_initial_s: float = Field(
         default=0.2, gt=0, description="First wait before a write is retried while InfluxDB is unavailable."

@@ -106,6 +106,6 @@ class LagSampler:
         except InfluxError as exc:
             if "database not found" not in str(exc):
                 raise
-            influx.create_database()
+            influx.ensure_database()
             influx.write(lag.point(self.interval_s) for lag in lags)
         return lags

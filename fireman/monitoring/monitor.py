@@ -285,7 +285,7 @@ class Monitor:
         topics = [kafka.topic_measurements, kafka.topic_predictions, kafka.topic_labels]
         client = InfluxClient(settings.influxdb)
         try:
-            client.create_database()
+            client.ensure_database()
         except InfluxError as exc:
             log.warning("InfluxDB not ready (%s); writes will be retried", exc)
         consumer = BatchConsumer(kafka, settings.group_id, topics, on_revoke=self._on_revoke)

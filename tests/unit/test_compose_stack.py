@@ -203,6 +203,27 @@ def project_commands() -> dict[str, list[str]]:
     }
 
 
+def test_volumes_of_the_project_image_are_directories_it_gives_its_user() -> None:
+    """A named volume mounted where the image has no directory is created by root: the containers
+    (uid 10001) could not write there; Airflow's log volume was such a mount."""
+    dockerfile = " ".join((ROOT / "Dockerfile").read_text().replace("\\\n", " ").split())
+    made = re.search(r"mkdir -p ([^&]+)&&", dockerfile)
+    owned = re.search(r"chown (?:-R )?fireman:fireman ([^&\n]+?)(?: &&|$| WORKDIR)", dockerfile)
+    assert made and owned, "the Dockerfile makes and chowns the fireman user's directories in one RUN"
+    made_dirs, owned_dirs = set(made.group(1).split()), set(owned.group(1).split())
+    mounts = {
+        mount.split(":")[1]
+        for service in SERVICES.values()
+        if service.get("image") == PROJECT_IMAGE
+        for mount in service.get("volumes") or []
+        if not mount.startswith(("./", "/"))  # named volumes only; bind mounts keep the host's owner
+    }
+    assert mounts, "no project service mounts a named volume: the test reads the wrong key"
+    for mount in sorted(mounts):
+        assert mount in made_dirs, f"{mount} is mounted but the image never creates it"
+        assert any(mount == d or mount.startswith(d + "/") for d in owned_dirs), f"{mount} is not the user's"
+
+
 def test_dockerfile_entry_point_is_the_fireman_script() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["fireman"]' in dockerfile
