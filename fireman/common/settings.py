@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, computed_field, field_validator
+from pydantic import Field, SecretStr, computed_field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fireman.common.retry import Backoff
@@ -185,6 +185,28 @@ class AirflowSettings(BaseSettings):
         default=30.0, gt=0, description="First delay before a DAG task retry; it doubles per retry."
     )
     task_max_retry_delay_s: float = Field(default=600.0, gt=0, description="Longest delay between retries.")
+    # The REST API, through which `fireman monitor` tells monitor_drift about an alert at once
+    # (fireman.common.airflow_api). With no password set, the local standalone's generated file is read.
+    alert_events: bool = Field(
+        default=True,
+        description="`fireman monitor` posts an asset event per alert, so monitor_drift runs within "
+        "seconds instead of at its next cron run.",
+    )
+    api_username: str = Field(default="admin", description="Airflow REST API user.")
+    api_password: SecretStr | None = Field(
+        default=None, description="Its password; unset: read from FIREMAN_AIRFLOW_API_PASSWORD_FILE."
+    )
+    api_password_file: Path | None = Field(
+        default=None,
+        description="JSON {user: password} (the simple auth manager's file); unset: the local "
+        "standalone's, in $FIREMAN_HOME/airflow.",
+    )
+    api_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one REST API request.")
+    api_retry_for_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long an alert's asset event is retried while Airflow is unreachable.",
+    )
 
     @property
     def url(self) -> str:

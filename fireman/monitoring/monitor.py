@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fireman.common.influx import InfluxClient, InfluxError
+from fireman.common.influx import InfluxClient, InfluxError, Point
 from fireman.monitoring.drift import WindowDrift, compute_drift
 from fireman.monitoring.live import LiveComparisonWorker
 from fireman.monitoring.offsets import OffsetTracker, Partition, Position
@@ -76,11 +76,13 @@ class DriftWorker:
         references: ReferenceStore,
         release: Callable[[list[Position]], None],
         stats: MonitorStats,
+        on_alert: Callable[[Point], None] | None = None,
     ) -> None:
         self.settings = settings
         self.references = references
         self.release = release
         self.stats = stats
+        self.on_alert = on_alert
         self.queue: queue.Queue[ClosedWindow | None] = queue.Queue(maxsize=settings.drift_queue)
         self.streaks: dict[tuple[str, str], int] = {}
         self.results: list[tuple[ClosedWindow, WindowDrift]] = []  # the last few, for logs and tests
@@ -203,6 +205,8 @@ class DriftWorker:
             points.append(alert_point(key, drift, settings.drift_threshold, streak, settings.alert_windows))
         if not write_points(self._client, points, self._abort, settings.influxdb.backoff()):
             return  # stopping: not released, so the window's events are replayed
+        if alert and self.on_alert is not None:
+            self.on_alert(points[-1])  # once the alert is in InfluxDB, where monitor_drift reads it
         self.stats.windows_tested += 1
         self.results = [*self.results[-49:], (window, drift)]
         self.release(window.positions)
@@ -244,7 +248,12 @@ def _describe(window: ClosedWindow) -> str:
 
 
 class Monitor:
-    def __init__(self, settings: MonitorSettings, references: ReferenceStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        references: ReferenceStore | None = None,
+        on_alert: Callable[[Point], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.stats = MonitorStats()
         self.tracker = OffsetTracker()
@@ -258,7 +267,7 @@ class Monitor:
             max_awaiting=settings.max_awaiting_labels,
             release=self._release_later,
         )
-        self.worker = DriftWorker(settings, self.references, self.tracker.release, self.stats)
+        self.worker = DriftWorker(settings, self.references, self.tracker.release, self.stats, on_alert)
         self.book.select = self.worker.wants_window
         self.live = LiveComparisonWorker(settings)
         self.ready = threading.Event()
