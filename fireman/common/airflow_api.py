@@ -87,11 +87,12 @@ class AirflowApi:
         self.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One call, its JSON answer; a rejected token is renewed once (tokens expire)."""
+        """One call, its JSON answer; a rejected token is renewed once: tokens expire (401), and a
+        restarted standalone may sign with a new secret (403 "Invalid JWT token")."""
         if self._token is None:
             self._token = self._new_token()
         response = self._send(method, path, self._token, **kwargs)
-        if response.status_code == 401:
+        if _token_rejected(response):
             self._token = self._new_token()
             response = self._send(method, path, self._token, **kwargs)
         _raise_for(response, f"{method} {path}")
@@ -126,6 +127,12 @@ class AirflowApi:
             return self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise AirflowUnavailable(f"{method} {self.url}{path}: {exc!r}") from exc
+
+
+def _token_rejected(response: httpx.Response) -> bool:
+    if response.status_code == 401:
+        return True
+    return response.status_code == 403 and "Invalid JWT" in response.text
 
 
 def _raise_for(response: httpx.Response, what: str) -> None:
@@ -181,11 +188,12 @@ class AlertNotifier:
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Send what is queued (within ``timeout_s``), then stop."""
-        with contextlib.suppress(queue.Full):  # then the stop below ends the thread's wait
-            self._queue.put(None, timeout=timeout_s)
-        self._thread.join(timeout_s)
-        self._stop.set()
-        self._thread.join(1.0)
+        if self._thread.ident is not None:
+            with contextlib.suppress(queue.Full):  # then the stop below ends the thread's wait
+                self._queue.put(None, timeout=timeout_s)
+            self._thread.join(timeout_s)
+            self._stop.set()
+            self._thread.join(1.0)
         if self._api is not None:
             self._api.close()
 
@@ -222,7 +230,10 @@ class AlertNotifier:
                 self.settings.api_password_file or default_password_file(self.state),
             )
             return
-        deadline = time.monotonic() + self.settings.api_retry_for_s
+        # While Airflow is known to be down, one try per alert: retries (and their log lines) for each
+        # alert would only repeat what the first said.
+        retry_for = self.settings.api_retry_for_s if self._status != "failing" else 0.0
+        deadline = time.monotonic() + retry_for
         started = time.monotonic()
         event: dict[str, Any] = {}
         try:

@@ -176,7 +176,8 @@ class AirflowSettings(BaseSettings):
     retrain_schedule: str = Field(default="@daily", description="Cron or preset; 'none' = manual only.")
     drift_check_schedule: str = Field(
         default="@hourly",
-        description="How often monitor_drift reads the drift alerts (cron or preset; 'none' = manual only).",
+        description="How often monitor_drift reads the alerts besides on each alert's asset event "
+        "(cron or preset; 'none' = on alert events and manual runs only).",
     )
     task_retries: int = Field(
         default=2, ge=0, description="Retries of a failed DAG task (transient errors: a service down)."
