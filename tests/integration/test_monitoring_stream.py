@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from fireman.common.influx import InfluxClient
+from fireman.common.influx import InfluxClient, Point
 from fireman.common.kafka_io import AckProducer
 from fireman.common.schema import FEATURE_NAMES, now_ms
 from fireman.common.settings import (
@@ -69,6 +70,7 @@ def stream(
     labels: list[dict[str, Any]],
     home: Path,
     expect_windows: int = EVENTS // 1000,
+    on_alert: Callable[[Point], None] | None = None,
     **monitor_options: Any,
 ) -> Monitor:
     """Score ``events`` and monitor them; labels follow once every event is scored (they come late)."""
@@ -85,7 +87,7 @@ def stream(
         drift_cpu_budget=1.0,
         **monitor_options,
     )
-    monitor = Monitor(settings)
+    monitor = Monitor(settings, on_alert=on_alert)
     producer = AckProducer(kafka)
     try:
         with on_thread(scorer.run, "scorer", join_s=90), on_thread(monitor.run, "monitor", join_s=90):
@@ -187,7 +189,8 @@ def test_no_drift_no_alert_and_online_accuracy_matches_the_holdout(rig: Rig) -> 
 
 def test_injected_drift_is_detected_after_the_injection_and_raises_an_alert(rig: Rig) -> None:
     events, labels = rig.generated(drift_after=1000, drift_kind="shift", drift_features=SHIFTED)
-    rig.stream(events, labels)
+    notified: list[Point] = []  # what `fireman monitor` posts to Airflow as an asset event
+    rig.stream(events, labels, on_alert=notified.append)
 
     windows = rig.query(WINDOWS)
     assert [w["dataset_drift"] for w in windows] == [0, 1, 1], windows
@@ -210,6 +213,10 @@ def test_injected_drift_is_detected_after_the_injection_and_raises_an_alert(rig:
     assert alert["time"] == windows[2]["time"]
     assert alert["kind"] == "drift" and alert["consecutive_windows"] == 2
     assert set(SHIFTED) <= set(alert["features"].split(","))
+    # The hook saw the alert once it was written, as it is in InfluxDB.
+    assert [(p.measurement, p.tags["kind"], p.time_ns // 1_000_000) for p in notified] == [
+        ("alerts", "drift", alert["time"])
+    ]
 
     performance = {p["time"]: p for p in rig.query(PERFORMANCE)}
     accuracy = [performance[w["time"]]["accuracy"] for w in windows]
