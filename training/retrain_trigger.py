@@ -171,8 +171,8 @@ def check(
     run_after: datetime | None,
     pending: PendingRuns | None = None,
 ) -> dict[str, Any] | bool:
-    """The ``check_alerts`` task: the decision with the retrain's run id and conf, or False to skip
-    downstream."""
+    """The ``check_drift`` task (alerts of any kind): the decision with the retrain's run id and conf,
+    or False to skip downstream."""
     settings = DriftTriggerSettings()
     start, end = monitor_interval(data_interval_start, data_interval_end, run_after)
     decision = decide_retrain(settings, start, end, pending)
