@@ -32,10 +32,12 @@ The stream scorer picks up a new `production` version by itself.
 | `await_live_evidence` | `live` mode: waits for the live evidence; other modes: done at once |
 | `decide_on_live_evidence` | `live` mode: promotes on live evidence or leaves production; tags it |
 | `report` | the summary, in the log and as `retrain.*` tags on the MLflow run |
+| `record_success` | only when all went well: a `retrains` point (`monitor_drift`'s cool-down reads it) |
 
-**Window**: `window_start` (what `monitor_drift` sends) until `window_end` or the run's moment; else,
-for a scheduled run, its data interval; else (a run you trigger) the last `window_hours` hours before the
-moment of the trigger (default `FIREMAN_TRAIN_HISTORY_HOURS`).
+**Window**: `window_start` (what `monitor_drift` sends, with the alert's `trigger_kind`) until
+`window_end` or the run's moment; else, for a scheduled run, its data interval; else (a run you
+trigger) the last `window_hours` hours before the moment of the trigger (default
+`FIREMAN_TRAIN_HISTORY_HOURS`).
 
 **After a shift** (`window_start` is the drift onset) the new version learns only the world after it:
 the window never starts before the onset. If `[onset, window_end)` holds fewer than
@@ -123,6 +125,13 @@ def _params() -> dict[str, Param]:
             description="auto: through the gate; never: register only; force: promote, bypassing the gate; "
             "live: shadow-score the new version and promote it only if it beats production on live labelled "
             "events (gate metric accuracy or f1).",
+        ),
+        "trigger_kind": Param(
+            None,
+            type=["null", "string"],
+            title="Trigger kind (optional)",
+            description="The kind of alert that asked for this run (drift, performance); monitor_drift "
+            "fills it in. A successful run with a kind starts monitor_drift's cool-down.",
         ),
         "reason": Param(
             None,
@@ -237,6 +246,14 @@ def retrain_spam_classifier() -> None:
 
         return dag_tasks.report(_run_key(context), extracted, validated, trained, decision)
 
+    @task
+    def record_success(extracted: dict[str, Any], reported: dict[str, Any], **context: Any) -> None:
+        from fireman.training import retrain_trigger
+
+        retrain_trigger.record_success(
+            DAG_ID, context["run_id"], context["dag_run"].run_type, context["params"], extracted
+        )
+
     # XComArgs at parse time, the tasks' dicts at run time.
     extracted: Any = extract(await_history())
     validated: Any = validate(extracted)
@@ -244,7 +261,7 @@ def retrain_spam_classifier() -> None:
     evaluated: Any = evaluate_and_promote(trained)
     decision: Any = decide_on_live_evidence(evaluated)
     await_live_evidence(evaluated) >> decision
-    report(extracted, validated, trained, decision)
+    record_success(extracted, report(extracted, validated, trained, decision))
 
 
 retrain_spam_classifier()

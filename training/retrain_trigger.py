@@ -1,24 +1,31 @@
-"""Should drift trigger a retrain? The logic of the ``monitor_drift`` DAG, without Airflow.
+"""Should an alert trigger a retrain? The logic of the ``monitor_drift`` DAG, without Airflow.
 
-The monitor writes a point to ``alerts`` for every window that closes a run of at least K drifting
-windows (``share_drifted_features`` at or above its threshold). For one interval this module:
+The monitor writes a point to ``alerts`` when a streak of bad windows holds: kind ``drift`` (at least K
+windows whose ``share_drifted_features`` is at or above its threshold) or ``performance`` (accuracy
+drops, from the labels). For one interval this module:
 
-1. reads the alerts in ``[start, end)``; none means no retrain;
-2. finds the drift onset: from the first alert it walks back over the window-level ``drift`` points
-   of the same model version for as long as they drift, and takes the earliest one's time;
-3. applies the cool-down: a retrain recorded in ``retrain_triggers`` less than ``cooldown_hours``
-   away from ``end`` (either side, so re-running an old interval is also covered) means no retrain;
+1. reads the alerts of any kind in ``[start, end)``; none means no retrain. The first one names the
+   retrain's kind (run id ``<kind>__<interval end>``, conf ``trigger_kind``);
+2. finds the onset: the alert's ``onset_ns`` field (the start of the streak's first window) when it has
+   one; for older drift alerts, it walks back over the window-level ``drift`` points of the same model
+   version for as long as they drift, and takes the earliest one's time;
+3. applies the cool-down: a *successful* alert-triggered retrain (``retrains``, written by the retrain
+   DAG's last task) whose window ended less than ``cooldown_hours`` away from ``end`` (either side, so
+   re-running an old interval is also covered) means no retrain. A triggered retrain that failed
+   leaves no such point, so the next check triggers again; one still queued or running (asked of
+   Airflow by the caller, for the run ids in ``retrain_triggers``) is waited for;
 4. otherwise asks for a retrain over ``[onset, end)``.
 
-The cool-down state lives in InfluxDB, next to the alerts it is about: a point in
-``retrain_triggers`` at the interval end, written by ``record_trigger`` after the retrain DAG run
-was created. It survives an Airflow reset, is visible to dashboards, and writing it twice for the
-same interval overwrites the same point.
+The state lives in InfluxDB, next to the alerts it is about: ``retrain_triggers`` (one point per
+triggered retrain, at the interval end, written by ``record_trigger`` once the run was created) and
+``retrains`` (one point per successful retrain, at the end of its window). Both survive an Airflow
+reset, are visible to dashboards, and writing one twice overwrites the same point.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +34,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fireman.common.influx import InfluxClient, Point, quote_identifier, quote_literal
-from fireman.common.measurements import ALERTS, DRIFT, RETRAIN_TRIGGERS
+from fireman.common.measurements import ALERTS, DRIFT, RETRAIN_TRIGGERS, RETRAINS
 from fireman.common.settings import InfluxSettings
 
 log = logging.getLogger(__name__)
@@ -39,7 +46,9 @@ class DriftTriggerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FIREMAN_DRIFT_TRIGGER_", extra="ignore", env_file=None)
 
     cooldown_hours: float = Field(
-        default=6.0, ge=0, description="No second drift-triggered retrain within this many hours."
+        default=6.0,
+        ge=0,
+        description="No alert-triggered retrain within this many hours of a successful one.",
     )
     lookback_hours: float = Field(
         default=24.0, gt=0, description="How far before the first alert the drift onset is searched."
@@ -53,6 +62,16 @@ class DriftTriggerSettings(BaseSettings):
     influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
 
 
+# Alerts written before kinds existed are drift alerts.
+DEFAULT_KIND = "drift"
+# The ``trigger`` tag of a ``retrains`` point of a run that monitor_drift started; other runs carry
+# their Airflow run type (scheduled, manual...).
+ALERT_TRIGGER = "alert"
+# How the caller says which retrain runs are still under way: the run ids -> how many are queued or
+# running (in the DAG, the task instance's get_dr_count; Airflow's tasks cannot read its database).
+PendingRuns = Callable[[list[str]], int]
+
+
 @dataclass(frozen=True)
 class TriggerDecision:
     trigger: bool
@@ -60,18 +79,30 @@ class TriggerDecision:
     interval_start: str
     interval_end: str
     alerts: int = 0
+    kind: str | None = None
     onset: str | None = None
     window_start: str | None = None
     window_end: str | None = None
     model_version: str | None = None
-    last_trigger: str | None = None
+    last_retrain: str | None = None
+    pending_run: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def retrain_run_id(self) -> str:
+        """One retrain per interval and kind: a re-run of this interval finds the run and skips."""
+        return f"{self.kind or DEFAULT_KIND}__{self.interval_end}"
+
     def retrain_conf(self) -> dict[str, Any]:
-        """The ``conf`` of the retrain DAG run: its window, and why it was asked for."""
-        return {"window_start": self.window_start, "window_end": self.window_end, "reason": self.reason}
+        """The ``conf`` of the retrain DAG run: its window, and which alert asked for it and why."""
+        return {
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+            "trigger_kind": self.kind,
+            "reason": self.reason,
+        }
 
 
 def monitor_interval(
@@ -91,88 +122,122 @@ def monitor_interval(
     return end - timedelta(hours=hours), end
 
 
-def decide_retrain(settings: DriftTriggerSettings, start: datetime, end: datetime) -> TriggerDecision:
+def decide_retrain(
+    settings: DriftTriggerSettings, start: datetime, end: datetime, pending: PendingRuns | None = None
+) -> TriggerDecision:
     start, end = _utc(start), _utc(end)
     if start >= end:
         raise ValueError(f"empty interval: {start.isoformat()} is not before {end.isoformat()}")
     with InfluxClient(settings.influxdb) as client:
-        alerts = _alerts(client, settings, start, end)
+        alerts = _alerts(client, start, end)
         if not alerts:
-            return TriggerDecision(False, "no drift alert in the interval", _iso(start), _iso(end))
+            return TriggerDecision(False, "no alert in the interval", _iso(start), _iso(end))
         first = alerts[0]
         first_at = _from_ms(first["time"])
+        kind = _text(first.get("kind")) or DEFAULT_KIND
         version = _text(first.get("model_version"))
-        threshold = _number(first.get("threshold")) or settings.drift_threshold
-        onset = _onset(client, settings, first_at, version, threshold)
-        last = _last_trigger(client, settings, end)
+        onset = _onset(client, settings, first, first_at, version)
+        last = _last_success(client, settings, end)
+        running = _pending_run(client, settings, end, pending) if last is None else None
     if last is not None:
         reason = (
-            f"cool-down: a retrain was triggered at {_iso(last)}, less than "
+            f"cool-down: a retrain succeeded with data until {_iso(last)}, less than "
             f"{settings.cooldown_hours:g} h from {_iso(end)}"
         )
-        window: tuple[str | None, str | None] = (None, None)
+    elif running is not None:
+        reason = f"retrain {running} is still queued or running"
     else:
-        reason = f"{len(alerts)} drift alert(s) from {_iso(first_at)}; drift since {_iso(onset)}"
-        window = (_iso(onset), _iso(end))
+        reason = f"{_count(alerts)} from {_iso(first_at)}; {kind} since {_iso(onset)}"
+    trigger = last is None and running is None
     return TriggerDecision(
-        trigger=last is None,
+        trigger=trigger,
         reason=reason,
         interval_start=_iso(start),
         interval_end=_iso(end),
         alerts=len(alerts),
+        kind=kind,
         onset=_iso(onset),
-        window_start=window[0],
-        window_end=window[1],
+        window_start=_iso(onset) if trigger else None,
+        window_end=_iso(end) if trigger else None,
         model_version=version,
-        last_trigger=_iso(last) if last is not None else None,
+        last_retrain=_iso(last) if last is not None else None,
+        pending_run=running,
     )
 
 
 def check(
-    data_interval_start: datetime | None, data_interval_end: datetime | None, run_after: datetime | None
+    data_interval_start: datetime | None,
+    data_interval_end: datetime | None,
+    run_after: datetime | None,
+    pending: PendingRuns | None = None,
 ) -> dict[str, Any] | bool:
-    """The ``check_drift`` task: the decision with the retrain's conf, or False to skip downstream."""
+    """The ``check_drift`` task (alerts of any kind): the decision with the retrain's run id and conf,
+    or False to skip downstream."""
     settings = DriftTriggerSettings()
     start, end = monitor_interval(data_interval_start, data_interval_end, run_after)
-    decision = decide_retrain(settings, start, end)
+    decision = decide_retrain(settings, start, end, pending)
     log.info("%s to %s: %s", decision.interval_start, decision.interval_end, decision.reason)
     if not decision.trigger:
         return False
-    return {**decision.to_dict(), "retrain_conf": decision.retrain_conf()}
+    return {
+        **decision.to_dict(),
+        "retrain_run_id": decision.retrain_run_id,
+        "retrain_conf": decision.retrain_conf(),
+    }
 
 
-def record(decision: dict[str, Any], dag_id: str, run_id: str | None) -> None:
+def record(decision: dict[str, Any], dag_id: str) -> None:
     """The ``record_trigger`` task."""
-    record_trigger(DriftTriggerSettings(), decision, dag_id, run_id)
+    record_trigger(DriftTriggerSettings(), decision, dag_id)
 
 
-def record_trigger(
-    settings: DriftTriggerSettings, decision: dict[str, Any], dag_id: str, run_id: str | None
-) -> None:
-    """Remember a retrain that was triggered, for the cool-down; idempotent for one interval."""
+def record_trigger(settings: DriftTriggerSettings, decision: dict[str, Any], dag_id: str) -> None:
+    """Remember a retrain that was triggered (the run ids the next checks ask Airflow about);
+    idempotent for one interval."""
     if not decision.get("trigger"):
         return
     end = _parse(decision["interval_end"])
+    run_id = decision.get("retrain_run_id") or ""
     fields: dict[str, Any] = {
         "alerts": int(decision.get("alerts") or 0),
         "onset": decision.get("onset") or "",
         "window_start": decision.get("window_start") or "",
         "window_end": decision.get("window_end") or "",
-        "run_id": run_id or "",
+        "run_id": run_id,
         "reason": decision.get("reason") or "",
     }
-    point = Point(RETRAIN_TRIGGERS.name, fields, _ns(end), {"dag_id": dag_id})
+    tags = {"dag_id": dag_id, "kind": decision.get("kind") or DEFAULT_KIND}
+    point = Point(RETRAIN_TRIGGERS.name, fields, _ns(end), tags)
     with InfluxClient(settings.influxdb) as client:
         client.write([point])
     log.info("recorded the retrain triggered for %s (run %s)", decision["interval_end"], run_id)
 
 
+def record_success(
+    dag_id: str, run_id: str, run_type: str, params: Mapping[str, Any], extracted: Mapping[str, Any]
+) -> None:
+    """The retrain DAG's last task (it runs only when every other one succeeded): a ``retrains`` point
+    at the end of the training window. Alert-triggered ones start the cool-down."""
+    kind = _text(params.get("trigger_kind"))
+    tags = {"dag_id": dag_id, "trigger": ALERT_TRIGGER if kind else str(getattr(run_type, "value", run_type))}
+    if kind:
+        tags["kind"] = kind
+    fields: dict[str, Any] = {
+        "run_id": run_id,
+        "window_start": str(extracted["since"]),
+        "window_end": str(extracted["until"]),
+        "reason": str(params.get("reason") or ""),
+    }
+    point = Point(RETRAINS.name, fields, _ns(_parse(str(extracted["until"]))), tags)
+    with InfluxClient(DriftTriggerSettings().influxdb) as client:
+        client.write([point])
+    log.info("recorded the successful retrain %s (%s) with data until %s", run_id, tags, extracted["until"])
+
+
 # --- reading ---------------------------------------------------------------------------------------
 
 
-def _alerts(
-    client: InfluxClient, settings: DriftTriggerSettings, start: datetime, end: datetime
-) -> list[dict[str, Any]]:
+def _alerts(client: InfluxClient, start: datetime, end: datetime) -> list[dict[str, Any]]:
     # SELECT * keeps the reader tolerant of fields the monitor adds or drops; only time is required.
     rows = client.query(
         f"SELECT * FROM {quote_identifier(ALERTS.name)} WHERE time >= {_ns(start)} AND time < {_ns(end)}"
@@ -180,14 +245,28 @@ def _alerts(
     return sorted((row for row in rows if row.get("time") is not None), key=lambda row: row["time"])
 
 
+def _count(alerts: list[dict[str, Any]]) -> str:
+    kinds: dict[str, int] = {}
+    for row in alerts:
+        kind = _text(row.get("kind")) or DEFAULT_KIND
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return ", ".join(f"{n} {kind} alert(s)" for kind, n in kinds.items())
+
+
 def _onset(
     client: InfluxClient,
     settings: DriftTriggerSettings,
+    alert: dict[str, Any],
     alert_at: datetime,
     version: str | None,
-    threshold: float,
 ) -> datetime:
-    """The start of the run of drifting windows that the first alert closed."""
+    """The start of the streak of bad windows that the first alert closed."""
+    onset_ns = alert.get("onset_ns")
+    if isinstance(onset_ns, int | float) and not isinstance(onset_ns, bool) and onset_ns > 0:
+        return min(alert_at, datetime.fromtimestamp(int(onset_ns) / 1e9, tz=UTC))
+    if (_text(alert.get("kind")) or DEFAULT_KIND) != DEFAULT_KIND:
+        return alert_at  # no window points to walk back over
+    threshold = _number(alert.get("threshold")) or settings.drift_threshold
     where = [
         f"time <= {_ns(alert_at)}",
         f"time > {_ns(alert_at - timedelta(hours=settings.lookback_hours))}",
@@ -215,16 +294,34 @@ def _drifting(row: dict[str, Any], threshold: float) -> bool:
     return bool(_number(row.get("dataset_drift")))
 
 
-def _last_trigger(client: InfluxClient, settings: DriftTriggerSettings, end: datetime) -> datetime | None:
+def _near(measurement: str, settings: DriftTriggerSettings, end: datetime, where: str = "") -> str:
+    cooldown = timedelta(hours=settings.cooldown_hours)
+    extra = f" AND {where}" if where else ""
+    return (
+        f"SELECT * FROM {quote_identifier(measurement)} "
+        f"WHERE time > {_ns(end - cooldown)} AND time < {_ns(end + cooldown)}{extra}"
+    )
+
+
+def _last_success(client: InfluxClient, settings: DriftTriggerSettings, end: datetime) -> datetime | None:
+    """The end of the latest successful alert-triggered retrain's window within the cool-down."""
     if settings.cooldown_hours <= 0:
         return None
-    cooldown = timedelta(hours=settings.cooldown_hours)
-    rows = client.query(
-        f"SELECT * FROM {quote_identifier(RETRAIN_TRIGGERS.name)} "
-        f"WHERE time > {_ns(end - cooldown)} AND time < {_ns(end + cooldown)}"
-    )
+    rows = client.query(_near(RETRAINS.name, settings, end, f'"trigger" = {quote_literal(ALERT_TRIGGER)}'))
     times = [_from_ms(row["time"]) for row in rows if row.get("time") is not None]
     return max(times) if times else None
+
+
+def _pending_run(
+    client: InfluxClient, settings: DriftTriggerSettings, end: datetime, pending: PendingRuns | None
+) -> str | None:
+    """A retrain triggered within the cool-down that Airflow still has queued or running."""
+    if pending is None or settings.cooldown_hours <= 0:
+        return None
+    rows = client.query(_near(RETRAIN_TRIGGERS.name, settings, end))
+    run_ids = sorted({str(row["run_id"]) for row in rows if row.get("run_id")})
+    # One question per run: the answer is a count, and an empty list would count every run.
+    return next((run_id for run_id in run_ids if pending([run_id]) > 0), None)
 
 
 # --- small conversions -----------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """Every InfluxDB measurement fireman writes, with its tags and fields: the one place that names them.
 
 Writers: the sink (``measurements``, ``labels``), the scorer (``predictions``, ``model_events``), the
-monitor (``performance``, ``drift``, ``alerts``, ``live_comparison``, ``monitor_labels``), the drift DAG
-(``retrain_triggers``) and the dashboard's lag sampler (``consumer_lag``). Readers (training, the drift
-DAG, the dashboard, Grafana) take the names from here. Tests check this table against the writers'
-code and every Grafana query against this table, so a renamed field fails a test instead of leaving an
-empty chart.
+monitor (``performance``, ``drift``, ``alerts``, ``live_comparison``, ``monitor_labels``), the drift
+DAG (``retrain_triggers``), the retrain DAG (``retrains``) and the dashboard's lag sampler
+(``consumer_lag``). Readers (training, the drift DAG, the dashboard, Grafana) take the names from
+here. Tests check this table against the writers' code and every Grafana query against this table,
+so a renamed field fails a test instead of leaving an empty chart.
 """
 
 from __future__ import annotations
@@ -103,10 +103,19 @@ ALERTS = _m(
         "n_labelled",
     },
 )
+# One point per retrain monitor_drift triggered (tag kind: the alert's), at the checked interval's end.
 RETRAIN_TRIGGERS = _m(
     "retrain_triggers",
-    {"dag_id"},
+    {"dag_id", "kind"},
     {"alerts", "onset", "window_start", "window_end", "run_id", "reason"},
+)
+# One point per successful retrain run, at its training window's end, written by the retrain DAG's last
+# task. Tag trigger: "alert" (then kind is the alert's) or the Airflow run type; the cool-down reads
+# the alert-triggered ones.
+RETRAINS = _m(
+    "retrains",
+    {"dag_id", "trigger", "kind"},
+    {"run_id", "window_start", "window_end", "reason"},
 )
 CONSUMER_LAG = _m("consumer_lag", {"group"}, {"lag", "partitions"})
 # The monitor's label counts since it started, every FIREMAN_MONITOR_LOG_INTERVAL_S: labels it received,
@@ -135,6 +144,7 @@ CONTRACT: dict[str, Measurement] = {
         ALERTS,
         MODEL_EVENTS,
         RETRAIN_TRIGGERS,
+        RETRAINS,
         CONSUMER_LAG,
         LIVE_COMPARISON,
         MONITOR_LABELS,

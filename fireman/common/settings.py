@@ -186,7 +186,8 @@ class AirflowSettings(BaseSettings):
     retrain_schedule: str = Field(default="@daily", description="Cron or preset; 'none' = manual only.")
     drift_check_schedule: str = Field(
         default="@hourly",
-        description="How often monitor_drift reads the drift alerts (cron or preset; 'none' = manual only).",
+        description="How often monitor_drift reads the alerts besides on each alert's asset event "
+        "(cron or preset; 'none' = on alert events and manual runs only).",
     )
     task_retries: int = Field(
         default=2, ge=0, description="Retries of a failed DAG task (transient errors: a service down)."
@@ -195,6 +196,28 @@ class AirflowSettings(BaseSettings):
         default=30.0, gt=0, description="First delay before a DAG task retry; it doubles per retry."
     )
     task_max_retry_delay_s: float = Field(default=600.0, gt=0, description="Longest delay between retries.")
+    # The REST API, through which `fireman monitor` tells monitor_drift about an alert at once
+    # (fireman.common.airflow_api). With no password set, the local standalone's generated file is read.
+    alert_events: bool = Field(
+        default=True,
+        description="`fireman monitor` posts an asset event per alert, so monitor_drift runs within "
+        "seconds instead of at its next cron run.",
+    )
+    api_username: str = Field(default="admin", description="Airflow REST API user.")
+    api_password: SecretStr | None = Field(
+        default=None, description="Its password; unset: read from FIREMAN_AIRFLOW_API_PASSWORD_FILE."
+    )
+    api_password_file: Path | None = Field(
+        default=None,
+        description="JSON {user: password} (the simple auth manager's file); unset: the local "
+        "standalone's, in $FIREMAN_HOME/airflow.",
+    )
+    api_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one REST API request.")
+    api_retry_for_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long an alert's asset event is retried while Airflow is unreachable.",
+    )
 
     @property
     def url(self) -> str:

@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
         """
         import os
 
+        from fireman.common.airflow_api import AlertNotifier
         from fireman.common.runtime import configure_logging, load_settings, stop_on_signals
         from fireman.monitoring.monitor import Monitor
         from fireman.monitoring.settings import MonitorSettings
@@ -30,4 +31,12 @@ def register(app: typer.Typer) -> None:
             # Monitoring is best effort: under CPU pressure the scorer goes first and the monitor lags.
             os.nice(settings.nice)
         stop = stop_on_signals()
-        Monitor(settings).run(stop)
+        # Each alert also reaches Airflow at once (an asset event); without Airflow, its cron reads it.
+        notifier = (
+            AlertNotifier(settings.airflow, settings.state).start() if settings.airflow.alert_events else None
+        )
+        try:
+            Monitor(settings, on_alert=notifier.notify if notifier else None).run(stop)
+        finally:
+            if notifier is not None:
+                notifier.close()

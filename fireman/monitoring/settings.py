@@ -7,6 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fireman.common.settings import (
     MONITOR_GROUP,
+    AirflowSettings,
     InfluxSettings,
     KafkaSettings,
     LiveEvidenceSettings,
@@ -102,6 +103,7 @@ class MonitorSettings(BaseSettings):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     state: StateSettings = Field(default_factory=StateSettings)
     live: LiveEvidenceSettings = Field(default_factory=LiveEvidenceSettings)
+    airflow: AirflowSettings = Field(default_factory=AirflowSettings)
 
     @model_validator(mode="after")
     def _minimum_fits(self) -> MonitorSettings:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from fireman.common.airflow_api import PASSWORD_FILE_NAME
 from fireman.common.settings import ServicesSettings
 from fireman.services.base import LocalService
 
@@ -52,7 +53,7 @@ class AirflowService(LocalService):
 
     @property
     def password_file(self) -> Path:
-        return self.dir / "simple_auth_manager_passwords.json.generated"
+        return self.dir / PASSWORD_FILE_NAME  # where `fireman monitor` finds it (fireman.common.airflow_api)
 
     @property
     def dags_folder(self) -> Path:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from fireman.common.influx import InfluxClient
 from fireman.common.settings import DatasetSettings, InfluxSettings, MlflowSettings
 from tests.integration.test_airflow_support import (
     EVENTS,
@@ -55,6 +56,12 @@ def set_running(run: Any) -> None:
         stored.state = DagRunState.RUNNING
 
 
+def retrains(influx: InfluxSettings) -> list[tuple[str, str, str, str]]:
+    with InfluxClient(influx) as client:
+        rows = client.query("SELECT * FROM retrains")
+    return [(row["run_id"], row["trigger"], row["window_start"], row["window_end"]) for row in rows]
+
+
 def task_states(run: Any) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
@@ -94,6 +101,9 @@ def test_retrain_end_to_end_registers_and_promotes_idempotently(
     assert mlflow_run.data.params["rows_total"] == str(EVENTS - UNLABELLED)
     assert mlflow_run.data.params["unlabelled_excluded"] == str(UNLABELLED)
     assert mlflow_run.data.params["data_since"] == window_start.isoformat()
+    # Its last task recorded the success (what monitor_drift's cool-down reads, for alert-triggered runs).
+    success = [(run.run_id, "manual", window_start.isoformat(), window_end.isoformat())]
+    assert retrains(influx_db) == success
 
     # Clearing the DAG run and running it again (what "Clear" does in the UI) trains nothing new.
     set_running(run)
@@ -103,6 +113,7 @@ def test_retrain_end_to_end_registers_and_promotes_idempotently(
     assert str(again.state) == "success", task_states(again)
     assert [v.version for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
     assert client.get_model_version_by_alias(name, "production").version == "1"
+    assert retrains(influx_db) == success  # the same point, written again
 
 
 def test_unusable_window_fails_at_once_without_training(
@@ -121,5 +132,7 @@ def test_unusable_window_fails_at_once_without_training(
     extract = next(ti for ti in run.get_task_instances() if ti.task_id == "extract")
     assert (str(extract.state), extract.try_number) == ("failed", 1)
     assert states["train"] == "upstream_failed"
+    assert states["record_success"] == "upstream_failed"
+    assert retrains(influx_db) == []  # a failed retrain starts no cool-down
     client = MlflowClient(retrain_env.tracking_uri)
     assert client.search_model_versions(f"name = '{retrain_env.model_name}'") == []

@@ -37,6 +37,7 @@ RETRAIN_TASKS = [
     "await_live_evidence",
     "decide_on_live_evidence",
     "report",
+    "record_success",
 ]
 EVENTS = 500
 UNLABELLED = 60

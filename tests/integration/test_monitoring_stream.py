@@ -189,7 +189,8 @@ def test_no_drift_no_alert_and_online_accuracy_matches_the_holdout(rig: Rig) -> 
 
 def test_injected_drift_is_detected_after_the_injection_and_raises_an_alert(rig: Rig) -> None:
     events, labels = rig.generated(drift_after=1000, drift_kind="shift", drift_features=SHIFTED)
-    rig.stream(events, labels)
+    notified: list[Point] = []  # what `fireman monitor` posts to Airflow as an asset event
+    rig.stream(events, labels, on_alert=notified.append)
 
     windows = rig.query(WINDOWS)
     assert [w["dataset_drift"] for w in windows] == [0, 1, 1], windows
@@ -213,6 +214,10 @@ def test_injected_drift_is_detected_after_the_injection_and_raises_an_alert(rig:
     assert alert["time"] == windows[2]["time"]
     assert alert["kind"] == "drift" and alert["consecutive_windows"] == 2
     assert set(SHIFTED) <= set(alert["features"].split(","))
+    # The hook saw the alert once it was written, as it is in InfluxDB.
+    assert [(p.measurement, p.tags["kind"], p.time_ns // 1_000_000) for p in notified] == [
+        ("alerts", "drift", alert["time"])
+    ]
 
     performance = {p["time"]: p for p in rig.query(PERFORMANCE)}
     accuracy = [performance[w["time"]]["accuracy"] for w in windows]

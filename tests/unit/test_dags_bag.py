@@ -62,12 +62,29 @@ def test_live_mode_waits_in_a_rescheduled_sensor_and_decides_even_after_a_timeou
     ]
 
 
-def test_monitor_triggers_the_retrain_dag_hourly(dagbag: Any) -> None:
+def test_monitor_runs_on_each_alert_event_and_hourly_and_triggers_the_retrain_dag(dagbag: Any) -> None:
+    from airflow.sdk import Asset, AssetOrTimeSchedule
+
+    from fireman.common.airflow_api import ALERTS_ASSET_URI
+
     dag = dagbag.dags["monitor_drift"]
-    assert dag.timetable.expression == "@hourly"
+    # The asset `fireman monitor` posts an event of for each alert, or the cron as a safety net.
+    assert isinstance(dag.timetable, AssetOrTimeSchedule)
+    assert dag.timetable.timetable.expression == "@hourly"
+    assert [asset.uri for asset in dag.timetable.asset_condition.objects] == [ALERTS_ASSET_URI]
+    assert all(isinstance(asset, Asset) for asset in dag.timetable.asset_condition.objects)
     trigger = dag.get_task("trigger_retrain")
     assert trigger.trigger_dag_id == "retrain_spam_classifier"
     assert [t.task_id for t in dag.topological_sort()] == ["check_drift", "trigger_retrain", "record_trigger"]
+
+
+def test_the_retrain_records_its_success_last_and_its_form_takes_the_alert_kind(dagbag: Any) -> None:
+    dag = dagbag.dags["retrain_spam_classifier"]
+    record = dag.get_task("record_success")
+    # Only after the run's every task succeeded: a failed retrain starts no cool-down.
+    assert record.trigger_rule == "all_success"
+    assert {t.task_id for t in record.upstream_list} == {"extract", "report"}
+    assert dag.params["trigger_kind"] is None
 
 
 def test_parsing_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,18 +101,18 @@ def test_parsing_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("value", ["none", "None", ""])
-def test_schedule_none_means_manual_runs_only_for_both_dags(
-    monkeypatch: pytest.MonkeyPatch, value: str
-) -> None:
+def test_schedule_none_means_no_cron_for_either_dag(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.definitions.timetables.assets import AssetTriggeredTimetable
     from airflow.sdk.definitions.timetables.simple import NullTimetable
 
     monkeypatch.setenv("FIREMAN_AIRFLOW_RETRAIN_SCHEDULE", value)
     monkeypatch.setenv("FIREMAN_AIRFLOW_DRIFT_CHECK_SCHEDULE", value)
     bag = DagBag(dag_folder=str(DAGS_FOLDER), include_examples=False)
     assert bag.import_errors == {}
-    for dag_id in EXPECTED:
-        assert isinstance(bag.dags[dag_id].timetable, NullTimetable), dag_id
+    assert isinstance(bag.dags["retrain_spam_classifier"].timetable, NullTimetable)
+    # No cron for monitor_drift: it still runs on alert events (and on demand).
+    assert isinstance(bag.dags["monitor_drift"].timetable, AssetTriggeredTimetable)
 
 
 def test_the_trigger_form_shows_the_values_a_run_uses(dagbag: Any) -> None:
