@@ -1,7 +1,7 @@
 """Every InfluxDB measurement fireman writes, with its tags and fields: the one place that names them.
 
 Writers: the sink (``measurements``, ``labels``), the scorer (``predictions``, ``model_events``), the
-monitor (``performance``, ``drift``, ``alerts``, ``live_comparison``), the drift DAG
+monitor (``performance``, ``drift``, ``alerts``, ``live_comparison``, ``monitor_stats``), the drift DAG
 (``retrain_triggers``) and the dashboard's lag sampler (``consumer_lag``). Readers (training, the drift
 DAG, the dashboard, Grafana) take the names from here. Tests check this table against the writers'
 code and every Grafana query against this table, so a renamed field fails a test instead of leaving an
@@ -58,10 +58,18 @@ PERFORMANCE = _m(
     },
 )
 # One measurement, two kinds of points: per window (tag model_version) and per feature (tag feature).
+# A window point covers ``events`` scored events in ``merged_windows`` windows (windows merge while
+# they wait for the drift worker); ``window_size`` is the rows tested (a sample of at most
+# FIREMAN_MONITOR_SAMPLE_ROWS). A window that could not be tested has ``tested=0``, its ``reason``
+# and ``events``, and no drift fields.
 DRIFT = _m(
     "drift",
     {"model_version", "feature"},
     {
+        "tested",
+        "reason",
+        "events",
+        "merged_windows",
         "share_drifted_features",
         "drifted_features",
         "tested_features",
@@ -106,6 +114,22 @@ LIVE_COMPARISON = _m(
     {"model_name", "champion_version", "challenger_version"},
     {"events", "champion_accuracy", "champion_f1", "challenger_accuracy", "challenger_f1"},
 )
+# The monitor's counters since it started, every FIREMAN_MONITOR_LOG_INTERVAL_S (time rounded to it):
+# ``coverage`` is events_tested / (events_tested + events_untested), absent before any window is done.
+MONITOR_STATS = _m(
+    "monitor_stats",
+    {"group"},
+    {
+        "events_scored",
+        "events_tested",
+        "events_untested",
+        "events_waiting",
+        "coverage",
+        "windows_tested",
+        "windows_untested",
+        "windows_merged",
+    },
+)
 
 CONTRACT: dict[str, Measurement] = {
     m.name: m
@@ -120,5 +144,6 @@ CONTRACT: dict[str, Measurement] = {
         RETRAIN_TRIGGERS,
         CONSUMER_LAG,
         LIVE_COMPARISON,
+        MONITOR_STATS,
     )
 }

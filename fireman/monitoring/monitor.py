@@ -2,18 +2,22 @@
 
 The main loop consumes ``measurements``, ``predictions`` and ``labels`` in its own consumer group,
 joins them (:mod:`fireman.monitoring.windows`), hands closed windows to the drift worker thread (Evidently
-takes ~1 s per 1,000-event window, so consumption goes on meanwhile; when ``drift_queue`` windows
-wait, reading pauses), writes ``performance`` points for windows that got labels, and commits the
-offsets of every message whose outputs are in InfluxDB (:mod:`fireman.monitoring.offsets`). On stop, the
-queued windows are finished and committed; open windows are not, so a restart replays them.
+takes ~1.5 s of CPU per test, so consumption goes on meanwhile), writes ``performance`` points for
+windows that got labels, and commits the offsets of every message whose outputs are in InfluxDB
+(:mod:`fireman.monitoring.offsets`). On stop, the window under test is finished and committed; open and
+waiting windows are not, so a restart replays them.
 
 Beside it, a thread compares the challenger (scored in shadow) with production every
 ``live_comparison_interval_s`` (:mod:`fireman.monitoring.live`).
 
-The monitor shares the machine with the scorer, so its per-event work is kept small: whether a
-window is tested for drift is decided when it opens (:meth:`DriftWorker.wants_window`, from the CPU
-budget), and only those windows' measurements are parsed; the others cost an id lookup and their
-confusion counts.
+The monitor shares the machine with the scorer, so Evidently may use at most ``drift_cpu_budget`` of a
+core: after a test, the worker waits until its CPU time is that share of the time since the test
+began. Every scored event still takes part in a drift test: a window is tested on a bounded sample of
+its rows (:mod:`fireman.monitoring.sample`; only sampled measurements are parsed), and windows that
+close while the worker is busy or pausing wait, merging when too many pile up
+(:mod:`fireman.monitoring.pending`). The worker is fed from the main loop on every iteration, so once
+the stream is idle the last closed window is tested as soon as the budget allows. The share of scored
+events in tested windows (*coverage*) is logged and written as ``monitor_stats``.
 """
 
 from __future__ import annotations
@@ -28,10 +32,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fireman.common.influx import InfluxClient, InfluxError
+from fireman.monitoring.coverage import Coverage
 from fireman.monitoring.drift import WindowDrift, compute_drift
 from fireman.monitoring.live import LiveComparisonWorker
 from fireman.monitoring.offsets import OffsetTracker, Partition, Position
-from fireman.monitoring.points import alert_point, drift_points, performance_point, write_points
+from fireman.monitoring.pending import PendingWindows
+from fireman.monitoring.points import (
+    alert_point,
+    drift_points,
+    monitor_stats_point,
+    performance_point,
+    untested_point,
+    write_points,
+)
 from fireman.monitoring.reference import ReferenceStore
 from fireman.monitoring.settings import MonitorSettings
 from fireman.monitoring.windows import (
@@ -59,9 +72,10 @@ class MonitorStats:
     labels: int = 0
     bad_messages: int = 0
     windows_tested: int = 0
-    windows_skipped: int = 0
-    windows_shed: int = 0
+    windows_skipped: int = 0  # not testable (too few events, no reference): written as untested
     windows_failed: int = 0
+    events_tested: int = 0  # scored events in windows whose drift points are written
+    events_untested: int = 0  # scored events in windows skipped or failed
     alerts: int = 0
     performance_points: int = 0
     drift_seconds: float = 0.0
@@ -81,7 +95,7 @@ class DriftWorker:
         self.references = references
         self.release = release
         self.stats = stats
-        self.queue: queue.Queue[ClosedWindow | None] = queue.Queue(maxsize=settings.drift_queue)
+        self.queue: queue.Queue[ClosedWindow | None] = queue.Queue()
         self.streaks: dict[tuple[str, str], int] = {}
         self.results: list[tuple[ClosedWindow, WindowDrift]] = []  # the last few, for logs and tests
         self.done = threading.Event()
@@ -89,35 +103,23 @@ class DriftWorker:
         self._thread = threading.Thread(target=self._run, name="drift-worker", daemon=True)
         self._abort = threading.Event()
         self._windows = 0
-        self._next_test = 0.0  # monotonic time before which windows are shed (CPU budget)
+        self._next_test = 0.0  # monotonic time before which no window is started (CPU budget)
         self._lock = threading.Lock()
-        self._chosen = 0  # windows chosen for drift and not done yet
+        self._busy = False
 
-    def wants_window(self) -> bool:
-        """Whether the window opening now is to be tested (called from the reading thread).
-
-        Under a budget below one core, one window at a time is chosen, once the pause that keeps
-        Evidently within the budget after the previous test is over; the others are shed as they
-        open, before any of their feature rows is parsed.
-        """
+    def ready(self) -> bool:
+        """Whether a window may be submitted now: none is under test and the budget's pause is over."""
         with self._lock:
-            if self.settings.drift_cpu_budget < 1 and (self._chosen or time.monotonic() < self._next_test):
-                return False
-            self._chosen += 1
-            return True
+            return not self._busy and time.monotonic() >= self._next_test
 
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, window: ClosedWindow, stop: threading.Event) -> bool:
-        """Queue a window, waiting while the queue is full; False if stopped first."""
-        while True:
-            try:
-                self.queue.put(window, timeout=0.2)
-                return True
-            except queue.Full:
-                if stop.is_set():
-                    return False
+    def submit(self, window: ClosedWindow) -> None:
+        """Start testing a window; call only when :meth:`ready` (one window at a time)."""
+        with self._lock:
+            self._busy = True
+        self.queue.put(window)
 
     def finish(self, timeout_s: float) -> None:
         """Process what is queued, then stop."""
@@ -141,37 +143,27 @@ class DriftWorker:
                 break
             try:
                 self._handle(window)
-            except Exception:
+            except Exception as exc:
                 self.stats.windows_failed += 1
                 log.exception("drift of window %s failed; the window is dropped", _describe(window))
-                self.release(window.positions)
+                self._untested(window, f"drift test failed: {type(exc).__name__}: {exc}")
             finally:
                 with self._lock:
-                    self._chosen = max(0, self._chosen - 1)
+                    self._busy = False
         self.done.set()
 
     def _handle(self, window: ClosedWindow) -> None:
         settings = self.settings
-        size = len(window.matrix)
+        size = len(window.sample)
         if size < settings.min_window_size:
             self.stats.windows_skipped += 1
-            log.warning(
-                "window %s has %d events, fewer than the minimum %d (closed by %s): drift not tested",
-                _describe(window),
-                size,
-                settings.min_window_size,
-                window.reason,
-            )
-            self.release(window.positions)
+            self._untested(window, _too_few(window, settings.min_window_size))
             return
         key = window.key
         reference = self.references.get(key.model_name, key.version)
         if reference is None:
             self.stats.windows_skipped += 1
-            log.warning(
-                "window %s: no reference for version %s, drift not tested", _describe(window), key.version
-            )
-            self.release(window.positions)
+            self._untested(window, f"no reference for version {key.version}")
             return
         self._windows += 1
         html = (
@@ -179,7 +171,7 @@ class DriftWorker:
             if settings.html_report_every and (self._windows % settings.html_report_every == 0)
             else None
         )
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         drift = compute_drift(
             reference,
             window.matrix,
@@ -190,11 +182,13 @@ class DriftWorker:
         )
         elapsed = time.perf_counter() - started
         self.stats.drift_seconds += elapsed
+        # The budget is CPU: on a busy machine the wall time includes waiting for a core.
+        spent = time.thread_time() - cpu
         with self._lock:
-            self._next_test = time.monotonic() + elapsed * (1 / settings.drift_cpu_budget - 1)
+            self._next_test = time.monotonic() + spent * (1 / settings.drift_cpu_budget - 1)
         for feature, reason in drift.untested.items():
             log.warning("window %s: %s left out of the drift test: %s", _describe(window), feature, reason)
-        points = drift_points(key, drift)
+        points = drift_points(key, drift, window.events, window.windows)
         slot = (key.model_name, key.version)
         streak = self.streaks.get(slot, 0) + 1 if drift.dataset_drift else 0
         self.streaks[slot] = streak
@@ -204,13 +198,13 @@ class DriftWorker:
         if not write_points(self._client, points, self._abort, settings.influxdb.backoff()):
             return  # stopping: not released, so the window's events are replayed
         self.stats.windows_tested += 1
+        self.stats.events_tested += window.events
         self.results = [*self.results[-49:], (window, drift)]
         self.release(window.positions)
         log.info(
-            "window %s: %d events, %d/%d features drifted (%.0f%%)%s, missing %.1f%%, "
-            "prediction drift %s, %.2f s%s",
+            "window %s: %s, %d/%d features drifted (%.0f%%)%s, missing %.1f%%, prediction drift %s, %.2f s%s",
             _describe(window),
-            size,
+            _extent(window),
             drift.drifted_features,
             drift.tested_features,
             100 * drift.share_drifted_features,
@@ -232,6 +226,15 @@ class DriftWorker:
                 ", ".join(drift.drifted) or "-",
             )
 
+    def _untested(self, window: ClosedWindow, reason: str) -> None:
+        """Write that a window's drift was not tested, and why; then its events may be committed."""
+        log.warning("window %s (%s): drift not tested: %s", _describe(window), _extent(window), reason)
+        point = untested_point(window.key, window.events, window.windows, reason)
+        if not write_points(self._client, [point], self._abort, self.settings.influxdb.backoff()):
+            return  # stopping: not released, so the window's events are replayed
+        self.stats.events_untested += window.events
+        self.release(window.positions)
+
     def _report_path(self, window: ClosedWindow) -> Path:
         key = window.key
         name = f"drift-{key.model_name}-v{key.version}-{key.start_ns // 1_000_000}.html"
@@ -241,6 +244,23 @@ class DriftWorker:
 def _describe(window: ClosedWindow) -> str:
     key = window.key
     return f"{key.model_name} v{key.version} @{key.start_ns // 1_000_000}"
+
+
+def _extent(window: ClosedWindow) -> str:
+    """How many events (and windows, once merged) a window covers, and how many rows its sample holds."""
+    merged = f" in {window.windows} merged windows" if window.windows > 1 else ""
+    sampled = f", {len(window.sample)} sampled" if len(window.sample) < window.events else ""
+    return f"{window.events} events{merged}{sampled}"
+
+
+def _too_few(window: ClosedWindow, minimum: int) -> str:
+    rows = len(window.sample)
+    if rows == window.events:
+        return f"{rows} events, fewer than the minimum {minimum} (closed by {window.reason})"
+    return (
+        f"{rows} events with readable features of {window.events}, fewer than the minimum {minimum} "
+        f"(closed by {window.reason})"
+    )
 
 
 class Monitor:
@@ -257,9 +277,10 @@ class Monitor:
             label_wait_s=settings.label_wait_s,
             max_awaiting=settings.max_awaiting_labels,
             release=self._release_later,
+            sample_rows=settings.sample_rows,
         )
         self.worker = DriftWorker(settings, self.references, self.tracker.release, self.stats)
-        self.book.select = self.worker.wants_window
+        self.pending = PendingWindows(settings.drift_queue)
         self.live = LiveComparisonWorker(settings)
         self.ready = threading.Event()
         self._consumer: BatchConsumer | None = None
@@ -306,18 +327,18 @@ class Monitor:
                 self._log_bad_features()
                 closed.extend(self.book.expire())
                 for window in closed:
-                    if not window.drift:
-                        self._shed(window)
+                    self.pending.add(window)
                 self._settle()  # before the worker may release any of these windows' positions
-                for window in closed:
-                    if window.drift and not self.worker.submit(window, stop):
-                        break
+                if self.worker.ready():
+                    waiting = self.pending.take()
+                    if waiting is not None:
+                        self.worker.submit(waiting)
                 if now >= next_flush:
                     self._flush_performance(client, stop)
                     next_flush = now + settings.performance_flush_s
                 consumer.commit(self.tracker.committable())
                 if now >= next_log:
-                    self._log_progress()
+                    self._log_progress(client)
                     next_log = now + settings.log_interval_s
         finally:
             self._shutdown(client, consumer, stop)
@@ -401,13 +422,6 @@ class Monitor:
             self.stats.bad_messages += 1
             log.warning("left out of the drift test: %s[%d]@%d: %s", topic, partition, offset, reason)
 
-    def _shed(self, window: ClosedWindow) -> None:
-        """A window not chosen for drift (CPU budget): its accuracy is still measured, and the alert
-        streak is left as it is."""
-        self.stats.windows_shed += 1
-        log.debug("window %s: drift not tested, over the CPU budget", _describe(window))
-        self._release_later(window.positions)
-
     # --- output -------------------------------------------------------------------------------
 
     def _flush_performance(self, client: InfluxClient, stop: threading.Event) -> None:
@@ -429,26 +443,49 @@ class Monitor:
             self._consumer.commit(self.tracker.committable(), asynchronous=False)
         self.tracker.forget(partitions)
 
-    def _log_progress(self) -> None:
+    def coverage(self) -> Coverage:
+        stats = self.stats
+        return Coverage(
+            scored=self.book.stats.joined,
+            tested=stats.events_tested,
+            untested=stats.events_untested,
+            windows_tested=stats.windows_tested,
+            windows_untested=stats.windows_skipped + stats.windows_failed,
+            windows_merged=self.pending.merges,
+        )
+
+    def _log_progress(self, client: InfluxClient) -> None:
         book = self.book.stats
         stats = self.stats
+        coverage = self.coverage()
         log.info(
             "read %d measurements, %d predictions, %d labels; joined %d; "
-            "windows: %d tested, %d skipped, %d shed (CPU budget); %d alerts; "
+            "windows: %d tested, %d not tested (%d failed), %d merged while waiting; %s; %d alerts; "
             "labels counted %d (early %d, expired %d); %d offsets held",
             stats.measurements,
             stats.predictions,
             stats.labels,
             book.joined,
             stats.windows_tested,
-            stats.windows_skipped,
-            stats.windows_shed,
+            coverage.windows_untested,
+            stats.windows_failed,
+            coverage.windows_merged,
+            coverage.describe(),
             stats.alerts,
             book.labels_applied,
             book.labels_early,
             book.labels_expired,
             self.tracker.held_count(),
         )
+        interval_ns = int(self.settings.log_interval_s * 1e9)
+        point = monitor_stats_point(
+            self.settings.group_id, coverage, time.time_ns() // interval_ns * interval_ns
+        )
+        # One attempt: these are counters, and the next interval writes them again.
+        try:
+            client.write([point])
+        except InfluxError as exc:
+            log.warning("monitor_stats not written: %s", exc)
 
     def _shutdown(self, client: InfluxClient, consumer: BatchConsumer, stop: threading.Event) -> None:
         self.live.stop()
@@ -457,7 +494,13 @@ class Monitor:
             self._flush_performance(client, stop)  # one attempt: stop is set
             consumer.commit(self.tracker.committable(), asynchronous=False)
         finally:
+            self._log_progress(client)
             client.close()
             consumer.close()
-            self._log_progress()
+            if self.pending:
+                log.info(
+                    "%d closed windows (%d events) not tested yet: replayed at the next start",
+                    len(self.pending),
+                    self.pending.events,
+                )
             log.info("monitor stopped")

@@ -6,10 +6,11 @@
   reference of the version that scored it. A window closes at ``window_size`` events, or when an
   event is ``window_seconds`` (event time) after its first one, or ``window_seconds`` (wall time)
   after it opened, whichever comes first.
-- Feature rows cost more to parse than anything else the monitor does, and drift is tested on few
-  windows (the CPU budget sheds the rest), so a measurement is kept raw (only its ``event_id`` is
-  read) and parsed only when its event lands in a window chosen for drift (``select``, asked when a
-  window opens). Other windows keep their confusion counts only.
+- Every window is tested for drift, on a bounded uniform sample of its feature rows
+  (:class:`~fireman.monitoring.sample.Reservoir`, ``sample_rows``): Evidently's cost per test stays
+  bounded whatever the window's size, and so does memory. Feature rows cost more to parse than
+  anything else the monitor does, so a measurement is kept raw (only its ``event_id`` is read) and
+  parsed only if the reservoir keeps its row, which it decides as the event arrives.
 - Each window keeps confusion counts for its predictions. A label finds its prediction through
   ``awaiting`` (then leaves it: a label counts once, in its prediction's window). A label that
   arrives before its prediction waits in ``early_labels``.
@@ -32,6 +33,7 @@ from fireman.common.events import BadMessage, decode_event, decode_label, decode
 from fireman.common.pointtime import point_time_ns
 from fireman.common.schema import FEATURE_NAMES
 from fireman.monitoring.offsets import Position
+from fireman.monitoring.sample import Reservoir
 
 FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _ID_FIELD = b'"event_id":"'
@@ -75,32 +77,52 @@ class Window:
     key: WindowKey
     first_ms: int
     opened: float
-    rows: list[np.ndarray] = field(default_factory=list)
-    probabilities: list[float] = field(default_factory=list)
+    sample: Reservoir | None = None  # handed to the drift test when the window closes
     positions: list[Position] = field(default_factory=list)
     confusion: Confusion = field(default_factory=Confusion)
     predictions: int = 0
     closed: float | None = None
-    drift: bool = True  # chosen for the drift test: feature rows and probabilities are kept
     label_positions: list[Position] = field(default_factory=list)  # labels counted, not yet written
-
-    def matrix(self) -> np.ndarray:
-        if not self.rows:
-            return np.empty((0, len(FEATURE_NAMES)))
-        return np.vstack(self.rows)
 
 
 @dataclass
 class ClosedWindow:
-    """What the drift worker needs; the window itself stays for its late labels."""
+    """What the drift worker needs; the window itself stays for its late labels.
+
+    While the drift worker is busy, closed windows of one version merge (:meth:`merge`): the result
+    starts where the earliest one started and covers all their events.
+    """
 
     key: WindowKey
-    matrix: np.ndarray
-    probabilities: np.ndarray
-    positions: list[Position]
+    sample: Reservoir
+    positions: list[Position]  # held until the window's drift points are written
     reason: str
-    drift: bool = True
     events: int = 0  # scored events, with or without a feature row
+    windows: int = 1  # closed windows merged into this one
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return self.sample.matrix()
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return self.sample.probabilities()
+
+    def merge(self, later: ClosedWindow) -> ClosedWindow:
+        """One window covering this one and ``later`` (same model version), its sample uniform over both."""
+        if (self.key.model_name, self.key.version) != (later.key.model_name, later.key.version):
+            raise ValueError(
+                f"windows of {self.key.model_name} v{self.key.version} and "
+                f"{later.key.model_name} v{later.key.version} cannot merge: each version has its reference"
+            )
+        return ClosedWindow(
+            key=min(self.key, later.key, key=lambda key: key.start_ns),
+            sample=self.sample.merged(later.sample),
+            positions=self.positions + later.positions,
+            reason=later.reason,
+            events=self.events + later.events,
+            windows=self.windows + later.windows,
+        )
 
 
 def measurement_id(value: bytes) -> str | None:
@@ -178,8 +200,8 @@ class WindowBook:
         label_wait_s: float,
         max_awaiting: int,
         release: Callable[[list[Position]], None],
+        sample_rows: int,
         clock: Callable[[], float] = time.monotonic,
-        select: Callable[[], bool] | None = None,
     ) -> None:
         self.window_size = window_size
         self.window_ms = int(window_seconds * 1000)
@@ -189,9 +211,8 @@ class WindowBook:
         self.label_wait_s = label_wait_s
         self.max_awaiting = max_awaiting
         self.release = release
+        self.sample_rows = sample_rows
         self.clock = clock
-        # Asked as each window opens: test its drift? (No ``select``: every window is tested.)
-        self.select = select
         self.stats = BookStats()
         self.features: OrderedDict[str, Features] = OrderedDict()
         self.predictions: OrderedDict[str, Prediction] = OrderedDict()
@@ -246,21 +267,12 @@ class WindowBook:
                 key=key,
                 first_ms=prediction.timestamp,
                 opened=self.clock(),
-                drift=self.select is None or self.select(),
+                # Seeded by the window: a replay of the same events draws the same sample.
+                sample=Reservoir(self.sample_rows, seed=key.start_ns),
             )
             self.open[slot] = window
             self.windows[key] = window
-        if window.drift:
-            try:
-                window.rows.append(features.parsed_row())
-                window.probabilities.append(prediction.probability)
-                window.positions.append(features.position)
-            except BadMessage as exc:  # counted for accuracy, left out of the drift test
-                self.stats.bad_features += 1
-                self.bad_features.append((features.position, str(exc)))
-                self.release([features.position])
-        else:
-            self.release([features.position])  # nothing derived from it will be written
+        self._sample(window, prediction, features)
         window.positions.append(prediction.position)
         window.predictions += 1
         self.awaiting[prediction.event_id] = (window.key, prediction.prediction)
@@ -273,6 +285,23 @@ class WindowBook:
         if window.predictions >= self.window_size:
             closed.append(self._close(window, "size"))
         return closed
+
+    def _sample(self, window: Window, prediction: Prediction, features: Features) -> None:
+        """Offer the event's feature row to the window's sample; parsed only if the sample keeps it."""
+        assert window.sample is not None
+        slot = window.sample.offer()
+        if slot is not None:
+            try:
+                window.sample.put(slot, features.parsed_row(), prediction.probability)
+            except BadMessage as exc:  # counted for accuracy, left out of the drift test
+                window.sample.withdraw()
+                self.stats.bad_features += 1
+                self.bad_features.append((features.position, str(exc)))
+                self.release([features.position])
+                return
+        # Held with the window even when its row is not sampled: the event is part of what the
+        # window's drift point covers, so it is replayed if the point is never written.
+        window.positions.append(features.position)
 
     # --- labels -------------------------------------------------------------------------------
 
@@ -344,16 +373,15 @@ class WindowBook:
         del self.open[(window.key.model_name, window.key.version)]
         window.closed = self.clock()
         self.stats.windows_closed += 1
+        assert window.sample is not None
         closed = ClosedWindow(
             key=window.key,
-            matrix=window.matrix(),
-            probabilities=np.asarray(window.probabilities, dtype=np.float64),
+            sample=window.sample,
             positions=window.positions,
             reason=reason,
-            drift=window.drift,
             events=window.predictions,
         )
-        window.rows, window.probabilities, window.positions = [], [], []
+        window.sample, window.positions = None, []
         return closed
 
     def _bound(self, table: OrderedDict[str, Any], counter: str) -> None:
