@@ -76,6 +76,7 @@ class MonitorStats:
     windows_failed: int = 0
     events_tested: int = 0  # scored events in windows whose drift points are written
     events_untested: int = 0  # scored events in windows skipped or failed
+    bad_feature_rows: int = 0  # sampled measurements the drift worker could not read
     alerts: int = 0
     performance_points: int = 0
     drift_seconds: float = 0.0
@@ -142,19 +143,21 @@ class DriftWorker:
             if window is None or self._abort.is_set():
                 break
             try:
+                self._parse(window)
                 self._handle(window)
             except Exception as exc:
                 self.stats.windows_failed += 1
                 log.exception("drift of window %s failed; the window is dropped", _describe(window))
                 self._untested(window, f"drift test failed: {type(exc).__name__}: {exc}")
             finally:
+                window.discard()  # its result is kept for a while; its rows (up to a MB) are not
                 with self._lock:
                     self._busy = False
         self.done.set()
 
     def _handle(self, window: ClosedWindow) -> None:
         settings = self.settings
-        size = len(window.sample)
+        size = len(window.matrix)
         if size < settings.min_window_size:
             self.stats.windows_skipped += 1
             self._untested(window, _too_few(window, settings.min_window_size))
@@ -226,6 +229,12 @@ class DriftWorker:
                 ", ".join(drift.drifted) or "-",
             )
 
+    def _parse(self, window: ClosedWindow) -> None:
+        """Parse the window's sample (its rows are kept raw until now); log the rows that cannot be read."""
+        for (topic, partition, offset), reason in window.parse.bad:
+            self.stats.bad_feature_rows += 1
+            log.warning("left out of the drift test: %s[%d]@%d: %s", topic, partition, offset, reason)
+
     def _untested(self, window: ClosedWindow, reason: str) -> None:
         """Write that a window's drift was not tested, and why; then its events may be committed."""
         log.warning("window %s (%s): drift not tested: %s", _describe(window), _extent(window), reason)
@@ -254,7 +263,7 @@ def _extent(window: ClosedWindow) -> str:
 
 
 def _too_few(window: ClosedWindow, minimum: int) -> str:
-    rows = len(window.sample)
+    rows = len(window.matrix)
     if rows == window.events:
         return f"{rows} events, fewer than the minimum {minimum} (closed by {window.reason})"
     return (
@@ -324,7 +333,6 @@ class Monitor:
                 closed = []
                 for prediction, features in joined:
                     closed.extend(self.book.add_scored(prediction, features))
-                self._log_bad_features()
                 closed.extend(self.book.expire())
                 for window in closed:
                     self.pending.add(window)
@@ -415,12 +423,6 @@ class Monitor:
         if self._to_release:
             self.tracker.release(self._to_release)
             self._to_release = []
-
-    def _log_bad_features(self) -> None:
-        bad, self.book.bad_features = self.book.bad_features, []
-        for (topic, partition, offset), reason in bad:
-            self.stats.bad_messages += 1
-            log.warning("left out of the drift test: %s[%d]@%d: %s", topic, partition, offset, reason)
 
     # --- output -------------------------------------------------------------------------------
 

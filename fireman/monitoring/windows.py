@@ -6,11 +6,13 @@
   reference of the version that scored it. A window closes at ``window_size`` events, or when an
   event is ``window_seconds`` (event time) after its first one, or ``window_seconds`` (wall time)
   after it opened, whichever comes first.
-- Every window is tested for drift, on a bounded uniform sample of its feature rows
+- Every window is tested for drift, on a bounded uniform sample of its events
   (:class:`~fireman.monitoring.sample.Reservoir`, ``sample_rows``): Evidently's cost per test stays
   bounded whatever the window's size, and so does memory. Feature rows cost more to parse than
-  anything else the monitor does, so a measurement is kept raw (only its ``event_id`` is read) and
-  parsed only if the reservoir keeps its row, which it decides as the event arrives.
+  anything else the monitor does (~50-90 us each), so a measurement is kept raw (only its
+  ``event_id`` is read); the reservoir decides as the event arrives whether to keep it, and the drift
+  worker parses what is left in the sample when it tests the window (:meth:`ClosedWindow.parse`):
+  rows parsed per test, not per event.
 - Each window keeps confusion counts for its predictions. A label finds its prediction through
   ``awaiting`` (then leaves it: a label counts once, in its prediction's window). A label that
   arrives before its prediction waits in ``early_labels``.
@@ -24,6 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -77,12 +80,19 @@ class Window:
     key: WindowKey
     first_ms: int
     opened: float
-    sample: Reservoir | None = None  # handed to the drift test when the window closes
+    sample: Reservoir[Features] | None = None  # handed to the drift test when the window closes
     positions: list[Position] = field(default_factory=list)
     confusion: Confusion = field(default_factory=Confusion)
     predictions: int = 0
     closed: float | None = None
     label_positions: list[Position] = field(default_factory=list)  # labels counted, not yet written
+
+
+@dataclass(frozen=True)
+class ParsedSample:
+    matrix: np.ndarray  # rows x FEATURE_NAMES, NaN for missing
+    probabilities: np.ndarray
+    bad: list[tuple[Position, str]]  # rows that could not be read: left out of the test
 
 
 @dataclass
@@ -94,19 +104,41 @@ class ClosedWindow:
     """
 
     key: WindowKey
-    sample: Reservoir
+    sample: Reservoir[Features]
     positions: list[Position]  # held until the window's drift points are written
     reason: str
     events: int = 0  # scored events, with or without a feature row
     windows: int = 1  # closed windows merged into this one
 
+    @cached_property
+    def parse(self) -> ParsedSample:
+        """The sampled feature rows, parsed (once: the drift worker does it, off the reading thread)."""
+        rows: list[np.ndarray] = []
+        probabilities: list[float] = []
+        bad: list[tuple[Position, str]] = []
+        for features, probability in zip(self.sample.items, self.sample.scores, strict=True):
+            try:
+                rows.append(features.parsed_row())
+            except BadMessage as exc:
+                bad.append((features.position, str(exc)))
+                continue
+            probabilities.append(probability)
+        matrix = np.vstack(rows) if rows else np.empty((0, len(FEATURE_NAMES)))
+        return ParsedSample(matrix, np.asarray(probabilities, dtype=np.float64), bad)
+
+    def discard(self) -> None:
+        """Let go of the sampled rows and positions once the window is done (its result may be kept)."""
+        self.sample = Reservoir(1)
+        self.positions = []
+        self.__dict__.pop("parse", None)
+
     @property
     def matrix(self) -> np.ndarray:
-        return self.sample.matrix()
+        return self.parse.matrix
 
     @property
     def probabilities(self) -> np.ndarray:
-        return self.sample.probabilities()
+        return self.parse.probabilities
 
     def merge(self, later: ClosedWindow) -> ClosedWindow:
         """One window covering this one and ``later`` (same model version), its sample uniform over both."""
@@ -187,7 +219,6 @@ class BookStats:
     predictions_expired: int = 0
     awaiting_evicted: int = 0
     windows_closed: int = 0
-    bad_features: int = 0
 
 
 class WindowBook:
@@ -221,7 +252,6 @@ class WindowBook:
         self.awaiting: OrderedDict[str, tuple[WindowKey, int]] = OrderedDict()
         self.early_labels: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self.dirty: set[WindowKey] = set()
-        self.bad_features: list[tuple[Position, str]] = []  # for the caller to log
 
     # --- joining ------------------------------------------------------------------------------
 
@@ -287,18 +317,11 @@ class WindowBook:
         return closed
 
     def _sample(self, window: Window, prediction: Prediction, features: Features) -> None:
-        """Offer the event's feature row to the window's sample; parsed only if the sample keeps it."""
+        """Offer the event to the window's sample (kept raw: parsed only if it is tested)."""
         assert window.sample is not None
         slot = window.sample.offer()
         if slot is not None:
-            try:
-                window.sample.put(slot, features.parsed_row(), prediction.probability)
-            except BadMessage as exc:  # counted for accuracy, left out of the drift test
-                window.sample.withdraw()
-                self.stats.bad_features += 1
-                self.bad_features.append((features.position, str(exc)))
-                self.release([features.position])
-                return
+            window.sample.put(slot, features, prediction.probability)
         # Held with the window even when its row is not sampled: the event is part of what the
         # window's drift point covers, so it is replayed if the point is never written.
         window.positions.append(features.position)
