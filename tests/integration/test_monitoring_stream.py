@@ -87,8 +87,7 @@ def stream(
 
     scorer = Scorer(scorer_settings(kafka, influx, mlflow))
     monitor = Monitor(monitor_settings(kafka, influx, mlflow, home, **monitor_options))
-    if finished is None:
-        finished = lambda monitor: monitor.stats.events_tested + monitor.stats.events_untested >= len(events)  # noqa: E731
+    done_with = finished or (lambda monitor: all_through_drift(monitor, len(events)))
     producer = AckProducer(kafka)
     try:
         with on_thread(scorer.run, "scorer", join_s=90), on_thread(monitor.run, "monitor", join_s=90):
@@ -108,7 +107,7 @@ def stream(
             producer.flush()
             assert wait_for(
                 lambda: (
-                    finished(monitor)
+                    done_with(monitor)
                     and monitor.book.stats.labels_applied >= len(labels)
                     # Nothing else in memory but the events of windows still open (two messages each).
                     and monitor.tracker.held_count() == 2 * monitor.coverage().waiting
@@ -118,6 +117,11 @@ def stream(
     finally:
         producer.close()
     return monitor
+
+
+def all_through_drift(monitor: Monitor, events: int) -> bool:
+    """Every event's window is tested or written as not tested."""
+    return monitor.stats.events_tested + monitor.stats.events_untested >= events
 
 
 def monitor_settings(
@@ -362,10 +366,7 @@ def test_a_backlog_at_default_settings_is_all_tested_and_its_shifted_tail_drifts
     monitor = Monitor(monitor_settings(rig.kafka, rig.influx, rig.trained["mlflow"], rig.home))
     with on_thread(monitor.run, "monitor", join_s=90):
         assert wait_for(
-            lambda: (
-                monitor.stats.events_tested + monitor.stats.events_untested >= BACKLOG
-                and monitor.tracker.held_count() == 0
-            ),
+            lambda: all_through_drift(monitor, BACKLOG) and monitor.tracker.held_count() == 0,
             240,
         ), (monitor.stats, monitor.coverage())
 
