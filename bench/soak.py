@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import psutil
@@ -37,7 +38,12 @@ from fireman.common.measurements import PREDICTIONS, PRODUCTION_ONLY
 from fireman.common.model_registry import RegistryClient
 from fireman.common.settings import InfluxSettings, KafkaSettings, MlflowSettings, ServicesSettings
 
+if TYPE_CHECKING:
+    from fireman.monitoring.settings import MonitorSettings
+
 PROCESSES = ("collector", "sink", "scorer", "monitor", "generator")
+# Evidently's CPU time per drift test (1.3-1.8 s for 1,000-4,000 rows here, docs/decisions.md).
+DRIFT_TEST_CPU_S = 2.0
 GROUPS = ("sink", "scorer", "monitor")
 
 
@@ -51,6 +57,12 @@ class SoakOptions:
     max_growth: float = 0.10
     max_lag_s: float = 10.0
     monitor: bool = True
+
+
+def drift_wait_s(settings: MonitorSettings) -> float:
+    """Longest a closed window waits for its drift test when windows close faster than they are tested:
+    behind the test under way and ``drift_queue`` waiting windows, one test per pause of the CPU budget."""
+    return (settings.drift_queue + 1) * DRIFT_TEST_CPU_S / settings.drift_cpu_budget
 
 
 @dataclass
@@ -70,6 +82,7 @@ class SoakResult:
     warmup_s: float = 0.0
     exited: dict[str, int] = field(default_factory=dict)
     monitor_window: int = 1000
+    monitor_drift_wait_s: float = 0.0  # longest an event waits for its window's drift test
 
     def after_warmup(self) -> list[Sample]:
         return [s for s in self.samples if s.elapsed_s >= self.warmup_s] or self.samples[-1:]
@@ -96,13 +109,15 @@ class SoakResult:
     def lag_bound(self, group: str) -> float:
         """Events a group may be behind: ``max_lag_s`` of traffic on each topic it reads.
 
-        The monitor commits only when a drift window closes, so it may also hold up to three open
-        windows (one per topic) uncommitted.
+        The monitor commits only when a drift window's points are written, so it may also hold up to
+        three open windows (one per topic) uncommitted, and every event (a measurement and a
+        prediction) whose closed window waits for the drift test.
         """
         traffic = self.options.max_lag_s * self.options.rate
         if group != "monitor":
             return traffic * (2 if group == "sink" else 1)
-        return traffic * 3 + 3 * self.monitor_window
+        waiting = 2 * self.monitor_drift_wait_s * self.options.rate
+        return traffic * 3 + 3 * self.monitor_window + waiting
 
     @property
     def lag_bounded(self) -> bool:
@@ -368,7 +383,10 @@ def run_soak(options: SoakOptions, console: Console | None = None) -> SoakResult
     from fireman.monitoring.settings import MonitorSettings
 
     result = SoakResult(
-        options, warmup_s=duration * options.warmup_fraction, monitor_window=MonitorSettings().window_size
+        options,
+        warmup_s=duration * options.warmup_fraction,
+        monitor_window=MonitorSettings().window_size,
+        monitor_drift_wait_s=drift_wait_s(MonitorSettings()),
     )
     workdir = Path(tempfile.mkdtemp(prefix="fireman-soak-"))
     console.print(

@@ -1,7 +1,7 @@
 """Every InfluxDB measurement fireman writes, with its tags and fields: the one place that names them.
 
 Writers: the sink (``measurements``, ``labels``), the scorer (``predictions``, ``model_events``), the
-monitor (``performance``, ``drift``, ``alerts``, ``live_comparison``, ``monitor_labels``), the drift
+monitor (``performance``, ``drift``, ``alerts``, ``live_comparison``, ``monitor_stats``), the drift
 DAG (``retrain_triggers``), the retrain DAG (``retrains``) and the dashboard's lag sampler
 (``consumer_lag``). Readers (training, the drift DAG, the dashboard, Grafana) take the names from
 here. Tests check this table against the writers' code and every Grafana query against this table,
@@ -58,10 +58,18 @@ PERFORMANCE = _m(
     },
 )
 # One measurement, two kinds of points: per window (tag model_version) and per feature (tag feature).
+# A window point covers ``events`` scored events in ``merged_windows`` windows (windows merge while
+# they wait for the drift worker); ``window_size`` is the rows tested (a sample of at most
+# FIREMAN_MONITOR_SAMPLE_ROWS). A window that could not be tested has ``tested=0``, its ``reason``
+# and ``events``, and no drift fields.
 DRIFT = _m(
     "drift",
     {"model_version", "feature"},
     {
+        "tested",
+        "reason",
+        "events",
+        "merged_windows",
         "share_drifted_features",
         "drifted_features",
         "tested_features",
@@ -118,12 +126,6 @@ RETRAINS = _m(
     {"run_id", "window_start", "window_end", "reason"},
 )
 CONSUMER_LAG = _m("consumer_lag", {"group"}, {"lag", "partitions"})
-# The monitor's label counts since it started, every FIREMAN_MONITOR_LOG_INTERVAL_S: labels it received,
-# counted in a window, that came before their prediction, waiting for it now, and dropped (``unknown``:
-# no prediction within the join timeout; ``expired``: its window was gone).
-MONITOR_LABELS = _m(
-    "monitor_labels", {"group"}, {"received", "applied", "early", "waiting", "unknown", "expired"}
-)
 # The challenger (scored in shadow) against production on the same labelled events, written by the
 # monitor every FIREMAN_MONITOR_LIVE_COMPARISON_INTERVAL_S while there is a challenger
 # (fireman.common.live_evaluation). The metrics are absent while no event is labelled and scored by both.
@@ -131,6 +133,30 @@ LIVE_COMPARISON = _m(
     "live_comparison",
     {"model_name", "champion_version", "challenger_version"},
     {"events", "champion_accuracy", "champion_f1", "challenger_accuracy", "challenger_f1"},
+)
+# The monitor's counters since it started, every FIREMAN_MONITOR_LOG_INTERVAL_S (time rounded to it):
+# ``coverage`` is events_tested / (events_tested + events_untested), absent before any window is done;
+# ``labels_*``: labels received, counted in a window, that came before their prediction, waiting for it
+# now, and dropped (``unknown``: no prediction within the join timeout; ``expired``: its window was gone).
+MONITOR_STATS = _m(
+    "monitor_stats",
+    {"group"},
+    {
+        "events_scored",
+        "events_tested",
+        "events_untested",
+        "events_waiting",
+        "coverage",
+        "windows_tested",
+        "windows_untested",
+        "windows_merged",
+        "labels_received",
+        "labels_applied",
+        "labels_early",
+        "labels_waiting",
+        "labels_unknown",
+        "labels_expired",
+    },
 )
 
 CONTRACT: dict[str, Measurement] = {
@@ -147,6 +173,6 @@ CONTRACT: dict[str, Measurement] = {
         RETRAINS,
         CONSUMER_LAG,
         LIVE_COMPARISON,
-        MONITOR_LABELS,
+        MONITOR_STATS,
     )
 }

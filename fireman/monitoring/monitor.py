@@ -2,18 +2,22 @@
 
 The main loop consumes ``measurements``, ``predictions`` and ``labels`` in its own consumer group,
 joins them (:mod:`fireman.monitoring.windows`), hands closed windows to the drift worker thread (Evidently
-takes ~1 s per 1,000-event window, so consumption goes on meanwhile; when ``drift_queue`` windows
-wait, reading pauses), writes ``performance`` points for windows that got labels, and commits the
-offsets of every message whose outputs are in InfluxDB (:mod:`fireman.monitoring.offsets`). On stop, the
-queued windows are finished and committed; open windows are not, so a restart replays them.
+takes ~1.5 s of CPU per test, so consumption goes on meanwhile), writes ``performance`` points for
+windows that got labels, and commits the offsets of every message whose outputs are in InfluxDB
+(:mod:`fireman.monitoring.offsets`). On stop, the window under test is finished and committed; open and
+waiting windows are not, so a restart replays them.
 
 Beside it, a thread compares the challenger (scored in shadow) with production every
 ``live_comparison_interval_s`` (:mod:`fireman.monitoring.live`).
 
-The monitor shares the machine with the scorer, so its per-event work is kept small: whether a
-window is tested for drift is decided when it opens (:meth:`DriftWorker.wants_window`, from the CPU
-budget), and only those windows' measurements are parsed; the others cost an id lookup and their
-confusion counts.
+The monitor shares the machine with the scorer, so Evidently may use at most ``drift_cpu_budget`` of a
+core: after a test, the worker waits until its CPU time is that share of the time since the test
+began. Every scored event still takes part in a drift test: a window is tested on a bounded sample of
+its rows (:mod:`fireman.monitoring.sample`; only sampled measurements are parsed), and windows that
+close while the worker is busy or pausing wait, merging when too many pile up
+(:mod:`fireman.monitoring.pending`). The worker is fed from the main loop on every iteration, so once
+the stream is idle the last closed window is tested as soon as the budget allows. The share of scored
+events in tested windows (*coverage*) is logged and written as ``monitor_stats``.
 """
 
 from __future__ import annotations
@@ -29,10 +33,18 @@ from typing import TYPE_CHECKING
 
 from fireman.common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
 from fireman.monitoring.alerts import Alerts
+from fireman.monitoring.coverage import Coverage
 from fireman.monitoring.drift import WindowDrift, compute_drift
 from fireman.monitoring.live import LiveComparisonWorker
 from fireman.monitoring.offsets import OffsetTracker, Partition, Position
-from fireman.monitoring.points import drift_points, label_counts_point, performance_point, write_points
+from fireman.monitoring.pending import PendingWindows
+from fireman.monitoring.points import (
+    drift_points,
+    monitor_stats_point,
+    performance_point,
+    untested_point,
+    write_points,
+)
 from fireman.monitoring.reference import ReferenceStore
 from fireman.monitoring.settings import MonitorSettings
 from fireman.monitoring.windows import (
@@ -61,9 +73,11 @@ class MonitorStats:
     labels: int = 0
     bad_messages: int = 0
     windows_tested: int = 0
-    windows_skipped: int = 0
-    windows_shed: int = 0
+    windows_skipped: int = 0  # not testable (too few events, no reference): written as untested
     windows_failed: int = 0
+    events_tested: int = 0  # scored events in windows whose drift points are written
+    events_untested: int = 0  # scored events in windows skipped or failed
+    bad_feature_rows: int = 0  # sampled measurements the drift worker could not read
     performance_points: int = 0
     drift_seconds: float = 0.0
 
@@ -84,42 +98,30 @@ class DriftWorker:
         self.release = release
         self.stats = stats
         self.alerts = alerts
-        self.queue: queue.Queue[ClosedWindow | None] = queue.Queue(maxsize=settings.drift_queue)
+        self.queue: queue.Queue[ClosedWindow | None] = queue.Queue()
         self.results: list[tuple[ClosedWindow, WindowDrift]] = []  # the last few, for logs and tests
         self.done = threading.Event()
         self._client = InfluxClient(settings.influxdb)
         self._thread = threading.Thread(target=self._run, name="drift-worker", daemon=True)
         self._abort = threading.Event()
         self._windows = 0
-        self._next_test = 0.0  # monotonic time before which windows are shed (CPU budget)
+        self._next_test = 0.0  # monotonic time before which no window is started (CPU budget)
         self._lock = threading.Lock()
-        self._chosen = 0  # windows chosen for drift and not done yet
+        self._busy = False
 
-    def wants_window(self) -> bool:
-        """Whether the window opening now is to be tested (called from the reading thread).
-
-        Under a budget below one core, one window at a time is chosen, once the pause that keeps
-        Evidently within the budget after the previous test is over; the others are shed as they
-        open, before any of their feature rows is parsed.
-        """
+    def ready(self) -> bool:
+        """Whether a window may be submitted now: none is under test and the budget's pause is over."""
         with self._lock:
-            if self.settings.drift_cpu_budget < 1 and (self._chosen or time.monotonic() < self._next_test):
-                return False
-            self._chosen += 1
-            return True
+            return not self._busy and time.monotonic() >= self._next_test
 
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, window: ClosedWindow, stop: threading.Event) -> bool:
-        """Queue a window, waiting while the queue is full; False if stopped first."""
-        while True:
-            try:
-                self.queue.put(window, timeout=0.2)
-                return True
-            except queue.Full:
-                if stop.is_set():
-                    return False
+    def submit(self, window: ClosedWindow) -> None:
+        """Start testing a window; call only when :meth:`ready` (one window at a time)."""
+        with self._lock:
+            self._busy = True
+        self.queue.put(window)
 
     def finish(self, timeout_s: float) -> None:
         """Process what is queued, then stop."""
@@ -142,14 +144,16 @@ class DriftWorker:
             if window is None or self._abort.is_set():
                 break
             try:
+                self._parse(window)
                 self._handle(window)
-            except Exception:
+            except Exception as exc:
                 self.stats.windows_failed += 1
                 log.exception("drift of window %s failed; the window is dropped", _describe(window))
-                self.release(window.positions)
+                self._untested(window, f"drift test failed: {type(exc).__name__}: {exc}")
             finally:
+                window.discard()  # its result is kept for a while; its rows (up to a MB) are not
                 with self._lock:
-                    self._chosen = max(0, self._chosen - 1)
+                    self._busy = False
         self.done.set()
 
     def _handle(self, window: ClosedWindow) -> None:
@@ -157,23 +161,13 @@ class DriftWorker:
         size = len(window.matrix)
         if size < settings.min_window_size:
             self.stats.windows_skipped += 1
-            log.warning(
-                "window %s has %d events, fewer than the minimum %d (closed by %s): drift not tested",
-                _describe(window),
-                size,
-                settings.min_window_size,
-                window.reason,
-            )
-            self.release(window.positions)
+            self._untested(window, _too_few(window, settings.min_window_size))
             return
         key = window.key
         reference = self.references.get(key.model_name, key.version)
         if reference is None:
             self.stats.windows_skipped += 1
-            log.warning(
-                "window %s: no reference for version %s, drift not tested", _describe(window), key.version
-            )
-            self.release(window.positions)
+            self._untested(window, f"no reference for version {key.version}")
             return
         self._windows += 1
         html = (
@@ -181,7 +175,7 @@ class DriftWorker:
             if settings.html_report_every and (self._windows % settings.html_report_every == 0)
             else None
         )
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         drift = compute_drift(
             reference,
             window.matrix,
@@ -192,11 +186,13 @@ class DriftWorker:
         )
         elapsed = time.perf_counter() - started
         self.stats.drift_seconds += elapsed
+        # The budget is CPU: on a busy machine the wall time includes waiting for a core.
+        spent = time.thread_time() - cpu
         with self._lock:
-            self._next_test = time.monotonic() + elapsed * (1 / settings.drift_cpu_budget - 1)
+            self._next_test = time.monotonic() + spent * (1 / settings.drift_cpu_budget - 1)
         for feature, reason in drift.untested.items():
             log.warning("window %s: %s left out of the drift test: %s", _describe(window), feature, reason)
-        points = drift_points(key, drift)
+        points = drift_points(key, drift, window.events, window.windows)
         try:
             alert = self.alerts.drift_alert(self._client, key, drift, self._abort)
         except InfluxUnavailable:
@@ -206,13 +202,13 @@ class DriftWorker:
         if alert is not None and not self.alerts.write(self._client, alert, self._abort):
             return
         self.stats.windows_tested += 1
+        self.stats.events_tested += window.events
         self.results = [*self.results[-49:], (window, drift)]
         self.release(window.positions)
         log.info(
-            "window %s: %d events, %d/%d features drifted (%.0f%%)%s, missing %.1f%%, "
-            "prediction drift %s, %.2f s%s",
+            "window %s: %s, %d/%d features drifted (%.0f%%)%s, missing %.1f%%, prediction drift %s, %.2f s%s",
             _describe(window),
-            size,
+            _extent(window),
             drift.drifted_features,
             drift.tested_features,
             100 * drift.share_drifted_features,
@@ -223,6 +219,21 @@ class DriftWorker:
             f", report {drift.report_path}" if drift.report_path else "",
         )
 
+    def _parse(self, window: ClosedWindow) -> None:
+        """Parse the window's sample (its rows are kept raw until now); log the rows that cannot be read."""
+        for (topic, partition, offset), reason in window.parse.bad:
+            self.stats.bad_feature_rows += 1
+            log.warning("left out of the drift test: %s[%d]@%d: %s", topic, partition, offset, reason)
+
+    def _untested(self, window: ClosedWindow, reason: str) -> None:
+        """Write that a window's drift was not tested, and why; then its events may be committed."""
+        log.warning("window %s (%s): drift not tested: %s", _describe(window), _extent(window), reason)
+        point = untested_point(window.key, window.events, window.windows, reason)
+        if not write_points(self._client, [point], self._abort, self.settings.influxdb.backoff()):
+            return  # stopping: not released, so the window's events are replayed
+        self.stats.events_untested += window.events
+        self.release(window.positions)
+
     def _report_path(self, window: ClosedWindow) -> Path:
         key = window.key
         name = f"drift-{key.model_name}-v{key.version}-{key.start_ns // 1_000_000}.html"
@@ -232,6 +243,23 @@ class DriftWorker:
 def _describe(window: ClosedWindow) -> str:
     key = window.key
     return f"{key.model_name} v{key.version} @{key.start_ns // 1_000_000}"
+
+
+def _extent(window: ClosedWindow) -> str:
+    """How many events (and windows, once merged) a window covers, and how many rows its sample holds."""
+    merged = f" in {window.windows} merged windows" if window.windows > 1 else ""
+    sampled = f", {len(window.sample)} sampled" if len(window.sample) < window.events else ""
+    return f"{window.events} events{merged}{sampled}"
+
+
+def _too_few(window: ClosedWindow, minimum: int) -> str:
+    rows = len(window.matrix)
+    if rows == window.events:
+        return f"{rows} events, fewer than the minimum {minimum} (closed by {window.reason})"
+    return (
+        f"{rows} events with readable features of {window.events}, fewer than the minimum {minimum} "
+        f"(closed by {window.reason})"
+    )
 
 
 class Monitor:
@@ -265,9 +293,10 @@ class Monitor:
             label_wait_s=settings.label_wait_s,
             max_awaiting=settings.max_awaiting_labels,
             release=self._release_later,
+            sample_rows=settings.sample_rows,
         )
         self.worker = DriftWorker(settings, self.references, self.tracker.release, self.stats, self.alerts)
-        self.book.select = self.worker.wants_window
+        self.pending = PendingWindows(settings.drift_queue)
         self.live = LiveComparisonWorker(settings)
         self.ready = threading.Event()
         self._consumer: BatchConsumer | None = None
@@ -312,22 +341,20 @@ class Monitor:
                 closed = []
                 for prediction, features in joined:
                     closed.extend(self.book.add_scored(prediction, features))
-                self._log_bad_features()
                 closed.extend(self.book.expire())
                 for window in closed:
-                    if not window.drift:
-                        self._shed(window)
+                    self.pending.add(window)
                 self._settle()  # before the worker may release any of these windows' positions
-                for window in closed:
-                    if window.drift and not self.worker.submit(window, stop):
-                        break
+                if self.worker.ready():
+                    waiting = self.pending.take()
+                    if waiting is not None:
+                        self.worker.submit(waiting)
                 if now >= next_flush:
                     self._flush_performance(client, stop)
                     next_flush = now + settings.performance_flush_s
                 consumer.commit(self.tracker.committable())
                 if now >= next_log:
-                    self._log_progress()
-                    self._store_label_counts(client)
+                    self._log_progress(client)
                     next_log = now + settings.log_interval_s
         finally:
             self._shutdown(client, consumer, stop)
@@ -405,19 +432,6 @@ class Monitor:
             self.tracker.release(self._to_release)
             self._to_release = []
 
-    def _log_bad_features(self) -> None:
-        bad, self.book.bad_features = self.book.bad_features, []
-        for (topic, partition, offset), reason in bad:
-            self.stats.bad_messages += 1
-            log.warning("left out of the drift test: %s[%d]@%d: %s", topic, partition, offset, reason)
-
-    def _shed(self, window: ClosedWindow) -> None:
-        """A window not chosen for drift (CPU budget): its accuracy is still measured, and the alert
-        streak is left as it is."""
-        self.stats.windows_shed += 1
-        log.debug("window %s: drift not tested, over the CPU budget", _describe(window))
-        self._release_later(window.positions)
-
     # --- output -------------------------------------------------------------------------------
 
     def _flush_performance(self, client: InfluxClient, stop: threading.Event) -> None:
@@ -459,20 +473,34 @@ class Monitor:
             self._consumer.commit(self.tracker.committable(), asynchronous=False)
         self.tracker.forget(partitions)
 
-    def _log_progress(self) -> None:
+    def coverage(self) -> Coverage:
+        stats = self.stats
+        return Coverage(
+            scored=self.book.stats.joined,
+            tested=stats.events_tested,
+            untested=stats.events_untested,
+            windows_tested=stats.windows_tested,
+            windows_untested=stats.windows_skipped + stats.windows_failed,
+            windows_merged=self.pending.merges,
+        )
+
+    def _log_progress(self, client: InfluxClient) -> None:
         book = self.book.stats
         stats = self.stats
+        coverage = self.coverage()
         log.info(
             "read %d measurements, %d predictions, %d labels; joined %d; "
-            "windows: %d tested, %d skipped, %d shed (CPU budget); %d alerts; "
+            "windows: %d tested, %d not tested (%d failed), %d merged while waiting; %s; %d alerts; "
             "labels counted %d (early %d; dropped: %d unknown events, %d expired windows); %d offsets held",
             stats.measurements,
             stats.predictions,
             stats.labels,
             book.joined,
             stats.windows_tested,
-            stats.windows_skipped,
-            stats.windows_shed,
+            coverage.windows_untested,
+            stats.windows_failed,
+            coverage.windows_merged,
+            coverage.describe(),
             self.alerts.raised,
             book.labels_applied,
             book.labels_early,
@@ -491,14 +519,19 @@ class Monitor:
             )
             self._dropped_logged = dropped
 
-    def _store_label_counts(self, client: InfluxClient) -> None:
-        """The label counts, kept in InfluxDB beside the logs; one attempt, the next report comes anyway."""
+        interval_ns = int(self.settings.log_interval_s * 1e9)
+        point = monitor_stats_point(
+            self.settings.group_id,
+            coverage,
+            stats.labels,
+            self.book,
+            time.time_ns() // interval_ns * interval_ns,
+        )
+        # One attempt: these are counters, and the next interval writes them again.
         try:
-            client.write(
-                [label_counts_point(self.settings.group_id, self.stats.labels, self.book, time.time_ns())]
-            )
+            client.write([point])
         except InfluxError as exc:
-            log.debug("label counts not stored: %s", exc)
+            log.warning("monitor_stats not written: %s", exc)
 
     def _shutdown(self, client: InfluxClient, consumer: BatchConsumer, stop: threading.Event) -> None:
         self.live.stop()
@@ -507,7 +540,13 @@ class Monitor:
             self._flush_performance(client, stop)  # one attempt: stop is set
             consumer.commit(self.tracker.committable(), asynchronous=False)
         finally:
+            self._log_progress(client)
             client.close()
             consumer.close()
-            self._log_progress()
+            if self.pending:
+                log.info(
+                    "%d closed windows (%d events) not tested yet: replayed at the next start",
+                    len(self.pending),
+                    self.pending.events,
+                )
             log.info("monitor stopped")

@@ -1,8 +1,11 @@
-"""The InfluxDB points the monitor writes (``drift``, ``performance``, ``live_comparison``; ``alerts`` are
-:mod:`fireman.monitoring.alerts`'), and the one way it writes them.
+"""The InfluxDB points the monitor writes (``drift``, ``performance``, ``live_comparison``,
+``monitor_stats``; ``alerts`` are :mod:`fireman.monitoring.alerts`'), and the one way it writes them.
 
 Every point of a window is at the window's start time (its first event's point time), so writing a
-window again (a replay, or more labels arriving) overwrites it instead of adding a point.
+window again (a replay, or more labels arriving) overwrites it instead of adding a point. A window
+that merged several (they waited for the drift worker) starts where the first of them started, and
+says how many events and windows it covers. A window whose drift cannot be tested gets a window point
+too, with ``tested=0`` and the reason, and no drift fields (readers selecting those do not see it).
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import threading
 
 from fireman.common.influx import InfluxClient, InfluxUnavailable, Point
 from fireman.common.live_evaluation import LiveComparison
-from fireman.common.measurements import DRIFT, LIVE_COMPARISON, MONITOR_LABELS, PERFORMANCE
+from fireman.common.measurements import DRIFT, LIVE_COMPARISON, MONITOR_STATS, PERFORMANCE
 from fireman.common.retry import Backoff
+from fireman.monitoring.coverage import Coverage
 from fireman.monitoring.drift import WindowDrift
 from fireman.monitoring.windows import Window, WindowBook, WindowKey
 
@@ -30,11 +34,15 @@ def write_points(client: InfluxClient, points: list[Point], stop: threading.Even
     return True
 
 
-def drift_points(key: WindowKey, drift: WindowDrift) -> list[Point]:
+def drift_points(key: WindowKey, drift: WindowDrift, events: int, windows: int = 1) -> list[Point]:
     tags = {"model_version": key.version}
     window = Point(
         DRIFT.name,
         {
+            "tested": 1,
+            "reason": "",  # overwrites the reason of an earlier untested write of the same window
+            "events": events,
+            "merged_windows": windows,
             "share_drifted_features": drift.share_drifted_features,
             "drifted_features": drift.drifted_features,
             "tested_features": drift.tested_features,
@@ -59,6 +67,45 @@ def drift_points(key: WindowKey, drift: WindowDrift) -> list[Point]:
     return [window, *per_feature]
 
 
+def untested_point(key: WindowKey, events: int, windows: int, reason: str) -> Point:
+    return Point(
+        DRIFT.name,
+        {"tested": 0, "reason": reason, "events": events, "merged_windows": windows},
+        key.start_ns,
+        {"model_version": key.version},
+    )
+
+
+def monitor_stats_point(group: str, coverage: Coverage, labels: int, book: WindowBook, time_ns: int) -> Point:
+    """The monitor's counters since it started: drift coverage and what became of the ``labels`` received.
+
+    The time is rounded by the caller, so a rewrite overwrites.
+    """
+    share = coverage.share
+    counts = book.stats
+    return Point(
+        MONITOR_STATS.name,
+        {
+            "events_scored": coverage.scored,
+            "events_tested": coverage.tested,
+            "events_untested": coverage.untested,
+            "events_waiting": coverage.waiting,
+            "coverage": share if share is not None else float("nan"),
+            "windows_tested": coverage.windows_tested,
+            "windows_untested": coverage.windows_untested,
+            "windows_merged": coverage.windows_merged,
+            "labels_received": labels,
+            "labels_applied": counts.labels_applied,
+            "labels_early": counts.labels_early,
+            "labels_waiting": len(book.early_labels),
+            "labels_unknown": counts.labels_unknown,
+            "labels_expired": counts.labels_expired,
+        },
+        time_ns,
+        {"group": group},
+    )
+
+
 def performance_point(window: Window) -> Point:
     confusion = window.confusion
     return Point(
@@ -75,24 +122,6 @@ def performance_point(window: Window) -> Point:
         },
         window.key.start_ns,
         {"model_version": window.key.version},
-    )
-
-
-def label_counts_point(group: str, received: int, book: WindowBook, time_ns: int) -> Point:
-    """The monitor's labels since it started: counted in a window, waiting for their prediction, dropped."""
-    stats = book.stats
-    return Point(
-        MONITOR_LABELS.name,
-        {
-            "received": received,
-            "applied": stats.labels_applied,
-            "early": stats.labels_early,
-            "waiting": len(book.early_labels),
-            "unknown": stats.labels_unknown,
-            "expired": stats.labels_expired,
-        },
-        time_ns,
-        {"group": group},
     )
 
 

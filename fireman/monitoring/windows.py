@@ -6,10 +6,13 @@
   reference of the version that scored it. A window closes at ``window_size`` events, or when an
   event is ``window_seconds`` (event time) after its first one, or ``window_seconds`` (wall time)
   after it opened, whichever comes first.
-- Feature rows cost more to parse than anything else the monitor does, and drift is tested on few
-  windows (the CPU budget sheds the rest), so a measurement is kept raw (only its ``event_id`` is
-  read) and parsed only when its event lands in a window chosen for drift (``select``, asked when a
-  window opens). Other windows keep their confusion counts only.
+- Every window is tested for drift, on a bounded uniform sample of its events
+  (:class:`~fireman.monitoring.sample.Reservoir`, ``sample_rows``): Evidently's cost per test stays
+  bounded whatever the window's size, and so does memory. Feature rows cost more to parse than
+  anything else the monitor does (~50-90 us each), so a measurement is kept raw (only its
+  ``event_id`` is read); the reservoir decides as the event arrives whether to keep it, and the drift
+  worker parses what is left in the sample when it tests the window (:meth:`ClosedWindow.parse`):
+  rows parsed per test, not per event.
 - Each window keeps confusion counts for its predictions. A label finds its prediction through
   ``awaiting`` (then leaves it: a label counts once, in its prediction's window). A label that
   arrives before its prediction waits in ``early_labels`` as features and predictions wait for each
@@ -26,6 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -35,6 +39,7 @@ from fireman.common.events import BadMessage, decode_event, decode_label, decode
 from fireman.common.pointtime import point_time_ns
 from fireman.common.schema import FEATURE_NAMES
 from fireman.monitoring.offsets import Position
+from fireman.monitoring.sample import Reservoir
 
 FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _ID_FIELD = b'"event_id":"'
@@ -78,32 +83,81 @@ class Window:
     key: WindowKey
     first_ms: int
     opened: float
-    rows: list[np.ndarray] = field(default_factory=list)
-    probabilities: list[float] = field(default_factory=list)
+    sample: Reservoir[Features] | None = None  # handed to the drift test when the window closes
     positions: list[Position] = field(default_factory=list)
     confusion: Confusion = field(default_factory=Confusion)
     predictions: int = 0
     closed: float | None = None
-    drift: bool = True  # chosen for the drift test: feature rows and probabilities are kept
     label_positions: list[Position] = field(default_factory=list)  # labels counted, not yet written
 
-    def matrix(self) -> np.ndarray:
-        if not self.rows:
-            return np.empty((0, len(FEATURE_NAMES)))
-        return np.vstack(self.rows)
+
+@dataclass(frozen=True)
+class ParsedSample:
+    matrix: np.ndarray  # rows x FEATURE_NAMES, NaN for missing
+    probabilities: np.ndarray
+    bad: list[tuple[Position, str]]  # rows that could not be read: left out of the test
 
 
 @dataclass
 class ClosedWindow:
-    """What the drift worker needs; the window itself stays for its late labels."""
+    """What the drift worker needs; the window itself stays for its late labels.
+
+    While the drift worker is busy, closed windows of one version merge (:meth:`merge`): the result
+    starts where the earliest one started and covers all their events.
+    """
 
     key: WindowKey
-    matrix: np.ndarray
-    probabilities: np.ndarray
-    positions: list[Position]
+    sample: Reservoir[Features]
+    positions: list[Position]  # held until the window's drift points are written
     reason: str
-    drift: bool = True
     events: int = 0  # scored events, with or without a feature row
+    windows: int = 1  # closed windows merged into this one
+
+    @cached_property
+    def parse(self) -> ParsedSample:
+        """The sampled feature rows, parsed (once: the drift worker does it, off the reading thread)."""
+        rows: list[np.ndarray] = []
+        probabilities: list[float] = []
+        bad: list[tuple[Position, str]] = []
+        for features, probability in zip(self.sample.items, self.sample.scores, strict=True):
+            try:
+                rows.append(features.parsed_row())
+            except BadMessage as exc:
+                bad.append((features.position, str(exc)))
+                continue
+            probabilities.append(probability)
+        matrix = np.vstack(rows) if rows else np.empty((0, len(FEATURE_NAMES)))
+        return ParsedSample(matrix, np.asarray(probabilities, dtype=np.float64), bad)
+
+    def discard(self) -> None:
+        """Let go of the sampled rows and positions once the window is done (its result may be kept)."""
+        self.sample = Reservoir(1)
+        self.positions = []
+        self.__dict__.pop("parse", None)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return self.parse.matrix
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return self.parse.probabilities
+
+    def merge(self, later: ClosedWindow) -> ClosedWindow:
+        """One window covering this one and ``later`` (same model version), its sample uniform over both."""
+        if (self.key.model_name, self.key.version) != (later.key.model_name, later.key.version):
+            raise ValueError(
+                f"windows of {self.key.model_name} v{self.key.version} and "
+                f"{later.key.model_name} v{later.key.version} cannot merge: each version has its reference"
+            )
+        return ClosedWindow(
+            key=min(self.key, later.key, key=lambda key: key.start_ns),
+            sample=self.sample.merged(later.sample),
+            positions=self.positions + later.positions,
+            reason=later.reason,
+            events=self.events + later.events,
+            windows=self.windows + later.windows,
+        )
 
 
 def measurement_id(value: bytes) -> str | None:
@@ -169,7 +223,6 @@ class BookStats:
     predictions_expired: int = 0
     awaiting_evicted: int = 0
     windows_closed: int = 0
-    bad_features: int = 0
 
 
 class WindowBook:
@@ -182,8 +235,8 @@ class WindowBook:
         label_wait_s: float,
         max_awaiting: int,
         release: Callable[[list[Position]], None],
+        sample_rows: int,
         clock: Callable[[], float] = time.monotonic,
-        select: Callable[[], bool] | None = None,
     ) -> None:
         self.window_size = window_size
         self.window_ms = int(window_seconds * 1000)
@@ -193,9 +246,8 @@ class WindowBook:
         self.label_wait_s = label_wait_s
         self.max_awaiting = max_awaiting
         self.release = release
+        self.sample_rows = sample_rows
         self.clock = clock
-        # Asked as each window opens: test its drift? (No ``select``: every window is tested.)
-        self.select = select
         self.stats = BookStats()
         self.features: OrderedDict[str, Features] = OrderedDict()
         self.predictions: OrderedDict[str, Prediction] = OrderedDict()
@@ -204,7 +256,6 @@ class WindowBook:
         self.awaiting: OrderedDict[str, tuple[WindowKey, int]] = OrderedDict()
         self.early_labels: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self.dirty: set[WindowKey] = set()
-        self.bad_features: list[tuple[Position, str]] = []  # for the caller to log
 
     # --- joining ------------------------------------------------------------------------------
 
@@ -250,21 +301,12 @@ class WindowBook:
                 key=key,
                 first_ms=prediction.timestamp,
                 opened=self.clock(),
-                drift=self.select is None or self.select(),
+                # Seeded by the window: a replay of the same events draws the same sample.
+                sample=Reservoir(self.sample_rows, seed=key.start_ns),
             )
             self.open[slot] = window
             self.windows[key] = window
-        if window.drift:
-            try:
-                window.rows.append(features.parsed_row())
-                window.probabilities.append(prediction.probability)
-                window.positions.append(features.position)
-            except BadMessage as exc:  # counted for accuracy, left out of the drift test
-                self.stats.bad_features += 1
-                self.bad_features.append((features.position, str(exc)))
-                self.release([features.position])
-        else:
-            self.release([features.position])  # nothing derived from it will be written
+        self._sample(window, prediction, features)
         window.positions.append(prediction.position)
         window.predictions += 1
         self.awaiting[prediction.event_id] = (window.key, prediction.prediction)
@@ -277,6 +319,16 @@ class WindowBook:
         if window.predictions >= self.window_size:
             closed.append(self._close(window, "size"))
         return closed
+
+    def _sample(self, window: Window, prediction: Prediction, features: Features) -> None:
+        """Offer the event to the window's sample (kept raw: parsed only if it is tested)."""
+        assert window.sample is not None
+        slot = window.sample.offer()
+        if slot is not None:
+            window.sample.put(slot, features, prediction.probability)
+        # Held with the window even when its row is not sampled: the event is part of what the
+        # window's drift point covers, so it is replayed if the point is never written.
+        window.positions.append(features.position)
 
     # --- labels -------------------------------------------------------------------------------
 
@@ -348,16 +400,15 @@ class WindowBook:
         del self.open[(window.key.model_name, window.key.version)]
         window.closed = self.clock()
         self.stats.windows_closed += 1
+        assert window.sample is not None
         closed = ClosedWindow(
             key=window.key,
-            matrix=window.matrix(),
-            probabilities=np.asarray(window.probabilities, dtype=np.float64),
+            sample=window.sample,
             positions=window.positions,
             reason=reason,
-            drift=window.drift,
             events=window.predictions,
         )
-        window.rows, window.probabilities, window.positions = [], [], []
+        window.sample, window.positions = None, []
         return closed
 
     def _bound(self, table: OrderedDict[str, Any], counter: str) -> None:

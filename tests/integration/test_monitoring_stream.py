@@ -5,13 +5,17 @@ hold-out); the generator's library turns hold-out rows into events (with drift i
 asks), the scorer scores them, and the monitor writes ``drift``, ``alerts`` and ``performance``.
 Events go in 250 at a time, each chunk once the monitor has joined the previous one, as a live
 stream arrives: the count windows then hold exactly events 0-999, 1000-1999 and 2000-2999.
+
+The coverage tests run the monitor at its default settings (CPU budget 0.1 of a core): on a backlog
+read at full speed and on a slow stream, every scored event is in a tested window.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ from fireman.monitoring.monitor import Monitor
 from fireman.monitoring.settings import MonitorSettings
 from fireman.serving.scorer import Scorer
 from fireman.streaming.settings import DEFAULT_DRIFT_FEATURES, GeneratorSettings
+from tests.conftest import own_topics
 from tests.support.background import on_thread
 from tests.support.scoring import scorer_settings, wait_for
 
@@ -69,25 +74,21 @@ def stream(
     events: list[dict[str, Any]],
     labels: list[dict[str, Any]],
     home: Path,
-    expect_windows: int = EVENTS // 1000,
+    finished: Callable[[Monitor], bool] | None = None,
     on_alert: Callable[[Point], None] | None = None,
     **monitor_options: Any,
 ) -> Monitor:
-    """Score ``events`` and monitor them; labels follow once every event is scored (they come late)."""
+    """Score ``events`` and monitor them; labels follow once every event is scored (they come late).
+
+    Done once ``finished(monitor)`` holds (by default: every event's window is through the drift worker),
+    every label is counted and nothing is held in memory any more (but open windows): all of it is in
+    InfluxDB.
+    """
     import orjson
 
     scorer = Scorer(scorer_settings(kafka, influx, mlflow))
-    settings = MonitorSettings(
-        kafka=kafka,
-        influxdb=influx,
-        mlflow=mlflow,
-        group_id=f"m-{uuid.uuid4().hex}",
-        state=StateSettings(home=home),
-        # Windows here come seconds apart; the default budget would shed some of them.
-        drift_cpu_budget=1.0,
-        **monitor_options,
-    )
-    monitor = Monitor(settings, on_alert=on_alert)
+    monitor = Monitor(monitor_settings(kafka, influx, mlflow, home, **monitor_options), on_alert=on_alert)
+    done_with = finished or (lambda monitor: all_through_drift(monitor, len(events)))
     producer = AckProducer(kafka)
     try:
         with on_thread(scorer.run, "scorer", join_s=90), on_thread(monitor.run, "monitor", join_s=90):
@@ -105,19 +106,37 @@ def stream(
                     kafka.topic_labels, key=label["sensor_id"].encode(), value=orjson.dumps(label)
                 )
             producer.flush()
-            # Done when every window is through the drift worker, every label is counted, and
-            # nothing is held in memory any more: all of it is in InfluxDB.
             assert wait_for(
                 lambda: (
-                    monitor.stats.windows_tested + monitor.stats.windows_skipped >= expect_windows
+                    done_with(monitor)
                     and monitor.book.stats.labels_applied >= len(labels)
-                    and monitor.tracker.held_count() == 0
+                    # Nothing else in memory but the events of windows still open (two messages each).
+                    and monitor.tracker.held_count() == 2 * monitor.coverage().waiting
                 ),
                 120,
             ), (monitor.stats, monitor.book.stats)
     finally:
         producer.close()
     return monitor
+
+
+def all_through_drift(monitor: Monitor, events: int) -> bool:
+    """Every event's window is tested or written as not tested."""
+    return monitor.stats.events_tested + monitor.stats.events_untested >= events
+
+
+def monitor_settings(
+    kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings, home: Path, **options: Any
+) -> MonitorSettings:
+    """The monitor's defaults, over the test's own topics, database, model and consumer group."""
+    return MonitorSettings(
+        kafka=kafka,
+        influxdb=influx,
+        mlflow=mlflow,
+        group_id=f"m-{uuid.uuid4().hex}",
+        state=StateSettings(home=home),
+        **options,
+    )
 
 
 def generated(holdout: pd.DataFrame, dataset: DatasetSettings, **drift: Any) -> tuple[list[dict], list[dict]]:
@@ -164,9 +183,16 @@ WINDOWS = "SELECT * FROM drift WHERE feature = '' ORDER BY time"
 PERFORMANCE = "SELECT * FROM performance ORDER BY time"
 
 
+# Forced away from the default in the per-window tests below: they check each 1,000-event window's
+# own result (and the alert after two of them), so every window is tested alone as soon as it closes.
+# At the default budget windows closing during the CPU pause wait and may merge: the coverage tests
+# at the end of this module run that way.
+EVERY_WINDOW_ALONE = {"drift_cpu_budget": 1.0}
+
+
 def test_no_drift_no_alert_and_online_accuracy_matches_the_holdout(rig: Rig) -> None:
     events, labels = rig.generated()
-    rig.stream(events, labels)
+    rig.stream(events, labels, **EVERY_WINDOW_ALONE)
 
     windows = rig.query(WINDOWS)
     assert [w["window_size"] for w in windows] == [1000, 1000, 1000]
@@ -190,7 +216,7 @@ def test_no_drift_no_alert_and_online_accuracy_matches_the_holdout(rig: Rig) -> 
 def test_injected_drift_is_detected_after_the_injection_and_raises_an_alert(rig: Rig) -> None:
     events, labels = rig.generated(drift_after=1000, drift_kind="shift", drift_features=SHIFTED)
     notified: list[Point] = []  # what `fireman monitor` posts to Airflow as an asset event
-    rig.stream(events, labels, on_alert=notified.append)
+    rig.stream(events, labels, on_alert=notified.append, **EVERY_WINDOW_ALONE)
 
     windows = rig.query(WINDOWS)
     assert [w["dataset_drift"] for w in windows] == [0, 1, 1], windows
@@ -236,17 +262,22 @@ def test_all_null_feature_and_undersized_window_are_logged_not_fatal(
     monitor = rig.stream(
         events,
         labels[:260],
+        # Small windows and a 3 s idle close, so an undersized window closes within the test.
         window_size=200,
         min_window_size=100,
         window_seconds=3.0,
-        expect_windows=2,
+        **EVERY_WINDOW_ALONE,
     )
 
     assert monitor.stats.windows_tested == 1 and monitor.stats.windows_skipped == 1
     assert "Cont_5 left out of the drift test: 0 value(s) in the window (all missing)" in caplog.text
-    assert "has 60 events, fewer than the minimum 100 (closed by idle): drift not tested" in caplog.text
+    assert "drift not tested: 60 events, fewer than the minimum 100 (closed by idle)" in caplog.text
     windows = rig.query(WINDOWS)
-    assert [w["window_size"] for w in windows] == [200]
+    assert [w["window_size"] for w in windows] == [200, None]
+    # The undersized window is written too: not tested, and why.
+    assert [w["tested"] for w in windows] == [1, 0] and [w["events"] for w in windows] == [200, 60]
+    assert windows[1]["reason"] == "60 events, fewer than the minimum 100 (closed by idle)"
+    assert monitor.coverage().share == 200 / 260
     assert windows[0]["tested_features"] == len(FEATURE_NAMES) - 1
     cont_5 = rig.query("SELECT * FROM drift WHERE feature = 'Cont_5'")
     assert len(cont_5) == 1
@@ -281,15 +312,8 @@ def test_a_restarted_monitor_continues_the_drift_run_and_alerts_from_its_onset(r
     """The first drifting window is seen by one monitor, the second by a new one (K=2, the default)."""
     events, _ = rig.generated(drift_after=1000, drift_kind="shift", drift_features=SHIFTED)
     mlflow = rig.trained["mlflow"]
-    settings = MonitorSettings(
-        kafka=rig.kafka,
-        influxdb=rig.influx,
-        mlflow=mlflow,
-        group_id=f"m-{uuid.uuid4().hex}",  # both monitors: the second goes on from the first's commits
-        state=StateSettings(home=rig.home),
-        # Windows here come seconds apart; the default budget would shed some of them.
-        drift_cpu_budget=1.0,
-    )
+    # One group for both monitors: the second goes on from the first's commits.
+    settings = monitor_settings(rig.kafka, rig.influx, mlflow, rig.home, **EVERY_WINDOW_ALONE)
     scorer = Scorer(scorer_settings(rig.kafka, rig.influx, mlflow))
     producer = AckProducer(rig.kafka)
     seen: list[Point] = []
@@ -353,3 +377,137 @@ def test_inverted_labels_raise_a_performance_alert_and_no_drift_alert(rig: Rig) 
     if alert["metric"] == "accuracy":
         assert alert["holdout"] == pytest.approx(rig.trained["accuracy"])
     assert [p.time_ns for p in seen] == [starts[2]] and monitor.alerts.raised == 1
+
+
+# --- coverage at the default settings --------------------------------------------------------------
+
+BACKLOG = 60_000  # the issue's figure: the monitor started on ~60k scored events tested 1 window of 66
+ONSET = 40_000  # the last third is shifted
+STEP_MS = 2  # 60k events in 2 minutes of event time: windows close by size, 1,000 events each
+
+
+def produce_events(kafka: KafkaSettings, events: list[dict[str, Any]]) -> None:
+    import orjson
+
+    producer = AckProducer(kafka)
+    try:
+        keys = [event["sensor_id"].encode() for event in events]
+        producer.produce_many(kafka.topic_measurements, [orjson.dumps(e) for e in events], keys)
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def window_rows(rig: Rig) -> list[dict[str, Any]]:
+    return rig.query(WINDOWS)
+
+
+def report(title: str, monitor: Monitor, windows: list[dict[str, Any]], start_ms: int, step_ms: int) -> str:
+    """The coverage figures and each window point (events from-to, merged windows, drift), for the log."""
+    lines = [
+        f"{title}: {monitor.coverage().describe()}; {monitor.stats.windows_tested} tests, "
+        f"{monitor.pending.merges} merges, Evidently {monitor.stats.drift_seconds:.1f} s"
+    ]
+    for w in windows:
+        first = (w["time"] - start_ms) // step_ms
+        lines.append(
+            f"  events {first:>6}-{first + w['events']:>6} ({w['merged_windows']:>2} windows, "
+            f"{w['window_size']} rows): tested={w['tested']} dataset_drift={w['dataset_drift']} "
+            f"share={w['share_drifted_features']}"
+        )
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def one_partition_rig(
+    kafka_service: KafkaSettings,
+    influx_db: InfluxSettings,
+    trained: dict[str, Any],
+    dataset_settings: DatasetSettings,
+    tmp_path: Path,
+) -> Iterator[Rig]:
+    """A rig whose topics have one partition (not the default four).
+
+    The monitor fills windows in the order it reads events; from four partitions of a backlog, read at
+    different paces, a window mixes events minutes apart, so a window point's time says little about
+    which events it holds. With one partition, windows are runs of consecutive events, and the test
+    can tell windows before the shift from windows after it.
+    """
+    with own_topics(kafka_service.model_copy(update={"partitions": 1})) as kafka:
+        yield Rig(kafka, influx_db, trained, dataset_settings, tmp_path)
+
+
+def test_a_backlog_at_default_settings_is_all_tested_and_its_shifted_tail_drifts(
+    one_partition_rig: Rig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The monitor starts on a backlog already scored, with a strong shift in its last third."""
+    from fireman.streaming.generator import generate
+
+    rig = one_partition_rig
+    began = time.monotonic()
+
+    start_ms = now_ms() - BACKLOG * STEP_MS - 60_000
+    spec = GeneratorSettings(
+        missing_rate=0.0,
+        seed=5,
+        data=rig.dataset,
+        drift_after=ONSET,
+        drift_kind="shift",
+        drift_features=SHIFTED,
+    )
+    events, _ = generate(rig.trained["holdout"], BACKLOG, spec, start_ms=start_ms, step_ms=STEP_MS)
+    produce_events(rig.kafka, events)
+    scorer = Scorer(scorer_settings(rig.kafka, rig.influx, rig.trained["mlflow"]))
+    with on_thread(scorer.run, "scorer", join_s=90):
+        assert wait_for(lambda: scorer.stats.committed >= BACKLOG, 150), scorer.stats
+    scored = time.monotonic()
+
+    monitor = Monitor(monitor_settings(rig.kafka, rig.influx, rig.trained["mlflow"], rig.home))
+    with on_thread(monitor.run, "monitor", join_s=90):
+        assert wait_for(
+            lambda: all_through_drift(monitor, BACKLOG) and monitor.tracker.held_count() == 0,
+            240,
+        ), (monitor.stats, monitor.coverage())
+
+    monitored = time.monotonic()
+    windows = window_rows(rig)
+    with capsys.disabled():
+        print("\n" + report("backlog", monitor, windows, start_ms, STEP_MS))
+        print(f"  produced and scored in {scored - began:.0f} s, monitored in {monitored - scored:.0f} s")
+    coverage = monitor.coverage()
+    assert coverage.tested == BACKLOG and coverage.share == 1.0 and coverage.waiting == 0
+    assert all(w["tested"] == 1 for w in windows) and sum(w["events"] for w in windows) == BACKLOG
+    # More windows than Evidently had time for: some merged (the issue's monitor shed them).
+    assert len(windows) < BACKLOG // 1000 and monitor.pending.merges > 0
+    stats = rig.query("SELECT * FROM monitor_stats")
+    assert stats[-1]["coverage"] == 1.0 and stats[-1]["events_tested"] == BACKLOG
+
+    # Windows before the onset do not drift, windows after it do; one spanning it may go either way.
+    spans = [((w["time"] - start_ms) // STEP_MS, w) for w in windows]
+    before = [w for first, w in spans if first + w["events"] <= ONSET]
+    after = [w for first, w in spans if first >= ONSET]
+    assert before and all(w["dataset_drift"] == 0 for w in before), before
+    assert after and all(w["dataset_drift"] == 1 for w in after), after
+
+
+def test_a_slow_stream_at_default_settings_is_all_tested_and_the_last_window_once_idle(
+    rig: Rig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """20 events/s (in event time), arriving as the monitor reads them: the second window closes
+    during the CPU pause after the first test (it was shed before); nothing comes after it."""
+    from fireman.streaming.generator import generate
+
+    step_ms = 50
+    start_ms = now_ms() - 2050 * step_ms - 60_000
+    spec = GeneratorSettings(missing_rate=0.0, seed=7, data=rig.dataset)
+    # Two full windows, then 50 events of a third that stays open (it would close after 300 s idle).
+    events, _ = generate(rig.trained["holdout"], 2050, spec, start_ms=start_ms, step_ms=step_ms)
+    monitor = rig.stream(events, [], finished=lambda monitor: monitor.stats.events_tested >= 2000)
+
+    windows = window_rows(rig)
+    with capsys.disabled():
+        print("\n" + report("slow stream", monitor, windows, start_ms, step_ms))
+    coverage = monitor.coverage()
+    assert coverage.tested == 2000 and coverage.share == 1.0 and coverage.waiting == 50
+    assert [(w["events"], w["merged_windows"], w["tested"]) for w in windows] == [(1000, 1, 1)] * 2
+    assert [w["dataset_drift"] for w in windows] == [0, 0]

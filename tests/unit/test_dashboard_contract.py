@@ -70,7 +70,7 @@ def test_measurements_match_the_sink() -> None:
 def test_drift_and_performance_match_the_monitor() -> None:
     from fireman.common.confusion import Confusion
     from fireman.monitoring.drift import FeatureDrift, WindowDrift
-    from fireman.monitoring.points import drift_points, performance_point
+    from fireman.monitoring.points import drift_points, performance_point, untested_point
     from fireman.monitoring.windows import Window, WindowKey
 
     key = WindowKey("m", "2", 1_700_000_000_000_000_000)
@@ -87,10 +87,14 @@ def test_drift_and_performance_match_the_monitor() -> None:
             FeatureDrift("Cont_2", 0.3, 0.6, False, "ks"),
         ],
     )
-    points = drift_points(key, drift)
+    points = drift_points(key, drift, events=2500, windows=3)
     assert {p.measurement for p in points} == {contract.DRIFT.name}
     assert set().union(*(p.tags for p in points)) == contract.DRIFT.tags
     assert contract.DRIFT.fields <= set().union(*(p.fields for p in points))
+    untested = untested_point(key, 60, 1, "60 events, fewer than the minimum 100 (closed by idle)")
+    assert untested.measurement == contract.DRIFT.name and untested.time_ns == points[0].time_ns
+    assert set(untested.tags) == set(points[0].tags)
+    assert set(untested.fields) <= contract.DRIFT.fields and untested.fields["tested"] == 0
 
     window = Window(
         key=key, first_ms=0, opened=0.0, confusion=Confusion(tp=3, fp=1, tn=5, fn=1), predictions=10
@@ -99,6 +103,18 @@ def test_drift_and_performance_match_the_monitor() -> None:
     assert performance.measurement == contract.PERFORMANCE.name
     assert set(performance.tags) == contract.PERFORMANCE.tags
     assert contract.PERFORMANCE.fields <= set(performance.fields)
+
+
+def test_monitor_stats_points_match_the_contract() -> None:
+    from fireman.monitoring.coverage import Coverage
+    from fireman.monitoring.points import monitor_stats_point
+
+    coverage = Coverage(scored=100, tested=80, untested=20, windows_tested=2, windows_untested=1)
+    point = monitor_stats_point("fireman-monitor", coverage, 1_700_000_000 * 10**9)
+    assert point.measurement == contract.MONITOR_STATS.name
+    assert set(point.tags) == contract.MONITOR_STATS.tags
+    assert set(point.fields) == contract.MONITOR_STATS.fields
+    assert point.fields["coverage"] == 0.8
 
 
 def test_consumer_lag_points_match_the_contract() -> None:

@@ -19,7 +19,8 @@ from fireman.monitoring.alerts import (
     streak,
     underperforming,
 )
-from fireman.monitoring.points import label_counts_point
+from fireman.monitoring.coverage import Coverage
+from fireman.monitoring.points import monitor_stats_point
 from fireman.monitoring.windows import Features, Prediction, WindowBook, WindowKey
 
 HOLDOUT = Holdout(accuracy=0.95, f1=0.93)
@@ -108,13 +109,12 @@ def test_labels_for_unknown_events_are_counted_dropped_and_bounded() -> None:
     book.add_scored(prediction, features)
     assert book.stats.labels_applied == 1
 
-    point = label_counts_point("g", 1501, book, 7)
-    assert point.measurement == contract.MONITOR_LABELS.name
-    assert (
-        set(point.tags) == contract.MONITOR_LABELS.tags
-        and set(point.fields) == contract.MONITOR_LABELS.fields
-    )
-    assert (point.fields["unknown"], point.fields["applied"], point.fields["waiting"]) == (1500, 1, 0)
+    point = monitor_stats_point("g", Coverage(scored=1, tested=0, untested=0), 1501, book, 7)
+    assert point.measurement == contract.MONITOR_STATS.name
+    assert set(point.tags) == contract.MONITOR_STATS.tags
+    assert set(point.fields) | {"coverage"} == contract.MONITOR_STATS.fields  # coverage: none tested yet
+    fields = point.fields
+    assert (fields["labels_unknown"], fields["labels_applied"], fields["labels_waiting"]) == (1500, 1, 0)
 
 
 def test_a_window_too_small_to_be_judged_is_a_settings_error() -> None:

@@ -78,7 +78,7 @@ def test_points_share_the_window_time_and_carry_the_schema(reference: Reference)
     drift = compute_drift(reference, window, np.random.default_rng(6).random(ROWS), 0.5, 10)
     key = WindowKey("m", "3", 1_767_225_600_000_123_456)
 
-    points = drift_points(key, drift)
+    points = drift_points(key, drift, events=ROWS * 3, windows=3)
     assert len(points) == 1 + len(FEATURE_NAMES)
     assert {p.time_ns for p in points} == {key.start_ns}
     head = points[0]
@@ -92,6 +92,9 @@ def test_points_share_the_window_time_and_carry_the_schema(reference: Reference)
         "prediction_drift_score",
     }
     assert head.fields["dataset_drift"] in (0, 1) and head.fields["window_size"] == ROWS
+    # A window merged from three: it covers all their events, and its test ran on a sample of them.
+    assert head.fields["tested"] == 1 and head.fields["events"] == ROWS * 3
+    assert head.fields["merged_windows"] == 3
     cont_1 = to_line(points[1])
     assert cont_1 == f"drift,feature=Cont_1,model_version=3 missing_share=1.0 {key.start_ns}"
     assert set(points[2].fields) == {"drift_score", "drifted", "missing_share"}

@@ -39,6 +39,7 @@ def make_book(clock: Clock, released: list[Position], **overrides: float) -> Win
         "max_unjoined": 1000,
         "label_wait_s": 100.0,
         "max_awaiting": 1000,
+        "sample_rows": 1000,
         **overrides,
     }
     return WindowBook(release=released.extend, clock=clock, **options)  # type: ignore[arg-type]
@@ -175,37 +176,49 @@ def test_offsets_commit_up_to_the_oldest_message_still_held() -> None:
     assert tracker.held_count() == 0
 
 
-def test_only_windows_chosen_for_drift_parse_their_raw_measurements() -> None:
-    import orjson
+def raw_features(i: int, features: object) -> Features:
+    value = orjson.dumps({"event_id": f"e{i}", "sensor_id": "s", "timestamp": 1, "features": features})
+    event_id = measurement_id(value)
+    assert event_id == f"e{i}"
+    return Features(event_id, None, ("measurements", 0, i), 0.0, value)
 
-    chosen = iter([False, True])
+
+def score_raw(book: WindowBook, i: int, features: Features) -> list:
+    assert book.add_features(features) is None
+    p = prediction(i)
+    f = book.add_prediction(p)
+    assert f is not None
+    return book.add_scored(p, f)
+
+
+def test_only_the_rows_left_in_a_windows_sample_are_parsed_and_only_when_tested() -> None:
+    book = make_book(Clock(), [], window_size=40, sample_rows=5)
+    arrived = [raw_features(i, {"Cont_1": float(i)}) for i in range(40)]
+    closed = [window for i, features in enumerate(arrived) for window in score_raw(book, i, features)]
+    (window,) = closed
+    assert window.events == 40 and len(window.sample) == 5 and window.sample.seen == 40
+    assert all(f.row is None for f in arrived)  # nothing parsed while reading
+    assert sorted(window.matrix[:, 0]) == sorted(int(f.event_id[1:]) for f in window.sample.items)
+    assert sum(f.row is not None for f in arrived) == 5  # the sample, when the worker asks
+    # Every event's positions stay with the window, sampled or not: its drift point covers them all.
+    assert {("measurements", 0, i) for i in range(40)} <= set(window.positions)
+    assert {("predictions", 0, i) for i in range(40)} <= set(window.positions)
+
+
+def test_a_bad_feature_row_is_left_out_of_the_test_but_counted() -> None:
     released: list[Position] = []
-    book = make_book(Clock(), released, window_size=2)
-    book.select = lambda: next(chosen)
-
-    def raw(i: int, features: object) -> Features:
-        value = orjson.dumps({"event_id": f"e{i}", "sensor_id": "s", "timestamp": 1, "features": features})
-        event_id = measurement_id(value)
-        assert event_id == f"e{i}"
-        return Features(event_id, None, ("measurements", 0, i), 0.0, value)
-
+    book = make_book(Clock(), released, window_size=3)
     closed = []
-    for i, features in enumerate([{"Cont_1": 1.0}, {"Cont_1": "x"}, {"Cont_1": "y"}, {"Cont_2": 2.5}]):
-        assert book.add_features(raw(i, features)) is None
-        p = prediction(i)
-        f = book.add_prediction(p)
-        assert f is not None
-        closed.extend(book.add_scored(p, f))
-    shed, tested = closed
-    # Not chosen: no feature row is parsed (the bad value in e1 goes unnoticed), positions are released.
-    assert not shed.drift and shed.matrix.shape == (0, len(FEATURE_NAMES)) and shed.events == 2
-    assert ("measurements", 0, 0) in released and ("measurements", 0, 1) in released
-    # Chosen: rows are parsed; a bad one is left out of the drift test but still counted for accuracy.
-    assert tested.drift and tested.events == 2 and tested.matrix.shape == (1, len(FEATURE_NAMES))
-    assert tested.matrix[0, 1] == 2.5 and len(tested.probabilities) == 1
-    assert [(position, reason[:18]) for position, reason in book.bad_features] == [
-        (("measurements", 0, 2), "features.Cont_1: e")
+    for i, features in enumerate([{"Cont_1": 1.0}, {"Cont_1": "x"}, {"Cont_2": 2.5}]):
+        closed.extend(score_raw(book, i, raw_features(i, features)))
+    (window,) = closed
+    assert window.events == 3 and window.matrix.shape == (2, len(FEATURE_NAMES))
+    assert window.matrix[1, 1] == 2.5 and len(window.probabilities) == 2
+    assert [(position, reason[:18]) for position, reason in window.parse.bad] == [
+        (("measurements", 0, 1), "features.Cont_1: e")
     ]
+    # Held with its window like the others, released when the window's points are written.
+    assert ("measurements", 0, 1) in window.positions and released == []
 
 
 def test_measurement_ids_that_need_a_full_parse() -> None:
