@@ -21,8 +21,9 @@ def register(app: typer.Typer) -> None:
         import os
 
         from fireman.common.airflow_api import AlertNotifier
+        from fireman.common.metrics import MetricsServer
         from fireman.common.runtime import configure_logging, load_settings, stop_on_signals
-        from fireman.monitoring.monitor import Monitor
+        from fireman.monitoring.monitor import Monitor, monitor_metrics
         from fireman.monitoring.settings import MonitorSettings
 
         configure_logging(log_level)
@@ -35,8 +36,10 @@ def register(app: typer.Typer) -> None:
         notifier = (
             AlertNotifier(settings.airflow, settings.state).start() if settings.airflow.alert_events else None
         )
+        monitor = Monitor(settings, on_alert=notifier.notify if notifier else None)
         try:
-            Monitor(settings, on_alert=notifier.notify if notifier else None).run(stop)
+            with MetricsServer(monitor_metrics(monitor), settings.metrics_host, settings.metrics_port):
+                monitor.run(stop)
         finally:
             if notifier is not None:
                 notifier.close()

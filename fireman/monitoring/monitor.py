@@ -22,6 +22,7 @@ events in tested windows (*coverage*) is logged and written as ``monitor_stats``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fireman.common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
+from fireman.common.metrics import Family, Snapshot, StatsCollector
 from fireman.monitoring.alerts import Alerts
 from fireman.monitoring.coverage import Coverage
 from fireman.monitoring.drift import WindowDrift, compute_drift
@@ -262,6 +264,59 @@ def _too_few(window: ClosedWindow, minimum: int) -> str:
     )
 
 
+MONITOR_FAMILIES = [
+    Family("measurements", "Measurements read from Kafka."),
+    Family("predictions", "Predictions read from Kafka."),
+    Family("labels", "Labels read from Kafka."),
+    Family("bad_messages", "Messages that could not be read (logged and skipped)."),
+    Family("windows_tested", "Windows (merged ones count once) whose drift was tested."),
+    Family("windows_untested", "Windows written as not tested (too few events, no reference, a failure)."),
+    Family("events_tested", "Scored events in windows whose drift was tested."),
+    Family("events_untested", "Scored events in windows that could not be tested."),
+    Family("alerts", "Distinct alerts (drift and performance) this process raised."),
+    Family("coverage", "Share of the scored events, through the drift worker, that were in a tested window."),
+    Family("lag", "Messages behind the end of the monitor's partitions (all three topics)."),
+    Family("drift_share", "Share of drifted features in the newest tested window, by model version."),
+    Family("online_accuracy", "Accuracy from labels of the newest labelled window, by model version."),
+]
+
+
+def monitor_metrics(monitor: Monitor) -> StatsCollector:
+    """The monitor's Prometheus families, read from its counters when scraped."""
+
+    def read() -> Snapshot:
+        stats, coverage = monitor.stats, monitor.coverage()
+        counters = {
+            "measurements": stats.measurements,
+            "predictions": stats.predictions,
+            "labels": stats.labels,
+            "bad_messages": stats.bad_messages + stats.bad_feature_rows,
+            "windows_tested": coverage.windows_tested,
+            "windows_untested": coverage.windows_untested,
+            "events_tested": coverage.tested,
+            "events_untested": coverage.untested,
+            "alerts": monitor.alerts.raised,
+        }
+        consumer = monitor._consumer
+        gauges = {"coverage": coverage.share, "lag": consumer.last_lag if consumer is not None else None}
+        drift: dict[tuple[str, ...], float] = {
+            (window.key.version,): result.share_drifted_features
+            for window, result in list(monitor.worker.results)
+        }
+        accuracy: dict[tuple[str, ...], float] = {}
+        with contextlib.suppress(RuntimeError):  # a version added while copied: the next scrape has it
+            accuracy = {(version,): value for version, value in dict(monitor.online_accuracy).items()}
+        by_version: tuple[str, ...] = ("version",)
+        labelled = {"drift_share": (by_version, drift), "online_accuracy": (by_version, accuracy)}
+        return Snapshot(
+            counters={name: float(value) for name, value in counters.items()},
+            gauges=gauges,
+            labelled_gauges=labelled,
+        )
+
+    return StatsCollector("monitor", MONITOR_FAMILIES, read)
+
+
 class Monitor:
     """``on_alert`` is called with each alert point once it is written (from either of the monitor's
     threads; see :meth:`fireman.monitoring.alerts.Alerts.write`)."""
@@ -297,6 +352,8 @@ class Monitor:
         )
         self.worker = DriftWorker(settings, self.references, self.tracker.release, self.stats, self.alerts)
         self.pending = PendingWindows(settings.drift_queue)
+        # The newest labelled window's accuracy per version, for the metrics endpoint (other thread).
+        self.online_accuracy: dict[str, float] = {}
         self.live = LiveComparisonWorker(settings)
         self.ready = threading.Event()
         self._consumer: BatchConsumer | None = None
@@ -448,6 +505,8 @@ class Monitor:
             return
         for window in windows:
             window.label_positions = []
+            if window.confusion.n:
+                self.online_accuracy[window.key.version] = window.confusion.metrics()["accuracy"]
         self.tracker.release(positions)
         self.stats.performance_points += len(windows)
 

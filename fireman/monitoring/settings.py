@@ -6,6 +6,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fireman.common.settings import (
+    LOOPBACK,
     MONITOR_GROUP,
     AirflowSettings,
     InfluxSettings,
@@ -113,6 +114,8 @@ class MonitorSettings(BaseSettings):
     )
     nice: int = Field(default=10, ge=0, le=19, description="Niceness added by `fireman monitor` itself.")
     log_interval_s: float = Field(default=30.0, gt=0)
+    metrics_host: str = Field(default=LOOPBACK, description="Where /metrics listens (0.0.0.0 in containers).")
+    metrics_port: int = Field(default=9103, ge=0, le=65535, description="Prometheus /metrics port; 0 = off.")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)

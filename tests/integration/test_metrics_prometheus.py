@@ -1,5 +1,5 @@
-"""A real Prometheus scrapes the collector's /metrics and the consumers' metrics ports, at their defaults
-paths, while events flow: collector -> Kafka -> sink and scorer, each a `fireman` process."""
+"""A real Prometheus scrapes the collector's /metrics and the consumers' metrics ports while events flow:
+collector -> Kafka -> sink, scorer and monitor, each a `fireman` process."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ FIREMAN = str(Path(sys.executable).with_name("fireman"))
 EVENTS = 300
 
 
-def test_prometheus_scrapes_the_collector_sink_and_scorer(
+def test_prometheus_scrapes_the_collector_and_every_consumer(
     kafka_topics: KafkaSettings,
     influx_db: InfluxSettings,
     mlflow_names: MlflowSettings,
@@ -40,7 +40,7 @@ def test_prometheus_scrapes_the_collector_sink_and_scorer(
     version = register_model(
         mlflow_names, fit_pipeline(dataset_settings, n_estimators=5), frame[list(FEATURE_NAMES)].head(20)
     )
-    ports = {"collector": free_port(), "sink": free_port(), "scorer": free_port()}
+    ports = {"collector": free_port(), "sink": free_port(), "scorer": free_port(), "monitor": free_port()}
     tag = uuid.uuid4().hex[:8]
     env = {key: value for key, value in os.environ.items() if not key.startswith("FIREMAN_")}
     env.update(
@@ -56,12 +56,14 @@ def test_prometheus_scrapes_the_collector_sink_and_scorer(
         FIREMAN_COLLECTOR_PORT=str(ports["collector"]),
         FIREMAN_SINK_GROUP_ID=f"sink-{tag}",
         FIREMAN_SCORER_GROUP_ID=f"scorer-{tag}",
-        # Free ports instead of the defaults (9101, 9102): other tests' processes may hold those.
+        FIREMAN_MONITOR_GROUP_ID=f"monitor-{tag}",
+        # Free ports instead of the defaults (9101-9103): other tests' processes may hold those.
         FIREMAN_SINK_METRICS_PORT=str(ports["sink"]),
         FIREMAN_SCORER_METRICS_PORT=str(ports["scorer"]),
+        FIREMAN_MONITOR_METRICS_PORT=str(ports["monitor"]),
     )
     processes: list[subprocess.Popen[Any]] = []
-    for command in ("collector", "sink", "scorer"):
+    for command in ("collector", "sink", "scorer", "monitor"):
         with (tmp_path / f"{command}.log").open("wb") as log:
             processes.append(
                 subprocess.Popen([FIREMAN, command], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -105,6 +107,8 @@ def test_prometheus_scrapes_the_collector_sink_and_scorer(
                 "fireman_scorer_committed_total": EVENTS,
                 f'fireman_scorer_model{{role="production",version="{version}"}}': 1,
                 'fireman_scorer_latency_ms{quantile="0.99"}': 0,
+                "fireman_monitor_measurements_total": EVENTS,
+                "fireman_monitor_predictions_total": EVENTS,
             }
             for expression, minimum in expectations.items():
                 assert wait_until(lambda e=expression, m=minimum: at_least(e, m), 90, 0.5), (

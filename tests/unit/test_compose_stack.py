@@ -321,6 +321,20 @@ def grafana_dashboards() -> list[dict[str, Any]]:
     return [json.loads(path.read_text()) for path in sorted((GRAFANA / "dashboards").glob("*.json"))]
 
 
+def dashboard_sources(dashboard: dict[str, Any]) -> set[str]:
+    return {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+
+
+def influx_dashboard() -> dict[str, Any]:
+    (dashboard,) = [d for d in grafana_dashboards() if dashboard_sources(d) == {"fireman-influxdb"}]
+    return dashboard
+
+
+def prometheus_dashboard() -> dict[str, Any]:
+    (dashboard,) = [d for d in grafana_dashboards() if dashboard_sources(d) == {"fireman-prometheus"}]
+    return dashboard
+
+
 def influxql_queries(dashboard: dict[str, Any]) -> list[str]:
     queries = [target["query"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
     queries += [a["query"] for a in dashboard["annotations"]["list"] if "query" in a]
@@ -342,15 +356,19 @@ def test_grafana_provisioning_is_valid_and_consistent() -> None:
     for text in (GRAFANA / "provisioning/datasources/influxdb.yml").read_text().splitlines():
         for variable in re.findall(r"\$([A-Z_][A-Z0-9_]*)", text.partition("#")[0]):
             assert variable in grafana_env, f"the datasource reads ${variable}, which grafana is not given"
+    (prometheus,) = yaml.safe_load((GRAFANA / "provisioning/datasources/prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert prometheus["type"] == "prometheus" and prometheus["url"] == "http://prometheus:9090"
+    assert "prometheus" in SERVICES["grafana"]["depends_on"]
     dashboards = grafana_dashboards()
-    assert dashboards
-    for dashboard in dashboards:
-        sources = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
-        assert sources == {influx["uid"]}
+    assert len(dashboards) == 2
+    for dashboard in dashboards:  # each dashboard reads one datasource
+        assert dashboard_sources(dashboard) in ({influx["uid"]}, {prometheus["uid"]})
 
 
 def test_grafana_shows_the_dashboard_panels() -> None:
-    (dashboard,) = grafana_dashboards()
+    dashboard = influx_dashboard()
     queries = " ".join(influxql_queries(dashboard))
     for measurement in (
         "measurements",
@@ -370,7 +388,7 @@ def test_grafana_shows_the_dashboard_panels() -> None:
     assert any(a.get("name") == "Model switches" for a in dashboard["annotations"]["list"])
 
 
-@pytest.mark.parametrize("query", influxql_queries(grafana_dashboards()[0]))
+@pytest.mark.parametrize("query", influxql_queries(influx_dashboard()))
 def test_grafana_queries_read_only_the_contract(query: str) -> None:
     (measurement,) = re.findall(r'FROM "([^"]+)"', query)
     assert measurement in CONTRACT, f"no measurement {measurement!r} in the platform's contract"
@@ -378,3 +396,68 @@ def test_grafana_queries_read_only_the_contract(query: str) -> None:
     without_aliases = re.sub(r'\bAS "[^"]*"', "", query)
     identifiers = set(re.findall(r'"([^"]+)"', without_aliases)) - {measurement}
     assert identifiers <= known, f"{measurement} has no field or tag {sorted(identifiers - known)}"
+
+
+# ----- Prometheus ---------------------------------------------------------------------------------
+
+
+def exposed_metric_names() -> set[str]:
+    """Every sample name the collector and the consumers expose, from their real collectors."""
+    from types import SimpleNamespace
+
+    from fireman.monitoring.monitor import Monitor, monitor_metrics
+    from fireman.monitoring.settings import MonitorSettings
+    from fireman.serving.scorer import Scorer, scorer_metrics
+    from fireman.serving.settings import ScorerSettings
+    from fireman.streaming.collector import CollectorMetrics
+    from fireman.streaming.sink import SinkStats, sink_metrics
+
+    collector = CollectorMetrics()
+    collector.answered("/v1/events", 422)
+    collector.records.labels("measurements").inc()
+    collector.publish_seconds.observe(0.01)
+    scorer = Scorer(ScorerSettings())
+    scorer.stats.model_version, scorer.stats.shadow_version = "1", "2"
+    scorer.stats.latencies_ms.extend([1, 2, 3])
+    scorer._consumer = SimpleNamespace(last_lag=0)  # type: ignore[assignment]  # a lag reading only
+    monitor = Monitor(MonitorSettings())
+    monitor._consumer = SimpleNamespace(last_lag=0)  # type: ignore[assignment]
+    monitor.online_accuracy["1"] = 0.9
+    window, drift = (
+        SimpleNamespace(key=SimpleNamespace(version="1")),
+        SimpleNamespace(share_drifted_features=0.1),
+    )
+    monitor.worker.results.append((window, drift))  # type: ignore[arg-type]  # the newest tested window
+    families = [
+        *collector.registry.collect(),
+        *sink_metrics(SinkStats(), SimpleNamespace(last_lag=0)).collect(),  # type: ignore[arg-type]
+        *scorer_metrics(scorer).collect(),
+        *monitor_metrics(monitor).collect(),
+    ]
+    return {sample.name for family in families for sample in family.samples}
+
+
+def test_prometheus_scrapes_every_metrics_endpoint_of_the_stack() -> None:
+    config = yaml.safe_load((ROOT / "infra/prometheus/prometheus.yml").read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"][0] for job in config["scrape_configs"]}
+    assert targets == {
+        "collector": "collector:8000",
+        "sink": "sink:9101",
+        "scorer": "scorer:9102",
+        "monitor": "monitor:9103",
+    }
+    for name in ("sink", "scorer", "monitor"):
+        # The defaults of FIREMAN_<NAME>_METRICS_PORT, listening beyond the container's loopback.
+        assert SERVICES[name]["environment"][f"FIREMAN_{name.upper()}_METRICS_HOST"] == "0.0.0.0"
+    assert (
+        "./infra/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro"
+        in SERVICES["prometheus"]["volumes"]
+    )
+
+
+def test_the_metrics_dashboard_reads_only_metrics_the_processes_expose() -> None:
+    exposed = exposed_metric_names()
+    expressions = [t["expr"] for p in prometheus_dashboard()["panels"] for t in p["targets"]]
+    used = {name for expr in expressions for name in re.findall(r"\b(fireman_[a-z_]+)", expr)}
+    assert used, expressions
+    assert used <= exposed, f"not exposed by any process: {sorted(used - exposed)}"
