@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
     @bench_app.command("monitoring")
     def bench_monitoring(
         events: int = typer.Option(60_000, min=2000, help="Events per scorer throughput run."),
-        repeats: int = typer.Option(2, min=1, help="Alternating off/on runs."),
+        repeats: int = typer.Option(3, min=1, help="Alternating off/on runs; the figures are their means."),
         windows: int = typer.Option(5, min=1, help="Windows timed for the Evidently cost."),
     ) -> None:
         """Scorer throughput with the monitor off and on, side by side; Evidently's cost per window."""

@@ -497,10 +497,17 @@ def await_live_evidence(decision: Mapping[str, Any]) -> Any:
 
 
 @fail_fast_on_bad_input
-def decide_on_live_evidence(decision: Mapping[str, Any]) -> dict[str, Any]:
+def decide_on_live_evidence(decision: Mapping[str, Any] | None) -> dict[str, Any]:
     """Live mode: promote the challenger if it wins on live evidence, else leave production alone; the
     outcome is tagged on both versions either way (also when the wait timed out with too little).
     Other modes pass the evaluation's decision through."""
+    if decision is None:
+        # It runs even when the sensor timed out (trigger rule none_failed), so also when every task before
+        # it was skipped (a scheduled run with no history yet); failing there would hold the DAG's one
+        # active run through its retries while an alert-triggered retrain waits in the queue.
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException("skipped: nothing was evaluated in this run")
     if not _awaits_live_evidence(decision):
         return dict(decision)
     settings = _live_settings(decision)

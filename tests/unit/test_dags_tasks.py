@@ -187,6 +187,16 @@ def test_other_modes_pass_through_the_live_tasks_without_waiting_or_io() -> None
     assert dag_tasks.decide_on_live_evidence(first) == first
 
 
+def test_a_run_that_skipped_before_evaluating_skips_the_live_decision_too() -> None:
+    """A scheduled run on an empty window skips extract and what follows; the live decision runs anyway
+    (its trigger rule lets a timed-out sensor through) and must skip, not fail and retry: a failing task
+    kept the DAG's one active run busy for minutes while an alert's retrain waited."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    with pytest.raises(AirflowSkipException, match="nothing was evaluated"):
+        dag_tasks.decide_on_live_evidence(None)
+
+
 def test_monitor_interval_for_scheduled_and_manual_runs() -> None:
     assert retrain_trigger.monitor_interval(END - timedelta(hours=1), END, END) == (
         END - timedelta(hours=1),
