@@ -41,8 +41,8 @@ trigger) the last `window_hours` hours before the moment of the trigger (default
 
 **After a shift** (`window_start` is the drift onset) the new version learns only the world after it:
 the window never starts before the onset. If `[onset, window_end)` holds fewer than
-`FIREMAN_TRAIN_MIN_ROWS` labelled rows, `await_history` moves the window's end forward to now and
-waits (rescheduled every `FIREMAN_TRAIN_HISTORY_POKE_INTERVAL_S`, holding no worker) until enough
+`FIREMAN_TRAIN_SHIFT_MIN_ROWS` (2,000) labelled rows, `await_history` moves the window's end forward to
+now and waits (rescheduled every `FIREMAN_TRAIN_HISTORY_POKE_INTERVAL_S`, holding no worker) until enough
 labelled rows have arrived since the onset; `extract` then trains on `[onset, that moment)`. After
 `FIREMAN_TRAIN_HISTORY_TIMEOUT_HOURS` from the trigger the run fails with the counts, nothing is
 trained, and the next drift check triggers a new run. Other runs do not wait: too few rows fail a

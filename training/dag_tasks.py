@@ -229,7 +229,7 @@ def wait_for_history(
             return HistoryWait(True, start, end, rows, note)
     shortfall = (
         f"{rows} labelled rows since the drift onset {start.isoformat()} (until {end.isoformat()}), "
-        f"{min_rows} needed (FIREMAN_TRAIN_MIN_ROWS)"
+        f"{min_rows} needed (FIREMAN_TRAIN_SHIFT_MIN_ROWS)"
     )
     if _utc(now) >= deadline:
         raise sources.TooLittleHistory(
@@ -258,7 +258,7 @@ def await_history(
     wait = wait_for_history(
         params,
         window,
-        settings.min_rows,
+        max(settings.min_rows, settings.shift_min_rows),
         functools.partial(sources.count_labelled, settings),
         datetime.now(UTC),
         started + timedelta(hours=settings.history_timeout_hours),

@@ -41,6 +41,9 @@ def retrain_env(
     monkeypatch.setenv("FIREMAN_TRAIN_N_ESTIMATORS", "30")
     monkeypatch.setenv("FIREMAN_TRAIN_N_JOBS", "1")
     monkeypatch.setenv("FIREMAN_TRAIN_MIN_ROWS", "100")
+    # The runs here pass a window_start, as monitor_drift does after a shift; their 440 labelled rows are
+    # enough to show the DAG's steps, while the default (2,000) would make them wait for more.
+    monkeypatch.setenv("FIREMAN_TRAIN_SHIFT_MIN_ROWS", "100")
     return mlflow_names
 
 

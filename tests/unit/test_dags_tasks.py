@@ -237,7 +237,8 @@ def test_too_few_rows_since_the_onset_move_the_end_forward_never_the_start_back(
     waiting = wait(count, CHECK_END + timedelta(minutes=30))
     assert (waiting.done, waiting.since, waiting.rows) == (False, ONSET, 180)
     assert (
-        "180 labelled rows since the drift onset" in waiting.note and "FIREMAN_TRAIN_MIN_ROWS" in waiting.note
+        "180 labelled rows since the drift onset" in waiting.note
+        and "FIREMAN_TRAIN_SHIFT_MIN_ROWS" in waiting.note
     )
     later = CHECK_END + timedelta(minutes=41, microseconds=5)
     done = wait(count, later)
