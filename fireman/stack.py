@@ -144,13 +144,18 @@ DEMO_DRIFT_FEATURES = list(dict.fromkeys([*DEFAULT_DRIFT_FEATURES, *(f"Cont_{i}"
 # hourly schedule: the monitor's alert wakes it (an Airflow asset event) within seconds.
 DEMO_PROFILES: dict[str, dict[str, str]] = {
     "standard": {
-        "FIREMAN_GENERATOR_RATE": "20",
+        # 50 events/s: a retrain after a shift waits for FIREMAN_TRAIN_SHIFT_MIN_ROWS (2,000) labelled rows
+        # since the onset, 40 s here (100 s at 20 events/s, which kept the new version out past 3 min).
+        "FIREMAN_GENERATOR_RATE": "50",
         "FIREMAN_GENERATOR_LOOP": "true",
-        "FIREMAN_GENERATOR_DRIFT_AFTER": "3000",
+        "FIREMAN_GENERATOR_DRIFT_AFTER": "7500",
         "FIREMAN_GENERATOR_DRIFT_KIND": "shift",
         "FIREMAN_GENERATOR_LABEL_DELAY_S": "5",
-        # 15 s windows at 20 events/s: two drifting windows raise the alert within a minute of the shift.
+        # 6 s windows; the demo's scorer uses a few percent of a core, so Evidently may take a quarter of
+        # one (the default 0.1 protects a busy scorer): windows are tested as they close, and two
+        # drifting ones raise the alert well within a minute of the shift (70 s at 0.1 with 15 s windows).
         "FIREMAN_MONITOR_WINDOW_SIZE": "300",
+        "FIREMAN_MONITOR_DRIFT_CPU_BUDGET": "0.25",
         "FIREMAN_SCORER_RELOAD_INTERVAL_S": "10",
         "FIREMAN_SERVE_RELOAD_INTERVAL_S": "10",
     },
