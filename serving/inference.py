@@ -70,6 +70,10 @@ def prepare_for_requests(model: ServingModel) -> ServingModel:
     ``prepare``), so the check below never holds up a request.
     """
     estimator = model.estimator
+    # First, so that the check below scores in this thread too: a forest trained with n_jobs=-1 scored
+    # through joblib's thread pool from the watcher's thread, and `fireman serve` hung there for good
+X
+    predict_in_one_thread(estimator)
     trees = _TreesInTurn.of(estimator)
     if trees is not None and not _agrees(trees, estimator, len(model.feature_order)):
         # It reads the forest's internals; a scikit-learn release that changes them must not change
@@ -78,7 +82,6 @@ def prepare_for_requests(model: ServingModel) -> ServingModel:
         trees = None
     if trees is not None:
         return replace(model, estimator=trees)
-    predict_in_one_thread(estimator)
     return model
 
 
