@@ -72,7 +72,7 @@ def prepare_for_requests(model: ServingModel) -> ServingModel:
     estimator = model.estimator
     # First, so that the check below scores in this thread too: a forest trained with n_jobs=-1 scored
     # through joblib's thread pool from the watcher's thread, and `fireman serve` hung there for good
-X
+    # (once in CI's closed-loop test, in the check's predict_proba; the scorer loads without it).
     predict_in_one_thread(estimator)
     trees = _TreesInTurn.of(estimator)
     if trees is not None and not _agrees(trees, estimator, len(model.feature_order)):
