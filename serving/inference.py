@@ -66,13 +66,11 @@ def prepare_for_requests(model: ServingModel) -> ServingModel:
     keeps its own ``predict_proba`` but in one thread: an estimator trained with ``n_jobs=-1`` hands
     every call to a thread per core, which for a request's few rows costs more than it saves (the
     training defaults' forest, one row: 38 ms against 14 ms in one thread, measured here). Either way
-    this process's copy changes, not the scorer's. It runs on the model watcher's thread (its
-    ``prepare``), so the check below never holds up a request.
+    this process's copy changes, not the scorer's. It runs where requests are scored, at the first
+    request after a switch (a one-off delay: the check scores 256 rows both ways).
     """
     estimator = model.estimator
-    # First, so that the check below scores in this thread too: a forest trained with n_jobs=-1 scored
-    # through joblib's thread pool from the watcher's thread, and `fireman serve` hung there for good
-    # (once in CI's closed-loop test, in the check's predict_proba; the scorer loads without it).
+    # First, so that the check below scores in this thread too, without joblib's thread pool.
     predict_in_one_thread(estimator)
     trees = _TreesInTurn.of(estimator)
     if trees is not None and not _agrees(trees, estimator, len(model.feature_order)):
@@ -162,7 +160,6 @@ class Served:
             emit=lambda _point: None,
             observer="fireman serve",
             waiting="is not ready",
-            prepare=prepare_for_requests,
         )
         self._loaded: Loaded | None = None
         self._stop = threading.Event()
@@ -177,7 +174,7 @@ class Served:
         model = self.watcher.wait_for_first(self._stop)
         if model is None or self._stop.is_set():  # stopped while the first version was loading
             return
-        self._loaded = _loaded(model)
+        self._loaded = _loaded(prepare_for_requests(model))
         log.info("%s", switch_message(model, None))
         self.watcher.start(model.version)
 
@@ -186,7 +183,10 @@ class Served:
         fresh = self.watcher.take_pending()
         if fresh is not None:
             previous = self._loaded
-            self._loaded = _loaded(fresh)
+            # Prepared here, in the thread that scores requests, not on the watcher's thread: the check
+            # scoring beside a request's scoring on another thread deadlocked `fireman serve` in CI's
+            # closed-loop test (every thread asleep on a lock, version 1 answering for good).
+            self._loaded = _loaded(prepare_for_requests(fresh))
             log.info("%s", switch_message(fresh, previous.model if previous else None))
         return self._loaded
 
