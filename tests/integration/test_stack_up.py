@@ -47,6 +47,10 @@ def stack_env(home: Path) -> dict[str, str]:
         FIREMAN_COLLECTOR_PORT=str(free_port()),
         FIREMAN_DASHBOARD_PORT=str(free_port()),
         FIREMAN_SERVE_PORT=str(free_port()),
+        # The consumers' metrics ports too: the stack is private, and another process may hold 9101-9103.
+        FIREMAN_SINK_METRICS_PORT=str(free_port()),
+        FIREMAN_SCORER_METRICS_PORT=str(free_port()),
+        FIREMAN_MONITOR_METRICS_PORT=str(free_port()),
         # The log is no terminal: rich would wrap the URL table at 80 columns.
         COLUMNS="200",
     )
