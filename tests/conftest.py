@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fireman.common.mlflow_uri import MLFLOW_URI_VARIABLES
 from fireman.common.settings import (
     DatasetSettings,
     InfluxSettings,
@@ -27,6 +28,26 @@ from fireman.services.manager import ServiceManager
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_SPAMBASE = REPO_ROOT.parent / "shared" / "data" / "spambase.csv"
+
+
+# Nothing listens on port 1: a client that followed these would fail at once instead of reaching a
+# real server by luck.
+STRAY_MLFLOW_URI = "http://127.0.0.1:1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run every test as a user whose shell exports MLflow's own URI variables, pointing nowhere.
+
+    fireman ignores them for its ``FIREMAN_MLFLOW_*`` settings. CI exports them at MLflow's default
+    port, where the session's server often runs, and a test client built from a tracking URI alone took
+    its registry from them and polled the wrong server for 15 minutes. Pointing them at nothing, on
+    every machine, makes such a slip fail at once and everywhere.
+    """
+    for name in MLFLOW_URI_VARIABLES:
+        os.environ[name] = STRAY_MLFLOW_URI
+    # Every test, and every process a test starts, reads Spambase from the shared copy when there is one.
+    if not os.environ.get("FIREMAN_SPAMBASE_PATH") and SHARED_SPAMBASE.is_file():
+        os.environ["FIREMAN_SPAMBASE_PATH"] = str(SHARED_SPAMBASE)
 
 
 @pytest.fixture(autouse=True)
@@ -199,12 +220,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("fault injection: outage, recovery and per-event audit")
         for text in reports:
             terminalreporter.write_line(text)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # Every test, and every process a test starts, reads Spambase from the shared copy when there is one.
-    if not os.environ.get("FIREMAN_SPAMBASE_PATH") and SHARED_SPAMBASE.is_file():
-        os.environ["FIREMAN_SPAMBASE_PATH"] = str(SHARED_SPAMBASE)
 
 
 @pytest.fixture(scope="session")

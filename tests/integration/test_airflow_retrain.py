@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from fireman.common.influx import InfluxClient
+from fireman.common.mlflow_uri import client as mlflow_client
 from fireman.common.settings import DatasetSettings, InfluxSettings, MlflowSettings
 from tests.integration.test_airflow_support import (
     EVENTS,
@@ -72,7 +73,6 @@ def task_states(run: Any) -> dict[str, str]:
 def test_retrain_end_to_end_registers_and_promotes_idempotently(
     retrain_env: MlflowSettings, influx_db: InfluxSettings, dataset_settings: DatasetSettings
 ) -> None:
-    from mlflow import MlflowClient
 
     now = datetime.now(UTC).replace(microsecond=0)
     window_start = now - timedelta(hours=3)
@@ -88,7 +88,7 @@ def test_retrain_end_to_end_registers_and_promotes_idempotently(
     run: Any = dag.test(logical_date=now, run_after=now, run_conf=conf)
 
     assert str(run.state) == "success", task_states(run)
-    client = MlflowClient(retrain_env.tracking_uri)
+    client = mlflow_client(retrain_env)
     name = retrain_env.model_name
     versions = client.search_model_versions(f"name = '{name}'")
     assert [v.version for v in versions] == ["1"]
@@ -122,7 +122,6 @@ def test_retrain_end_to_end_registers_and_promotes_idempotently(
 def test_unusable_window_fails_at_once_without_training(
     retrain_env: MlflowSettings, influx_db: InfluxSettings
 ) -> None:
-    from mlflow import MlflowClient
 
     now = datetime.now(UTC).replace(microsecond=0)
     dag = load_dag("retrain_spam_classifier")
@@ -137,5 +136,5 @@ def test_unusable_window_fails_at_once_without_training(
     assert states["train"] == "upstream_failed"
     assert states["record_success"] == "upstream_failed"
     assert retrains(influx_db) == []  # a failed retrain starts no cool-down
-    client = MlflowClient(retrain_env.tracking_uri)
+    client = mlflow_client(retrain_env)
     assert client.search_model_versions(f"name = '{retrain_env.model_name}'") == []

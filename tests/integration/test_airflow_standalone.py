@@ -18,6 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
+from fireman.common.mlflow_uri import client as mlflow_client
 from fireman.common.settings import (
     AirflowSettings,
     DatasetSettings,
@@ -129,7 +130,6 @@ def test_trigger_retrain_through_the_rest_api(
     mlflow_names: MlflowSettings,
     dataset_settings: DatasetSettings,
 ) -> None:
-    from mlflow import MlflowClient
 
     now = datetime.now(UTC).replace(microsecond=0)
     write_history(influx_db, dataset_settings, now - timedelta(hours=2), timedelta(hours=1))
@@ -159,7 +159,7 @@ def test_trigger_retrain_through_the_rest_api(
     assert run["state"] == "success", run["tasks"]
     assert run["tasks"] == dict.fromkeys(TASKS, "success")
 
-    client = MlflowClient(mlflow_names.tracking_uri)
+    client = mlflow_client(mlflow_names)
     production = client.get_model_version_by_alias(mlflow_names.model_name, "production")
     mlflow_run = client.get_run(str(production.run_id))
     assert mlflow_run.data.tags["fireman.airflow_run"] == f"{DAG_ID}/{run_id}"
@@ -194,7 +194,6 @@ def test_retrain_from_the_airflow_ui_with_the_trigger_form_at_its_defaults(
     mlflow_names: MlflowSettings,
     dataset_settings: DatasetSettings,
 ) -> None:
-    from mlflow import MlflowClient
 
     now = datetime.now(UTC)
     write_history(influx_db, dataset_settings, now - timedelta(hours=1), timedelta(minutes=50))
@@ -220,7 +219,7 @@ def test_retrain_from_the_airflow_ui_with_the_trigger_form_at_its_defaults(
     assert run["state"] == "success", run["tasks"]
     assert run["tasks"] == dict.fromkeys(TASKS, "success")
     # The form's default window is the 168 hours before the click, so the last hour's history is in it.
-    client = MlflowClient(mlflow_names.tracking_uri)
+    client = mlflow_client(mlflow_names)
     production = client.get_model_version_by_alias(mlflow_names.model_name, "production")
     tags = client.get_run(str(production.run_id)).data.tags
     assert tags["fireman.airflow_run"] == f"{DAG_ID}/{run_id}"

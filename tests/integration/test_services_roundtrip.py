@@ -6,11 +6,12 @@ import uuid
 
 import mlflow
 import numpy as np
-from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
 from fireman.common.influx import InfluxClient, Point
 from fireman.common.kafka_io import AckProducer, BatchConsumer
+from fireman.common.mlflow_uri import bind
+from fireman.common.mlflow_uri import client as mlflow_client
 from fireman.common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 
 
@@ -67,7 +68,7 @@ def test_influx_points_written_are_read_back_with_influxql(influx_db: InfluxSett
 
 
 def test_mlflow_registers_a_version_and_resolves_it_by_alias(mlflow_names: MlflowSettings) -> None:
-    mlflow.set_tracking_uri(mlflow_names.tracking_uri)
+    bind(mlflow_names)
     mlflow.set_experiment(mlflow_names.experiment)
     features = np.array([[0.0], [1.0], [2.0], [3.0]])
     model = LogisticRegression().fit(features, [0, 0, 1, 1])
@@ -76,7 +77,7 @@ def test_mlflow_registers_a_version_and_resolves_it_by_alias(mlflow_names: Mlflo
         info = mlflow.sklearn.log_model(model, name="model", registered_model_name=mlflow_names.model_name)
     assert info.registered_model_version is not None
     version = str(info.registered_model_version)
-    client = MlflowClient(tracking_uri=mlflow_names.tracking_uri)
+    client = mlflow_client(mlflow_names)
     client.set_registered_model_alias(mlflow_names.model_name, "production", version)
 
     resolved = client.get_model_version_by_alias(mlflow_names.model_name, "production")

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 
 from fireman.common.dataset import load_spambase, mask_completely_at_random
 from fireman.common.errors import UserError
 from fireman.common.influx import InfluxClient, Point
+from fireman.common.mlflow_uri import client as mlflow_client
 from fireman.common.schema import FEATURE_NAMES
 from fireman.common.settings import DatasetSettings, InfluxSettings, MlflowSettings
 from fireman.training import workflow
@@ -64,7 +64,7 @@ def test_influx_history_row_count_matches_labelled_events(
     outcome = workflow.run_training(settings, source="influx", since=START, until=until, params=SMALL_FOREST)
     assert outcome.rows == 340 and outcome.unlabelled_excluded == 60
     assert (outcome.version, outcome.promoted) == ("1", True)
-    client = MlflowClient(tracking_uri=mlflow_names.tracking_uri)
+    client = mlflow_client(mlflow_names)
     tags = client.get_model_version(mlflow_names.model_name, "1").tags
     assert tags["data_source"] == "influx" and tags["data_rows"] == "340"
     assert tags["data_since"] == START.isoformat() and tags["data_until"] == until.isoformat()
@@ -84,7 +84,7 @@ def test_dag_steps_extract_validate_train_promote(
     assert workflow.validate_file(settings, extracted.path) == 300
     registered = workflow.train_from_file(settings, extracted.path, params=SMALL_FOREST)
     assert registered.version == "1"
-    client = MlflowClient(tracking_uri=mlflow_names.tracking_uri)
+    client = mlflow_client(mlflow_names)
     assert client.get_registered_model(mlflow_names.model_name).aliases == {}  # the gate has not run yet
     decision = workflow.evaluate_and_promote(settings, registered.version)
     assert (decision.promoted, decision.decision, decision.champion) == (True, "first", None)
@@ -104,7 +104,7 @@ def test_bad_windows_are_user_errors_and_log_no_model(
         workflow.run_training(settings, source="influx", since=START - timedelta(days=2), until=START)
     with pytest.raises(UserError, match=r"too few labelled rows to train between .*: 10 labelled rows found"):
         workflow.run_training(settings, source="influx", since=START, until=START + timedelta(seconds=10))
-    client = MlflowClient(tracking_uri=mlflow_names.tracking_uri)
+    client = mlflow_client(mlflow_names)
     assert client.search_model_versions(f"name = '{mlflow_names.model_name}'") == []
     assert client.get_experiment_by_name(mlflow_names.experiment) is None
 
@@ -120,7 +120,7 @@ def test_a_file_champion_is_not_scored_on_its_own_training_rows(
     champion = workflow.run_training(settings, source="file", params=SMALL_FOREST)
     settings = settings.model_copy(update={"split": "time"})  # the challenger's hold-out: its latest rows
     assert (champion.version, champion.decision) == ("1", "first")
-    client = MlflowClient(tracking_uri=mlflow_names.tracking_uri)
+    client = mlflow_client(mlflow_names)
     assert client.get_run(champion.run_id).data.params["fingerprint_complete"] == "True"
 
     # The generator replays Spambase with fresh holes; labels inverted (a concept shift) after 600 events.

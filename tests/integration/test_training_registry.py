@@ -17,13 +17,14 @@ import mlflow.sklearn
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 from mlflow.types import DataType
 from typer.testing import CliRunner
 
 from fireman.cli import app
 from fireman.common.dataset import load_spambase, mask_completely_at_random
 from fireman.common.errors import UserError
+from fireman.common.mlflow_uri import bind
+from fireman.common.mlflow_uri import client as mlflow_client
 from fireman.common.schema import FEATURE_NAMES
 from fireman.common.settings import DatasetSettings, MlflowSettings
 from fireman.training.settings import TrainingSettings
@@ -39,7 +40,7 @@ def cli_env(names: MlflowSettings) -> dict[str, str]:
 
 def test_gated_lifecycle(mlflow_names: MlflowSettings, dataset_settings: DatasetSettings) -> None:
     settings = TrainingSettings(mlflow=mlflow_names, dataset=dataset_settings)
-    client = MlflowClient(tracking_uri=mlflow_names.tracking_uri)
+    client = mlflow_client(mlflow_names)
     name = mlflow_names.model_name
 
     def alias(which: str) -> str | None:
@@ -87,7 +88,7 @@ def test_gated_lifecycle(mlflow_names: MlflowSettings, dataset_settings: Dataset
     assert rows.isna().any(axis=1).all()
     expected = best.model.predict(rows)
     uri = f"models:/{name}@production"
-    mlflow.set_tracking_uri(mlflow_names.tracking_uri)
+    bind(mlflow_names)
     np.testing.assert_array_equal(mlflow.sklearn.load_model(uri).predict(rows), expected)
     pyfunc = mlflow.pyfunc.load_model(uri)
     inputs = pyfunc.metadata.get_input_schema().input_types_dict()
@@ -166,7 +167,7 @@ def test_train_cli_json_and_never_mode(
     outcome = json.loads(result.stdout)  # MLflow's registration notes go to stderr
     assert (outcome["version"], outcome["promoted"], outcome["decision"]) == ("1", False, "skipped")
     assert set(outcome["metrics"]) == {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
-    client = MlflowClient(tracking_uri=mlflow_names.tracking_uri)
+    client = mlflow_client(mlflow_names)
     assert client.get_registered_model(mlflow_names.model_name).aliases == {}
     assert client.get_run(outcome["run_id"]).data.params["n_estimators"] == "20"
 

@@ -127,7 +127,8 @@ def test_after_a_shift_the_retrain_waits_for_history_in_a_rescheduled_sensor(dag
     dag = dagbag.dags["retrain_spam_classifier"]
     sensor = dag.get_task("await_history")
     assert sensor.mode == "reschedule" and not sensor.soft_fail  # past its deadline the run fails
-    # FIREMAN_TRAIN_HISTORY_*: the task's own deadline (6 h) fails first, Airflow's timeout is a backstop.
-    assert (sensor.poke_interval, sensor.timeout) == (120.0, 6 * 3600.0 + 240.0)
+    # FIREMAN_TRAIN_HISTORY_*: pokes every 20 s (at 50 events/s the 2,000 rows take 40 s), and the
+    # task's own deadline (6 h) fails first; Airflow's timeout, two pokes later, is a backstop.
+    assert (sensor.poke_interval, sensor.timeout) == (20.0, 6 * 3600.0 + 40.0)
     assert [t.task_id for t in dag.get_task("extract").upstream_list] == ["await_history"]
     assert "After a shift" in dag.doc_md and "FIREMAN_TRAIN_GATE_MIN_ROWS" in dag.doc_md

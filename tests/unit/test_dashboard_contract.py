@@ -108,9 +108,11 @@ def test_drift_and_performance_match_the_monitor() -> None:
 def test_monitor_stats_points_match_the_contract() -> None:
     from fireman.monitoring.coverage import Coverage
     from fireman.monitoring.points import monitor_stats_point
+    from tests.unit.test_monitoring_windows import Clock, make_book
 
     coverage = Coverage(scored=100, tested=80, untested=20, windows_tested=2, windows_untested=1)
-    point = monitor_stats_point("fireman-monitor", coverage, 1_700_000_000 * 10**9)
+    book = make_book(Clock(), [])
+    point = monitor_stats_point("fireman-monitor", coverage, 120, book, 1_700_000_000 * 10**9)
     assert point.measurement == contract.MONITOR_STATS.name
     assert set(point.tags) == contract.MONITOR_STATS.tags
     assert set(point.fields) == contract.MONITOR_STATS.fields

@@ -21,7 +21,8 @@ from fireman.monitoring.alerts import (
 )
 from fireman.monitoring.coverage import Coverage
 from fireman.monitoring.points import monitor_stats_point
-from fireman.monitoring.windows import Features, Prediction, WindowBook, WindowKey
+from fireman.monitoring.windows import Features, Prediction, WindowKey
+from tests.unit.test_monitoring_windows import Clock, make_book
 
 HOLDOUT = Holdout(accuracy=0.95, f1=0.93)
 
@@ -83,27 +84,18 @@ def test_the_performance_alert_point_matches_the_contract() -> None:
 
 
 def test_labels_for_unknown_events_are_counted_dropped_and_bounded() -> None:
-    clock = [0.0]
-    book = WindowBook(
-        window_size=10,
-        window_seconds=60.0,
-        join_timeout_s=10.0,
-        max_unjoined=1000,
-        label_wait_s=3600.0,
-        max_awaiting=1000,
-        release=lambda _positions: None,
-        clock=lambda: clock[0],
-    )
+    clock = Clock()
+    book = make_book(clock, [], window_size=10, label_wait_s=3600.0)
     for i in range(1500):  # more than the join bound: the oldest go at once
         assert not book.apply_label(f"nobody-{i}", 1, None)
     assert len(book.early_labels) == 1000 and book.stats.labels_unknown == 500
-    clock[0] = 10.0  # the join timeout, not the hours a window waits for labels
+    clock.now = 10.0  # the join timeout, not the hours a window waits for labels
     book.expire()
     assert not book.early_labels and book.stats.labels_unknown == 1500
     # A label that comes before its prediction still counts when the prediction follows in time.
     assert not book.apply_label("e1", 1, None)
-    features = Features("e1", np.zeros(57), ("measurements", 0, 1), clock[0])
-    prediction = Prediction("e1", 1_000, "m", "1", 1, 0.9, ("predictions", 0, 1), clock[0])
+    features = Features("e1", np.zeros(57), ("measurements", 0, 1), clock.now)
+    prediction = Prediction("e1", 1_000, "m", "1", 1, 0.9, ("predictions", 0, 1), clock.now)
     assert book.add_features(features) is None
     assert book.add_prediction(prediction) is features
     book.add_scored(prediction, features)
