@@ -1,7 +1,8 @@
 """When the monitor raises an alert, and the one way it writes one.
 
-Two kinds, both in ``alerts`` (tags ``kind``, ``model_name``, ``model_version``; time = the start of the
-window that completed the run, so writing it again overwrites it):
+Two kinds, both in ``alerts`` (tags ``kind``, ``model_name``, ``model_version``). One alert per run of bad
+windows: its time is the start of the window that made the run long enough, and every later window of
+the same run rewrites that point (``consecutive_windows`` grows) instead of adding an alert:
 
 - ``drift``: ``alert_windows`` consecutive windows of a version whose dataset drifted (covariate drift).
 - ``performance``: ``performance_alert_windows`` consecutive judged windows of a version whose online
@@ -16,8 +17,9 @@ The run is counted from the points already in InfluxDB (``drift`` window points,
 points) of the same version, strictly before the window's start, plus the window itself: a restarted
 monitor continues a run, and a replayed window finds the same history and writes the same alert. Only a
 window that drifts or underperforms needs the history: one query of at most ``LOOKBACK`` points. A run
-longer than that reports its onset ``LOOKBACK`` windows back. ``onset_ns`` is the start of the run's
-first window, where retraining from the new regime can begin.
+longer than that reports its onset ``LOOKBACK`` windows back, and from then on each window adds an alert
+(a run that long means no retrain has helped for hours). ``onset_ns`` is the start of the run's first
+window, where retraining from the new regime can begin.
 
 Known limits: points carry the version, not the model name, so two models with the same version number
 share a history; a window judged before an earlier one of the same version has its labels is not judged
@@ -66,6 +68,9 @@ class Shortfall:
 class Streak:
     windows: int  # consecutive windows, this one included
     onset_ns: int  # start of the first of them
+    # Start of the window that made the run ``required`` long: the alert's time for the whole run.
+    # None while the run is shorter.
+    raised_ns: int | None = None
 
 
 def shortfall(accuracy: float | None, f1: float | None, holdout: Holdout, margin: float) -> Shortfall | None:
@@ -80,21 +85,23 @@ def shortfall(accuracy: float | None, f1: float | None, holdout: Holdout, margin
     return worst
 
 
-def streak(start_ns: int, previous: Iterable[tuple[int, bool | None]]) -> Streak:
+def streak(start_ns: int, previous: Iterable[tuple[int, bool | None]], required: int) -> Streak:
     """The run that a window counting towards an alert (starting at ``start_ns``) closes.
 
     ``previous``: the version's earlier windows, newest first, as (start ns, counts): True extends the
-    run, False ends it, None (a window not judged) is passed over.
+    run, False ends it, None (a window not judged) is passed over. ``required``: the windows an alert
+    needs.
     """
-    windows, onset = 1, start_ns
+    starts = [start_ns]  # newest first
     for time_ns, counts in previous:
         if counts is None:
             continue
         if not counts:
             break
-        windows += 1
-        onset = time_ns
-    return Streak(windows, onset)
+        starts.append(time_ns)
+    windows = len(starts)
+    raised = starts[windows - required] if windows >= required else None
+    return Streak(windows, starts[-1], raised)
 
 
 def drifting(row: dict[str, Any]) -> bool | None:
@@ -107,6 +114,11 @@ def underperforming(row: dict[str, Any], holdout: Holdout, margin: float, min_la
     if labelled is None or labelled < min_labelled:
         return None
     return shortfall(row.get("accuracy"), row.get("f1"), holdout, margin) is not None
+
+
+def _alert_time(key: WindowKey, run: Streak) -> int:
+    # One point per run: each later window of the run lands on the same time and tags, so it overwrites.
+    return run.raised_ns if run.raised_ns is not None else key.start_ns
 
 
 def drift_alert_point(
@@ -129,7 +141,7 @@ def drift_alert_point(
                 f"drifted (threshold {threshold:.0%}) for {key.model_name} version {key.version}"
             ),
         },
-        key.start_ns,
+        _alert_time(key, run),
         {"kind": ALERT_DRIFT, "model_name": key.model_name, "model_version": key.version},
     )
 
@@ -154,7 +166,7 @@ def performance_alert_point(
                 f"against {short.holdout:.3f} on {labelled} labels"
             ),
         },
-        key.start_ns,
+        _alert_time(key, run),
         {"kind": ALERT_PERFORMANCE, "model_name": key.model_name, "model_version": key.version},
     )
 
@@ -195,7 +207,7 @@ class Alerts:
         if not drift.dataset_drift:
             return None
         rows = self._history(client, DRIFT.name, "dataset_drift", "AND feature = ''", key, stop)
-        run = streak(key.start_ns, ((row["time"], drifting(row)) for row in rows))
+        run = streak(key.start_ns, ((row["time"], drifting(row)) for row in rows), self.drift_windows)
         if run.windows < self.drift_windows:
             return None
         return drift_alert_point(key, drift, self.drift_threshold, run, self.drift_windows)
@@ -216,17 +228,18 @@ class Alerts:
         judged = (
             (row["time"], underperforming(row, holdout, self.margin, self.min_labelled)) for row in rows
         )
-        run = streak(key.start_ns, judged)
+        run = streak(key.start_ns, judged, self.performance_windows)
         if run.windows < self.performance_windows:
             return None
         return performance_alert_point(key, short, self.margin, labelled, run, self.performance_windows)
 
     def write(self, client: InfluxClient, point: Point, stop: threading.Event) -> bool:
-        """Write an alert (again: the same window's alert overwrites its point); False if stopped first.
+        """Write an alert (again: a run's later windows, more labels or a replay overwrite its point);
+        False if stopped first.
 
         The first time this process writes a given alert it logs it and calls ``on_alert`` (whose
-        failure is logged, never raised); rewrites (more labels, a replay) update the point quietly.
-        A restarted process notifies again: at least once per alert.
+        failure is logged, never raised); rewrites update the point quietly. A restarted process
+        notifies again: at least once per alert.
         """
         if not write_points(client, [point], stop, self.backoff):
             return False

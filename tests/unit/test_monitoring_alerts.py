@@ -46,14 +46,31 @@ def test_no_labels_no_shortfall() -> None:
 
 def test_a_run_counts_back_until_a_window_that_does_not_count() -> None:
     previous = [(30, True), (20, True), (10, False), (0, True)]  # newest first
-    assert streak(40, previous) == Streak(3, 20)
-    assert streak(40, []) == Streak(1, 40)
-    assert streak(40, [(30, False), (20, True)]) == Streak(1, 40)
+    assert streak(40, previous, 2) == Streak(3, 20, 30)
+    assert streak(40, [], 2) == Streak(1, 40, None)
+    assert streak(40, [(30, False), (20, True)], 2) == Streak(1, 40, None)
 
 
 def test_windows_not_judged_neither_break_nor_extend_a_run() -> None:
     previous = [(30, None), (20, True), (10, None), (0, False)]
-    assert streak(40, previous) == Streak(2, 20)
+    assert streak(40, previous, 2) == Streak(2, 20, 40)
+
+
+def test_every_window_of_a_run_rewrites_the_one_alert_the_run_raised() -> None:
+    # Windows start every 10. Two bad ones make an alert, stamped with the second one's start.
+    short = Shortfall("accuracy", 0.42, 0.95)
+    history: list[tuple[int, bool | None]] = [(10, False), (0, True)]  # newest first
+    alerts = []
+    for start in (20, 30, 40, 50, 60, 70, 80):
+        bad = start != 50  # the window at 50 is fine: it ends the first run
+        run = streak(start, history, 2)
+        if bad and run.windows >= 2:
+            alerts.append(performance_alert_point(WindowKey("m", "3", start), short, 0.1, 250, run, 2))
+        history.insert(0, (start, bad))
+    # The first run (20-40): one point, overwritten as it grows. The second (60-80) raises its own.
+    assert [a.time_ns for a in alerts] == [30, 30, 70, 70]
+    assert [a.fields["consecutive_windows"] for a in alerts] == [2, 3, 2, 3]
+    assert [a.fields["onset_ns"] for a in alerts] == [20, 20, 60, 60]
 
 
 def test_stored_windows_are_judged_as_the_current_one() -> None:
@@ -69,7 +86,9 @@ def test_stored_windows_are_judged_as_the_current_one() -> None:
 
 def test_the_performance_alert_point_matches_the_contract() -> None:
     key = WindowKey("m", "3", 1_700_000_000_000_000_123)
-    point = performance_alert_point(key, Shortfall("accuracy", 0.42, 0.95), 0.1, 250, Streak(2, 5), 2)
+    point = performance_alert_point(
+        key, Shortfall("accuracy", 0.42, 0.95), 0.1, 250, Streak(2, 5, key.start_ns), 2
+    )
     assert point.measurement == contract.ALERTS.name and point.time_ns == key.start_ns
     assert point.tags == {"kind": contract.ALERT_PERFORMANCE, "model_name": "m", "model_version": "3"}
     assert set(point.fields) <= contract.ALERTS.fields
