@@ -27,7 +27,8 @@ WORKDIR /opt/fireman
 
 # Dependencies first (a layer that only changes with the lock file), then the project itself.
 COPY pyproject.toml requirements.lock ./
-RUN uv pip install --system --no-cache -c requirements.lock -r pyproject.toml "psycopg2-binary==${PSYCOPG2_VERSION}"
+# One image for every service, Airflow included: the `airflow` extra.
+RUN uv pip install --system --no-cache -c requirements.lock -r pyproject.toml --extra airflow "psycopg2-binary==${PSYCOPG2_VERSION}"
 
 COPY . .
 # Editable, so the image keeps the repository layout: dags/, mlflow/ and the dashboard's static files.

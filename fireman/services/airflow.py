@@ -9,6 +9,7 @@ that created it and afterwards only the file (mode 0600, in the state dir) is na
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -21,6 +22,7 @@ import httpx
 from fireman.common.airflow_api import PASSWORD_FILE_NAME
 from fireman.common.settings import ServicesSettings
 from fireman.services.base import LocalService
+from fireman.services.process import ServiceError
 
 ADMIN_USER = "admin"
 # Everything the UI and the REST API need to run a DAG; the triggerer only runs deferred tasks but
@@ -41,7 +43,12 @@ class AirflowService(LocalService):
         return [settings.port, settings.worker_log_port, settings.trigger_log_port]
 
     def check_prerequisites(self) -> None:
-        pass  # apache-airflow is a Python dependency of the project
+        # Airflow is the `airflow` extra: an install for the runtime processes alone does without it.
+        if importlib.util.find_spec("airflow") is None:
+            raise ServiceError(
+                f"Airflow is not installed in {sys.prefix}: install fireman with its `airflow` extra "
+                "(pip install 'fireman[airflow]', or 'make setup' in a checkout)."
+            )
 
     def prepare(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -461,3 +461,12 @@ def test_the_metrics_dashboard_reads_only_metrics_the_processes_expose() -> None
     used = {name for expr in expressions for name in re.findall(r"\b(fireman_[a-z_]+)", expr)}
     assert used, expressions
     assert used <= exposed, f"not exposed by any process: {sorted(used - exposed)}"
+
+
+def test_the_image_installs_the_airflow_extra() -> None:
+    # Compose runs Airflow from the project image, and Airflow is an extra of the package.
+    dockerfile = " ".join((ROOT / "Dockerfile").read_text().replace("\\\n", " ").split())
+    install = next(line for line in dockerfile.split("RUN ") if "-r pyproject.toml" in line)
+    assert "--extra airflow" in install
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(requirement.startswith("apache-airflow") for requirement in extras["airflow"])
