@@ -189,7 +189,7 @@ def _with_poison(payloads: list[tuple[bytes, bytes]], share: float) -> list[tupl
 def _producer(kafka: KafkaSettings):
     from confluent_kafka import Producer
 
-    return Producer({"bootstrap.servers": kafka.bootstrap_servers, "acks": "all", "linger.ms": 5})
+    return Producer({**kafka.client_config(), "acks": "all", "linger.ms": 5})
 
 
 def _send(producer, topic: str, key: bytes, value: bytes) -> None:
@@ -321,7 +321,7 @@ def _baseline(
     predict_in_one_thread(model.estimator)
     consumer = Consumer(
         {
-            "bootstrap.servers": kafka.bootstrap_servers,
+            **kafka.client_config(),
             "group.id": f"baseline-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,

@@ -248,7 +248,7 @@ class ConfluentPublisher:
         linger = self.settings.linger_ms
         request_ms = max(1000, min(self.settings.kafka.request_timeout_ms, delivery_ms - linger - 1))
         config: dict[str, Any] = {
-            "bootstrap.servers": self.settings.kafka.bootstrap_servers,
+            **self.settings.kafka.client_config(),
             "client.id": "fireman-collector",
             "acks": "all",
             # Retries inside librdkafka then neither duplicate nor reorder a sensor's events.

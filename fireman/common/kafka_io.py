@@ -69,7 +69,7 @@ def admin_client(settings: KafkaSettings, timeout_ms: int | None = None) -> Admi
     ``admin.poll(0)`` now and then.
     """
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **settings.client_config(),
         "client.id": "fireman-admin",
         # The default of every admin request's own timeout.
         "socket.timeout.ms": timeout_ms or settings.request_timeout_ms,
@@ -250,7 +250,7 @@ class BatchConsumer:
     ) -> None:
         self._consumer = Consumer(
             {
-                "bootstrap.servers": settings.bootstrap_servers,
+                **settings.client_config(),
                 "group.id": group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -400,7 +400,7 @@ class AckProducer:
     def __init__(self, settings: KafkaSettings, delivery_timeout_ms: int = 30_000) -> None:
         self._errors: list[str] = []
         self._config: dict[str, Any] = {
-            "bootstrap.servers": settings.bootstrap_servers,
+            **settings.client_config(),
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 5,

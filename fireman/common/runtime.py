@@ -52,7 +52,10 @@ def settings_problem(exc: ValidationError, options: Mapping[str, Any] | None = N
     prefix = str(cls.model_config.get("env_prefix", ""))
     problems = []
     for error in exc.errors(include_url=False):
-        name = str(error["loc"][0]) if error["loc"] else ""
+        if not error["loc"]:  # a rule across fields: its message names the variables
+            problems.append(str(error["msg"]).removeprefix("Value error, "))
+            continue
+        name = str(error["loc"][0])
         field = cls.model_fields.get(name)
         if options and name in options:
             variable = f"{name} (command line)"

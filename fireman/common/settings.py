@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, computed_field, field_validator
+from pydantic import Field, SecretStr, computed_field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fireman.common.retry import Backoff
@@ -60,11 +60,52 @@ class KafkaSettings(BaseSettings):
         description="How long a consumer that died keeps its partitions before its group moves them.",
     )
     heap: str = "512m"
+    # Managed clusters authenticate clients; `fireman services` runs a local broker the same way when
+    # these are set (SCRAM users are created when its storage is formatted).
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="SASL_SSL for a managed cluster; SASL_PLAINTEXT on a private net."
+    )
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-256"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = Field(
+        default=None, description="CA certificates (PEM) for SASL_SSL; unset: the system's."
+    )
+
+    @model_validator(mode="after")
+    def _credentials_with_sasl(self) -> KafkaSettings:
+        if self.sasl and not (self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"FIREMAN_KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs FIREMAN_KAFKA_SASL_USERNAME "
+                "and FIREMAN_KAFKA_SASL_PASSWORD"
+            )
+        return self
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def bootstrap_servers(self) -> str:
         return self.bootstrap or f"{self.host}:{self.port}"
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    def client_config(self) -> dict[str, Any]:
+        """What every Kafka client (producer, consumer, admin) needs to reach and join the cluster."""
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        if self.sasl:
+            assert self.sasl_password is not None  # checked when the settings were built
+            config.update(
+                {
+                    "security.protocol": self.security_protocol,
+                    "sasl.mechanism": self.sasl_mechanism,
+                    "sasl.username": self.sasl_username,
+                    "sasl.password": self.sasl_password.get_secret_value(),
+                }
+            )
+            if self.ssl_ca_location:
+                config["ssl.ca.location"] = self.ssl_ca_location
+        return config
 
     def topics(self) -> list[str]:
         return [self.topic_measurements, self.topic_labels, self.topic_predictions, self.topic_dlq]

@@ -22,11 +22,11 @@ SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://{host}:{port}
+listeners={listener}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners={listener}://{host}:{port}
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name={listener}
+listener.security.protocol.map={listener}:{listener},CONTROLLER:PLAINTEXT
 log.dirs={data_dir}
 num.partitions={partitions}
 auto.create.topics.enable=false
@@ -47,6 +47,25 @@ log.segment.bytes=104857600
 num.network.threads=2
 num.io.threads=4
 """
+
+
+# With FIREMAN_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT: clients and the broker itself authenticate on
+# the client listener; the controller listener stays on loopback, plaintext.
+SASL_PROPERTIES = """\
+sasl.enabled.mechanisms={mechanism}
+sasl.mechanism.inter.broker.protocol={mechanism}
+listener.name.sasl_plaintext.{mechanism_lower}.sasl.jaas.config={jaas}
+"""
+_SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
+_JAAS = {
+    "SCRAM-SHA-256": _SCRAM_LOGIN + ' required username="{u}" password="{p}";',
+    "SCRAM-SHA-512": _SCRAM_LOGIN + ' required username="{u}" password="{p}";',
+    # PLAIN's users are listed in the JAAS line itself (user_<name>="<password>").
+    "PLAIN": 'org.apache.kafka.common.security.plain.PlainLoginModule required username="{u}" password="{p}" '
+    'user_{u}="{p}";',
+}
+# Characters that would need escaping in a JAAS line or a --add-scram argument.
+_UNQUOTABLE = set('"\\,[]=\n')
 
 
 def _run(command: list[str], failure: str) -> None:
@@ -122,28 +141,73 @@ class KafkaService(LocalService):
     def prepare(self) -> None:
         settings = self.settings.kafka
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.properties_path.write_text(
-            SERVER_PROPERTIES.format(
-                host=settings.host,
-                port=settings.port,
-                controller_port=settings.controller_port,
-                data_dir=self.data_dir,
-                partitions=settings.partitions,
-            )
+        properties = SERVER_PROPERTIES.format(
+            listener="SASL_PLAINTEXT" if settings.sasl else "PLAINTEXT",
+            host=settings.host,
+            port=settings.port,
+            controller_port=settings.controller_port,
+            data_dir=self.data_dir,
+            partitions=settings.partitions,
         )
+        if settings.sasl:
+            properties += self._sasl_properties()
+        self.properties_path.write_text(properties)
+        self.properties_path.chmod(0o600)  # it holds the broker's SASL password
+        users = self.dir / "scram-users"
         if not (self.data_dir / "meta.properties").is_file():
-            _run(
-                [
-                    *self._java(),
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "--standalone",
-                    f"--cluster-id={self.cluster_id()}",
-                    "--config",
-                    str(self.properties_path),
-                ],
-                "formatting Kafka storage failed",
+            format_command = [
+                *self._java(),
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                f"--cluster-id={self.cluster_id()}",
+                "--config",
+                str(self.properties_path),
+            ]
+            if settings.sasl and settings.sasl_mechanism.startswith("SCRAM-"):
+                # SCRAM users live in the cluster metadata: the first one is created with the storage.
+                format_command.append(f"--add-scram={self._scram_credential()}")
+            _run(format_command, "formatting Kafka storage failed")
+            users.write_text(self._scram_user() + "\n")
+        elif settings.sasl and settings.sasl_mechanism.startswith("SCRAM-"):
+            known = users.read_text().split() if users.is_file() else []
+            if self._scram_user() not in known:
+                raise ServiceError(
+                    f"Kafka's storage in {self.data_dir} was formatted without the SCRAM user "
+                    f"{settings.sasl_username!r} ({settings.sasl_mechanism}). Add it with Kafka's "
+                    "kafka-configs.sh --alter --entity-type users, or remove that directory to start afresh."
+                )
+
+    def _checked_credentials(self) -> tuple[str, str]:
+        settings = self.settings.kafka
+        if settings.security_protocol != "SASL_PLAINTEXT":
+            raise ServiceError(
+                f"fireman services runs its local broker with SASL_PLAINTEXT, not "
+                f"{settings.security_protocol}: SASL_SSL is for clusters with certificates of their own."
             )
+        assert settings.sasl_username and settings.sasl_password  # the settings check this
+        username, password = settings.sasl_username, settings.sasl_password.get_secret_value()
+        if _UNQUOTABLE & set(username + password):
+            raise ServiceError(
+                "the local broker's SASL username and password may not contain \" \\ , [ ] = or a newline"
+            )
+        return username, password
+
+    def _sasl_properties(self) -> str:
+        mechanism = self.settings.kafka.sasl_mechanism
+        username, password = self._checked_credentials()
+        return SASL_PROPERTIES.format(
+            mechanism=mechanism,
+            mechanism_lower=mechanism.lower(),
+            jaas=_JAAS[mechanism].format(u=username, p=password),
+        )
+
+    def _scram_user(self) -> str:
+        return f"{self.settings.kafka.sasl_mechanism}:{self.settings.kafka.sasl_username}"
+
+    def _scram_credential(self) -> str:
+        username, password = self._checked_credentials()
+        return f"{self.settings.kafka.sasl_mechanism}=[name={username},password={password}]"
 
     def _java(self) -> list[str]:
         log4j = self.root / "infra" / "kafka" / "log4j2.yaml"

@@ -45,3 +45,18 @@ def test_a_bad_setting_is_one_line_naming_the_variable(
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"error: invalid setting {variable}={value!r}: "), lines[0]
+
+
+def test_sasl_without_credentials_names_the_missing_variables() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fireman.cli", "scorer"],
+        env={**os.environ, "FIREMAN_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "COLUMNS": "80"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, (done.stdout[-1000:], done.stderr[-2000:])
+    assert done.stderr.splitlines() == [
+        "error: invalid setting FIREMAN_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs FIREMAN_KAFKA_SASL_USERNAME "
+        "and FIREMAN_KAFKA_SASL_PASSWORD"
+    ]

@@ -66,3 +66,23 @@ def test_the_gate_and_the_monitor_read_one_live_window(monkeypatch: pytest.Monke
     monkeypatch.setenv("FIREMAN_TRAIN_LIVE_MIN_EVENTS", "6000")
     with pytest.raises(ValidationError, match=r"FIREMAN_LIVE_MAX_EVENTS \(5000\) is below"):
         TrainingSettings()
+
+
+def test_every_kafka_client_gets_the_sasl_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert KafkaSettings().client_config() == {"bootstrap.servers": "127.0.0.1:9092"}
+    monkeypatch.setenv("FIREMAN_KAFKA_BOOTSTRAP", "kafka.example:9096")
+    monkeypatch.setenv("FIREMAN_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("FIREMAN_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("FIREMAN_KAFKA_SASL_USERNAME", "fireman")
+    monkeypatch.setenv("FIREMAN_KAFKA_SASL_PASSWORD", "s3cret")
+    monkeypatch.setenv("FIREMAN_KAFKA_SSL_CA_LOCATION", "/etc/ssl/kafka-ca.pem")
+    settings = KafkaSettings()
+    assert settings.client_config() == {
+        "bootstrap.servers": "kafka.example:9096",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "fireman",
+        "sasl.password": "s3cret",
+        "ssl.ca.location": "/etc/ssl/kafka-ca.pem",
+    }
+    assert "s3cret" not in repr(settings)  # never in a log line
