@@ -1,6 +1,6 @@
 """Scheduled and on-demand retraining of the spam classifier from InfluxDB history.
 
-Thin on purpose: each task makes one call into ``fireman.training.dag_tasks`` and passes paths and ids on.
+Thin on purpose: each task makes one call into ``fireman.training.dag_tasks`` and passes URIs and ids on.
 """
 
 from __future__ import annotations
@@ -198,13 +198,13 @@ def retrain_spam_classifier() -> None:
     def validate(extracted: dict[str, Any]) -> dict[str, Any]:
         from fireman.training import dag_tasks
 
-        return dag_tasks.validate(extracted["path"])
+        return dag_tasks.validate(extracted["data"])
 
     @task
     def train(extracted: dict[str, Any], validated: dict[str, Any], **context: Any) -> dict[str, Any]:
         from fireman.training import dag_tasks
 
-        return dag_tasks.train(extracted["path"], _run_key(context))
+        return dag_tasks.train(extracted["data"], _run_key(context))
 
     @task
     def evaluate_and_promote(trained: dict[str, Any], **context: Any) -> dict[str, Any]:

@@ -2,11 +2,12 @@
 
 Settings are built inside each call from ``FIREMAN_TRAIN_*`` (and the embedded ``FIREMAN_MLFLOW_*``,
 ``FIREMAN_INFLUXDB_*``, ``FIREMAN_HOME``), never when Airflow parses the DAG file. Results carry
-paths, counts and ids, never data.
+URIs, counts and ids, never data: the extracted window travels as an MLflow artifact
+(:mod:`fireman.training.handoff`), which every worker can read, not as a local path.
 
-Re-running a DAG run is idempotent: the extracted file is keyed by the DAG run, and ``train`` looks
-for an MLflow run already tagged with the same DAG run before it trains again, so a retried or
-cleared run reuses its registered version instead of registering another one.
+Re-running a DAG run is idempotent: ``train`` looks for an MLflow run already tagged with the same
+DAG run before it trains again, so a retried or cleared run reuses its registered version instead of
+registering another one.
 
 Errors: a ``UserError`` about the data or the request (an empty window, one label class, an unknown
 gate metric) fails the task at once, since a retry would see the same data; one caused by an
@@ -20,6 +21,7 @@ import functools
 import io
 import logging
 import re
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -34,7 +36,7 @@ from fireman.common.errors import UserError
 from fireman.common.influx import InfluxUnavailable
 from fireman.common.model_registry import RegistryClient
 from fireman.common.schema import FEATURE_NAMES, LABEL_COLUMN
-from fireman.training import live_gate, registry, sources, workflow
+from fireman.training import handoff, live_gate, registry, sources, workflow
 from fireman.training.gate import PROMOTE_MODES
 from fireman.training.settings import TrainingSettings
 
@@ -270,9 +272,9 @@ def await_history(
 # --- tasks -----------------------------------------------------------------------------------------
 
 
-def data_path(settings: TrainingSettings, run_key: str) -> Path:
+def data_name(run_key: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_key).strip("_")
-    return settings.state.root / "retrain" / f"{safe}.parquet"
+    return f"{safe}.parquet"
 
 
 @fail_fast_on_bad_input
@@ -285,7 +287,7 @@ def extract(
     run_after: datetime | None,
     history: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The run's labelled history from InfluxDB into a parquet file under the state dir.
+    """The run's labelled history from InfluxDB into a parquet file, logged as an MLflow artifact.
 
     ``history`` is ``await_history``'s result: after a shift, the window whose end it moved forward.
     """
@@ -295,27 +297,31 @@ def extract(
     )
     if history and history.get("until"):
         until = _parse(str(history["until"]), "the awaited window's end")
-    try:
-        extracted = workflow.extract_history(settings, data_path(settings, run_key), "influx", since, until)
-        window = f" between {extracted.since} and {extracted.until}"
-        sources.require_rows(extracted.rows, settings.min_rows, window)
-    except sources.TooLittleHistory as exc:
-        if not _interval_run(run_type):
-            raise
-        # A schedule that fires before there is history (a fresh stack) is not a failure to page on.
-        from airflow.sdk.exceptions import AirflowSkipException
+    with tempfile.TemporaryDirectory(prefix="fireman-extract-") as directory:
+        try:
+            local = Path(directory) / data_name(run_key)
+            extracted = workflow.extract_history(settings, local, "influx", since, until)
+            window = f" between {extracted.since} and {extracted.until}"
+            sources.require_rows(extracted.rows, settings.min_rows, window)
+        except sources.TooLittleHistory as exc:
+            if not _interval_run(run_type):
+                raise
+            # A schedule that fires before there is history (a fresh stack) is not a failure to page on.
+            from airflow.sdk.exceptions import AirflowSkipException
 
-        raise AirflowSkipException(f"skipped: {exc}") from exc
+            raise AirflowSkipException(f"skipped: {exc}") from exc
+        with mlflow_in_task_log():
+            data = handoff.publish(settings.mlflow, Path(extracted.path), run_key, settings.health_timeout_s)
     log.info(
         "extracted %d labelled rows (%d unlabelled events excluded) from %s to %s into %s",
         extracted.rows,
         extracted.unlabelled_excluded,
         extracted.since,
         extracted.until,
-        extracted.path,
+        data,
     )
     return {
-        "path": extracted.path,
+        "data": data,
         "rows": extracted.rows,
         "unlabelled_excluded": extracted.unlabelled_excluded,
         "since": extracted.since,
@@ -324,12 +330,19 @@ def extract(
 
 
 @fail_fast_on_bad_input
-def validate(path: str) -> dict[str, Any]:
+def validate(data: str) -> dict[str, Any]:
+    """The extracted window (``extract``'s artifact URI) checked by :func:`validate_window`."""
+    settings = RetrainSettings()
+    with handoff.fetched(settings.mlflow, data, settings.health_timeout_s) as path:
+        return validate_window(path, f"in {data}")
+
+
+@fail_fast_on_bad_input
+def validate_window(path: Path, where: str) -> dict[str, Any]:
     """Row count and both classes (training's checks), then class balance and missing share."""
     settings = RetrainSettings()
     rows = workflow.validate_file(settings, path)
-    frame = sources.read_parquet(Path(path)).frame
-    where = f"in {path}"
+    frame = sources.read_parquet(path).frame
     positive = float(frame[LABEL_COLUMN].mean())
     minority = min(positive, 1.0 - positive)
     if minority < settings.min_class_share:
@@ -349,18 +362,18 @@ def validate(path: str) -> dict[str, Any]:
 
 
 @fail_fast_on_bad_input
-def train(path: str, run_key: str) -> dict[str, Any]:
+def train(data: str, run_key: str) -> dict[str, Any]:
     """Train and register; a run already tagged with ``run_key`` is reused instead (idempotence)."""
     settings = RetrainSettings()
     from fireman.training.tracking import connect
 
     client = connect(settings.mlflow, settings.health_timeout_s)
     with mlflow_in_task_log(), RegistryClient(settings.mlflow) as registry_client:
-        return _train(settings, client, registry_client, path, run_key)
+        return _train(settings, client, registry_client, data, run_key)
 
 
 def _train(
-    settings: RetrainSettings, client: Any, registry_client: RegistryClient, path: str, run_key: str
+    settings: RetrainSettings, client: Any, registry_client: RegistryClient, data: str, run_key: str
 ) -> dict[str, Any]:
     found = _registered_for(client, registry_client, settings, run_key)
     if found is not None:
@@ -369,7 +382,8 @@ def _train(
         run_metrics = registry_client.run_metrics(run_id) or {}
         metrics = {k: v for k, v in run_metrics.items() if k != "missing_rate"}
         return {"run_id": run_id, "version": version, "metrics": metrics, "reused": True}
-    registered = workflow.train_from_file(settings, path)
+    with handoff.fetched(settings.mlflow, data, settings.health_timeout_s) as path:
+        registered = workflow.train_from_file(settings, path)
     client.set_tag(registered.run_id, RUN_TAG, run_key)
     log.info(
         "MLflow run %s registered %s version %s: %s",

@@ -92,25 +92,25 @@ def frame(rows: int, positive: int, missing: float) -> pd.DataFrame:
     return result
 
 
-Writer = Callable[[pd.DataFrame], str]
+Writer = Callable[[pd.DataFrame], Path]
 
 
 @pytest.fixture
 def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Writer:
     monkeypatch.setenv("FIREMAN_TRAIN_MIN_ROWS", "50")
 
-    def to_file(data: pd.DataFrame) -> str:
+    def to_file(data: pd.DataFrame) -> Path:
         path = tmp_path / "window.parquet"
         info = sources.DataInfo(
             source="influx", since="2026-11-27T00:00:00+00:00", until="2026-11-28T00:00:00+00:00"
         )
-        return str(sources.write_parquet(sources.Dataset(data, info), path))
+        return sources.write_parquet(sources.Dataset(data, info), path)
 
     return to_file
 
 
 def test_validate_reports_a_usable_window(write: Writer) -> None:
-    summary = dag_tasks.validate(write(frame(200, 80, 0.2)))
+    summary = dag_tasks.validate_window(write(frame(200, 80, 0.2)), "in the test's window")
     assert summary["rows"] == 200
     assert summary["positive_share"] == 0.4
     assert 0.15 < summary["missing_share"] < 0.25
@@ -129,7 +129,7 @@ def test_unusable_window_fails_without_retry(write: Writer, data: pd.DataFrame, 
     from airflow.sdk.exceptions import AirflowFailException
 
     with pytest.raises(AirflowFailException, match=message):
-        dag_tasks.validate(write(data))
+        dag_tasks.validate_window(write(data), "in the test's window")
 
 
 def test_only_unreachable_services_are_retried() -> None:
