@@ -36,7 +36,10 @@ from fireman.common.errors import UserError
 from fireman.common.influx import InfluxUnavailable
 from fireman.common.model_registry import RegistryClient
 from fireman.common.schema import FEATURE_NAMES, LABEL_COLUMN
-from fireman.training import handoff, live_gate, registry, sources, workflow
+
+# workflow and handoff (mlflow, scikit-learn: ~10 s to import) are imported by the tasks that use them, so
+# a sensor's every poke and the light tasks start without them.
+from fireman.training import live_gate, registry, sources
 from fireman.training.gate import PROMOTE_MODES
 from fireman.training.settings import TrainingSettings
 
@@ -291,6 +294,8 @@ def extract(
 
     ``history`` is ``await_history``'s result: after a shift, the window whose end it moved forward.
     """
+    from fireman.training import handoff, workflow
+
     settings = RetrainSettings()
     since, until = training_window(
         params, run_type, data_interval_start, data_interval_end, run_after, settings.history_hours
@@ -332,6 +337,8 @@ def extract(
 @fail_fast_on_bad_input
 def validate(data: str) -> dict[str, Any]:
     """The extracted window (``extract``'s artifact URI) checked by :func:`validate_window`."""
+    from fireman.training import handoff
+
     settings = RetrainSettings()
     with handoff.fetched(settings.mlflow, data, settings.health_timeout_s) as path:
         return validate_window(path, f"in {data}")
@@ -340,6 +347,8 @@ def validate(data: str) -> dict[str, Any]:
 @fail_fast_on_bad_input
 def validate_window(path: Path, where: str) -> dict[str, Any]:
     """Row count and both classes (training's checks), then class balance and missing share."""
+    from fireman.training import workflow
+
     settings = RetrainSettings()
     rows = workflow.validate_file(settings, path)
     frame = sources.read_parquet(path).frame
@@ -375,6 +384,8 @@ def train(data: str, run_key: str) -> dict[str, Any]:
 def _train(
     settings: RetrainSettings, client: Any, registry_client: RegistryClient, data: str, run_key: str
 ) -> dict[str, Any]:
+    from fireman.training import handoff, workflow
+
     found = _registered_for(client, registry_client, settings, run_key)
     if found is not None:
         log.info("DAG run %s already trained MLflow run %s (version %s): reusing it", run_key, *found)
@@ -425,6 +436,8 @@ def evaluate_and_promote(
     version: str, gate_metric: str | None = None, margin: float | None = None, promote: str = "auto"
 ) -> dict[str, Any]:
     """The champion/challenger gate; the trigger form's gate metric and margin override the settings."""
+    from fireman.training import workflow
+
     settings = RetrainSettings()
     if promote not in PROMOTE_MODES:
         raise UserError(f"unknown promote mode {promote!r}: use one of {', '.join(PROMOTE_MODES)}")
