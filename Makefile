@@ -20,12 +20,13 @@ help:
 	@echo "make up         start the whole local platform"
 	@echo "make test       set up, lint, type-check and run the unit and integration tests"
 	@echo "make test-slow  the slow tests (long end-to-end and soak runs)"
-	@echo "make setup      install everything (Python venv, Kafka jars, InfluxDB via apt)"
+	@echo "make setup      install everything (Python venv, Kafka jars, InfluxDB and PostgreSQL via apt)"
 
 setup: system-deps python-deps kafka-jars
 
 # Debian packages: InfluxDB 1.x server, Java 17 and Maven for Kafka, Chromium for the browser tests,
-# Prometheus for the metrics test. Needs root for apt.
+# Prometheus for the metrics test, PostgreSQL for MLflow and Airflow with FIREMAN_POSTGRES_ENABLED (Debian
+# keeps its server programs off PATH, in /usr/lib/postgresql/<major>/bin). Needs root for apt.
 system-deps:
 	@missing=""; \
 	command -v influxd >/dev/null || missing="$$missing influxdb"; \
@@ -33,6 +34,7 @@ system-deps:
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install:$$missing (re-run as root, or install them)"; exit 2; fi; \
 	  echo "installing Debian packages:$$missing"; \

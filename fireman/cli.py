@@ -27,7 +27,10 @@ app.add_typer(services_app, name="services")
 console = Console()
 err_console = Console(stderr=True)
 
-ONLY_HELP = "Comma-separated services: kafka, influxdb, mlflow, airflow (default: kafka,influxdb,mlflow)."
+ONLY_HELP = (
+    "Comma-separated services: kafka, influxdb, mlflow, airflow (default: kafka,influxdb,mlflow), and "
+    "postgres with FIREMAN_POSTGRES_ENABLED=true (then started before mlflow and airflow)."
+)
 
 
 def _manager() -> ServiceManager:
@@ -43,16 +46,18 @@ def services_start(only: str | None = typer.Option(None, "--only", help=ONLY_HEL
     from fireman.services.manager import parse_names
 
     manager = _manager()
-    manager.start(parse_names(only), on_progress=console.print)
+    manager.start(parse_names(only, available=manager.services), on_progress=console.print)
 
 
 @services_app.command("stop")
 def services_stop(only: str | None = typer.Option(None, "--only", help=ONLY_HELP)) -> None:
     """Stop the services that fireman started (by their recorded pid)."""
-    from fireman.services.manager import SERVICE_TYPES, parse_names
+    from fireman.services.manager import parse_names
 
     manager = _manager()
-    manager.stop(parse_names(only, default=SERVICE_TYPES), on_progress=console.print)
+    manager.stop(
+        parse_names(only, default=manager.services, available=manager.services), on_progress=console.print
+    )
 
 
 @services_app.command("status")
@@ -61,7 +66,7 @@ def services_status(only: str | None = typer.Option(None, "--only", help=ONLY_HE
     from fireman.services.manager import parse_names
 
     manager = _manager()
-    states = [manager.state(name) for name in parse_names(only)]
+    states = [manager.state(name) for name in parse_names(only, available=manager.services)]
     table = Table("service", "health", "pid", "address", "detail")
     for state in states:
         health = "[green]healthy[/]" if state.healthy else "[red]down[/]"

@@ -20,7 +20,7 @@ from fireman.common.model_registry import RegistryClient
 from fireman.common.settings import ServicesSettings
 from fireman.dashboard.settings import DashboardSettings
 from fireman.services.base import LocalService
-from fireman.services.manager import SERVICE_TYPES, Progress, ServiceManager
+from fireman.services.manager import Progress, ServiceManager
 from fireman.services.process import PidRecord
 from fireman.serving.settings import ServeSettings
 from fireman.streaming.settings import DEFAULT_DRIFT_FEATURES, CollectorSettings
@@ -207,7 +207,7 @@ class Stack:
         were already running (another stack, a test session) alone.
         """
         self.apps.stop(self.apps.started if only_started else list(APP_TYPES), on_progress=on_progress)
-        servers = self.servers.started if only_started else list(SERVICE_TYPES)
+        servers = self.servers.started if only_started else list(self.servers.services)
         self.servers.stop(servers, on_progress=on_progress)
         survivors = []
         for manager in (self.apps, self.servers):

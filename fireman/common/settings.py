@@ -1,7 +1,7 @@
 """Settings for every fireman service, read from ``FIREMAN_*`` environment variables.
 
 Each service's entrypoint builds one settings object and passes it down; nothing here does I/O.
-Connection settings (Kafka, InfluxDB, MLflow) are small classes of their own that the service
+Connection settings (Kafka, InfluxDB, MLflow, PostgreSQL) are small classes of their own that the service
 classes embed, so ``FIREMAN_KAFKA_PORT`` means the same thing to every process.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr, computed_field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -200,6 +201,42 @@ class MlflowSettings(BaseSettings):
         return self.tracking_uri_override or f"http://{self.host}:{self.port}"
 
 
+class PostgresSettings(BaseSettings):
+    """PostgreSQL for MLflow's and Airflow's metadata, instead of their SQLite files."""
+
+    model_config = _config("FIREMAN_POSTGRES_")
+
+    enabled: bool = Field(
+        default=False,
+        description="MLflow and Airflow keep their metadata in PostgreSQL (databases mlflow and airflow), "
+        "which `fireman services` runs and starts before them; false: SQLite files in $FIREMAN_HOME.",
+    )
+    host: str = Field(default=LOOPBACK, description="Where MLflow and Airflow reach PostgreSQL.")
+    port: int = 5432
+    user: str = Field(default="fireman", description="The role that owns the mlflow and airflow databases.")
+    password: SecretStr | None = Field(
+        default=None,
+        description="Its password; unset: the local server trusts connections from 127.0.0.1.",
+    )
+    mlflow_database: str = "mlflow"
+    airflow_database: str = "airflow"
+
+    def url(self, database: str, driver: str = "postgresql") -> str:
+        """A SQLAlchemy URL for ``database`` as this role; ``driver`` is its scheme (postgresql+psycopg2)."""
+        credentials = quote(self.user, safe="")
+        if self.password is not None:
+            credentials += ":" + quote(self.password.get_secret_value(), safe="")
+        return f"{driver}://{credentials}@{self.host}:{self.port}/{quote(database, safe='')}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.url(self.mlflow_database)
+
+    @property
+    def airflow_uri(self) -> str:
+        return self.url(self.airflow_database, driver="postgresql+psycopg2")
+
+
 class LiveEvidenceSettings(BaseSettings):
     """Which shadow predictions a live comparison reads (``fireman.common.live_evaluation``): one window
     for the promotion gate and the monitor's ``live_comparison``, so the dashboard shows what the gate
@@ -308,7 +345,8 @@ class DatasetSettings(BaseSettings):
 
 
 class ServicesSettings(BaseSettings):
-    """Settings of ``fireman services``: the local Kafka, InfluxDB, MLflow and Airflow servers."""
+    """Settings of ``fireman services``: the local Kafka, InfluxDB, MLflow and Airflow servers, and the
+    PostgreSQL beneath MLflow and Airflow when it is enabled."""
 
     model_config = _config("FIREMAN_SERVICES_")
 
@@ -319,3 +357,4 @@ class ServicesSettings(BaseSettings):
     influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     airflow: AirflowSettings = Field(default_factory=AirflowSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)

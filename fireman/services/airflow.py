@@ -1,5 +1,8 @@
 """Airflow 3 in standalone mode: SQLite metadata, the project's ``dags/`` folder, loopback only.
 
+With ``FIREMAN_POSTGRES_ENABLED`` the metadata is the ``airflow`` database of the PostgreSQL that
+``fireman services`` starts before it (psycopg2; Airflow derives its async engine, asyncpg, from it).
+
 ``airflow standalone`` runs the API server (UI + REST on one port), the scheduler, the DAG processor
 and the triggerer as child processes it starts by the name ``airflow``, so the virtualenv's ``bin``
 goes first on their PATH. Login is Airflow's simple auth manager with one ``admin`` user; we write
@@ -86,13 +89,21 @@ class AirflowService(LocalService):
             AIRFLOW__API__HOST=settings.host,
             AIRFLOW__API__PORT=str(settings.port),
             AIRFLOW__API__BASE_URL=settings.url,
-            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{self.dir / 'airflow.db'}",
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=self.metadata_uri(),
             AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(settings.worker_log_port),
             AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(settings.trigger_log_port),
             AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="False",
             FIREMAN_PROJECT_ROOT=str(self.root),
         )
         return env
+
+    def needs(self) -> list[str]:
+        return ["postgres"] if self.settings.postgres.enabled else []
+
+    def metadata_uri(self) -> str:
+        if self.settings.postgres.enabled:
+            return self.settings.postgres.airflow_uri
+        return f"sqlite:///{self.dir / 'airflow.db'}"
 
     def admin_password(self) -> str | None:
         try:

@@ -66,6 +66,10 @@ class LocalService(ABC):
     def environment(self) -> dict[str, str]:
         return dict(os.environ)
 
+    def needs(self) -> list[str]:
+        """Services that must run before this one; ``ServiceManager.start`` starts them first."""
+        return []
+
     @abstractmethod
     def healthy(self) -> bool:
         """One quick probe of the server's own health endpoint or protocol."""

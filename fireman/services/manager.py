@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,12 +13,22 @@ from fireman.services.base import LocalService, project_root
 from fireman.services.influxdb import InfluxService
 from fireman.services.kafka import KafkaService
 from fireman.services.mlflow_server import MlflowService
+from fireman.services.postgres import PostgresService
 from fireman.services.process import PidRecord, ServiceError, port_owner, spawn, tail, terminate, wait_until
 
+SERVER_TYPES: tuple[type[LocalService], ...] = (
+    PostgresService,
+    KafkaService,
+    InfluxService,
+    MlflowService,
+    AirflowService,
+)
+# PostgreSQL is a service only when MLflow and Airflow use it (FIREMAN_POSTGRES_ENABLED): otherwise
+# start, stop and status list exactly these.
 SERVICE_TYPES: dict[str, type[LocalService]] = {
-    cls.name: cls for cls in (KafkaService, InfluxService, MlflowService, AirflowService)
+    cls.name: cls for cls in SERVER_TYPES if cls is not PostgresService
 }
-DEFAULT_SERVICES = ("kafka", "influxdb", "mlflow")
+DEFAULT_SERVICES = ("postgres", "kafka", "influxdb", "mlflow")
 Progress = Callable[[str], object]
 
 
@@ -32,18 +42,35 @@ class ServiceState:
     detail: str = ""
 
 
-def parse_names(only: str | None, default: Iterable[str] = DEFAULT_SERVICES) -> list[str]:
-    """Turn ``--only kafka,mlflow`` into service names in start order; unknown names are an error."""
+def service_types(settings: ServicesSettings) -> dict[str, type[LocalService]]:
+    """The servers ``fireman services`` runs with these settings, in start order."""
+    if not settings.postgres.enabled:
+        return SERVICE_TYPES
+    return {cls.name: cls for cls in SERVER_TYPES}
+
+
+def parse_names(
+    only: str | None,
+    default: Iterable[str] = DEFAULT_SERVICES,
+    available: Collection[str] = tuple(SERVICE_TYPES),
+) -> list[str]:
+    """Turn ``--only kafka,mlflow`` into service names in start order; unknown names are an error.
+
+    ``available`` are the services there are in start order (``ServiceManager.services``); defaults
+    not among them (postgres, when disabled) are left out.
+    """
     if not only:
-        return list(default)
+        defaults = set(default)
+        return [name for name in available if name in defaults]
     names = [part.strip() for part in only.split(",") if part.strip()]
-    unknown = [name for name in names if name not in SERVICE_TYPES]
+    unknown = [name for name in names if name not in available]
     if unknown or not names:
+        hint = " (postgres: with FIREMAN_POSTGRES_ENABLED=true)" if "postgres" in unknown else ""
         raise ServiceError(
             f"unknown service {', '.join(repr(n) for n in unknown) or '(none given)'}; "
-            f"choose from {', '.join(SERVICE_TYPES)}"
+            f"choose from {', '.join(available)}{hint}"
         )
-    return [name for name in SERVICE_TYPES if name in names]
+    return [name for name in available if name in names]
 
 
 class ServiceManager:
@@ -51,17 +78,19 @@ class ServiceManager:
         self,
         settings: ServicesSettings,
         root: Path | None = None,
-        types: dict[str, type[LocalService]] = SERVICE_TYPES,
+        types: Mapping[str, type[LocalService]] | None = None,
     ) -> None:
         self.settings = settings
         self.root = root or project_root()
+        types = service_types(settings) if types is None else types
         self.services = {name: cls(settings, self.root) for name, cls in types.items()}
         # What this manager itself spawned, so a failed start-up can undo exactly that.
         self.started: list[str] = []
 
     def start(self, names: Iterable[str], on_progress: Progress = print) -> list[ServiceState]:
+        """Start ``names``, each after the services it needs (``LocalService.needs``)."""
         states = []
-        for name in names:
+        for name in self.with_needs(names):
             service = self.services[name]
             started = time.monotonic()
             reused = self._start_one(service)
@@ -70,6 +99,14 @@ class ServiceManager:
             on_progress(f"{name}: {what} at {service.describe()}")
             states.append(self.state(name))
         return states
+
+    def with_needs(self, names: Iterable[str]) -> list[str]:
+        ordered: list[str] = []
+        for name in names:
+            for wanted in (*self.services[name].needs(), name):
+                if wanted not in ordered:
+                    ordered.append(wanted)
+        return ordered
 
     def _start_one(self, service: LocalService) -> bool:
         """Start ``service`` unless a healthy instance already answers; returns True when reused."""

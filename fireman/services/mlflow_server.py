@@ -1,4 +1,8 @@
-"""The MLflow tracking server (SQLite backend, local artifact root), started by ``mlflow/start-server.sh``."""
+"""The MLflow tracking server (SQLite backend, local artifact root), started by ``mlflow/start-server.sh``.
+
+With ``FIREMAN_POSTGRES_ENABLED`` its backend store is the ``mlflow`` database of the PostgreSQL that
+``fireman services`` starts before it; artifacts stay in the state directory either way.
+"""
 
 from __future__ import annotations
 
@@ -24,12 +28,20 @@ class MlflowService(LocalService):
     def command(self) -> list[str]:
         return ["bash", str(self.root / "mlflow" / "start-server.sh")]
 
+    def needs(self) -> list[str]:
+        return ["postgres"] if self.settings.postgres.enabled else []
+
+    def backend_store_uri(self) -> str:
+        if self.settings.postgres.enabled:
+            return self.settings.postgres.mlflow_uri
+        return f"sqlite:///{self.dir / 'mlflow.db'}"
+
     def environment(self) -> dict[str, str]:
         env = super().environment()
         settings = self.settings.mlflow
         env.update(
             PYTHON=sys.executable,
-            MLFLOW_BACKEND_STORE_URI=f"sqlite:///{self.dir / 'mlflow.db'}",
+            MLFLOW_BACKEND_STORE_URI=self.backend_store_uri(),
             MLFLOW_ARTIFACTS_DESTINATION=str(self.dir / "artifacts"),
             MLFLOW_HOST=settings.host,
             MLFLOW_PORT=str(settings.port),
