@@ -6,7 +6,8 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE}
 
 ARG UV_VERSION=0.13.9
-# The Postgres driver for the MLflow and Airflow metadata databases (the local stack uses SQLite).
+# The Postgres driver for the MLflow and Airflow metadata databases: psycopg2-binary's pin in
+# requirements.lock (a dependency of the project), which this must equal.
 ARG PSYCOPG2_VERSION=2.9.13
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -4,8 +4,8 @@ A private broker (its own ports and storage) that ``fireman services`` formats w
 starts with a SASL_PLAINTEXT listener, beside a private InfluxDB with auth on, where ``fireman
 services`` made the database and a non-admin user for fireman. fireman's clients get the credentials
 from the ``FIREMAN_KAFKA_*`` and ``FIREMAN_INFLUXDB_*`` settings. The last test runs ingest, scoring
-and monitoring as `fireman` processes in that configuration. (MLflow is the session's, on SQLite: its
-PostgreSQL backend is not built yet.)
+and monitoring as `fireman` processes in that configuration. (MLflow is the session's, on SQLite;
+test_postgres_backends.py runs it on PostgreSQL.)
 """
 
 from __future__ import annotations
