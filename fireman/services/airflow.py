@@ -52,6 +52,11 @@ class AirflowService(LocalService):
                 f"Airflow is not installed in {sys.prefix}: install fireman with its `airflow` extra "
                 "(pip install 'fireman[airflow]', or 'make setup' in a checkout)."
             )
+        if self.settings.postgres.enabled and importlib.util.find_spec("asyncpg") is None:
+            raise ServiceError(
+                f"Airflow on PostgreSQL needs asyncpg, which is missing in {sys.prefix}: reinstall fireman's "
+                "`airflow` extra (pip install 'fireman[airflow]', or 'make setup' in a checkout)."
+            )
 
     def prepare(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

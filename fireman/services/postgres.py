@@ -1,4 +1,4 @@
-"""PostgreSQL 15 from Debian's ``postgresql`` package, for MLflow's and Airflow's metadata.
+"""PostgreSQL from Debian's ``postgresql`` package, for MLflow's and Airflow's metadata.
 
 Only a service with ``FIREMAN_POSTGRES_ENABLED``. The cluster lives in ``$FIREMAN_HOME/postgres/data``
 and is made by ``initdb`` on the first start. PostgreSQL refuses to run as root, which is how
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 SUPERUSER = "postgres"
 OS_USER = "postgres"  # the Debian package's
 INSTALL_HINT = (
-    "Run 'make setup' (installs Debian's postgresql package; needs root): apt-get install postgresql."
+    "Run 'make setup' (installs Debian's postgresql package; needs root), or apt-get install postgresql."
 )
 # A unix socket's path must fit sun_path (108 bytes with its NUL).
 SOCKET_PATH_MAX = 107
@@ -56,10 +56,8 @@ def server_binaries() -> Path | None:
     candidates = [
         Path(found).resolve().parent for name in ("postgres", "initdb") if (found := shutil.which(name))
     ]
-    debian = Path("/usr/lib/postgresql").glob("*/bin")
-    candidates += sorted(debian, key=lambda path: int(path.parent.name) if path.parent.name.isdigit() else 0)[
-        ::-1
-    ]
+    debian = [path for path in Path("/usr/lib/postgresql").glob("*/bin") if path.parent.name.isdigit()]
+    candidates += sorted(debian, key=lambda path: int(path.parent.name), reverse=True)
     for directory in candidates:
         if all(os.access(directory / name, os.X_OK) for name in ("initdb", "postgres")):
             return directory
