@@ -221,12 +221,16 @@ class PostgresSettings(BaseSettings):
     mlflow_database: str = "mlflow"
     airflow_database: str = "airflow"
 
-    def url(self, database: str, driver: str = "postgresql") -> str:
-        """A SQLAlchemy URL for ``database`` as this role; ``driver`` is its scheme (postgresql+psycopg2)."""
+    def url(self, database: str) -> str:
+        """A SQLAlchemy URL for ``database`` as this role.
+
+        The driver is named: SQLAlchemy 2.1 takes a bare ``postgresql://`` for psycopg 3, which fireman
+        does not install.
+        """
         credentials = quote(self.user, safe="")
         if self.password is not None:
             credentials += ":" + quote(self.password.get_secret_value(), safe="")
-        return f"{driver}://{credentials}@{self.host}:{self.port}/{quote(database, safe='')}"
+        return f"postgresql+psycopg2://{credentials}@{self.host}:{self.port}/{quote(database, safe='')}"
 
     @property
     def mlflow_uri(self) -> str:
@@ -234,7 +238,7 @@ class PostgresSettings(BaseSettings):
 
     @property
     def airflow_uri(self) -> str:
-        return self.url(self.airflow_database, driver="postgresql+psycopg2")
+        return self.url(self.airflow_database)
 
 
 class LiveEvidenceSettings(BaseSettings):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
@@ -31,6 +32,8 @@ def require_executable(name: str, hint: str) -> str:
 
 class LocalService(ABC):
     name: ClassVar[str]
+    # What `stop` sends the server's process group first (SIGKILL follows after the stop timeout).
+    stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
 
     def __init__(self, settings: ServicesSettings, root: Path) -> None:
         self.settings = settings

@@ -150,7 +150,7 @@ class ServiceManager:
             else (f"did not become healthy within {timeout_s:.0f}s")
         )
         if record.process() is not None:
-            terminate(record, self.settings.stop_timeout_s)
+            terminate(record, self.settings.stop_timeout_s, service.stop_signal)
         raise ServiceError(
             f"{service.name} {reason}. Last lines of {service.log_path}:\n{tail(service.log_path)}"
         )
@@ -163,7 +163,7 @@ class ServiceManager:
             if record is None:
                 on_progress(f"{name}: not started by fireman")
                 continue
-            was_running = terminate(record, self.settings.stop_timeout_s)
+            was_running = terminate(record, self.settings.stop_timeout_s, service.stop_signal)
             service.pid_path.unlink(missing_ok=True)
             on_progress(f"{name}: {'stopped' if was_running else 'was not running'}")
 

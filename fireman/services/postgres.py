@@ -20,6 +20,7 @@ import grp
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -75,6 +76,10 @@ def can_pass(mode: int, owner: int, group: int, uid: int, gids: set[int]) -> boo
 
 class PostgresService(LocalService):
     name = "postgres"
+    # Fast shutdown. SIGTERM is PostgreSQL's smart shutdown, which waits for every session to end, and
+    # MLflow's and Airflow's pools keep theirs open; the server's children are in sessions of their own,
+    # so the group signal reaches the postmaster alone, and it ends them.
+    stop_signal = signal.SIGINT
 
     def ports(self) -> list[int]:
         return [self.settings.postgres.port]

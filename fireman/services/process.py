@@ -119,13 +119,16 @@ def spawn(
     return record
 
 
-def terminate(record: PidRecord, timeout_s: float) -> bool:
-    """SIGTERM the recorded process group, SIGKILL it after ``timeout_s``. True if it was running."""
+def terminate(record: PidRecord, timeout_s: float, stop_signal: signal.Signals = signal.SIGTERM) -> bool:
+    """Signal the recorded process group (SIGTERM unless told), SIGKILL it after ``timeout_s``.
+
+    True if it was running.
+    """
     proc = record.process()
     if proc is None:
         return False
     group = _group_members(proc)
-    _signal_group(proc.pid, signal.SIGTERM)
+    _signal_group(proc.pid, stop_signal)
     _, alive = psutil.wait_procs(group, timeout=timeout_s)
     if alive:
         _signal_group(proc.pid, signal.SIGKILL)
