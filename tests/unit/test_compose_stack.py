@@ -86,7 +86,11 @@ def test_the_stack_has_every_component_of_the_issue() -> None:
         assert (
             SERVICES[name]["image"] == PROJECT_IMAGE and SERVICES[name]["build"]["dockerfile"] == "Dockerfile"
         )
-    assert "postgresql://" in SERVICES["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    # The driver named: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which the image lacks.
+    assert SERVICES["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
+    assert SERVICES["airflow-init"]["environment"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith(
+        "postgresql+psycopg2://"
+    )
     assert "mlflow-artifacts:/var/lib/mlflow" in SERVICES["mlflow"]["volumes"]
     assert (
         "@airflow-db:" in SERVICES["airflow-scheduler"]["environment"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
