@@ -1,19 +1,21 @@
-"""The configuration users deploy with: Kafka with SASL/SCRAM and InfluxDB with auth, fireman a plain user.
+"""The configuration users deploy with: Kafka with SASL, InfluxDB with auth, MLflow on PostgreSQL.
 
 A private broker (its own ports and storage) that ``fireman services`` formats with a SCRAM user and
 starts with a SASL_PLAINTEXT listener, beside a private InfluxDB with auth on, where ``fireman
 services`` made the database and a non-admin user for fireman. fireman's clients get the credentials
 from the ``FIREMAN_KAFKA_*`` and ``FIREMAN_INFLUXDB_*`` settings. The last test runs ingest, scoring
-and monitoring as `fireman` processes in that configuration. (MLflow is the session's, on SQLite;
-test_postgres_backends.py runs it on PostgreSQL.)
+and monitoring as `fireman` processes in that configuration, with MLflow on a private PostgreSQL
+(FIREMAN_POSTGRES_ENABLED), as deployments run it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +34,7 @@ from fireman.common.settings import (
     InfluxSettings,
     KafkaSettings,
     MlflowSettings,
+    PostgresSettings,
     ServicesSettings,
 )
 from fireman.services.manager import ServiceManager
@@ -43,13 +46,16 @@ pytestmark = pytest.mark.integration
 
 
 FIREMAN = str(Path(sys.executable).with_name("fireman"))
-SECURED = ["kafka", "influxdb"]
+SECURED = ["kafka", "influxdb", "mlflow"]  # mlflow needs postgres, which starts first
 
 
 @pytest.fixture(scope="module")
 def sasl_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServicesSettings]:
-    """A private broker that only talks SASL/SCRAM-SHA-256 and a private InfluxDB with auth on."""
-    home = tmp_path_factory.mktemp("secured")
+    """A private broker that only talks SASL/SCRAM-SHA-256, a private InfluxDB with auth on, and a
+    private MLflow on PostgreSQL."""
+    # Not pytest's tmp_path: its base is 0700, and the postgres OS user must pass through every parent
+    # of its data directory (see test_postgres_backends.py).
+    home = Path(tempfile.mkdtemp(prefix="fireman-secured-"))
     share_kafka_jars(home)
     kafka = KafkaSettings(
         port=free_port(),
@@ -65,13 +71,20 @@ def sasl_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServicesSet
         password="fireman-influx-secret",
         admin_password=SecretStr("admin-secret"),
     )
-    settings = ServicesSettings(state={"home": home}, kafka=kafka, influxdb=influx)
+    settings = ServicesSettings(
+        state={"home": home},
+        kafka=kafka,
+        influxdb=influx,
+        postgres=PostgresSettings(enabled=True, port=free_port(), password=SecretStr("pg-secret")),
+        mlflow=MlflowSettings(port=free_port(), workers=1),
+    )
     manager = ServiceManager(settings, REPO_ROOT)
-    manager.start(SECURED, on_progress=lambda _: None)
     try:
+        manager.start(SECURED, on_progress=lambda _: None)
         yield settings
     finally:
-        manager.stop(SECURED, on_progress=lambda _: None)
+        manager.stop(list(manager.services), on_progress=lambda _: None)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_fireman_clients_authenticate_and_round_trip(sasl_kafka: ServicesSettings) -> None:
@@ -119,15 +132,13 @@ LABELLED_AT = 1_769_860_800_000  # epoch ms of the first label
 
 
 def test_ingest_score_and_monitor_as_a_plain_user_over_sasl(
-    sasl_kafka: ServicesSettings,
-    mlflow_names: MlflowSettings,
-    dataset_settings: DatasetSettings,
-    tmp_path: Path,
+    sasl_kafka: ServicesSettings, dataset_settings: DatasetSettings, tmp_path: Path
 ) -> None:
     from fireman.training.settings import TrainingSettings
     from fireman.training.workflow import run_training
 
     # A real training run: the monitor needs the drift reference and hold-out metrics it logs.
+    mlflow_names = sasl_kafka.mlflow.model_copy(update={"experiment": "secured", "model_name": "secured"})
     training = TrainingSettings(mlflow=mlflow_names, dataset=dataset_settings, n_estimators=40, n_jobs=1)
     run_training(training, source="file", promote="force")
     kafka, influx = sasl_kafka.kafka, sasl_kafka.influxdb
