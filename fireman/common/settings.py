@@ -232,14 +232,6 @@ class PostgresSettings(BaseSettings):
             credentials += ":" + quote(self.password.get_secret_value(), safe="")
         return f"postgresql+psycopg2://{credentials}@{self.host}:{self.port}/{quote(database, safe='')}"
 
-    @property
-    def mlflow_uri(self) -> str:
-        return self.url(self.mlflow_database)
-
-    @property
-    def airflow_uri(self) -> str:
-        return self.url(self.airflow_database)
-
 
 class LiveEvidenceSettings(BaseSettings):
     """Which shadow predictions a live comparison reads (``fireman.common.live_evaluation``): one window

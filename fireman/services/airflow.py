@@ -24,7 +24,7 @@ import httpx
 
 from fireman.common.airflow_api import PASSWORD_FILE_NAME
 from fireman.common.settings import ServicesSettings
-from fireman.services.base import LocalService
+from fireman.services.base import MetadataService
 from fireman.services.process import ServiceError
 
 ADMIN_USER = "admin"
@@ -34,7 +34,7 @@ HEALTH_COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
 _PASSWORD_ALPHABET = "".join(c for c in string.ascii_letters + string.digits if c not in "lIO01")
 
 
-class AirflowService(LocalService):
+class AirflowService(MetadataService):
     name = "airflow"
 
     def __init__(self, settings: ServicesSettings, root: Path) -> None:
@@ -102,13 +102,8 @@ class AirflowService(LocalService):
         )
         return env
 
-    def needs(self) -> list[str]:
-        return ["postgres"] if self.settings.postgres.enabled else []
-
     def metadata_uri(self) -> str:
-        if self.settings.postgres.enabled:
-            return self.settings.postgres.airflow_uri
-        return f"sqlite:///{self.dir / 'airflow.db'}"
+        return self.database_uri(self.settings.postgres.airflow_database, "airflow.db")
 
     def admin_password(self) -> str | None:
         try:

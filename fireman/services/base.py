@@ -86,3 +86,16 @@ class LocalService(ABC):
     def describe(self) -> str:
         """Where users reach the service, for status output."""
         return f"127.0.0.1:{self.ports()[0]}"
+
+
+class MetadataService(LocalService):
+    """A server keeping its metadata in a database: PostgreSQL when enabled, else a SQLite file."""
+
+    def needs(self) -> list[str]:
+        return ["postgres"] if self.settings.postgres.enabled else []
+
+    def database_uri(self, database: str, sqlite_file: str) -> str:
+        """``database`` in PostgreSQL, else the SQLite file ``sqlite_file`` in the service's dir."""
+        if self.settings.postgres.enabled:
+            return self.settings.postgres.url(database)
+        return f"sqlite:///{self.dir / sqlite_file}"

@@ -10,10 +10,10 @@ import sys
 
 import httpx
 
-from fireman.services.base import LocalService
+from fireman.services.base import MetadataService
 
 
-class MlflowService(LocalService):
+class MlflowService(MetadataService):
     name = "mlflow"
 
     def ports(self) -> list[int]:
@@ -28,13 +28,8 @@ class MlflowService(LocalService):
     def command(self) -> list[str]:
         return ["bash", str(self.root / "mlflow" / "start-server.sh")]
 
-    def needs(self) -> list[str]:
-        return ["postgres"] if self.settings.postgres.enabled else []
-
     def backend_store_uri(self) -> str:
-        if self.settings.postgres.enabled:
-            return self.settings.postgres.mlflow_uri
-        return f"sqlite:///{self.dir / 'mlflow.db'}"
+        return self.database_uri(self.settings.postgres.mlflow_database, "mlflow.db")
 
     def environment(self) -> dict[str, str]:
         env = super().environment()
