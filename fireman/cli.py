@@ -29,7 +29,8 @@ err_console = Console(stderr=True)
 
 ONLY_HELP = (
     "Comma-separated services: kafka, influxdb, mlflow, airflow (default: kafka,influxdb,mlflow), and "
-    "postgres with FIREMAN_POSTGRES_ENABLED=true (then started before mlflow and airflow)."
+    "postgres with FIREMAN_POSTGRES_ENABLED=true (then started before mlflow and airflow). With "
+    "FIREMAN_KAFKA_BROKERS=3, kafka is the whole cluster and kafka-2, kafka-3 single nodes."
 )
 
 
@@ -66,7 +67,8 @@ def services_status(only: str | None = typer.Option(None, "--only", help=ONLY_HE
     from fireman.services.manager import parse_names
 
     manager = _manager()
-    states = [manager.state(name) for name in parse_names(only, available=manager.services)]
+    names = manager.with_peers(parse_names(only, available=manager.services))
+    states = [manager.state(name) for name in names]
     table = Table("service", "health", "pid", "address", "detail")
     for state in states:
         health = "[green]healthy[/]" if state.healthy else "[red]down[/]"

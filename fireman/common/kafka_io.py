@@ -87,6 +87,14 @@ def broker_reachable(settings: KafkaSettings, timeout_ms: int = 2000) -> bool:
     return True
 
 
+def broker_count(settings: KafkaSettings, timeout_ms: int = 2000) -> int:
+    """How many brokers the cluster's metadata lists (0 while it cannot be reached)."""
+    try:
+        return len(admin_client(settings, timeout_ms).list_topics(timeout=timeout_ms / 1000).brokers)
+    except KafkaException:
+        return 0
+
+
 def ensure_topics(
     settings: KafkaSettings, topics: list[str] | None = None, partitions: int | None = None
 ) -> list[str]:
@@ -102,8 +110,11 @@ def ensure_topics(
         NewTopic(
             name,
             num_partitions=partitions or settings.partitions,
-            replication_factor=settings.replication_factor,
-            config={"retention.ms": str(settings.retention_ms)},
+            replication_factor=settings.topic_replication,
+            config={
+                "retention.ms": str(settings.retention_ms),
+                "min.insync.replicas": str(settings.topic_min_insync),
+            },
         )
         for name in missing
     ]

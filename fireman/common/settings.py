@@ -52,7 +52,22 @@ class KafkaSettings(BaseSettings):
     topic_predictions: str = "predictions"
     topic_dlq: str = "measurements-dlq"
     partitions: int = 4
-    replication_factor: int = 1
+    brokers: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="KRaft nodes `fireman services` runs here. Node k listens on port + 2(k-1) and "
+        "controller_port + 2(k-1); 3 nodes give topics replication 3 and min.insync.replicas 2.",
+    )
+    replication_factor: int | None = Field(
+        default=None, ge=1, description="Replicas of each topic fireman creates; unset: min(brokers, 3)."
+    )
+    min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="Replicas that must have a write before acks=all is satisfied; unset: 2 with 3 or "
+        "more replicas (one broker may fail), else 1.",
+    )
     retention_ms: int = 7 * 24 * 3600 * 1000
     request_timeout_ms: int = 10_000
     session_timeout_ms: int = Field(
@@ -82,10 +97,40 @@ class KafkaSettings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _consistent_cluster(self) -> KafkaSettings:
+        if self.topic_min_insync > self.topic_replication:
+            raise ValueError(
+                f"FIREMAN_KAFKA_MIN_INSYNC_REPLICAS={self.topic_min_insync} is more than the "
+                f"{self.topic_replication} replicas a topic has: no write could ever succeed"
+            )
+        ports = [port for node in range(1, self.brokers + 1) for port in self.node_ports(node)]
+        if len(set(ports)) != len(ports):
+            raise ValueError(
+                f"{self.brokers} Kafka nodes need distinct ports, but FIREMAN_KAFKA_PORT={self.port} and "
+                f"FIREMAN_KAFKA_CONTROLLER_PORT={self.controller_port} overlap (node k adds 2(k-1) to both)"
+            )
+        return self
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def bootstrap_servers(self) -> str:
-        return self.bootstrap or f"{self.host}:{self.port}"
+        # Every node of a local cluster, so a client starts even while one of them is down.
+        nodes = range(1, self.brokers + 1)
+        return self.bootstrap or ",".join(f"{self.host}:{self.node_ports(k)[0]}" for k in nodes)
+
+    def node_ports(self, node: int) -> tuple[int, int]:
+        """(client port, controller port) of the local cluster's node ``node`` (1-based)."""
+        step = 2 * (node - 1)
+        return self.port + step, self.controller_port + step
+
+    @property
+    def topic_replication(self) -> int:
+        return self.replication_factor or min(self.brokers, 3)
+
+    @property
+    def topic_min_insync(self) -> int:
+        return self.min_insync_replicas or (2 if self.topic_replication >= 3 else 1)
 
     @property
     def sasl(self) -> bool:

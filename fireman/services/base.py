@@ -73,6 +73,11 @@ class LocalService(ABC):
         """Services that must run before this one; ``ServiceManager.start`` starts them first."""
         return []
 
+    def peers(self) -> list[str]:
+        """What starting or stopping this name covers, itself included: the nodes of a cluster, which
+        start together because none is healthy before a quorum of them runs."""
+        return [self.name]
+
     @abstractmethod
     def healthy(self) -> bool:
         """One quick probe of the server's own health endpoint or protocol."""

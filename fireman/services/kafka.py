@@ -3,6 +3,10 @@
 ``infra/kafka/pom.xml`` names the broker's runtime dependencies; Maven copies them into the state
 dir once, and the broker runs with ``java -cp``. The cluster id is generated once and kept beside the
 data, so the storage is formatted exactly once.
+
+With ``FIREMAN_KAFKA_BROKERS=3`` the same class runs each node of a three-node cluster (services
+``kafka``, ``kafka-2``, ``kafka-3``): every node is a voter of the controller quorum, so the cluster
+keeps its metadata, and its partitions their leaders, while any one node is down.
 """
 
 from __future__ import annotations
@@ -13,15 +17,17 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
+from typing import ClassVar
 
-from fireman.common.kafka_io import broker_reachable, ensure_topics
+from fireman.common.kafka_io import broker_count, broker_reachable, ensure_topics
+from fireman.common.settings import KafkaSettings
 from fireman.services.base import LocalService, require_executable
-from fireman.services.process import ServiceError
+from fireman.services.process import ServiceError, wait_until
 
 SERVER_PROPERTIES = """\
 process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
+node.id={node}
+controller.quorum.bootstrap.servers={controllers}
 listeners={listener}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners={listener}://{host}:{port}
 controller.listener.names=CONTROLLER
@@ -30,16 +36,16 @@ listener.security.protocol.map={listener}:{listener},CONTROLLER:PLAINTEXT
 log.dirs={data_dir}
 num.partitions={partitions}
 auto.create.topics.enable=false
-offsets.topic.replication.factor=1
-default.replication.factor=1
-min.insync.replicas=1
-# One partition per internal topic: a single node gains nothing from more, and group joins are faster.
+offsets.topic.replication.factor={replication}
+default.replication.factor={replication}
+min.insync.replicas={min_insync}
+# One partition per internal topic: a node on one machine gains nothing from more, and group joins are faster.
 offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor={replication}
+transaction.state.log.min.isr={min_insync}
 transaction.state.log.num.partitions=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor={replication}
+share.coordinator.state.topic.min.isr={min_insync}
 share.coordinator.state.topic.num.partitions=1
 group.initial.rebalance.delay.ms=0
 log.retention.hours=168
@@ -75,10 +81,24 @@ def _run(command: list[str], failure: str) -> None:
 
 
 class KafkaService(LocalService):
+    """One KRaft node: the only one by default, node 1 of a cluster with FIREMAN_KAFKA_BROKERS > 1."""
+
     name = "kafka"
+    node: ClassVar[int] = 1
 
     def ports(self) -> list[int]:
-        return [self.settings.kafka.port, self.settings.kafka.controller_port]
+        return list(self.settings.kafka.node_ports(self.node))
+
+    def peers(self) -> list[str]:
+        # "kafka" names the whole cluster (start and stop it all); "kafka-2" names just that node.
+        if self.node != 1:
+            return [self.name]
+        return [node_name(k) for k in range(1, self.settings.kafka.brokers + 1)]
+
+    @property
+    def cluster_dir(self) -> Path:
+        """Node 1's directory: the cluster's jars and ids, which every node shares."""
+        return self.settings.state.root / KafkaService.name
 
     @property
     def pom(self) -> Path:
@@ -86,7 +106,7 @@ class KafkaService(LocalService):
 
     @property
     def libs(self) -> Path:
-        return self.dir / "libs"
+        return self.cluster_dir / "libs"
 
     @property
     def data_dir(self) -> Path:
@@ -131,35 +151,53 @@ class KafkaService(LocalService):
         return True
 
     def cluster_id(self) -> str:
-        path = self.dir / "cluster.id"
-        if not path.is_file():
-            self.dir.mkdir(parents=True, exist_ok=True)
-            # Kafka's cluster id format: the 16 bytes of a UUID, base64url without padding.
-            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
-        return path.read_text().strip()
+        return _kept_uuid(self.cluster_dir / "cluster.id")
+
+    def initial_controllers(self) -> str:
+        """The quorum every node is formatted with: ``id@host:port:directory-id`` of each node (KIP-853)."""
+        voters = []
+        for k in range(1, self.settings.kafka.brokers + 1):
+            directory_id = _kept_uuid(self.cluster_dir / f"node-{k}.directory.id")
+            voters.append(f"{k}@127.0.0.1:{self.settings.kafka.node_ports(k)[1]}:{directory_id}")
+        return ",".join(voters)
+
+    def server_properties(self) -> str:
+        settings = self.settings.kafka
+        port, controller_port = settings.node_ports(self.node)
+        nodes = range(1, settings.brokers + 1)
+        properties = SERVER_PROPERTIES.format(
+            node=self.node,
+            controllers=",".join(f"127.0.0.1:{settings.node_ports(k)[1]}" for k in nodes),
+            listener="SASL_PLAINTEXT" if settings.sasl else "PLAINTEXT",
+            host=settings.host,
+            port=port,
+            controller_port=controller_port,
+            data_dir=self.data_dir,
+            partitions=settings.partitions,
+            replication=settings.topic_replication,
+            min_insync=settings.topic_min_insync,
+        )
+        if settings.sasl:
+            properties += self._sasl_properties()
+        return properties
 
     def prepare(self) -> None:
         settings = self.settings.kafka
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        properties = SERVER_PROPERTIES.format(
-            listener="SASL_PLAINTEXT" if settings.sasl else "PLAINTEXT",
-            host=settings.host,
-            port=settings.port,
-            controller_port=settings.controller_port,
-            data_dir=self.data_dir,
-            partitions=settings.partitions,
-        )
-        if settings.sasl:
-            properties += self._sasl_properties()
-        self.properties_path.write_text(properties)
+        self.properties_path.write_text(self.server_properties())
         self.properties_path.chmod(0o600)  # it holds the broker's SASL password
         users = self.dir / "scram-users"
+        quorum = self.dir / "quorum"
+        # A single node bootstraps the quorum alone; a cluster's nodes all start from the same voters.
+        quorum_flag = (
+            "--standalone" if settings.brokers == 1 else f"--initial-controllers={self.initial_controllers()}"
+        )
         if not (self.data_dir / "meta.properties").is_file():
             format_command = [
                 *self._java(),
                 "kafka.tools.StorageTool",
                 "format",
-                "--standalone",
+                quorum_flag,
                 f"--cluster-id={self.cluster_id()}",
                 "--config",
                 str(self.properties_path),
@@ -169,7 +207,16 @@ class KafkaService(LocalService):
                 format_command.append(f"--add-scram={self._scram_credential()}")
             _run(format_command, "formatting Kafka storage failed")
             users.write_text(self._scram_user() + "\n")
-        elif settings.sasl and settings.sasl_mechanism.startswith("SCRAM-"):
+            quorum.write_text(quorum_flag)
+            return
+        formatted_as = quorum.read_text() if quorum.is_file() else "--standalone"
+        if formatted_as != quorum_flag:
+            raise ServiceError(
+                f"Kafka's storage in {self.data_dir} was formatted for another cluster shape "
+                f"({formatted_as}), not FIREMAN_KAFKA_BROKERS={settings.brokers} on these ports. Set the "
+                f"settings it was made with, or remove {self.settings.state.root}/kafka* to start afresh."
+            )
+        if settings.sasl and settings.sasl_mechanism.startswith("SCRAM-"):
             known = users.read_text().split() if users.is_file() else []
             if self._scram_user() not in known:
                 raise ServiceError(
@@ -226,11 +273,53 @@ class KafkaService(LocalService):
     def command(self) -> list[str]:
         return [*self._java(), "kafka.Kafka", str(self.properties_path)]
 
+    def node_settings(self) -> KafkaSettings:
+        """Client settings that reach this node alone (as its bootstrap server)."""
+        settings = self.settings.kafka
+        if settings.brokers == 1:
+            return settings
+        port = settings.node_ports(self.node)[0]
+        return settings.model_copy(update={"bootstrap": f"{settings.host}:{port}"})
+
     def healthy(self) -> bool:
-        return broker_reachable(self.settings.kafka)
+        return broker_reachable(self.node_settings())
 
     def after_start(self) -> None:
-        ensure_topics(self.settings.kafka)
+        settings = self.settings.kafka
+        # Topics with replication 3 can be created only once every broker has registered.
+        if not wait_until(
+            lambda: broker_count(settings) >= settings.brokers, self.start_timeout_s(), interval_s=0.25
+        ):
+            raise ServiceError(
+                f"only {broker_count(settings)} of {settings.brokers} Kafka brokers joined the cluster "
+                f"within {self.start_timeout_s():.0f}s; see the kafka*/kafka*.log files in "
+                f"{self.settings.state.root}"
+            )
+        ensure_topics(settings)
 
     def describe(self) -> str:
-        return self.settings.kafka.bootstrap_servers
+        settings = self.settings.kafka
+        if settings.brokers == 1:
+            return settings.bootstrap_servers
+        return f"{settings.host}:{self.ports()[0]} (node {self.node} of {settings.brokers})"
+
+
+def node_name(node: int) -> str:
+    return KafkaService.name if node == 1 else f"{KafkaService.name}-{node}"
+
+
+def kafka_nodes(brokers: int) -> list[type[KafkaService]]:
+    """The service class of each node: ``KafkaService`` itself, then one subclass per further node."""
+    extra = [
+        type(f"KafkaNode{k}", (KafkaService,), {"name": node_name(k), "node": k})
+        for k in range(2, brokers + 1)
+    ]
+    return [KafkaService, *extra]
+
+
+def _kept_uuid(path: Path) -> str:
+    """A random id in Kafka's format (a UUID's 16 bytes, base64url, unpadded), kept in ``path``."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+    return path.read_text().strip()

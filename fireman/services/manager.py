@@ -11,7 +11,7 @@ from fireman.common.settings import ServicesSettings
 from fireman.services.airflow import AirflowService
 from fireman.services.base import LocalService, project_root
 from fireman.services.influxdb import InfluxService
-from fireman.services.kafka import KafkaService
+from fireman.services.kafka import KafkaService, kafka_nodes
 from fireman.services.mlflow_server import MlflowService
 from fireman.services.postgres import PostgresService
 from fireman.services.process import PidRecord, ServiceError, port_owner, spawn, tail, terminate, wait_until
@@ -44,9 +44,13 @@ class ServiceState:
 
 def service_types(settings: ServicesSettings) -> dict[str, type[LocalService]]:
     """The servers ``fireman services`` runs with these settings, in start order."""
-    if not settings.postgres.enabled:
-        return SERVICE_TYPES
-    return {cls.name: cls for cls in SERVER_TYPES}
+    types: dict[str, type[LocalService]] = {}
+    for cls in SERVER_TYPES:
+        if cls is PostgresService and not settings.postgres.enabled:
+            continue
+        for node in kafka_nodes(settings.kafka.brokers) if cls is KafkaService else [cls]:
+            types[node.name] = node
+    return types
 
 
 def parse_names(
@@ -88,37 +92,53 @@ class ServiceManager:
         self.started: list[str] = []
 
     def start(self, names: Iterable[str], on_progress: Progress = print) -> list[ServiceState]:
-        """Start ``names``, each after the services it needs (``LocalService.needs``)."""
+        """Start ``names``, each after the services it needs (``LocalService.needs``); the peers of a
+        cluster are all launched before any is awaited."""
         states = []
-        for name in self.with_needs(names):
-            service = self.services[name]
+        for group in self._peer_groups(self.with_needs(names)):
             started = time.monotonic()
-            reused = self._start_one(service)
-            took = time.monotonic() - started
-            what = "already running" if reused else f"started in {took:.1f}s"
-            on_progress(f"{name}: {what} at {service.describe()}")
-            states.append(self.state(name))
+            launched = [(self.services[name], self._launch(self.services[name])) for name in group]
+            for service, (reused, record) in launched:
+                if record is not None:
+                    self._await_health(service, record)
+                service.after_start()
+                took = time.monotonic() - started
+                what = "already running" if reused else f"started in {took:.1f}s"
+                on_progress(f"{service.name}: {what} at {service.describe()}")
+                states.append(self.state(service.name))
         return states
 
     def with_needs(self, names: Iterable[str]) -> list[str]:
         ordered: list[str] = []
-        for name in names:
-            for wanted in (*self.services[name].needs(), name):
+        for name in self.with_peers(names):
+            for wanted in (*self.with_peers(self.services[name].needs()), name):
                 if wanted not in ordered:
                     ordered.append(wanted)
         return ordered
 
-    def _start_one(self, service: LocalService) -> bool:
-        """Start ``service`` unless a healthy instance already answers; returns True when reused."""
+    def with_peers(self, names: Iterable[str]) -> list[str]:
+        ordered: list[str] = []
+        for name in names:
+            ordered += [peer for peer in self.services[name].peers() if peer not in ordered]
+        return ordered
+
+    def _peer_groups(self, names: list[str]) -> list[list[str]]:
+        groups: list[list[str]] = []
+        for name in names:
+            if groups and name in self.services[groups[-1][0]].peers():
+                groups[-1].append(name)
+            else:
+                groups.append([name])
+        return groups
+
+    def _launch(self, service: LocalService) -> tuple[bool, PidRecord | None]:
+        """Spawn ``service`` unless an instance of it runs: (reused, the process to await, if any)."""
         if service.healthy():
-            service.after_start()
-            return True
+            return True, None
         record = PidRecord.read(service.pid_path)
         if record and record.process():
             # Ours, but not answering yet: it may still be starting, so give it the deadline too.
-            self._await_health(service, record)
-            service.after_start()
-            return True
+            return True, record
         for port in service.ports():
             owner = port_owner(port)
             if owner:
@@ -132,9 +152,7 @@ class ServiceManager:
             service.command(), service.log_path, service.pid_path, service.environment(), self.root
         )
         self.started.append(service.name)
-        self._await_health(service, record)
-        service.after_start()
-        return False
+        return False, record
 
     def _await_health(self, service: LocalService, record: PidRecord) -> None:
         def ready_or_dead() -> bool:
@@ -157,7 +175,7 @@ class ServiceManager:
 
     def stop(self, names: Iterable[str], on_progress: Progress = print) -> None:
         # Stop in reverse start order so clients go before the servers they use.
-        for name in reversed(list(names)):
+        for name in reversed(self.with_peers(names)):
             service = self.services[name]
             record = PidRecord.read(service.pid_path)
             if record is None:

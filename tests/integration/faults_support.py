@@ -376,8 +376,9 @@ class Pipeline:
         down()
 
         def outage_over() -> bool:
-            held = time.monotonic() - times.injected_at >= hold_s
-            return held and (during is None or during())
+            # ``during`` is polled through the whole outage, so it can also time what happens in it.
+            observed = during is None or during()
+            return observed and time.monotonic() - times.injected_at >= hold_s
 
         wait_for(outage_over, hold_s + 120, f"{during_what or 'the outage'}\n{self.tails()}", interval=0.5)
         times.restored_at = time.monotonic()
