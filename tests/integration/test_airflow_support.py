@@ -120,7 +120,7 @@ def _share_warm_execution_api() -> None:
 def load_dag(dag_id: str) -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(DAGS_FOLDER), include_examples=False)
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
     assert bag.import_errors == {}
     return bag.dags[dag_id]
 
