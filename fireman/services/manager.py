@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,16 +175,22 @@ class ServiceManager:
         )
 
     def stop(self, names: Iterable[str], on_progress: Progress = print) -> None:
-        # Stop in reverse start order so clients go before the servers they use.
-        for name in reversed(self.with_peers(names)):
-            service = self.services[name]
-            record = PidRecord.read(service.pid_path)
-            if record is None:
-                on_progress(f"{name}: not started by fireman")
-                continue
-            was_running = terminate(record, self.settings.stop_timeout_s, service.stop_signal)
-            service.pid_path.unlink(missing_ok=True)
-            on_progress(f"{name}: {'stopped' if was_running else 'was not running'}")
+        # Stop in reverse start order so clients go before the servers they use. The nodes of a cluster
+        # stop together: the last one left alone would wait for a quorum that is gone.
+        for group in reversed(self._peer_groups(self.with_peers(names))):
+            with ThreadPoolExecutor(len(group)) as pool:
+                outcomes = list(pool.map(self._stop_one, reversed(group)))
+            for outcome in outcomes:
+                on_progress(outcome)
+
+    def _stop_one(self, name: str) -> str:
+        service = self.services[name]
+        record = PidRecord.read(service.pid_path)
+        if record is None:
+            return f"{name}: not started by fireman"
+        was_running = terminate(record, self.settings.stop_timeout_s, service.stop_signal)
+        service.pid_path.unlink(missing_ok=True)
+        return f"{name}: {'stopped' if was_running else 'was not running'}"
 
     def state(self, name: str) -> ServiceState:
         service = self.services[name]
