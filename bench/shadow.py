@@ -27,7 +27,7 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
@@ -125,8 +125,20 @@ def _scorer_process(
     thread.join(60)
 
 
-def _measure(mode: str, scorers: list[ScorerSettings], events: int, timeout_s: float = 900.0) -> Run:
-    """Run ``scorers`` at once, each in its own process, until every one committed ``events``."""
+def measure_scorers(
+    mode: str,
+    scorers: list[ScorerSettings],
+    events: int,
+    timeout_s: float = 900.0,
+    split: bool = False,
+    on_progress: Callable[[int], None] | None = None,
+) -> Run:
+    """Run ``scorers`` at once, each in its own process, until every one committed ``events``.
+
+    ``split``: the scorers share one consumer group, so the run ends once they committed ``events``
+    between them. ``on_progress`` gets the events committed so far (the least any scorer committed,
+    or with ``split`` their sum) as the run goes.
+    """
     context = multiprocessing.get_context("spawn")
     go, stop = context.Event(), context.Event()
     warm = [context.Event() for _ in scorers]
@@ -152,8 +164,10 @@ def _measure(mode: str, scorers: list[ScorerSettings], events: int, timeout_s: f
             time.sleep(0.005)
         cpu_before = sum(_cpu(handle) for handle in handles)
         machine_before = psutil.cpu_times()
-        while not all(s.committed.value >= events for s in shared):
-            _check(processes, deadline, f"{events:,} events committed by each scorer")
+        while (done := _committed(shared, split)) < events:
+            _check(processes, deadline, f"{events:,} events committed" + ("" if split else " by each scorer"))
+            if on_progress is not None:
+                on_progress(done)
             time.sleep(0.01)
         ended = time.monotonic()
         assigned = [s.assigned_at.value for s in shared]
@@ -179,6 +193,11 @@ def _measure(mode: str, scorers: list[ScorerSettings], events: int, timeout_s: f
         load=os.getloadavg()[0],
         skew_s=max(assigned) - started,
     )
+
+
+def _committed(shared: Sequence[_Shared], split: bool) -> int:
+    counts = [s.committed.value for s in shared]
+    return sum(counts) if split else min(counts)
 
 
 def _check(processes: Sequence[multiprocessing.process.BaseProcess], deadline: float, what: str) -> None:
@@ -263,7 +282,7 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> BenchRes
         for repeat in range(options.repeats):
             for mode in MODES if repeat % 2 == 0 else tuple(reversed(MODES)):
                 with console.status(f"run {repeat + 1}/{options.repeats}: {mode}"):
-                    run = _measure(mode, plans[mode](), options.events)
+                    run = measure_scorers(mode, plans[mode](), options.events)
                 result.runs.append(run)
                 console.print(
                     f"{mode}: {run.events_per_s:,.0f} events/s, scorers {run.scorer_cores:.2f} cores, "
