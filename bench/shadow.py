@@ -136,8 +136,9 @@ def measure_scorers(
     """Run ``scorers`` at once, each in its own process, until every one committed ``events``.
 
     ``split``: the scorers share one consumer group, so the run ends once they committed ``events``
-    between them. ``on_progress`` gets the events committed so far (the least any scorer committed,
-    or with ``split`` their sum) as the run goes.
+    between them, and it is timed from when every one of them owns partitions (counting only the
+    events committed after). ``on_progress`` gets the events committed so far (the least any scorer
+    committed, or with ``split`` their sum) as the run goes.
     """
     context = multiprocessing.get_context("spawn")
     go, stop = context.Event(), context.Event()
@@ -159,9 +160,13 @@ def measure_scorers(
             _check(processes, deadline, "the scorers to load their models")
             time.sleep(0.05)
         go.set()
-        while not any(s.assigned_at.value for s in shared):
+        # Scorers sharing a group are timed once all of them own partitions: the rebalance that lets
+        # the last one in (it waits for the others' next heartbeat) is a one-off, reported as the skew.
+        every = split and len(shared) > 1
+        while not (all if every else any)(s.assigned_at.value for s in shared):
             _check(processes, deadline, "the scorers to start")
             time.sleep(0.005)
+        clock_started, before = time.monotonic(), (_committed(shared, split) if every else 0)
         cpu_before = sum(_cpu(handle) for handle in handles)
         machine_before = psutil.cpu_times()
         while (done := _committed(shared, split)) < events:
@@ -171,7 +176,7 @@ def measure_scorers(
             time.sleep(0.01)
         ended = time.monotonic()
         assigned = [s.assigned_at.value for s in shared]
-        started = min(assigned)
+        started = clock_started if every else min(assigned)
         cpu = sum(_cpu(handle) for handle in handles) - cpu_before
         busy = _busy_share(machine_before, psutil.cpu_times())
         if mode == "in the batch" and shared[0].shadow_scored.value < events:
@@ -187,11 +192,11 @@ def measure_scorers(
     seconds = ended - started
     return Run(
         mode=mode,
-        events_per_s=events / seconds,
+        events_per_s=(events - before) / seconds,
         scorer_cores=cpu / seconds,
         busy_cores=busy * (os.cpu_count() or 1),
         load=os.getloadavg()[0],
-        skew_s=max(assigned) - started,
+        skew_s=max(assigned) - min(assigned),
     )
 
 
