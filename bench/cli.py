@@ -127,6 +127,23 @@ def register(app: typer.Typer) -> None:
         configure_logging("WARNING")
         run_bench(BenchOptions(events=events, repeats=repeats))
 
+    @bench_app.command("scale-out")
+    def bench_scale_out(
+        events: int = typer.Option(200_000, min=1000, help="Events in the backlog each run scores."),
+        repeats: int = typer.Option(2, min=1, help="Runs of each mode, in alternating order (1, 2, 2, 1)."),
+        monitor: bool = typer.Option(
+            True, "--monitor/--no-monitor", help="Also time one monitor over the same events."
+        ),
+    ) -> None:
+        """Scorer throughput with one and with two scorers in one consumer group; one monitor's rate."""
+        require_services("kafka", "influxdb", "mlflow")
+        quiet_mlflow()
+        from fireman.bench.scale_out import BenchOptions, run_bench
+        from fireman.common.runtime import configure_logging
+
+        configure_logging("WARNING")
+        run_bench(BenchOptions(events=events, repeats=repeats, monitor=monitor))
+
     @bench_app.command("train")
     def bench_train(
         rows: int = typer.Option(

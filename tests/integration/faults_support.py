@@ -315,6 +315,16 @@ class Pipeline:
         self.expected |= ids
         return self.procs[name]
 
+    def add_member(self, command: str) -> Proc:
+        """Another ``sink`` or ``scorer`` in the same consumer group (a scale-out), started by the caller."""
+        name = f"{command}-{len(self.members(command)) + 1}"
+        self.procs[name] = Proc(command, self.env, self.procs[command].log.with_name(f"{name}.log"))
+        return self.procs[name]
+
+    def members(self, command: str) -> list[str]:
+        """The names of the ``command`` processes (``sink`` or ``scorer``), the first one first."""
+        return [name for name, proc in self.procs.items() if proc.command == command]
+
     # -- running -------------------------------------------------------------------------------
 
     def start_collector(self) -> None:
@@ -444,12 +454,13 @@ class Pipeline:
         self.wait_counts(total, total, timeout, "every event's two points")
         times.caught_up_at = time.monotonic()
         codes = self.stop()
-        assert codes["sink"] == 0 and codes["scorer"] == 0, f"SIGTERM exit codes {codes}\n{self.tails()}"
+        consumers = [*self.members("scorer"), *self.members("sink")]
+        assert all(codes[name] == 0 for name in consumers), f"SIGTERM exit codes {codes}\n{self.tails()}"
         return self.audit()
 
     def stop(self) -> dict[str, int | None]:
         """SIGTERM everything still running (generator first, consumers last); their exit codes."""
-        order = [*self.streams, "collector", "scorer", "sink"]
+        order = [*self.streams, "collector", *self.members("scorer"), *self.members("sink")]
         return {name: self.procs[name].terminate() for name in order}
 
     def tails(self) -> str:

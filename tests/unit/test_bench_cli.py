@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import free_port
 
 
-def test_a_bench_without_its_servers_names_them_and_exits_2() -> None:
+@pytest.mark.parametrize("bench", ["scorer", "scale-out"])
+def test_a_bench_without_its_servers_names_them_and_exits_2(bench: str) -> None:
     kafka, influx, mlflow = free_port(), free_port(), free_port()  # nothing listens on them
     env = {
         **os.environ,
@@ -19,7 +22,7 @@ def test_a_bench_without_its_servers_names_them_and_exits_2() -> None:
         "COLUMNS": "200",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "fireman.cli", "bench", "scorer"],
+        [sys.executable, "-m", "fireman.cli", "bench", bench],
         env=env,
         capture_output=True,
         text=True,
