@@ -1,7 +1,7 @@
 """A servable model version: resolved from the registry alias, loaded, and checked before it serves.
 
-The scorer serves it; the monitor loads the same version to score its drift reference exactly as
-the scorer scores events.
+The scorer serves it; the monitor loads the same version to score its drift reference as the scorer
+scores events (with sklearn: where the scorer uses the ONNX export, within 1e-5, the same classes).
 
 A model serves only if its signature names a feature set the events carry (numeric columns, all
 known features) and it produces finite class-1 probabilities on sample rows, with and without
