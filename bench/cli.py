@@ -92,6 +92,29 @@ def register(app: typer.Typer) -> None:
             )
         )
 
+    @bench_app.command("onnx")
+    def bench_onnx(
+        batches: str = typer.Option(
+            "200,1000,5000",
+            help="Comma-separated rows per model call (200: 2,000 events/s in 100 ms; 5000: the scorer's "
+            "max batch, under backlog).",
+        ),
+        seconds: float = typer.Option(2.0, min=0.1, help="Seconds per backend and turn."),
+        turns: int = typer.Option(3, min=1, help="Turns of every backend; each reports its best."),
+    ) -> None:
+        """Predict-only rows/s of the training pipeline: sklearn beside its ONNX export (no server)."""
+        from fireman.bench.onnx import BenchOptions, run_bench
+
+        try:
+            sizes = [int(part) for part in batches.split(",") if part.strip()]
+        except ValueError:
+            raise typer.BadParameter(
+                f"{batches!r} is not a comma-separated list of row counts", param_hint="--batches"
+            ) from None
+        if not sizes or min(sizes) < 1:
+            raise typer.BadParameter("give at least one batch size, each 1 or more", param_hint="--batches")
+        run_bench(BenchOptions(batches=sizes, seconds=seconds, turns=turns))
+
     @bench_app.command("serve")
     def bench_serve(
         rate: float = typer.Option(200.0, min=1, help="Requests per second, open-loop."),

@@ -27,7 +27,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException
 
 from fireman.common.http_server import BodyRejected, json_response, read_body, running, uvicorn_config
-from fireman.common.model import Registry, ServingModel, predict_in_one_thread
+from fireman.common.model import Registry, ServingModel, predict_in_one_thread, trees_in_turn
 from fireman.common.schema import FEATURE_NAMES
 from fireman.serving.oip import (
     BINARY_HEADER,
@@ -62,7 +62,7 @@ class Loaded:
 def prepare_for_requests(model: ServingModel) -> ServingModel:
     """Prepare a checked version for per-request scoring (a request has a few rows, a batch thousands).
 
-    A forest at the end of a pipeline is scored tree after tree (``_TreesInTurn``). Any other model
+    A forest at the end of a pipeline is scored tree after tree (``TreesInTurn``). Any other model
     keeps its own ``predict_proba`` but in one thread: an estimator trained with ``n_jobs=-1`` hands
     every call to a thread per core, which for a request's few rows costs more than it saves (the
     training defaults' forest, one row: 38 ms against 14 ms in one thread, measured here). Either way
@@ -72,12 +72,7 @@ def prepare_for_requests(model: ServingModel) -> ServingModel:
     estimator = model.estimator
     # First, so that the check below scores in this thread too, without joblib's thread pool.
     predict_in_one_thread(estimator)
-    trees = _TreesInTurn.of(estimator)
-    if trees is not None and not _agrees(trees, estimator, len(model.feature_order)):
-        # It reads the forest's internals; a scikit-learn release that changes them must not change
-        # an answer, so any disagreement on the check rows falls back to the estimator's own path.
-        log.warning("version %s: tree-by-tree scoring disagrees with predict_proba; not used", model.version)
-        trees = None
+    trees = trees_in_turn(estimator, len(model.feature_order), model.version)
     if trees is not None:
         return replace(model, estimator=trees)
     return model
@@ -87,63 +82,6 @@ def _loaded(model: ServingModel) -> Loaded:
     order = model.feature_order
     columns = None if order == FEATURE_NAMES else np.array([FEATURE_COLUMN[name] for name in order])
     return Loaded(model, columns)
-
-
-def _agrees(trees: _TreesInTurn, estimator: Any, width: int) -> bool:
-    """Whether the fast path gives exactly the estimator's probabilities on varied rows with gaps."""
-    rng = np.random.default_rng(0)
-    rows = rng.lognormal(mean=0.0, sigma=2.0, size=(256, width)) * (rng.random((256, width)) < 0.5)
-    rows[rng.random(rows.shape) < 0.2] = np.nan
-    rows[0, :] = np.nan
-    rows[1, :] = 0.0
-    try:
-        return bool(np.array_equal(trees.predict_proba(rows), estimator.predict_proba(rows)))
-    except Exception:  # any failure of the fast path means the estimator's own path serves
-        return False
-
-
-class _TreesInTurn:
-    """``predict_proba`` of a pipeline ending in a fitted forest classifier, one tree after another.
-
-    sklearn sends each tree's prediction through joblib, sets its configuration and warning filters up
-    around every one and checks each tree is fitted: ~60 us a tree, most of the cost of a request of a
-    few rows. The arithmetic is the forest's own: input checked and converted by the forest, the
-    trees' class probabilities summed in order and divided by their number, so the probabilities are
-    the scorer's.
-    """
-
-    def __init__(self, head: list[Any], forest: Any) -> None:
-        self.head = head
-        self.forest = forest
-
-    @classmethod
-    def of(cls, estimator: Any) -> _TreesInTurn | None:
-        """The fast path for ``estimator``, or None when it is not a (pipeline ending in a) forest."""
-        from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-        from sklearn.pipeline import Pipeline
-
-        steps = [step for _, step in estimator.steps] if isinstance(estimator, Pipeline) else [estimator]
-        *head, forest = steps
-        if not isinstance(forest, RandomForestClassifier | ExtraTreesClassifier):
-            return None
-        if getattr(forest, "n_outputs_", None) != 1 or not hasattr(forest, "_validate_X_predict"):
-            return None
-        if not all(hasattr(step, "transform") for step in head):  # "passthrough" or None steps
-            return None
-        return cls(head, forest)
-
-    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
-        for step in self.head:
-            matrix = step.transform(matrix)
-        forest = self.forest
-        checked = forest._validate_X_predict(matrix)
-        proba = np.zeros((checked.shape[0], forest.n_classes_), dtype=np.float64)
-        for tree in forest.estimators_:
-            # The tree's own predict_proba less its per-call checks (fitted, feature count: done once
-            # above by the forest): its leaf values, in its classes' columns.
-            proba += tree.tree_.predict(checked)[:, : tree.n_classes_]
-        proba /= len(forest.estimators_)
-        return proba
 
 
 class Served:

@@ -66,6 +66,7 @@ class ScorerStats:
     switches: int = 0
     rewinds: int = 0
     model_version: str | None = None
+    model_backend: str | None = None  # what scores production: sklearn or onnxruntime
     shadow_version: str | None = None  # the challenger being scored in shadow, if any
     shadow_scored: int = 0
     shadow_failures: int = 0  # batches whose shadow score raised (production unaffected)
@@ -138,6 +139,7 @@ SCORER_FAMILIES = [
     Family("influx_buffered_points", "Points waiting for InfluxDB."),
     Family("latency_ms", "Event time to prediction, over the last 200,000 events, by quantile."),
     Family("model", "The versions being scored: 1 per version and role (production, shadow)."),
+    Family("model_backend", "What scores production: 1 for its version and backend (sklearn, onnxruntime)."),
 ]
 
 
@@ -173,6 +175,11 @@ def scorer_metrics(scorer: Scorer) -> StatsCollector:
         labelled: dict[str, tuple[tuple[str, ...], Mapping[tuple[str, ...], float]]] = {
             "model": (("version", "role"), versions)
         }
+        if stats.model_version and stats.model_backend:
+            labelled["model_backend"] = (
+                ("version", "backend"),
+                {(stats.model_version, stats.model_backend): 1.0},
+            )
         try:
             recent = np.fromiter(stats.latencies_ms, dtype=np.float64)
         except RuntimeError:  # appended to while copied: skip this scrape's quantiles
@@ -209,6 +216,10 @@ class Scorer:
         self._producer: AckProducer | None = None
         self._refused_in_a_row = 0
 
+    def new_registry(self) -> Registry:
+        """The registry this scorer loads versions through when it was given none."""
+        return Registry(self.settings.mlflow, onnx=self.settings.onnx)
+
     def assignment(self) -> list[tuple[str, int]]:
         """The partitions this scorer owns now; safe to call from any thread."""
         return self._consumer.assignment() if self._consumer is not None else []
@@ -220,7 +231,7 @@ class Scorer:
     def run(self, stop: threading.Event) -> None:
         """Score until ``stop`` is set; then finish the batch in flight, drain, commit and return."""
         settings = self.settings
-        registry = self.registry or Registry(settings.mlflow)
+        registry = self.registry or self.new_registry()
         self._prepare_database()
         writer = self._writer = InfluxWriter(settings.influxdb, settings.influx_chunk_points)
         watcher = ModelWatcher(registry, settings.reload_interval_s, lambda p: self._emit(p))
@@ -490,6 +501,7 @@ class Scorer:
         previous = self.model
         self.model = model
         self.stats.model_version = model.version
+        self.stats.model_backend = model.backend
         if previous is not None:
             self.stats.switches += 1
         log.info("%s", switch_message(model, previous))

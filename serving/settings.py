@@ -39,6 +39,11 @@ class ScorerSettings(BaseSettings):
     log_interval_s: float = Field(default=10.0, gt=0)
     metrics_host: str = Field(default=LOOPBACK, description="Where /metrics listens (0.0.0.0 in containers).")
     metrics_port: int = Field(default=9102, ge=0, le=65535, description="Prometheus /metrics port; 0 = off.")
+    onnx: bool = Field(
+        default=True,
+        description="Score with a version's ONNX export (onnxruntime) where it has one that matches "
+        "sklearn; else, or when false, with sklearn.",
+    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)

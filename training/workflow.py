@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fireman.common import onnx_export
 from fireman.common.errors import UserError
 from fireman.common.model_registry import RegistryClient
 from fireman.common.schema import FEATURE_NAMES, LABEL_COLUMN
@@ -38,6 +39,8 @@ CONFUSION_ARTIFACT = "confusion_matrix.png"
 # skops (MLflow's safe default format) refuses types it has not been told to trust; these are the
 # forest's node storage and numpy dtypes, both written by this process.
 SKOPS_TRUSTED_TYPES = ["numpy.dtype", "sklearn.tree._tree.Tree"]
+# Training rows the ONNX export is checked on at registration (twice: as they are, and with gaps).
+ONNX_CHECK_ROWS = 1000
 
 
 @dataclass
@@ -290,6 +293,7 @@ def _train_and_register(
             _log_parquet(reference, Path(tmp), REFERENCE_ARTIFACT)
             _log_parquet(held_out, Path(tmp), HOLDOUT_ARTIFACT)
             _log_parquet(unseen.to_frame(prints), Path(tmp), FINGERPRINT_ARTIFACT)
+            metadata = _log_onnx_export(model, reference, Path(tmp))
         example = train[FEATURES].head(5)
         signature = infer_signature(example, model.predict(example))
         # Explicit requirements skip MLflow's inference, which re-imports the model in a subprocess.
@@ -301,6 +305,7 @@ def _train_and_register(
             input_example=example,
             pip_requirements=requirements,
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            metadata=metadata,
         )
         run_id = run.info.run_id
     tags = {
@@ -328,6 +333,24 @@ def _log_parquet(frame: pd.DataFrame, tmp: Path, artifact: str) -> None:
     local.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(local, index=False)
     mlflow.log_artifact(str(local), artifact_path=str(Path(artifact).parent))
+
+
+def _log_onnx_export(model: Any, sample: pd.DataFrame, tmp: Path) -> dict[str, str] | None:
+    """Log the model's checked ONNX export; the logged model's metadata, which names it, or None.
+
+    ``sample`` (training rows) is what the export is checked on beside fixed rows; with no export the
+    version is registered all the same, and scored by sklearn.
+    """
+    import mlflow
+
+    content = onnx_export.export(model, sample.head(ONNX_CHECK_ROWS).to_numpy(dtype=np.float64))
+    if content is None:
+        return None
+    local = tmp / onnx_export.ARTIFACT
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(content)
+    mlflow.log_artifact(str(local), artifact_path=str(Path(onnx_export.ARTIFACT).parent))
+    return {onnx_export.METADATA_KEY: onnx_export.ARTIFACT}
 
 
 def _load_version(settings: TrainingSettings, version: str) -> Any:

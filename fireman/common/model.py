@@ -1,24 +1,31 @@
 """A servable model version: resolved from the registry alias, loaded, and checked before it serves.
 
-The scorer serves it; the monitor loads the same version to score its drift reference exactly as
-the scorer scores events.
+The scorer serves it; the monitor loads the same version to score its drift reference as the scorer
+scores events (with sklearn: where the scorer uses the ONNX export, within 1e-5, the same classes).
 
 A model serves only if its signature names a feature set the events carry (numeric columns, all
 known features) and it produces finite class-1 probabilities on sample rows, with and without
 missing values. The feature order of the matrix the scorer builds is the signature's order.
+
+A loader asked to (the scorer's ``FIREMAN_SCORER_ONNX``) scores with the version's ONNX export in
+onnxruntime instead, if the version has one and it gives the sklearn model's answers on check rows
+(``fireman.common.onnx_export``); the sklearn model is loaded and checked all the same, as the truth
+the export is checked against, and scores whenever the export is missing or refused.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fireman.common import mlflow_uri
+from fireman.common import mlflow_uri, onnx_export
 from fireman.common.model_registry import RegistryClient
 from fireman.common.schema import FEATURE_NAMES
 from fireman.common.settings import MlflowSettings
@@ -57,29 +64,59 @@ class ServingModel:
     positive_column: int
     classes: np.ndarray
     load_seconds: float
+    # The checked ONNX export, scoring in the estimator's place; None: the estimator scores.
+    export: Exported | None = None
 
     @property
     def version(self) -> str:
         return self.lineage.model_version
+
+    @property
+    def backend(self) -> str:
+        """What computes the probabilities: ``sklearn`` or ``onnxruntime``."""
+        return "sklearn" if self.export is None else "onnxruntime"
 
     def score(self, matrix: np.ndarray) -> tuple[list[int], list[float]]:
         """One ``predict_proba`` call: predicted classes (as ``predict`` would) and P(class 1)."""
         with warnings.catch_warnings():
             # Fitted on a DataFrame, scored on a matrix in the same column order: the warning is noise.
             warnings.filterwarnings("ignore", message="X does not have valid feature names")
-            proba = self.estimator.predict_proba(matrix)
+            proba = self._probabilities(matrix)
         predictions = self.classes[np.argmax(proba, axis=1)]
         return predictions.astype(np.int64).tolist(), proba[:, self.positive_column].astype(
             np.float64
         ).tolist()
 
+    def _probabilities(self, matrix: np.ndarray) -> np.ndarray:
+        scorer = self.estimator if self.export is None else self.export
+        return np.asarray(scorer.predict_proba(matrix))
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A version's ONNX export, checked against its sklearn model, which still decides near ties."""
+
+    predictor: onnx_export.OnnxPredictor
+    exact: Any  # sklearn's probabilities: the forest tree by tree where that agrees, else the estimator
+
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        proba = self.predictor.predict_proba(matrix).astype(np.float64)
+        # Where two classes (nearly) tie, float32 sums may break the tie the other way (half the trees
+        # each way: one row in a few hundred): sklearn, the truth, scores those few rows, so every
+        # predicted class is sklearn's.
+        ties = onnx_export.near_ties(proba)
+        if ties.any():
+            proba[ties] = self.exact.predict_proba(np.asarray(matrix)[ties])
+        return proba
+
 
 class Registry:
     """Reads the registered model's aliases and loads versions; MLflow is imported lazily (it is slow)."""
 
-    def __init__(self, settings: MlflowSettings) -> None:
+    def __init__(self, settings: MlflowSettings, onnx: bool = False) -> None:
         self.settings = settings
         self.client = RegistryClient(settings)
+        self.onnx = onnx  # score with a version's checked ONNX export where it has one
 
     def by_alias(self, alias: str) -> AliasTarget | None:
         """The version ``alias`` points to, or None when the alias is not set (yet)."""
@@ -117,7 +154,54 @@ class Registry:
             Lineage(target.name, target.version, target.run_id),
             time.perf_counter() - started,
         )
-        return model
+        if not self.onnx:
+            return model
+        export = load_export(model, (info.metadata or {}).get(onnx_export.METADATA_KEY))
+        return replace(model, export=export, load_seconds=time.perf_counter() - started)
+
+
+def load_export(model: ServingModel, artifact: str | None) -> Exported | None:
+    """The version's ONNX export if it has one and it passes its check; None (sklearn scores) otherwise.
+
+    Never raises: whatever goes wrong with the export, the checked sklearn model can serve.
+    """
+    version = model.version
+    if artifact is None:
+        log.info("version %s scores with sklearn: it has no ONNX export", version)
+        return None
+    try:
+        content = _download(model.lineage.run_id, artifact)
+        predictor = onnx_export.OnnxPredictor(content)
+        rows = onnx_export.check_rows(len(model.feature_order))
+        difference = onnx_export.verify(predictor, model.estimator, rows)
+    except ImportError as exc:
+        log.warning("version %s scores with sklearn: onnxruntime is not importable (%s)", version, exc)
+        return None
+    except Exception as exc:  # a missing, corrupt or disagreeing export: sklearn serves
+        log.warning(
+            "version %s scores with sklearn: its ONNX export is refused (%s: %s)",
+            version,
+            type(exc).__name__,
+            exc,
+        )
+        return None
+    log.info(
+        "version %s scores with onnxruntime: its ONNX export matches sklearn on %d check rows "
+        "(largest probability difference %.1e)",
+        version,
+        len(rows),
+        difference,
+    )
+    width = len(model.feature_order)
+    return Exported(predictor, trees_in_turn(model.estimator, width, version) or model.estimator)
+
+
+def _download(run_id: str, artifact: str) -> bytes:
+    import mlflow.artifacts
+
+    with tempfile.TemporaryDirectory(prefix="fireman-onnx-") as tmp:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp)
+        return Path(local).read_bytes()
 
 
 def predict_in_one_thread(estimator: Any) -> None:
@@ -185,3 +269,67 @@ def build_serving_model(
     if len(probabilities) != 2 or not all(np.isfinite(probabilities)):
         raise ModelRefused(f"version {version} gave no finite probability on a sample row")
     return model
+
+
+def trees_in_turn(estimator: Any, width: int, version: str) -> TreesInTurn | None:
+    """``estimator``'s forest scored tree by tree, or None if it has none or that changes an answer."""
+    trees = TreesInTurn.of(estimator)
+    if trees is not None and not _agrees(trees, estimator, width):
+        # It reads the forest's internals; a scikit-learn release that changes them must not change
+        # an answer, so any disagreement on the check rows falls back to the estimator's own path.
+        log.warning("version %s: tree-by-tree scoring disagrees with predict_proba; not used", version)
+        return None
+    return trees
+
+
+def _agrees(trees: TreesInTurn, estimator: Any, width: int) -> bool:
+    """Whether the fast path gives exactly the estimator's probabilities on varied rows with gaps."""
+    rows = onnx_export.check_rows(width)
+    try:
+        return bool(np.array_equal(trees.predict_proba(rows), estimator.predict_proba(rows)))
+    except Exception:  # any failure of the fast path means the estimator's own path serves
+        return False
+
+
+class TreesInTurn:
+    """``predict_proba`` of a pipeline ending in a fitted forest classifier, one tree after another.
+
+    sklearn sends each tree's prediction through joblib, sets its configuration and warning filters up
+    around every one and checks each tree is fitted: ~60 us a tree, most of the cost of a request of a
+    few rows. The arithmetic is the forest's own: input checked and converted by the forest, the
+    trees' class probabilities summed in order and divided by their number, so the probabilities are
+    the scorer's.
+    """
+
+    def __init__(self, head: list[Any], forest: Any) -> None:
+        self.head = head
+        self.forest = forest
+
+    @classmethod
+    def of(cls, estimator: Any) -> TreesInTurn | None:
+        """The fast path for ``estimator``, or None when it is not a (pipeline ending in a) forest."""
+        from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+        from sklearn.pipeline import Pipeline
+
+        steps = [step for _, step in estimator.steps] if isinstance(estimator, Pipeline) else [estimator]
+        *head, forest = steps
+        if not isinstance(forest, RandomForestClassifier | ExtraTreesClassifier):
+            return None
+        if getattr(forest, "n_outputs_", None) != 1 or not hasattr(forest, "_validate_X_predict"):
+            return None
+        if not all(hasattr(step, "transform") for step in head):  # "passthrough" or None steps
+            return None
+        return cls(head, forest)
+
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        for step in self.head:
+            matrix = step.transform(matrix)
+        forest = self.forest
+        checked = forest._validate_X_predict(matrix)
+        proba = np.zeros((checked.shape[0], forest.n_classes_), dtype=np.float64)
+        for tree in forest.estimators_:
+            # The tree's own predict_proba less its per-call checks (fitted, feature count: done once
+            # above by the forest): its leaf values, in its classes' columns.
+            proba += tree.tree_.predict(checked)[:, : tree.n_classes_]
+        proba /= len(forest.estimators_)
+        return proba

@@ -109,6 +109,8 @@ def register_model(
     Without the hold-out and drift reference that training logs: fast, for tests that only need a
     servable version (``fireman.bench.workload.train_production`` gives the whole thing). A model of a
     class of the tests' own needs ``serialization="cloudpickle"`` (skops trusts only the forest's types).
+    No ONNX export either, deliberately: these versions are scored by sklearn, so the scorer's tests
+    compare with ``predict_proba`` exactly (training's export is tested in test_onnx_registry.py).
     """
     import mlflow
     from mlflow.models import infer_signature

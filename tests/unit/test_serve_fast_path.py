@@ -8,7 +8,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 
-from fireman.common.model import Lineage, build_serving_model
+from fireman.common.model import Lineage, TreesInTurn, build_serving_model
 from fireman.common.schema import FEATURE_NAMES
 from fireman.serving import inference
 
@@ -31,16 +31,14 @@ def test_a_forest_is_scored_tree_by_tree_with_the_same_probabilities() -> None:
     pipeline, rows = forest_model()
     model = build_serving_model(pipeline, tuple(FEATURE_NAMES), Lineage("m", "1", "r"), 0.0)
     prepared = inference.prepare_for_requests(model)
-    assert isinstance(prepared.estimator, inference._TreesInTurn)
+    assert isinstance(prepared.estimator, TreesInTurn)
     np.testing.assert_array_equal(prepared.estimator.predict_proba(rows), pipeline.predict_proba(rows))
 
 
 def test_a_fast_path_that_disagrees_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
     pipeline, rows = forest_model()
-    exact = inference._TreesInTurn.predict_proba
-    monkeypatch.setattr(
-        inference._TreesInTurn, "predict_proba", lambda self, matrix: exact(self, matrix) + 1e-12
-    )
+    exact = TreesInTurn.predict_proba
+    monkeypatch.setattr(TreesInTurn, "predict_proba", lambda self, matrix: exact(self, matrix) + 1e-12)
     model = build_serving_model(pipeline, tuple(FEATURE_NAMES), Lineage("m", "1", "r"), 0.0)
     prepared = inference.prepare_for_requests(model)
     assert prepared.estimator is pipeline
