@@ -474,3 +474,43 @@ def test_the_image_installs_the_airflow_extra() -> None:
     assert "--extra airflow" in install
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(requirement.startswith("apache-airflow") for requirement in extras["airflow"])
+
+
+def project_services() -> dict[str, dict[str, Any]]:
+    return {name: service for name, service in SERVICES.items() if service.get("image") == PROJECT_IMAGE}
+
+
+def test_fireman_uses_influxdb_as_a_plain_user_of_the_database_the_operator_creates() -> None:
+    """The sink crash-looped on a refused CREATE DATABASE: compose runs InfluxDB with auth on, its
+    admin creates the database and fireman's user, and fireman holds no admin credentials (that a
+    refused CREATE is not fatal is `tests/integration/test_influx_auth.py`)."""
+    influx = SERVICES["influxdb"]["environment"]
+    assert influx["INFLUXDB_HTTP_AUTH_ENABLED"] == "true"
+    assert influx["INFLUXDB_DB"] == "${FIREMAN_INFLUXDB_DATABASE:-fireman}"
+    assert influx["INFLUXDB_USER"].startswith("${FIREMAN_INFLUXDB_USERNAME:")
+    assert influx["INFLUXDB_ADMIN_USER"] != influx["INFLUXDB_USER"]
+    clients = {
+        name: service.get("environment") or {}
+        for name, service in project_services().items()
+        if "FIREMAN_INFLUXDB_URL" in (service.get("environment") or {})
+    }
+    assert {"sink", "scorer", "monitor"} <= set(clients), "the InfluxDB clients are not where the test looks"
+    for name, env in clients.items():
+        assert env["FIREMAN_INFLUXDB_DATABASE"] == influx["INFLUXDB_DB"], name
+        assert env["FIREMAN_INFLUXDB_USERNAME"].startswith("${FIREMAN_INFLUXDB_USERNAME:"), name
+        assert not any("ADMIN" in key for key in env if key.startswith(("INFLUX", "FIREMAN_INFLUX"))), name
+
+
+def test_retrain_tasks_share_no_files_only_the_mlflow_server() -> None:
+    """Training data went between tasks as local paths: the Airflow containers mount nothing but their
+    logs, and the window travels as a run artifact through MLflow's artifact proxy (runs:/ URIs over
+    HTTP, `training/handoff.py`), which every worker reaches."""
+    airflow = {name: service for name, service in SERVICES.items() if name.startswith("airflow-")}
+    airflow.pop("airflow-db")
+    for name, service in airflow.items():
+        mounts = {mount.split(":")[1] for mount in service.get("volumes") or []}
+        assert mounts <= {"/var/lib/airflow/logs"}, f"{name} mounts {mounts}"
+        assert service["environment"]["FIREMAN_MLFLOW_TRACKING_URI"] == "http://mlflow:5000", name
+    start = (ROOT / "mlflow" / "start-server.sh").read_text()
+    assert "--serve-artifacts" in start and "--artifacts-destination" in start
+    assert SERVICES["mlflow"]["environment"]["MLFLOW_ARTIFACTS_DESTINATION"].startswith("/var/lib/mlflow")
