@@ -29,6 +29,19 @@ def require_services(*names: str) -> None:
         )
 
 
+def row_counts(text: str, option: str) -> list[int]:
+    """``"1,100"`` as row counts; anything else is a usage error naming ``option`` (exit 2)."""
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not a comma-separated list of row counts", param_hint=option
+        ) from None
+    if not counts or min(counts) < 1:
+        raise typer.BadParameter("give at least one row count, each 1 or more", param_hint=option)
+    return counts
+
+
 def register(app: typer.Typer) -> None:
     """Add the `fireman bench` group to the `fireman` app."""
     bench_app = typer.Typer(
@@ -105,15 +118,7 @@ def register(app: typer.Typer) -> None:
         """Predict-only rows/s of the training pipeline: sklearn beside its ONNX export (no server)."""
         from fireman.bench.onnx import BenchOptions, run_bench
 
-        try:
-            sizes = [int(part) for part in batches.split(",") if part.strip()]
-        except ValueError:
-            raise typer.BadParameter(
-                f"{batches!r} is not a comma-separated list of row counts", param_hint="--batches"
-            ) from None
-        if not sizes or min(sizes) < 1:
-            raise typer.BadParameter("give at least one batch size, each 1 or more", param_hint="--batches")
-        run_bench(BenchOptions(batches=sizes, seconds=seconds, turns=turns))
+        run_bench(BenchOptions(batches=row_counts(batches, "--batches"), seconds=seconds, turns=turns))
 
     @bench_app.command("serve")
     def bench_serve(
@@ -126,15 +131,7 @@ def register(app: typer.Typer) -> None:
         from fireman.bench.serve import BenchOptions, run_bench
 
         quiet_mlflow()
-        try:
-            sizes = [int(part) for part in rows.split(",") if part.strip()]
-        except ValueError:
-            raise typer.BadParameter(
-                f"{rows!r} is not a comma-separated list of row counts", param_hint="--rows"
-            ) from None
-        if not sizes or min(sizes) < 1:
-            raise typer.BadParameter("give at least one row count, each 1 or more", param_hint="--rows")
-        run_bench(BenchOptions(rate=rate, duration_s=duration, rows=sizes))
+        run_bench(BenchOptions(rate=rate, duration_s=duration, rows=row_counts(rows, "--rows")))
 
     @bench_app.command("shadow")
     def bench_shadow(

@@ -19,17 +19,15 @@ monitor instance that ``docs/architecture.md`` (Scaling out) describes.
 from __future__ import annotations
 
 import os
-import statistics
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from fireman.bench.shadow import Run, measure_scorers
+from fireman.bench.shadow import Run, ScorerRuns, measure_scorers
 from fireman.common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 from fireman.serving.settings import ScorerSettings
 
@@ -45,22 +43,9 @@ class BenchOptions:
 
 
 @dataclass
-class BenchResult:
-    runs: list[Run] = field(default_factory=list)
-    cpus: int = 0
+class BenchResult(ScorerRuns):
+    baseline: str = next(iter(MODES))
     monitor_per_s: float | None = None  # events (a measurement and a prediction each) per second
-
-    def of(self, mode: str) -> list[Run]:
-        return [run for run in self.runs if run.mode == mode]
-
-    def mean(self, mode: str) -> float:
-        return statistics.mean(run.events_per_s for run in self.of(mode))
-
-    @property
-    def ratio(self) -> float:
-        """Two scorers' throughput over one scorer's."""
-        one, two = MODES
-        return self.mean(two) / self.mean(one)
 
 
 def run_bench(options: BenchOptions, console: Console | None = None) -> BenchResult:
@@ -205,32 +190,9 @@ def _check(thread: threading.Thread, deadline: float, what: str) -> None:
 
 
 def _print(result: BenchResult, options: BenchOptions, console: Console) -> None:
-    table = Table(
-        "mode",
-        "events/s per run",
-        "mean events/s",
-        "/ 1 scorer",
-        "scorer cores",
-        "scorer CPU s / 100k events",
-        "machine busy cores",
-        "load average",
-        title=f"fireman bench scale-out: {options.events:,} events per run, end to end, "
-        f"{KafkaSettings().partitions} partitions",
-    )
-    one = result.mean(next(iter(MODES)))
-    for mode in MODES:
-        runs = result.of(mode)
-        table.add_row(
-            mode,
-            ", ".join(f"{run.events_per_s:,.0f}" for run in runs),
-            f"{result.mean(mode):,.0f}",
-            f"{result.mean(mode) / one:.2f}",
-            f"{statistics.mean(run.scorer_cores for run in runs):.2f}",
-            f"{statistics.mean(run.scorer_cores / run.events_per_s * 100_000 for run in runs):.1f}",
-            f"{statistics.mean(run.busy_cores for run in runs):.2f} of {result.cpus}",
-            f"{min(run.load for run in runs):.2f}-{max(run.load for run in runs):.2f}",
-        )
-    console.print(table)
+    partitions = KafkaSettings().partitions
+    title = f"fireman bench scale-out: {options.events:,} events per run, end to end, {partitions} partitions"
+    console.print(result.table(title))
     if result.monitor_per_s is not None:
         console.print(
             f"one monitor took in {result.monitor_per_s:,.0f} events/s "

@@ -61,9 +61,12 @@ class Run:
 
 
 @dataclass
-class BenchResult:
+class ScorerRuns:
+    """Runs of scorers in several modes, each compared with the ``baseline`` mode."""
+
     runs: list[Run] = field(default_factory=list)
     cpus: int = 0
+    baseline: str = MODES[0]
 
     def of(self, mode: str) -> list[Run]:
         return [run for run in self.runs if run.mode == mode]
@@ -72,11 +75,38 @@ class BenchResult:
         return statistics.mean(run.events_per_s for run in self.of(mode))
 
     def ratio(self, mode: str) -> float:
-        return self.mean(mode) / self.mean(MODES[0])
+        return self.mean(mode) / self.mean(self.baseline)
 
     def cpu_per_100k(self, mode: str) -> float:
         """Scorer CPU seconds per 100,000 events: the cost, less sensitive than a rate to a busy machine."""
         return statistics.mean(run.scorer_cores / run.events_per_s * 100_000 for run in self.of(mode))
+
+    def table(self, title: str) -> Table:
+        """One row per mode, in the order the modes first ran."""
+        table = Table(
+            "mode",
+            "events/s per run",
+            "mean events/s",
+            f"/ {self.baseline}",
+            "scorer cores",
+            "scorer CPU s / 100k events",
+            "machine busy cores",
+            "load average",
+            title=title,
+        )
+        for mode in dict.fromkeys(run.mode for run in self.runs):
+            runs = self.of(mode)
+            table.add_row(
+                mode,
+                ", ".join(f"{run.events_per_s:,.0f}" for run in runs),
+                f"{self.mean(mode):,.0f}",
+                f"{self.ratio(mode):.2f}",
+                f"{statistics.mean(run.scorer_cores for run in runs):.2f}",
+                f"{self.cpu_per_100k(mode):.1f}",
+                f"{statistics.mean(run.busy_cores for run in runs):.2f} of {self.cpus}",
+                f"{min(run.load for run in runs):.2f}-{max(run.load for run in runs):.2f}",
+            )
+        return table
 
 
 class _Shared:
@@ -226,7 +256,7 @@ def _busy_share(before: Any, after: Any) -> float:
     return 1.0 - idle / total if total > 0 else 0.0
 
 
-def run_bench(options: BenchOptions, console: Console | None = None) -> BenchResult:
+def run_bench(options: BenchOptions, console: Console | None = None) -> ScorerRuns:
     from fireman.bench.scorer import bench_topics, load_backlog, spambase_payloads
     from fireman.bench.workload import train_production
     from fireman.common.influx import InfluxClient
@@ -246,7 +276,7 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> BenchRes
     mlflow = MlflowSettings().model_copy(update={"model_name": name, "experiment": name})
     influx = InfluxSettings().model_copy(update={"database": name.replace("-", "_")})
     databases: list[InfluxSettings] = []
-    result = BenchResult(cpus=os.cpu_count() or 1)
+    result = ScorerRuns(cpus=os.cpu_count() or 1)
     ensure_topics(base, all_topics)
     try:
         with console.status("training production and challenger (training defaults)"):
@@ -306,28 +336,5 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> BenchRes
     return result
 
 
-def _print(result: BenchResult, options: BenchOptions, console: Console) -> None:
-    table = Table(
-        "mode",
-        "events/s per run",
-        "mean events/s",
-        "/ production",
-        "scorer cores",
-        "scorer CPU s / 100k events",
-        "machine busy cores",
-        "load average",
-        title=f"fireman bench shadow: {options.events:,} events per run, end to end",
-    )
-    for mode in MODES:
-        runs = result.of(mode)
-        table.add_row(
-            mode,
-            ", ".join(f"{run.events_per_s:,.0f}" for run in runs),
-            f"{result.mean(mode):,.0f}",
-            f"{result.ratio(mode):.2f}",
-            f"{statistics.mean(run.scorer_cores for run in runs):.2f}",
-            f"{result.cpu_per_100k(mode):.1f}",
-            f"{statistics.mean(run.busy_cores for run in runs):.2f} of {result.cpus}",
-            f"{min(run.load for run in runs):.2f}-{max(run.load for run in runs):.2f}",
-        )
-    console.print(table)
+def _print(result: ScorerRuns, options: BenchOptions, console: Console) -> None:
+    console.print(result.table(f"fireman bench shadow: {options.events:,} events per run, end to end"))
