@@ -99,11 +99,13 @@ class ServiceManager:
         for group in self._peer_groups(self.with_needs(names)):
             started = time.monotonic()
             launched = [(self.services[name], self._launch(self.services[name])) for name in group]
-            for service, (reused, record) in launched:
+            for service, (_, record) in launched:
                 if record is not None:
                     self._await_health(service, record)
-                service.after_start()
-                took = time.monotonic() - started
+            # What after_start creates (a cluster's topics) belongs to the group: once, when all are up.
+            launched[-1][0].after_start()
+            took = time.monotonic() - started
+            for service, (reused, _) in launched:
                 what = "already running" if reused else f"started in {took:.1f}s"
                 on_progress(f"{service.name}: {what} at {service.describe()}")
                 states.append(self.state(service.name))
