@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from fireman.common.events import BadMessage, decode_event, encode_prediction
+from fireman.common.events import BadMessage, decode_event
+from fireman.common.events import encode_predictions as prediction_messages
 from fireman.common.influx import format_field_value
 from fireman.common.measurements import PREDICTIONS, ROLE_PRODUCTION, ROLE_SHADOW
 from fireman.common.model import Lineage
@@ -96,17 +97,16 @@ def encode_predictions(
     event replayed after a model switch overwrites its point instead of adding a second one in another
     series.
     """
-    lineage_fields = (lineage.model_name, lineage.model_version, lineage.run_id)
-    messages = [
-        encode_prediction(
-            (event_id, sensor_id, timestamp), prediction, probability, lineage_fields, scored_ms
-        )
-        for event_id, sensor_id, timestamp, prediction, probability in zip(
-            batch.event_ids, batch.sensor_ids, batch.timestamps, predictions, probabilities, strict=True
-        )
-    ]
+    texts = [repr(float(p)) for p in probabilities]  # written once, for the message and the line
+    messages = prediction_messages(
+        zip(batch.event_ids, batch.sensor_ids, batch.timestamps, strict=True),
+        predictions,
+        texts,
+        (lineage.model_name, lineage.model_version, lineage.run_id),
+        scored_ms,
+    )
     latencies = [scored_ms - timestamp for timestamp in batch.timestamps]
-    lines = _lines(ROLE_PRODUCTION, batch, predictions, probabilities, latencies, lineage.model_version)
+    lines = _lines(ROLE_PRODUCTION, batch, predictions, texts, latencies, lineage.model_version)
     return messages, lines, latencies
 
 
@@ -123,23 +123,27 @@ def shadow_lines(
     kept, and a replay overwrites each.
     """
     latencies = [scored_ms - timestamp for timestamp in batch.timestamps]
-    return _lines(ROLE_SHADOW, batch, predictions, probabilities, latencies, model_version)
+    texts = [repr(float(p)) for p in probabilities]
+    return _lines(ROLE_SHADOW, batch, predictions, texts, latencies, model_version)
 
 
 def _lines(
     role: str,
     batch: DecodedBatch,
     predictions: Sequence[int],
-    probabilities: Sequence[float],
+    probabilities: Sequence[str],
     latencies: Sequence[int],
     model_version: str,
 ) -> list[str]:
-    """The ``predictions`` lines of a batch: the one place their format is written (tags sorted)."""
+    """The ``predictions`` lines of a batch: the one place their format is written (tags sorted).
+
+    ``probabilities`` are already written out (``repr``), as the Kafka messages carry them.
+    """
     version_field = format_field_value(model_version)
     return [
         f"{MEASUREMENT},role={role},sensor_id={sensor_id} "
         f'event_id="{event_id}",prediction={prediction}i,'
-        f"probability={probability!r},latency_ms={latency}i,model_version={version_field} "
+        f"probability={probability},latency_ms={latency}i,model_version={version_field} "
         f"{point_time_ns(timestamp, event_id)}"
         for event_id, sensor_id, timestamp, prediction, probability, latency in zip(
             batch.event_ids,

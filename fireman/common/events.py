@@ -1,7 +1,7 @@
 """The wire contract: the JSON on Kafka's ``measurements``, ``labels`` and ``predictions``, one set of rules.
 
 The collector writes events and labels (``encode_event``, ``encode_label``), the scorer writes
-predictions (``encode_prediction``), and every reader decodes with the functions below: the sink,
+predictions (``encode_predictions``), and every reader decodes with the functions below: the sink,
 the scorer and the monitor. A message that breaks a rule is a :class:`BadMessage` whose text names
 the offending field; readers send it to the dead-letter topic (sink, scorer) or skip it (monitor).
 
@@ -17,6 +17,7 @@ event on its hot path, and the checks cost about a microsecond per event.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,27 +169,32 @@ def encode_label(event_id: str, sensor_id: str, timestamp: int, label: int) -> b
     )
 
 
-def encode_prediction(
-    event: tuple[str, str, int],
-    prediction: int,
-    probability: float,
+def encode_predictions(
+    events: Iterable[tuple[str, str, int]],
+    predictions: Iterable[int],
+    probabilities: Iterable[str],
     lineage: tuple[str, str, str],
     scored_ms: int,
-) -> bytes:
-    """``event`` is (event_id, sensor_id, timestamp); ``lineage`` (model_name, model_version, run_id)."""
-    event_id, sensor_id, timestamp = event
-    model_name, model_version, run_id = lineage
-    return orjson.dumps(
-        {
-            "event_id": event_id,
-            "sensor_id": sensor_id,
-            "timestamp": timestamp,
-            "prediction": prediction,
-            "probability": probability,
-            "model_name": model_name,
-            "model_version": model_version,
-            "run_id": run_id,
-            "scored_at": scored_ms,
-            "latency_ms": scored_ms - timestamp,
-        }
-    )
+) -> list[bytes]:
+    """The ``predictions`` messages of a batch, in order.
+
+    ``events`` are (event_id, sensor_id, timestamp); ``probabilities`` are P(class 1) already written
+    as JSON numbers (``repr`` of a float in [0, 1]), so the caller can reuse the text in its
+    InfluxDB lines; ``lineage`` is (model_name, model_version, run_id). The scorer writes every
+    prediction through here: the JSON is filled into a template instead of serialising one object
+    per event, which halves the cost. The ids passed the contract's ``IDENTIFIER`` and need no
+    escaping; the lineage strings are escaped once per batch. The bytes are the same object
+    ``orjson.dumps`` writes (a test holds them equal).
+    """
+    name, version, run_id = (orjson.dumps(text).decode() for text in lineage)
+    lineage_json = f'"model_name":{name},"model_version":{version},"run_id":{run_id},"scored_at":{scored_ms}'
+    return [
+        (
+            f'{{"event_id":"{event_id}","sensor_id":"{sensor_id}","timestamp":{timestamp},'
+            f'"prediction":{prediction},"probability":{probability},{lineage_json},'
+            f'"latency_ms":{scored_ms - timestamp}}}'
+        ).encode()
+        for (event_id, sensor_id, timestamp), prediction, probability in zip(
+            events, predictions, probabilities, strict=True
+        )
+    ]

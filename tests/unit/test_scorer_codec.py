@@ -7,8 +7,11 @@ import math
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fireman.common.events import WireEvent
+from fireman.common.events import encode_predictions as prediction_messages
 from fireman.common.model import Lineage
 from fireman.common.pointtime import point_time_ns
 from fireman.serving.codec import column_map, decode_batch, encode_predictions, shadow_lines
@@ -130,3 +133,46 @@ def test_column_map_of_the_same_order_uses_the_matrix_as_it_is() -> None:
 
 def test_column_map_refuses_a_challenger_reading_a_feature_production_does_not_decode() -> None:
     assert column_map(("Cont_1", "Cont_2"), ("Cont_1", "Cont_57")) is None
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.from_regex(r"[A-Za-z0-9_.:\-]{1,128}", fullmatch=True),
+            st.from_regex(r"[A-Za-z0-9_.:\-]{1,128}", fullmatch=True),
+            st.integers(0, 4_102_444_800_000),
+            st.sampled_from([0, 1]),
+            st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 1.0, 1e-05, 0.1 + 0.2, 5e-324])),
+        ),
+        max_size=5,
+    ),
+    st.tuples(st.text(min_size=1), st.text(min_size=1), st.text()),
+)
+def test_prediction_messages_are_the_json_object_of_each_prediction(
+    rows: list[tuple[str, str, int, int, float]], lineage: tuple[str, str, str]
+) -> None:
+    """The template's bytes parse to the same object as ``orjson.dumps`` of the prediction."""
+    scored_ms = 4_102_444_800_123
+    messages = prediction_messages(
+        [row[:3] for row in rows],
+        [row[3] for row in rows],
+        [repr(row[4]) for row in rows],
+        lineage,
+        scored_ms,
+    )
+    assert [orjson.loads(message) for message in messages] == [
+        {
+            "event_id": event_id,
+            "sensor_id": sensor_id,
+            "timestamp": timestamp,
+            "prediction": prediction,
+            "probability": probability,
+            "model_name": lineage[0],
+            "model_version": lineage[1],
+            "run_id": lineage[2],
+            "scored_at": scored_ms,
+            "latency_ms": scored_ms - timestamp,
+        }
+        for event_id, sensor_id, timestamp, prediction, probability in rows
+    ]
