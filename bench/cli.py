@@ -180,11 +180,11 @@ def register(app: typer.Typer) -> None:
 
     @bench_app.command("monitoring")
     def bench_monitoring(
-        events: int = typer.Option(60_000, min=2000, help="Events per scorer throughput run."),
-        repeats: int = typer.Option(3, min=1, help="Alternating off/on runs; the figures are their means."),
+        events: int = typer.Option(150_000, min=2000, help="Events per scorer throughput run."),
+        repeats: int = typer.Option(4, min=1, help="Runs per configuration; the figures are their means."),
         windows: int = typer.Option(5, min=1, help="Windows timed for the Evidently cost."),
     ) -> None:
-        """Scorer throughput with the monitor off and on, side by side; Evidently's cost per window."""
+        """Scorer throughput: monitor off and on, defaults and the JSON/sklearn path; Evidently's cost."""
         require_services("kafka", "influxdb", "mlflow")
         from fireman.bench.monitoring import BenchOptions, run_bench
         from fireman.common.runtime import configure_logging

@@ -1,10 +1,14 @@
-"""What monitoring costs the scorer: scoring throughput with ``fireman monitor`` off and on, side by side.
+"""What monitoring costs the scorer, and what the scorer's defaults buy: throughput side by side.
 
-The monitor runs as deployed: a process of its own (niced by ``FIREMAN_MONITOR_NICE``), in its own
-consumer group, reading the same topics while the scorer works. Each run has fresh topics holding
-the same pre-produced events, so both runs start from an identical backlog; off and on runs
-alternate. The Evidently cost of one window (1,000 x 57 against the reference) is timed too, with
-and without Evidently's HTML widgets.
+Three configurations of the scorer, each run ``repeats`` times through the same backlog, in rotating
+order: the defaults (binary events, the ONNX export) with the monitor off and on, and the
+configuration before #17 (JSON events, scikit-learn) with the monitor on. The monitor runs as
+deployed: a process of its own (niced by ``FIREMAN_MONITOR_NICE``), in its own consumer group,
+reading the same topics while the scorer works. Each run has fresh topics holding the same events,
+written in that configuration's wire format. Per run, the CPU time of the scorer, the monitor, the
+Kafka broker(s) and InfluxDB is divided by the events: the capacity model in docs/performance.md is
+built from those figures. The Evidently cost of one window (1,000 x 57 against the reference) is
+timed too, with and without Evidently's HTML widgets.
 
 For ``fireman bench scorer --with-monitoring``: wrap the scorer's measured run in
 ``with monitoring_running(monitor_settings_for(kafka, influxdb, mlflow)):``. The production version
@@ -14,6 +18,7 @@ from ``fireman.bench.workload.train_production`` has it.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import statistics
@@ -22,7 +27,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 from typing import Any
@@ -34,19 +39,13 @@ from rich.console import Console
 from rich.table import Table
 
 from fireman.common import production_history
+from fireman.common.events import MeasurementFormat
 from fireman.common.model_registry import RegistryClient
 from fireman.common.schema import FEATURE_NAMES
 from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
 from fireman.monitoring.settings import MonitorSettings
 
 console = Console()
-
-
-@dataclass
-class BenchOptions:
-    events: int = 60_000
-    repeats: int = 3  # the figure is the mean of at least 3 runs per mode
-    windows: int = 5
 
 
 def monitor_settings_for(
@@ -116,6 +115,215 @@ def monitoring_running(settings: MonitorSettings, start_timeout_s: float = 180.0
             process.join(10)
 
 
+@dataclass(frozen=True)
+class Configuration:
+    """What the scorer runs with: the measurements' wire format, its model backend, and the monitor."""
+
+    name: str
+    wire: MeasurementFormat
+    onnx: bool
+    monitor: bool
+
+
+# Before #17: JSON events scored by scikit-learn. Now: the defaults, binary events and the ONNX export.
+PREVIOUS_ON = Configuration("JSON events, scikit-learn, monitoring on", "json", False, True)
+DEFAULTS_OFF = Configuration("defaults (binary events, ONNX), monitoring off", "binary", True, False)
+DEFAULTS_ON = Configuration("defaults (binary events, ONNX), monitoring on", "binary", True, True)
+
+
+@dataclass
+class BenchOptions:
+    events: int = 150_000
+    repeats: int = 4  # each figure is the mean of this many runs (at least 3)
+    windows: int = 5
+    configurations: list[Configuration] = field(
+        default_factory=lambda: [PREVIOUS_ON, DEFAULTS_OFF, DEFAULTS_ON]
+    )
+
+
+@dataclass(frozen=True)
+class Run:
+    events_per_s: float
+    # CPU seconds per event, from each process's CPU time over the run: where the capacity goes.
+    scorer_us: float
+    monitor_us: float | None
+    kafka_us: float | None
+    influxdb_us: float | None
+    monitor_cores: float | None
+
+
+@dataclass(frozen=True)
+class SinkRun:
+    """The sink alone through one backlog: its rate and the CPU µs per event it, Kafka and InfluxDB spent."""
+
+    events_per_s: float
+    sink_us: float
+    kafka_us: float | None
+    influxdb_us: float | None
+
+
+@dataclass
+class MonitoringResult:
+    runs: dict[Configuration, list[Run]]
+    sink: SinkRun
+    events: int
+    window_s: float
+    window_html_s: float
+    window_from_stream_s: float
+    window_from_influx_s: float
+    loads: tuple[float, float]
+
+    def rate(self, config: Configuration) -> float:
+        return statistics.mean(run.events_per_s for run in self.runs[config])
+
+    def cpu_us(self, config: Configuration, process: str) -> float | None:
+        """Mean CPU µs per event of ``process`` (scorer, monitor, kafka, influxdb) under ``config``."""
+        values = [getattr(run, f"{process}_us") for run in self.runs[config]]
+        known = [value for value in values if value is not None]
+        return statistics.mean(known) if known else None
+
+    def ratio(self, config: Configuration, baseline: Configuration) -> float:
+        return self.rate(config) / self.rate(baseline)
+
+    def print(self, out: Console) -> None:
+        table = Table(
+            "configuration", "mean events/s", "runs", "CPU µs/event: scorer, monitor, Kafka, InfluxDB"
+        )
+        for config, runs in self.runs.items():
+            cpu = ", ".join(_us(self.cpu_us(config, p)) for p in ("scorer", "monitor", "kafka", "influxdb"))
+            table.add_row(
+                config.name,
+                f"{self.rate(config):,.0f}",
+                ", ".join(f"{r.events_per_s:,.0f}" for r in runs),
+                cpu,
+            )
+        out.print(table)
+        facts = Table("measure", "value")
+        sink = self.sink
+        facts.add_row(
+            "the sink alone through one backlog (events/s; CPU µs/event: sink, Kafka, InfluxDB)",
+            f"{sink.events_per_s:,.0f}; {sink.sink_us:.1f}, {_us(sink.kafka_us)}, {_us(sink.influxdb_us)}",
+        )
+        if DEFAULTS_ON in self.runs and DEFAULTS_OFF in self.runs:
+            facts.add_row("defaults: monitoring on / off", f"{self.ratio(DEFAULTS_ON, DEFAULTS_OFF):.1%}")
+        if DEFAULTS_ON in self.runs and PREVIOUS_ON in self.runs:
+            facts.add_row(
+                "monitoring on: defaults / JSON and scikit-learn",
+                f"{self.ratio(DEFAULTS_ON, PREVIOUS_ON):.2f}x",
+            )
+        facts.add_row("Evidently, 1,000 x 57 window, no widgets (s)", f"{self.window_s:.2f}")
+        facts.add_row("Evidently, same window with HTML widgets (s)", f"{self.window_html_s:.2f}")
+        facts.add_row("widgets cost (x)", f"{self.window_html_s / self.window_s:.1f}")
+        facts.add_row(
+            "a 1,000-event window's rows, parsed from the stream (s)", f"{self.window_from_stream_s:.3f}"
+        )
+        facts.add_row(
+            "the same window read back from InfluxDB and joined (s)", f"{self.window_from_influx_s:.3f}"
+        )
+        out.print(facts)
+        settings = MonitorSettings()
+        repeats = min(len(runs) for runs in self.runs.values())
+        out.print(
+            f"events per run: {self.events:,}, runs per configuration: {repeats}, CPUs: {os.cpu_count()}, "
+            f"1-minute load average {self.loads[0]:.2f}-{self.loads[1]:.2f} (before and after each run); "
+            f"monitor: nice {settings.nice}, drift CPU budget {settings.drift_cpu_budget:.0%} of a core"
+        )
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def server_processes(kafka: KafkaSettings, influx: InfluxSettings) -> dict[str, list[psutil.Process]]:
+    """The local Kafka broker(s) and InfluxDB, found by their listening ports (none if not local)."""
+    brokers = {kafka.node_ports(node)[0] for node in range(1, kafka.brokers + 1)}
+    ports = {"kafka": brokers, "influxdb": {influx.port}}
+    found: dict[str, list[psutil.Process]] = {name: [] for name in ports}
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.status != psutil.CONN_LISTEN or connection.pid is None:
+            continue
+        for name, wanted in ports.items():
+            if connection.laddr.port in wanted and all(p.pid != connection.pid for p in found[name]):
+                found[name].append(psutil.Process(connection.pid))
+    return found
+
+
+def _cpu_s(processes: list[psutil.Process]) -> float:
+    return sum(sum(process.cpu_times()[:2]) for process in processes)
+
+
+def _measured_run(
+    config: Configuration,
+    kafka: KafkaSettings,
+    influx: InfluxSettings,
+    mlflow: MlflowSettings,
+    events: int,
+    servers: dict[str, list[psutil.Process]],
+) -> Run:
+    """One scorer run through the backlog under ``config``, with the CPU each process spent on it."""
+    scorer = psutil.Process()
+    with contextlib.ExitStack() as stack:
+        monitor = None
+        if config.monitor:
+            pid = stack.enter_context(monitoring_running(monitor_settings_for(kafka, influx, mlflow)))
+            monitor = psutil.Process(pid)
+        watched = {"scorer": [scorer], "monitor": [monitor] if monitor else [], **servers}
+        before = {name: _cpu_s(processes) for name, processes in watched.items()}
+        rate = _score_backlog(kafka, influx, mlflow, events, onnx=config.onnx)
+        spent = {name: _cpu_s(processes) - before[name] for name, processes in watched.items()}
+
+    def per_event(name: str) -> float | None:
+        return spent[name] / events * 1e6 if watched[name] else None
+
+    return Run(
+        events_per_s=rate,
+        scorer_us=spent["scorer"] / events * 1e6,
+        monitor_us=per_event("monitor"),
+        kafka_us=per_event("kafka"),
+        influxdb_us=per_event("influxdb"),
+        monitor_cores=spent["monitor"] / (events / rate) if monitor else None,
+    )
+
+
+def _sink_run(
+    kafka: KafkaSettings, influx: InfluxSettings, events: int, servers: dict[str, list[psutil.Process]]
+) -> SinkRun:
+    """The sink (as ``fireman sink`` runs it, in a thread here) through a backlog of ``events``."""
+    from fireman.streaming.settings import SinkSettings
+    from fireman.streaming.sink import SinkStats, run_sink
+
+    settings = SinkSettings(
+        kafka=kafka, influxdb=influx, group_id=f"bench-sink-{uuid.uuid4().hex[:8]}", log_interval_s=3600
+    )
+    stats, stop = SinkStats(), threading.Event()
+    thread = threading.Thread(target=run_sink, args=(settings, stop), kwargs={"stats": stats}, daemon=True)
+    watched = {"sink": [psutil.Process()], **servers}
+    thread.start()
+    try:
+        deadline = time.monotonic() + 180
+        while stats.consumed == 0:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the sink did not start reading")
+            time.sleep(0.01)
+        before = {name: _cpu_s(processes) for name, processes in watched.items()}
+        started = time.perf_counter()
+        deadline = time.monotonic() + 600
+        while stats.written < events:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError(f"the sink wrote {stats.written:,} of {events:,} events")
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        spent = {name: _cpu_s(processes) - before[name] for name, processes in watched.items()}
+    finally:
+        stop.set()
+        thread.join(60)
+
+    def per_event(name: str) -> float | None:
+        return spent[name] / events * 1e6 if watched[name] else None
+
+    return SinkRun(events / elapsed, spent["sink"] / events * 1e6, per_event("kafka"), per_event("influxdb"))
+
+
 # --- the benchmark itself ------------------------------------------------------------------------
 
 
@@ -136,14 +344,16 @@ def _fresh_topics(kafka: KafkaSettings) -> KafkaSettings:
 
 
 def _score_backlog(
-    kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings, events: int
+    kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings, events: int, onnx: bool = True
 ) -> float:
     """Events/s of the scorer through a backlog of ``events``, from ready to the last one committed."""
     from fireman.serving.scorer import Scorer
     from fireman.serving.settings import ScorerSettings
 
     scorer = Scorer(
-        ScorerSettings(kafka=kafka, influxdb=influx, mlflow=mlflow, group_id=f"bench-{uuid.uuid4().hex[:8]}")
+        ScorerSettings(
+            kafka=kafka, influxdb=influx, mlflow=mlflow, group_id=f"bench-{uuid.uuid4().hex[:8]}", onnx=onnx
+        )
     )
     stop = threading.Event()
     thread = threading.Thread(target=scorer.run, args=(stop,), daemon=True)
@@ -231,9 +441,10 @@ def _window_cost(reference: Any, rows: pd.DataFrame, windows: int) -> tuple[floa
     return statistics.median(quiet), rendered
 
 
-def run_bench(options: BenchOptions) -> dict[str, float]:
+def run_bench(options: BenchOptions) -> MonitoringResult:
     from fireman.bench.workload import make_events, produce_events, spambase_rows, train_production
     from fireman.common.influx import InfluxClient
+    from fireman.common.kafka_io import delete_topics
     from fireman.monitoring.reference import ReferenceStore
 
     kafka, influx, mlflow = KafkaSettings(), InfluxSettings(), MlflowSettings()
@@ -246,73 +457,63 @@ def run_bench(options: BenchOptions) -> dict[str, float]:
     # Spambase is sorted by class: shuffled, windows look like the reference (no drift alerts).
     rows = spambase_rows(dataset, options.events, missing_rate=0.2).sample(frac=1.0, random_state=0)
     events = make_events(rows)
-    results: dict[str, list[float]] = {"off": [], "on": []}
-    monitor_cpu: list[float] = []
+    runs: dict[Configuration, list[Run]] = {config: [] for config in options.configurations}
     # One database per run: a run writing over the last run's points would measure InfluxDB
     # deduplicating them, which a scorer only meets on a replay.
     databases: list[InfluxSettings] = []
+    created: list[KafkaSettings] = []
+    servers = server_processes(kafka, influx)
     # Other work on the machine skews a run; the 1-minute load average is printed with each one.
     loads: list[float] = [os.getloadavg()[0]]
     try:
         for repeat in range(options.repeats):
-            for mode in ("off", "on") if repeat % 2 == 0 else ("on", "off"):
-                topics = _fresh_topics(kafka)
+            # Rotated each round, so no configuration always runs first (or right after another).
+            shift = repeat % len(options.configurations)
+            for config in options.configurations[shift:] + options.configurations[:shift]:
+                label = f"run {repeat + 1}/{options.repeats}, {config.name}"
+                topics = _fresh_topics(kafka).model_copy(update={"measurement_format": config.wire})
+                created.append(topics)
                 run_influx = influx.model_copy(update={"database": f"{influx.database}_run{len(databases)}"})
                 databases.append(run_influx)
-                with console.status(f"run {repeat + 1}/{options.repeats}, monitoring {mode}: producing"):
+                with console.status(f"{label}: producing"):
                     produce_events(topics, events)
-                with console.status(f"run {repeat + 1}/{options.repeats}, monitoring {mode}: scoring"):
-                    if mode == "on":
-                        with monitoring_running(monitor_settings_for(topics, run_influx, mlflow)) as pid:
-                            monitor = psutil.Process(pid)
-                            before = sum(monitor.cpu_times()[:2])
-                            rate = _score_backlog(topics, run_influx, mlflow, len(events))
-                            spent = sum(monitor.cpu_times()[:2]) - before
-                            monitor_cpu.append(spent / (len(events) / rate))
-                    else:
-                        rate = _score_backlog(topics, run_influx, mlflow, len(events))
-                results[mode].append(rate)
+                with console.status(f"{label}: scoring"):
+                    run = _measured_run(config, topics, run_influx, mlflow, len(events), servers)
+                runs[config].append(run)
                 loads.append(os.getloadavg()[0])
-                console.print(f"monitoring {mode}: {rate:,.0f} events/s (load average {loads[-1]:.2f})")
+                console.print(
+                    f"{config.name}: {run.events_per_s:,.0f} events/s (load average {loads[-1]:.2f})"
+                )
+        scored = databases[-1]  # a scorer run's predictions, for the window sources below
+        with console.status("the sink alone through a backlog in the default wire format"):
+            sink_topics = _fresh_topics(kafka)
+            created.append(sink_topics)
+            produce_events(sink_topics, events)
+            sink_influx = influx.model_copy(update={"database": f"{influx.database}_sink"})
+            databases.append(sink_influx)
+            sink = _sink_run(sink_topics, sink_influx, len(events), servers)
         with console.status("timing Evidently windows"):
             reference = ReferenceStore(mlflow, MonitorSettings().reference_rows).load(name, version)
             quiet, rendered = _window_cost(reference, rows, options.windows)
         with console.status("timing where a window's rows come from: the stream or InfluxDB"):
-            from_stream, from_influx = _window_sources(databases[-1], events, options.windows)
+            from_stream, from_influx = _window_sources(scored, events, options.windows)
     finally:
+        delete_topics(kafka, [name for topics in created for name in topics.topics()])
         with InfluxClient(influx) as client:
             for database in (influx, *databases):
                 client.drop_database(database.database)
         # The bench's model goes too: registered models left behind pile up in the MLflow UI.
         with RegistryClient(mlflow) as registry:
             registry.delete_model(name)
-    off, on = statistics.mean(results["off"]), statistics.mean(results["on"])
-    runs = {mode: ", ".join(f"{rate:,.0f}" for rate in rates) for mode, rates in results.items()}
-    table = Table("measure", "value")
-    table.add_row("scorer, monitoring off (mean events/s)", f"{off:,.0f} ({runs['off']})")
-    table.add_row("scorer, monitoring on (mean events/s)", f"{on:,.0f} ({runs['on']})")
-    table.add_row("on / off", f"{on / off:.1%}")
-    table.add_row("monitor CPU while the scorer ran (cores)", f"{statistics.mean(monitor_cpu):.2f}")
-    table.add_row("Evidently, 1,000 x 57 window, no widgets (s)", f"{quiet:.2f}")
-    table.add_row("Evidently, same window with HTML widgets (s)", f"{rendered:.2f}")
-    table.add_row("widgets cost (x)", f"{rendered / quiet:.1f}")
-    table.add_row("a 1,000-event window's rows, parsed from the stream (s)", f"{from_stream:.3f}")
-    table.add_row("the same window read back from InfluxDB and joined (s)", f"{from_influx:.3f}")
-    console.print(table)
-    console.print(
-        f"events per run: {len(events):,}, runs per mode: {options.repeats}, CPUs: {os.cpu_count()}, "
-        f"1-minute load average {min(loads):.2f}-{max(loads):.2f} (before and after each run)"
+    result = MonitoringResult(
+        runs=runs,
+        sink=sink,
+        events=len(events),
+        window_s=quiet,
+        window_html_s=rendered,
+        window_from_stream_s=from_stream,
+        window_from_influx_s=from_influx,
+        loads=(min(loads), max(loads)),
     )
-    settings = MonitorSettings()
-    budget = f"{settings.drift_cpu_budget:.0%}"
-    console.print(f"monitor: nice {settings.nice}, drift CPU budget {budget} of a core")
-    return {
-        "off": off,
-        "on": on,
-        "ratio": on / off,
-        "window_s": quiet,
-        "window_from_stream_s": from_stream,
-        "window_from_influx_s": from_influx,
-        "window_html_s": rendered,
-        "load_max": max(loads),
-    }
+    result.print(console)
+    return result

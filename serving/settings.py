@@ -18,7 +18,9 @@ class ScorerSettings(BaseSettings):
     max_batch: int = Field(
         default=5000, ge=1, le=100_000, description="Most events scored in one model call."
     )
-    max_wait_ms: int = Field(default=100, ge=1, description="Longest wait to fill a batch.")
+    # 25 ms: at 2,000 events/s a batch of ~50 waits at most 25 ms, so p99 stays well under 100 ms;
+    # under a backlog batches fill at once and the wait never applies.
+    max_wait_ms: int = Field(default=25, ge=1, description="Longest wait to fill a batch.")
     reload_interval_s: float = Field(
         default=10.0, gt=0, description="How often the registry alias is polled."
     )
