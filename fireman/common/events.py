@@ -30,6 +30,7 @@ per batch (``binary_parts``, ``infinite_rows``).
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from dataclasses import dataclass
@@ -169,9 +170,8 @@ def decode_event(value: bytes | None) -> WireEvent:
         return event_from(load_object(value))
     event_id, sensor_id, timestamp, block = binary_parts(value)
     values = _VALUES.unpack(block)
-    reason = _infinite(values)
-    if reason is not None:
-        raise BadMessage(reason)
+    if math.inf in values or -math.inf in values:
+        raise BadMessage(str(_infinite(values)))
     # v == v: false only for NaN, which is a missing feature.
     features: Features = {name: v for name, v in zip(FEATURE_NAMES, values, strict=True) if v == v}
     return WireEvent(event_id, sensor_id, timestamp, features)
@@ -184,16 +184,8 @@ def binary_parts(value: bytes) -> tuple[str, str, int, bytes]:
     whole batch (:func:`infinite_rows`) or one row (:func:`decode_event`, :func:`feature_row`).
     """
     size = len(value)
-    if value[:3] != BINARY_MAGIC[:size]:
-        raise BadMessage(f"magic: expected a binary measurement to start {BINARY_MAGIC!r}, got {value[:3]!r}")
-    if size > 3 and value[3] not in BINARY_VERSIONS:
-        understood = ", ".join(map(str, BINARY_VERSIONS))
-        raise BadMessage(
-            f"version: binary measurement format version {value[3]}; this reader understands {understood}"
-        )
-    if size < VALUES_AT:
-        field = next(name for end, name in _HEADER_FIELDS if size < end)
-        raise BadMessage(f"{field}: message truncated at {size} bytes, inside the {VALUES_AT}-byte header")
+    if value[:4] != _PREFIX or size < VALUES_AT:
+        raise BadMessage(_header_problem(value))
     _, timestamp, n, id_size, sensor_size = _HEADER.unpack_from(value)
     if n != WIDTH:
         raise BadMessage(f"n (feature count): expected {WIDTH}, got {n}")
@@ -202,14 +194,24 @@ def binary_parts(value: bytes) -> tuple[str, str, int, bytes]:
         raise BadMessage(_length_problem(size, id_size, end))
     if not MIN_EPOCH_MS <= timestamp <= MAX_EPOCH_MS:
         raise BadMessage(f"timestamp: expected epoch milliseconds, got {timestamp!r:.80}")
-    # latin-1 maps every byte to a character, so any non-ASCII byte fails the pattern, not the decode.
-    event_id = value[IDS_AT : IDS_AT + id_size].decode("latin-1")
-    if not IDENTIFIER.fullmatch(event_id):
-        raise BadMessage(f"event_id: expected an identifier string, got {event_id!r:.80}")
-    sensor_id = value[IDS_AT + id_size : end].decode("latin-1")
-    if not IDENTIFIER.fullmatch(sensor_id):
-        raise BadMessage(f"sensor_id: expected an identifier string, got {sensor_id!r:.80}")
-    return event_id, sensor_id, timestamp, value[VALUES_AT:IDS_AT]
+    # latin-1 maps every byte to a character, so a non-ASCII byte fails the pattern, not the decode.
+    ids = value[IDS_AT:].decode("latin-1")
+    if not IDENTIFIER.fullmatch(ids, 0, id_size):
+        raise BadMessage(f"event_id: expected an identifier string, got {ids[:id_size]!r:.80}")
+    if not IDENTIFIER.fullmatch(ids, id_size):
+        raise BadMessage(f"sensor_id: expected an identifier string, got {ids[id_size:]!r:.80}")
+    return ids[:id_size], ids[id_size:], timestamp, value[VALUES_AT:IDS_AT]
+
+
+def _header_problem(value: bytes) -> str:
+    size = len(value)
+    if value[:3] != BINARY_MAGIC[:size]:
+        return f"magic: expected a binary measurement to start {BINARY_MAGIC!r}, got {value[:3]!r}"
+    if size > 3 and value[3] not in BINARY_VERSIONS:
+        understood = ", ".join(map(str, BINARY_VERSIONS))
+        return f"version: binary measurement format version {value[3]}; this reader understands {understood}"
+    field = next(name for end, name in _HEADER_FIELDS if size < end)
+    return f"{field}: message truncated at {size} bytes, inside the {VALUES_AT}-byte header"
 
 
 def _length_problem(size: int, id_size: int, end: int) -> str:
@@ -225,7 +227,7 @@ def _length_problem(size: int, id_size: int, end: int) -> str:
 def _infinite(values: Any) -> str | None:
     """The reason a row in FEATURE_NAMES order is refused, if it holds an infinity (NaN is missing)."""
     for name, v in zip(FEATURE_NAMES, values, strict=True):
-        if v in (np.inf, -np.inf):
+        if v in (math.inf, -math.inf):
             return f"features.{name}: expected a finite number or missing, got {v}"
     return None
 
