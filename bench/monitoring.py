@@ -382,13 +382,13 @@ def _window_sources(influx: InfluxSettings, events: list[Any], windows: int) -> 
     and join them on ``event_id``. ``influx`` holds the predictions of ``events`` (a scorer run);
     their measurements are written here as the sink writes them.
     """
+    from fireman.common.events import feature_row
     from fireman.common.influx import InfluxClient
     from fireman.common.measurements import MEASUREMENTS, PREDICTIONS, PRODUCTION_ONLY
     from fireman.common.pointtime import point_time_ns
-    from fireman.monitoring.windows import parse_features
     from fireman.streaming.sink import event_point
 
-    raw = [event.to_json() for event in events]
+    raw = [event.encode(KafkaSettings().measurement_format) for event in events]
     with InfluxClient(influx) as client:
         for start in range(0, len(raw), 5000):
             client.write(event_point(value, MEASUREMENTS.name) for value in raw[start : start + 5000])
@@ -398,7 +398,7 @@ def _window_sources(influx: InfluxSettings, events: list[Any], windows: int) -> 
             chunk = events[first : first + 1000]
             started = time.perf_counter()
             for value in raw[first : first + 1000]:
-                parse_features(value)
+                feature_row(value)
             stream.append(time.perf_counter() - started)
             begin = point_time_ns(chunk[0].timestamp, chunk[0].event_id)
             end = point_time_ns(chunk[-1].timestamp, chunk[-1].event_id) + 1

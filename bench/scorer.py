@@ -24,13 +24,12 @@ import uuid
 from dataclasses import dataclass
 
 import numpy as np
-import orjson
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from fireman.bench.workload import make_events, spambase_rows, train_production
-from fireman.common.events import WireEvent
+from fireman.common.events import WireEvent, decode_event, is_binary
 from fireman.common.schema import now_ms
 from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
 from fireman.serving.scorer import Scorer
@@ -151,7 +150,11 @@ def bench_topics(base: KafkaSettings, prefix: str) -> KafkaSettings:
 
 
 def spambase_payloads(count: int) -> list[tuple[bytes, bytes]]:
-    """(key, value) of ``count`` Spambase events, 10% of values missing, all stamped later at send."""
+    """(key, value) of ``count`` Spambase events, 10% of values missing, all stamped later at send.
+
+    In the writers' default format (``FIREMAN_KAFKA_MEASUREMENT_FORMAT``), so the bench measures it.
+    """
+    fmt = KafkaSettings().measurement_format
     rows = spambase_rows(DatasetSettings(), min(count, 4601), missing_rate=0.1)
     templates = make_events(rows, prefix="tmpl")
     payloads = []
@@ -160,7 +163,7 @@ def spambase_payloads(count: int) -> list[tuple[bytes, bytes]]:
         event = WireEvent(
             event_id=f"b-{i}", sensor_id=template.sensor_id, timestamp=0, features=template.features
         )
-        payloads.append((event.sensor_id.encode(), event.to_json()))
+        payloads.append((event.sensor_id.encode(), event.encode(fmt)))
     return payloads
 
 
@@ -202,9 +205,10 @@ def _send(producer, topic: str, key: bytes, value: bytes) -> None:
 
 
 def _stamp(value: bytes, timestamp: int) -> bytes:
-    event = orjson.loads(value)
-    event["timestamp"] = timestamp
-    return orjson.dumps(event)
+    """``value`` with another timestamp, in the format it is in."""
+    event = decode_event(value)
+    event.timestamp = timestamp
+    return event.encode("binary" if is_binary(value) else "json")
 
 
 def load_backlog(kafka: KafkaSettings, payloads: list[tuple[bytes, bytes]], console: Console) -> None:
@@ -341,7 +345,7 @@ def _baseline(
             if started is None:
                 started = time.perf_counter()
             batch = decode_batch([message.value()], model.feature_order)
-            predictions, probabilities = model.score(batch.matrix(len(model.feature_order)))
+            predictions, probabilities = model.score(batch.matrix)
             values, new_lines, _ = encode_predictions(
                 batch, predictions, probabilities, model.lineage, now_ms()
             )

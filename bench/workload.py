@@ -55,13 +55,17 @@ def make_events(
 
 
 def produce_events(kafka: KafkaSettings, events: Sequence[WireEvent], extra: Sequence[bytes] = ()) -> None:
-    """Events (and any raw ``extra`` values) to ``measurements``, keyed by sensor id, acknowledged."""
+    """Events (and any raw ``extra`` values) to ``measurements``, keyed by sensor id, acknowledged.
+
+    In ``kafka.measurement_format``, as the collector writes them.
+    """
     from fireman.common.kafka_io import AckProducer
 
     producer = AckProducer(kafka)
+    fmt = kafka.measurement_format
     try:
         for event in events:
-            producer.produce(kafka.topic_measurements, event.to_json(), key=event.sensor_id.encode())
+            producer.produce(kafka.topic_measurements, event.encode(fmt), key=event.sensor_id.encode())
         for value in extra:
             producer.produce(kafka.topic_measurements, value, key=b"poison")
         producer.flush()

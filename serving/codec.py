@@ -1,8 +1,11 @@
 """Decode ``measurements`` messages into one feature matrix; encode predictions for Kafka and InfluxDB.
 
-This is the hot path: per event there is one ``orjson.loads``, a few type checks and one list
-comprehension in the model's feature order; the matrix is built by numpy in one call. Anything that
-is not a well-formed event is reported as poison with the reason, never raised.
+This is the hot path. A binary measurement (``fireman.common.events``) costs a header check: its
+values are collected as bytes and become the matrix in one ``np.frombuffer`` per batch, with one
+vectorised check for infinities. A JSON one costs an ``orjson.loads``, a few type checks and a list
+of its values. Rows are built in ``FEATURE_NAMES`` order, whatever the format, and the model's columns
+picked out at the end when its order differs. Anything that is not a well-formed event is reported
+as poison with the reason, never raised.
 
 A challenger scored in shadow reuses the production matrix through a ``ColumnMap`` (its own feature
 order, picked from production's columns) and gets InfluxDB lines only (``shadow_lines``), never Kafka
@@ -13,16 +16,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
 
 import numpy as np
 
-from fireman.common.events import BadMessage, decode_event
+from fireman.common.events import (
+    FLOAT64,
+    WIDTH,
+    BadMessage,
+    binary_parts,
+    decode_event,
+    infinite_rows,
+    is_binary,
+)
 from fireman.common.events import encode_predictions as prediction_messages
 from fireman.common.influx import format_field_value
 from fireman.common.measurements import PREDICTIONS, ROLE_PRODUCTION, ROLE_SHADOW
 from fireman.common.model import Lineage
 from fireman.common.pointtime import NS_PER_MS, point_time_ns
+from fireman.common.schema import FEATURE_NAMES
 
 # Rendered by hand below, one f-string per prediction on the scorer's hot path: ids that passed the
 # contract's IDENTIFIER need no escaping, nor do the roles.
@@ -34,33 +46,84 @@ class DecodedBatch:
     event_ids: list[str] = field(default_factory=list)
     sensor_ids: list[str] = field(default_factory=list)
     timestamps: list[int] = field(default_factory=list)
-    rows: list[list[Any]] = field(default_factory=list)
+    # float64, one row per event in the decoder's feature order, NaN for missing features
+    matrix: np.ndarray = field(default_factory=lambda: np.empty((0, WIDTH)))
     # (index of the message in the polled batch, reason)
     poison: list[tuple[int, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.event_ids)
 
-    def matrix(self, width: int) -> np.ndarray:
-        """float64, one row per event, null or absent features as NaN."""
-        if not self.rows:
-            return np.empty((0, width), dtype=np.float64)
-        return np.array(self.rows, dtype=np.float64)
-
 
 def decode_batch(values: Sequence[bytes | None], feature_order: Sequence[str]) -> DecodedBatch:
+    """The events of a polled batch in order, their matrix in ``feature_order``, and the poison."""
     batch = DecodedBatch()
+    blocks: list[bytes] = []  # the values of binary events, 8n bytes each
+    json_rows: list[list[float | int | None]] = []
+    json_at: list[int] = []  # which events (positions in the batch) are JSON
+    indices: list[int] = []  # each event's index in ``values``
     for index, value in enumerate(values):
         try:
-            event = decode_event(value)
+            if value is not None and is_binary(value):
+                event_id, sensor_id, timestamp, block = binary_parts(value)
+                blocks.append(block)
+            else:
+                event = decode_event(value)
+                event_id, sensor_id, timestamp = event.event_id, event.sensor_id, event.timestamp
+                json_at.append(len(indices))
+                json_rows.append(list(map(event.features.get, FEATURE_NAMES)))
         except BadMessage as exc:
             batch.poison.append((index, str(exc)))
             continue
-        batch.event_ids.append(event.event_id)
-        batch.sensor_ids.append(event.sensor_id)
-        batch.timestamps.append(event.timestamp)
-        batch.rows.append(list(map(event.features.get, feature_order)))
+        batch.event_ids.append(event_id)
+        batch.sensor_ids.append(sensor_id)
+        batch.timestamps.append(timestamp)
+        indices.append(index)
+    matrix = _matrix(blocks, json_rows, json_at, len(indices))
+    if blocks:  # JSON cannot carry an infinity; the binary format can
+        infinite = infinite_rows(matrix)
+        if infinite:
+            matrix = _drop(batch, matrix, indices, infinite)
+    batch.matrix = _columns(tuple(feature_order)).apply(matrix)
     return batch
+
+
+def _matrix(
+    blocks: list[bytes], json_rows: list[list[float | int | None]], json_at: list[int], events: int
+) -> np.ndarray:
+    """Every event's row in FEATURE_NAMES order: the binary ones read straight from their bytes."""
+    # bytearray: one copy, and the matrix is writable, as a model may expect.
+    binary = np.frombuffer(bytearray().join(blocks), dtype=FLOAT64).reshape(-1, WIDTH)
+    if not json_rows:
+        return binary
+    rows = np.array(json_rows, dtype=np.float64)
+    if not blocks:
+        return rows
+    matrix = np.empty((events, WIDTH))
+    is_json = np.zeros(events, dtype=bool)
+    is_json[json_at] = True
+    matrix[is_json] = rows
+    matrix[~is_json] = binary
+    return matrix
+
+
+def _drop(batch: DecodedBatch, matrix: np.ndarray, indices: list[int], rows: dict[int, str]) -> np.ndarray:
+    """The matrix without ``rows`` (positions in the batch), which become poison with their reasons."""
+    keep = [row for row in range(len(indices)) if row not in rows]
+    batch.event_ids = [batch.event_ids[row] for row in keep]
+    batch.sensor_ids = [batch.sensor_ids[row] for row in keep]
+    batch.timestamps = [batch.timestamps[row] for row in keep]
+    batch.poison = sorted(batch.poison + [(indices[row], reason) for row, reason in rows.items()])
+    return matrix[keep]
+
+
+@lru_cache(maxsize=16)
+def _columns(feature_order: tuple[str, ...]) -> ColumnMap:
+    columns = column_map(FEATURE_NAMES, feature_order)
+    if columns is None:
+        unknown = next(name for name in feature_order if name not in FEATURE_NAMES)
+        raise ValueError(f"feature {unknown!r} is not an event feature; events carry Cont_1..Cont_57")
+    return columns
 
 
 @dataclass(frozen=True)

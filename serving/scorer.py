@@ -336,7 +336,7 @@ class Scorer:
         batch = decode_batch([r.value() for r in records], model.feature_order)  # type: ignore[misc]
         for index, reason in batch.poison:
             self._dead_letter(records[index], reason)
-        features = batch.matrix(len(model.feature_order))
+        features = batch.matrix
         flight = _Flight(first, following, len(records), batch, model, features, None)
         if len(batch):
             flight.prediction = self._predictor.submit(model.score, features)

@@ -123,6 +123,7 @@ def create_app(settings: CollectorSettings) -> FastAPI:
     new_id = _uuid4_factory()
     token = settings.token.get_secret_value().encode() if settings.token else None
     topics = settings.kafka
+    wire_format = settings.kafka.measurement_format
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -181,7 +182,7 @@ def create_app(settings: CollectorSettings) -> FastAPI:
             event_id = event.event_id or new_id()
             stamp = event.timestamp if event.timestamp is not None else clock.next(event.sensor_id, now)
             ids.append(event_id)
-            records.append(event_record(event_id, event.sensor_id, stamp, event.features))
+            records.append(event_record(event_id, event.sensor_id, stamp, event.features, wire_format))
         await publish(topics.topic_measurements, records)
         return accepted(route, ids)
 

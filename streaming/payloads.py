@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from fireman.common.events import encode_event, encode_label
+from fireman.common.events import MeasurementFormat, encode_event, encode_label
 from fireman.common.schema import FEATURE_NAMES, EpochMs, Identifier, LabelIn
 
 FeatureName = Literal[FEATURE_NAMES]  # type: ignore[valid-type]
@@ -119,9 +119,11 @@ class Record:
     value: bytes
 
 
-def event_record(event_id: str, sensor_id: str, timestamp: int, features: dict[str, float | None]) -> Record:
-    """An event on Kafka (``fireman.common.events``), keyed by its sensor."""
-    return Record(sensor_id.encode(), encode_event(event_id, sensor_id, timestamp, features))
+def event_record(
+    event_id: str, sensor_id: str, timestamp: int, features: dict[str, float | None], fmt: MeasurementFormat
+) -> Record:
+    """An event on Kafka in ``fmt`` (``fireman.common.events``), keyed by its sensor."""
+    return Record(sensor_id.encode(), encode_event(event_id, sensor_id, timestamp, features, fmt))
 
 
 def label_record(label: LabelIn) -> Record:

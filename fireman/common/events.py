@@ -1,4 +1,4 @@
-"""The wire contract: the JSON on Kafka's ``measurements``, ``labels`` and ``predictions``, one set of rules.
+"""The wire contract: the messages on Kafka's ``measurements``, ``labels`` and ``predictions``.
 
 The collector writes events and labels (``encode_event``, ``encode_label``), the scorer writes
 predictions (``encode_predictions``), and every reader decodes with the functions below: the sink,
@@ -6,21 +6,38 @@ the scorer and the monitor. A message that breaks a rule is a :class:`BadMessage
 the offending field; readers send it to the dead-letter topic (sink, scorer) or skip it (monitor).
 
 The rules are the collector's: ids match ``IDENTIFIER``, timestamps are epoch milliseconds in
-1970..2100, feature names are ``Cont_1``..``Cont_57``, values are finite numbers or null (JSON cannot
-carry a non-finite number, and booleans are not numbers), labels and predictions are 0 or 1. Fields
-beyond the contract are ignored, so a newer writer's additions do not poison older readers.
+1970..2100, feature names are ``Cont_1``..``Cont_57``, values are finite numbers or missing (JSON
+cannot carry a non-finite number, and booleans are not numbers), labels and predictions are 0 or 1.
+Fields beyond the JSON contract are ignored, so a newer writer's additions do not poison older readers.
 
-Decoding is a plain ``orjson.loads`` and a few type checks, not pydantic: the scorer decodes every
-event on its hot path, and the checks cost about a microsecond per event.
+Labels and predictions are JSON objects. A measurement is in one of two formats (``MeasurementFormat``),
+and every reader accepts both on the same topic, told apart by the first byte:
+
+- ``json``: an object ``{"event_id", "sensor_id", "timestamp", "features": {"Cont_n": value}}``,
+  a missing feature absent or null;
+- ``binary`` (the writers' default): positional and little-endian, ``b"\\x00FM"`` and a version byte
+  (1), int64 timestamp, uint16 feature count (57), uint8 lengths of the two ids, 57 float64 values in
+  ``FEATURE_NAMES`` order (NaN = missing), then the ASCII ids. ``docs/architecture.md`` ("The
+  measurements wire format") has the table. A leading NUL never starts JSON, and the version is in
+  the value rather than a Kafka header so that copies which keep only the value (the DLQ, console
+  consumers) stay readable.
+
+Decoding JSON is a plain ``orjson.loads`` and a few type checks, not pydantic: the scorer decodes
+every event on its hot path, and the checks cost about a microsecond per event. The binary format
+costs a header check per event, and its values go into the scorer's matrix with one ``np.frombuffer``
+per batch (``binary_parts``, ``infinite_rows``).
 """
 
 from __future__ import annotations
 
+import math
 import re
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import orjson
 
 from fireman.common.schema import FEATURE_NAMES, MAX_EPOCH_MS, MIN_EPOCH_MS
@@ -32,6 +49,30 @@ KNOWN_FEATURES = frozenset(FEATURE_NAMES)
 _NUMBER_OR_NULL = frozenset({float, int, type(None)})
 
 Features = dict[str, float | int | None]
+MeasurementFormat = Literal["binary", "json"]
+
+# The binary measurement (docs/architecture.md, "The measurements wire format"): a 16-byte header,
+# the values, the ids. Fixed offsets, so a reader needs no parse to find any field.
+BINARY_MAGIC = b"\x00FM"
+BINARY_VERSION = 1
+BINARY_VERSIONS = (BINARY_VERSION,)  # the versions this reader understands
+WIDTH = len(FEATURE_NAMES)
+_HEADER = struct.Struct("<4sqHBB")  # magic + version, timestamp, n, len(event_id), len(sensor_id)
+_VALUES = struct.Struct(f"<{WIDTH}d")
+VALUES_AT = _HEADER.size  # 16
+IDS_AT = VALUES_AT + _VALUES.size  # 472: where event_id starts
+_PREFIX = BINARY_MAGIC + bytes([BINARY_VERSION])
+# Where each header field ends, to name the one a truncated message cuts.
+_HEADER_FIELDS = (
+    (3, "magic"),
+    (4, "version"),
+    (12, "timestamp"),
+    (14, "n (feature count)"),
+    (15, "event_id length"),
+    (16, "sensor_id length"),
+)
+FLOAT64 = np.dtype("<f8")
+_NAN = float("nan")
 
 
 class BadMessage(ValueError):
@@ -46,7 +87,10 @@ class WireEvent:
     features: Features  # known names only; absent or null means missing
 
     def to_json(self) -> bytes:
-        return encode_event(self.event_id, self.sensor_id, self.timestamp, self.features)
+        return self.encode("json")
+
+    def encode(self, fmt: MeasurementFormat) -> bytes:
+        return encode_event(self.event_id, self.sensor_id, self.timestamp, self.features, fmt)
 
 
 @dataclass(slots=True)
@@ -116,8 +160,128 @@ def event_from(message: dict[str, Any]) -> WireEvent:
     )
 
 
+def is_binary(value: bytes) -> bool:
+    """Whether a measurement is in the binary format: it starts with a NUL, which JSON never does."""
+    return value[:1] == b"\x00"
+
+
 def decode_event(value: bytes | None) -> WireEvent:
-    return event_from(load_object(value))
+    """A measurement in either format; the features of a binary one are those present (not NaN)."""
+    if value is None or not is_binary(value):
+        return event_from(load_object(value))
+    event_id, sensor_id, timestamp, block = binary_parts(value)
+    values = _VALUES.unpack(block)
+    if math.inf in values or -math.inf in values:
+        raise BadMessage(str(_infinite(values)))
+    # v == v: false only for NaN, which is a missing feature.
+    features: Features = {name: v for name, v in zip(FEATURE_NAMES, values, strict=True) if v == v}
+    return WireEvent(event_id, sensor_id, timestamp, features)
+
+
+def binary_parts(value: bytes) -> tuple[str, str, int, bytes]:
+    """(event_id, sensor_id, timestamp, the 8n bytes of values) of a binary measurement.
+
+    Every rule is checked but one: whether the values are finite, which readers check at once for a
+    whole batch (:func:`infinite_rows`) or one row (:func:`decode_event`, :func:`feature_row`).
+    """
+    size = len(value)
+    if value[:4] != _PREFIX or size < VALUES_AT:
+        raise BadMessage(_header_problem(value))
+    _, timestamp, n, id_size, sensor_size = _HEADER.unpack_from(value)
+    if n != WIDTH:
+        raise BadMessage(f"n (feature count): expected {WIDTH}, got {n}")
+    end = IDS_AT + id_size + sensor_size
+    if size != end:
+        raise BadMessage(_length_problem(size, id_size, end))
+    if not MIN_EPOCH_MS <= timestamp <= MAX_EPOCH_MS:
+        raise BadMessage(f"timestamp: expected epoch milliseconds, got {timestamp!r:.80}")
+    # latin-1 maps every byte to a character, so a non-ASCII byte fails the pattern, not the decode.
+    ids = value[IDS_AT:].decode("latin-1")
+    if not IDENTIFIER.fullmatch(ids, 0, id_size):
+        raise BadMessage(f"event_id: expected an identifier string, got {ids[:id_size]!r:.80}")
+    if not IDENTIFIER.fullmatch(ids, id_size):
+        raise BadMessage(f"sensor_id: expected an identifier string, got {ids[id_size:]!r:.80}")
+    return ids[:id_size], ids[id_size:], timestamp, value[VALUES_AT:IDS_AT]
+
+
+def _header_problem(value: bytes) -> str:
+    size = len(value)
+    if value[:3] != BINARY_MAGIC[:size]:
+        return f"magic: expected a binary measurement to start {BINARY_MAGIC!r}, got {value[:3]!r}"
+    if size > 3 and value[3] not in BINARY_VERSIONS:
+        understood = ", ".join(map(str, BINARY_VERSIONS))
+        return f"version: binary measurement format version {value[3]}; this reader understands {understood}"
+    field = next(name for end, name in _HEADER_FIELDS if size < end)
+    return f"{field}: message truncated at {size} bytes, inside the {VALUES_AT}-byte header"
+
+
+def _length_problem(size: int, id_size: int, end: int) -> str:
+    if size < IDS_AT:
+        return f"features: message truncated at {size} bytes; the {WIDTH} values end at byte {IDS_AT}"
+    if size < IDS_AT + id_size:
+        return f"event_id: message truncated at {size} bytes; event_id ends at byte {IDS_AT + id_size}"
+    if size < end:
+        return f"sensor_id: message truncated at {size} bytes; sensor_id ends at byte {end}"
+    return f"sensor_id: followed by {size - end} extra byte(s); the message must end with it, at byte {end}"
+
+
+def _infinite(values: Any) -> str | None:
+    """The reason a row in FEATURE_NAMES order is refused, if it holds an infinity (NaN is missing)."""
+    for name, v in zip(FEATURE_NAMES, values, strict=True):
+        if v in (math.inf, -math.inf):
+            return f"features.{name}: expected a finite number or missing, got {v}"
+    return None
+
+
+def infinite_rows(matrix: np.ndarray) -> dict[int, str]:
+    """The rows of a FEATURE_NAMES-ordered matrix that hold an infinity, each with the reason."""
+    rows = np.flatnonzero(np.isinf(matrix).any(axis=1))
+    return {int(row): str(_infinite(matrix[row].tolist())) for row in rows}
+
+
+def feature_row(value: bytes | None) -> tuple[str, np.ndarray]:
+    """(event_id, float64 values in FEATURE_NAMES order, NaN for missing) of a measurement."""
+    if value is not None and is_binary(value):
+        event_id, _, _, block = binary_parts(value)
+        row = np.frombuffer(block, dtype=FLOAT64)
+        reason = _infinite(row.tolist()) if np.isinf(row).any() else None
+        if reason is not None:
+            raise BadMessage(reason)
+        return event_id, row
+    event = decode_event(value)
+    return event.event_id, np.array(_ordered(event.features), dtype=np.float64)
+
+
+def _ordered(features: Features) -> list[float | int | None]:
+    return list(map(features.get, FEATURE_NAMES))
+
+
+_ID_FIELD = b'"event_id":"'
+
+
+def peek_event_id(value: bytes) -> str | None:
+    """The ``event_id`` of a raw measurement without parsing it; None when that needs a full parse.
+
+    The id is not checked against the contract: the full parse that follows does that.
+    """
+    if is_binary(value):
+        if value[:4] != _PREFIX or len(value) < VALUES_AT:
+            return None
+        start = VALUES_AT + 8 * int.from_bytes(value[12:14], "little")
+        end = start + value[14]
+        return value[start:end].decode("latin-1") if len(value) >= end else None
+    start = value.find(_ID_FIELD)
+    if start < 0:
+        return None
+    start += len(_ID_FIELD)
+    end = value.find(b'"', start)
+    # Without a backslash, the bytes between the quotes are the decoded string.
+    if end < 0 or value.find(b"\\", start, end) >= 0:
+        return None
+    try:
+        return value[start:end].decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def decode_label(value: bytes | None) -> WireLabel:
@@ -150,7 +314,26 @@ def decode_prediction(value: bytes | None) -> WirePrediction:
     )
 
 
-def encode_event(event_id: str, sensor_id: str, timestamp: int, features: dict[str, Any]) -> bytes:
+def encode_event(
+    event_id: str, sensor_id: str, timestamp: int, features: dict[str, Any], fmt: MeasurementFormat
+) -> bytes:
+    """A measurement in ``fmt``; ``features`` maps known names to finite numbers, None or nothing.
+
+    The caller has checked the contract (the collector has): the encoder does not check it again.
+    """
+    if fmt == "binary":
+        return _encode_binary(event_id, sensor_id, timestamp, features)
+    return _encode_json(event_id, sensor_id, timestamp, features)
+
+
+def _encode_binary(event_id: str, sensor_id: str, timestamp: int, features: dict[str, Any]) -> bytes:
+    event_bytes, sensor_bytes = event_id.encode(), sensor_id.encode()
+    values = [_NAN if v is None else v for v in map(features.get, FEATURE_NAMES)]
+    header = _HEADER.pack(_PREFIX, timestamp, WIDTH, len(event_bytes), len(sensor_bytes))
+    return header + _VALUES.pack(*values) + event_bytes + sensor_bytes
+
+
+def _encode_json(event_id: str, sensor_id: str, timestamp: int, features: dict[str, Any]) -> bytes:
     """Present features only: a missing feature is absent on the wire."""
     # Most events have no nulls; the C-level scan is far cheaper than rebuilding every dict.
     present = (

@@ -51,6 +51,11 @@ class KafkaSettings(BaseSettings):
     topic_labels: str = "labels"
     topic_predictions: str = "predictions"
     topic_dlq: str = "measurements-dlq"
+    measurement_format: Literal["binary", "json"] = Field(
+        default="binary",
+        description="How the collector and the benches write events to measurements: binary (positional "
+        "float64, decoded almost for free) or json. Readers accept both on the same topic.",
+    )
     partitions: int = 4
     brokers: int = Field(
         default=1,

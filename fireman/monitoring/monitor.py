@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fireman.common.events import feature_row, peek_event_id
 from fireman.common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
 from fireman.common.metrics import Family, Snapshot, StatsCollector
 from fireman.monitoring.alerts import Alerts
@@ -56,8 +57,6 @@ from fireman.monitoring.windows import (
     Prediction,
     Window,
     WindowBook,
-    measurement_id,
-    parse_features,
     parse_label,
     parse_prediction,
 )
@@ -453,9 +452,9 @@ class Monitor:
         self, value: bytes | None, position: Position, now: float
     ) -> tuple[Prediction, Features] | None:
         self.stats.measurements += 1
-        event_id = measurement_id(value) if value else None
+        event_id = peek_event_id(value) if value else None
         if event_id is None:  # not in the collector's form: parse it all now (and find poison early)
-            event_id, row = parse_features(value)
+            event_id, row = feature_row(value)
             features = Features(event_id, row, position, now)
         else:
             features = Features(event_id, None, position, now, value)

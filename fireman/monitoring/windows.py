@@ -8,11 +8,11 @@
   after it opened, whichever comes first.
 - Every window is tested for drift, on a bounded uniform sample of its events
   (:class:`~fireman.monitoring.sample.Reservoir`, ``sample_rows``): Evidently's cost per test stays
-  bounded whatever the window's size, and so does memory. Feature rows cost more to parse than
-  anything else the monitor does (~50-90 us each), so a measurement is kept raw (only its
-  ``event_id`` is read); the reservoir decides as the event arrives whether to keep it, and the drift
-  worker parses what is left in the sample when it tests the window (:meth:`ClosedWindow.parse`):
-  rows parsed per test, not per event.
+  bounded whatever the window's size, and so does memory. A JSON measurement's feature row costs
+  more to parse than anything else the monitor does, so a measurement is kept raw (only its
+  ``event_id`` is read, ``peek_event_id``: at a fixed offset in a binary one); the reservoir decides
+  as the event arrives whether to keep it, and the drift worker parses what is left in the sample
+  when it tests the window (:meth:`ClosedWindow.parse`): rows parsed per test, not per event.
 - Each window keeps confusion counts for its predictions. A label finds its prediction through
   ``awaiting`` (then leaves it: a label counts once, in its prediction's window). A label that
   arrives before its prediction waits in ``early_labels`` as features and predictions wait for each
@@ -35,14 +35,11 @@ from typing import Any
 import numpy as np
 
 from fireman.common.confusion import Confusion
-from fireman.common.events import BadMessage, decode_event, decode_label, decode_prediction
+from fireman.common.events import BadMessage, decode_label, decode_prediction, feature_row
 from fireman.common.pointtime import point_time_ns
 from fireman.common.schema import FEATURE_NAMES
 from fireman.monitoring.offsets import Position
 from fireman.monitoring.sample import Reservoir
-
-FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
-_ID_FIELD = b'"event_id":"'
 
 
 @dataclass(frozen=True)
@@ -160,37 +157,12 @@ class ClosedWindow:
         )
 
 
-def measurement_id(value: bytes) -> str | None:
-    """The ``event_id`` of a raw measurement without parsing it; None when that needs a full parse."""
-    start = value.find(_ID_FIELD)
-    if start < 0:
-        return None
-    start += len(_ID_FIELD)
-    end = value.find(b'"', start)
-    # Without a backslash, the bytes between the quotes are the decoded string.
-    if end < 0 or value.find(b"\\", start, end) >= 0:
-        return None
-    try:
-        return value[start:end].decode()
-    except UnicodeDecodeError:
-        return None
-
-
 def parse_measurement(value: bytes | None, event_id: str) -> np.ndarray:
-    """The feature row of a raw measurement whose id was read by :func:`measurement_id`."""
-    event_id_parsed, row = parse_features(value)
+    """The feature row of a raw measurement whose id was read by :func:`peek_event_id`."""
+    event_id_parsed, row = feature_row(value)
     if event_id_parsed != event_id:
         raise BadMessage(f"event_id: two values in one message ({event_id!r:.80}, {event_id_parsed!r:.80})")
     return row
-
-
-def parse_features(value: bytes | None) -> tuple[str, np.ndarray]:
-    event = decode_event(value)
-    row = np.full(len(FEATURE_NAMES), np.nan)
-    for name, feature in event.features.items():
-        if feature is not None:
-            row[FEATURE_INDEX[name]] = feature
-    return event.event_id, row
 
 
 def parse_prediction(value: bytes | None, position: Position, now: float) -> Prediction:

@@ -1,20 +1,22 @@
 """Raw bytes written straight to ``measurements``: poison goes to the DLQ, the good events are all stored.
 
-Bypassing the collector, a producer interleaves well-formed events with invalid UTF-8, truncated
-JSON, wrong schemas, an empty value and a tombstone. The sink and the scorer each dead-letter every
-poison message with the reason in a header, and every good event still gets its raw point and its
-prediction point, once.
+Bypassing the collector, a producer interleaves well-formed events, alternately binary and JSON (both
+formats share the topic), with invalid UTF-8, truncated JSON, wrong schemas, broken binary messages
+(cut short, an unknown version, an infinity), an empty value and a tombstone. The sink and the scorer
+each dead-letter every poison message with the reason in a header, and every good event still gets
+its raw point and its prediction point, once.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from fireman.common.events import WireEvent
+from fireman.common.events import WireEvent, encode_event
 from fireman.common.influx import InfluxClient
 from fireman.common.kafka_io import AckProducer
 from fireman.common.measurements import PRODUCTION_ONLY
@@ -40,6 +42,9 @@ POISON: list[bytes | None] = [
     b"null",
     b"",
     None,  # a tombstone
+    encode_event("b-1", "s", 1767225600000, {"Cont_1": 1.0}, "binary")[:-3],
+    b"\x00FM\x09" + encode_event("b-2", "s", 1767225600000, {"Cont_1": 1.0}, "binary")[4:],
+    encode_event("b-3", "s", 1767225600000, {"Cont_1": math.inf}, "binary"),
 ]
 
 
@@ -76,7 +81,8 @@ def test_poison_goes_to_the_dlq_and_every_good_event_is_stored_and_scored_once(
         step = GOOD // len(POISON)
         topic = kafka_topics.topic_measurements
         for i, event in enumerate(events):
-            producer.produce(topic, key=event.sensor_id.encode(), value=event.to_json())
+            value = event.encode("binary" if i % 2 else "json")
+            producer.produce(topic, key=event.sensor_id.encode(), value=value)
             if i % step == 0 and i // step < len(POISON):
                 producer.produce(topic, key=b"hostile", value=POISON[i // step])
         producer.flush()

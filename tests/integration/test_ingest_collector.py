@@ -14,14 +14,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import requests
 
+from fireman.common.schema import FEATURE_NAMES
 from fireman.common.settings import KafkaSettings
+from fireman.serving.codec import decode_batch
 from fireman.streaming.collector import running
 from fireman.streaming.settings import CollectorSettings
+from fireman.streaming.sink import event_point
 from tests.conftest import REPO_ROOT, free_port, own_topics
-from tests.integration.test_ingest_support import TopicReader
+from tests.integration.test_ingest_support import TopicReader, message_value
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +92,7 @@ def assert_nothing_reaches_kafka(
     assert response.status_code == 202, response.text
     reader.read_until(lambda values: any(v["event_id"] == marker for v in values), 30, "the marker")
     reader.catch_up()
-    fresh = [json.loads(message.value)["event_id"] for message in reader.messages[seen:]]
+    fresh = [message_value(message.value)["event_id"] for message in reader.messages[seen:]]
     assert fresh == [marker], f"a rejected request reached Kafka: {fresh}"
     return result
 
@@ -109,7 +113,7 @@ def test_single_and_batch_events_reach_kafka_with_ids_and_times(
     assert batch.json() == {"accepted": 2, "event_ids": ["given-id-1", ids[2]]}
     measurements.read_until(lambda values: {v["event_id"] for v in values} >= set(ids), 30, "the 3 events")
     by_id = {message["event_id"]: message for message in measurements.values()}
-    key_by_id = {json.loads(m.value)["event_id"]: m.key for m in measurements.messages}
+    key_by_id = {message_value(m.value)["event_id"]: m.key for m in measurements.messages}
     assert by_id[ids[0]]["features"] == {"Cont_1": 1.5}  # null is absent, never 0
     assert by_id["given-id-1"] == {
         "event_id": "given-id-1",
@@ -307,3 +311,40 @@ def test_probes_and_openapi(client: httpx.Client) -> None:
     assert {"$ref": "#/components/schemas/EventBody"} in body["anyOf"]
     event_schema = spec["components"]["schemas"]["EventBody"]
     assert set(event_schema["required"]) == {"sensor_id", "features"}
+
+
+@pytest.mark.parametrize("measurement_format", [None, "json"])
+def test_the_collector_writes_the_configured_measurement_format_and_the_sink_and_scorer_read_it(
+    topics: KafkaSettings,
+    measurements: TopicReader,
+    monkeypatch: pytest.MonkeyPatch,
+    measurement_format: str | None,
+) -> None:
+    """Unset, the collector writes binary measurements. ``json`` is forced in the second case because it
+    is the way back for consumers that cannot read the binary format: the switch must keep working
+    although nothing else runs with it. Either way the sink's and the scorer's decoders read the event
+    (the sink and scorer services reading binary end to end: test_ingest_pipeline, test_scorer_stream)."""
+    if measurement_format is None:
+        monkeypatch.delenv("FIREMAN_KAFKA_MEASUREMENT_FORMAT", raising=False)
+    else:
+        monkeypatch.setenv("FIREMAN_KAFKA_MEASUREMENT_FORMAT", measurement_format)
+    # The format as the entrypoint reads it from the environment, on this module's topics.
+    kafka = topics.model_copy(update={"measurement_format": KafkaSettings().measurement_format})
+    event_id = f"fmt-{uuid.uuid4().hex}"
+    body = {
+        "event_id": event_id,
+        "sensor_id": "s-9",
+        "timestamp": 1_769_860_800_000,
+        "features": {"Cont_2": 2.5},
+    }
+    with running(CollectorSettings(port=free_port(), kafka=kafka)) as url, httpx.Client(base_url=url) as http:
+        assert http.post("/v1/events", json=body).status_code == 202
+    measurements.read_until(lambda values: any(v["event_id"] == event_id for v in values), 30, "the event")
+    [raw] = [m.value for m in measurements.messages if message_value(m.value)["event_id"] == event_id]
+
+    assert raw.startswith(b"\x00FM\x01" if measurement_format is None else b"{")
+    batch = decode_batch([raw], FEATURE_NAMES)
+    assert batch.event_ids == [event_id] and not batch.poison and batch.matrix[0, 1] == 2.5
+    assert np.isnan(np.delete(batch.matrix[0], 1)).all()
+    point = event_point(raw, "measurements")
+    assert point.fields == {"Cont_2": 2.5, "event_id": event_id} and point.tags == {"sensor_id": "s-9"}

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from fireman.common.dataset import load_spambase
+from fireman.common.events import is_binary
 from fireman.common.influx import InfluxClient
 from fireman.common.kafka_io import AckProducer, admin_client, consumer_lag
 from fireman.common.pointtime import point_time_ns
@@ -21,7 +22,13 @@ from fireman.streaming.collector import running
 from fireman.streaming.generator import Generator
 from fireman.streaming.settings import CollectorSettings, GeneratorSettings
 from tests.conftest import free_port
-from tests.integration.test_ingest_support import TopicReader, influx_count, sink_running, wait_for
+from tests.integration.test_ingest_support import (
+    TopicReader,
+    influx_count,
+    message_value,
+    sink_running,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +76,9 @@ def test_generated_traffic_lands_on_kafka_and_in_influxdb(
         events = {value["event_id"]: value for value in measurements.values()}
         assert len(events) == EVENTS
         # Labels are posted after the delay: each one reaches Kafka at least LABEL_DELAY_S after its event.
-        appended = {orjson.loads(m.value)["event_id"]: m.timestamp for m in measurements.messages}
+        # The collector's default format; readers decode it through the contract (fireman.common.events).
+        assert all(is_binary(m.value) for m in measurements.messages)
+        appended = {message_value(m.value)["event_id"]: m.timestamp for m in measurements.messages}
         for message in labels.messages:
             label = orjson.loads(message.value)
             assert label["timestamp"] == events[label["event_id"]]["timestamp"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from fireman.common.events import decode_event, is_binary
 from fireman.common.influx import InfluxClient
 from fireman.common.kafka_io import admin_client, end_offsets
 from fireman.common.settings import InfluxSettings, KafkaSettings
@@ -24,6 +25,11 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
     assert wait_until(check, timeout_s=timeout, interval_s=0.1), (
         f"timed out after {timeout} s waiting for {what}"
     )
+
+
+def message_value(value: bytes) -> dict[str, Any]:
+    """A message as a dict: a binary measurement through the contract's decoder, anything else as JSON."""
+    return asdict(decode_event(value)) if is_binary(value) else json.loads(value)
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,7 @@ class TopicReader:
         wait_for(at_end, timeout, "the end of the topic")
 
     def values(self) -> list[dict[str, Any]]:
-        return [json.loads(message.value) for message in self.messages]
+        return [message_value(message.value) for message in self.messages]
 
     def read_until(self, check: Callable[[list[dict[str, Any]]], bool], timeout: float, what: str) -> None:
         def done() -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from fireman.common.events import encode_event
 from fireman.common.influx import InfluxClient, Point
 from fireman.common.kafka_io import AckProducer
 from fireman.common.schema import FEATURE_NAMES, now_ms
@@ -96,7 +97,9 @@ def stream(
                 chunk = events[start : start + CHUNK]
                 for event in chunk:
                     producer.produce(
-                        kafka.topic_measurements, key=event["sensor_id"].encode(), value=orjson.dumps(event)
+                        kafka.topic_measurements,
+                        key=event["sensor_id"].encode(),
+                        value=measurement(kafka, event),
                     )
                 producer.flush()
                 done = start + len(chunk)
@@ -118,6 +121,12 @@ def stream(
     finally:
         producer.close()
     return monitor
+
+
+def measurement(kafka: KafkaSettings, event: dict[str, Any]) -> bytes:
+    """An event as the collector writes it: in the configured format (binary unless set otherwise)."""
+    fields = (event["event_id"], event["sensor_id"], event["timestamp"], event["features"])
+    return encode_event(*fields, kafka.measurement_format)
 
 
 def all_through_drift(monitor: Monitor, events: int) -> bool:
@@ -290,14 +299,12 @@ def test_all_null_feature_and_undersized_window_are_logged_not_fatal(
 
 def feed(producer: AckProducer, kafka: KafkaSettings, events: list[dict[str, Any]], monitor: Monitor) -> None:
     """Produce ``events`` a chunk at a time, each once ``monitor`` has joined the previous one."""
-    import orjson
-
     joined = monitor.book.stats.joined
     for start in range(0, len(events), CHUNK):
         chunk = events[start : start + CHUNK]
         for event in chunk:
             producer.produce(
-                kafka.topic_measurements, key=event["sensor_id"].encode(), value=orjson.dumps(event)
+                kafka.topic_measurements, key=event["sensor_id"].encode(), value=measurement(kafka, event)
             )
         producer.flush()
         done = joined + start + len(chunk)
@@ -388,12 +395,10 @@ STEP_MS = 2  # 60k events in 2 minutes of event time: windows close by size, 1,0
 
 
 def produce_events(kafka: KafkaSettings, events: list[dict[str, Any]]) -> None:
-    import orjson
-
     producer = AckProducer(kafka)
     try:
         keys = [event["sensor_id"].encode() for event in events]
-        producer.produce_many(kafka.topic_measurements, [orjson.dumps(e) for e in events], keys)
+        producer.produce_many(kafka.topic_measurements, [measurement(kafka, e) for e in events], keys)
         producer.flush()
     finally:
         producer.close()

@@ -32,7 +32,8 @@ def test_cores_are_the_summed_cost_at_the_headroom() -> None:
 def test_replicas_keep_each_under_its_measured_rate_and_partitions_cover_them(
     rate: int, scorers: int, sinks: int, partitions: int
 ) -> None:
-    assert (COSTS.scorers(rate), COSTS.sinks(rate), COSTS.partitions_for(rate)) == (scorers, sinks, partitions)
+    planned = (COSTS.scorers(rate), COSTS.sinks(rate), COSTS.partitions_for(rate))
+    assert planned == (scorers, sinks, partitions)
 
 
 def test_the_check_compares_measured_runs_with_the_machine_cap() -> None:

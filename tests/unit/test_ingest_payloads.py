@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-import orjson
 import pytest
 from pydantic import ValidationError
 
-from fireman.common.events import WireEvent
+from fireman.common.events import WireEvent, decode_event, is_binary
 from fireman.common.pointtime import point_time_ns
 from fireman.common.schema import EventIn, present_features
 from fireman.streaming.clock import SensorClock
@@ -40,8 +39,9 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("fmt", ["binary", "json"])
 @pytest.mark.parametrize("case", CASES)
-def test_fast_validation_agrees_with_the_shared_event_model(case: dict) -> None:
+def test_fast_validation_agrees_with_the_shared_event_model(case: dict, fmt: str) -> None:
     body = json.dumps(case).encode()
     try:
         reference = EventIn.model_validate_json(body)
@@ -59,14 +59,15 @@ def test_fast_validation_agrees_with_the_shared_event_model(case: dict) -> None:
         reference.sensor_id,
         reference.timestamp,
     )
-    record = event_record("id", fast.sensor_id, 1, fast.features)
+    record = event_record("id", fast.sensor_id, 1, fast.features, fmt)  # type: ignore[arg-type]
     wire = WireEvent(
         event_id="id",
         sensor_id=reference.sensor_id,
         timestamp=1,
         features=present_features(reference.features),
     )
-    assert orjson.loads(record.value) == orjson.loads(wire.to_json())
+    assert decode_event(record.value) == decode_event(wire.to_json())
+    assert is_binary(record.value) == (fmt == "binary")
     assert record.key == reference.sensor_id.encode()
 
 

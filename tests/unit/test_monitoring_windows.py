@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from fireman.common.confusion import Confusion
+from fireman.common.events import encode_event, feature_row, peek_event_id
 from fireman.common.schema import FEATURE_NAMES
 from fireman.monitoring.offsets import OffsetTracker, Position
 from fireman.monitoring.windows import (
@@ -16,8 +17,6 @@ from fireman.monitoring.windows import (
     Features,
     Prediction,
     WindowBook,
-    measurement_id,
-    parse_features,
     parse_label,
     parse_prediction,
 )
@@ -151,10 +150,14 @@ def test_confusion_metrics() -> None:
 
 def test_parsers_name_the_bad_field() -> None:
     event = {"event_id": "a", "sensor_id": "s", "timestamp": 1}
-    event_id, row = parse_features(orjson.dumps({**event, "features": {"Cont_2": 1.5, "Cont_3": None}}))
+    event_id, row = feature_row(orjson.dumps({**event, "features": {"Cont_2": 1.5, "Cont_3": None}}))
     assert event_id == "a" and row[1] == 1.5 and np.isnan(row[0]) and np.isnan(row[2])
     with pytest.raises(BadMessage, match=r"features\.Cont_1"):
-        parse_features(orjson.dumps({**event, "features": {"Cont_1": "x"}}))
+        feature_row(orjson.dumps({**event, "features": {"Cont_1": "x"}}))
+    binary = encode_event("a", "s", 1, {"Cont_2": 1.5, "Cont_3": None}, "binary")
+    assert np.array_equal(feature_row(binary)[1], row, equal_nan=True)
+    with pytest.raises(BadMessage, match=r"features\.Cont_7: expected a finite number or missing, got -inf"):
+        feature_row(encode_event("a", "s", 1, {"Cont_7": -math.inf}, "binary"))
     with pytest.raises(BadMessage, match="model_version: expected a non-empty string"):
         message = {**event, "prediction": 1, "probability": 0.5, "model_name": "m"}
         parse_prediction(orjson.dumps(message), ("p", 0, 0), 0.0)
@@ -176,9 +179,12 @@ def test_offsets_commit_up_to_the_oldest_message_still_held() -> None:
     assert tracker.held_count() == 0
 
 
-def raw_features(i: int, features: object) -> Features:
-    value = orjson.dumps({"event_id": f"e{i}", "sensor_id": "s", "timestamp": 1, "features": features})
-    event_id = measurement_id(value)
+def raw_features(i: int, features: object, fmt: str = "json") -> Features:
+    if fmt == "binary":
+        value = encode_event(f"e{i}", "s", 1, features, "binary")  # type: ignore[arg-type]
+    else:
+        value = orjson.dumps({"event_id": f"e{i}", "sensor_id": "s", "timestamp": 1, "features": features})
+    event_id = peek_event_id(value)
     assert event_id == f"e{i}"
     return Features(event_id, None, ("measurements", 0, i), 0.0, value)
 
@@ -191,9 +197,10 @@ def score_raw(book: WindowBook, i: int, features: Features) -> list:
     return book.add_scored(p, f)
 
 
-def test_only_the_rows_left_in_a_windows_sample_are_parsed_and_only_when_tested() -> None:
+@pytest.mark.parametrize("fmt", ["json", "binary"])
+def test_only_the_rows_left_in_a_windows_sample_are_parsed_and_only_when_tested(fmt: str) -> None:
     book = make_book(Clock(), [], window_size=40, sample_rows=5)
-    arrived = [raw_features(i, {"Cont_1": float(i)}) for i in range(40)]
+    arrived = [raw_features(i, {"Cont_1": float(i)}, fmt) for i in range(40)]
     closed = [window for i, features in enumerate(arrived) for window in score_raw(book, i, features)]
     (window,) = closed
     assert window.events == 40 and len(window.sample) == 5 and window.sample.seen == 40
@@ -222,7 +229,12 @@ def test_a_bad_feature_row_is_left_out_of_the_test_but_counted() -> None:
 
 
 def test_measurement_ids_that_need_a_full_parse() -> None:
-    assert measurement_id(b'{"event_id":"a-1","features":{}}') == "a-1"
-    assert measurement_id(b'{"event_id": "a-1"}') is None  # not the collector's compact form
-    assert measurement_id(b'{"event_id":"a\\"b"}') is None  # an escape
-    assert measurement_id(b'{"features":{}}') is None
+    assert peek_event_id(b'{"event_id":"a-1","features":{}}') == "a-1"
+    assert peek_event_id(b'{"event_id": "a-1"}') is None  # not the collector's compact form
+    assert peek_event_id(b'{"event_id":"a\\"b"}') is None  # an escape
+    assert peek_event_id(b'{"features":{}}') is None
+    binary = encode_event("a-1", "sensor-9", 1, {"Cont_1": 1.0}, "binary")
+    assert peek_event_id(binary) == "a-1"  # read at its fixed offset
+    assert peek_event_id(binary[:10]) is None  # header cut short
+    assert peek_event_id(binary[:473]) is None  # event_id cut short
+    assert peek_event_id(b"\x00FM\x02" + binary[4:]) is None  # a version this reader does not know

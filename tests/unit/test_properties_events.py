@@ -3,7 +3,8 @@
 Whatever bytes arrive, the collector either accepts events that satisfy the contract or answers a
 4xx naming the problem, and the contract's decoder either decodes or reports a bad message; neither
 raises anything else. What the collector accepts, the sink, the scorer and the monitor decode to the
-same event, and on any message the three readers agree on whether it is an event at all.
+same event, and on any message the three readers agree on whether it is an event at all. Both
+measurement formats (JSON and binary, ``fireman.common.events``) are held to this.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fireman.common.events import BadMessage, decode_event
+from fireman.common.events import BadMessage, decode_event, encode_event, feature_row, peek_event_id
 from fireman.common.schema import FEATURE_NAMES, MAX_EPOCH_MS, MIN_EPOCH_MS
-from fireman.monitoring.windows import parse_features
 from fireman.serving.codec import decode_batch
 from fireman.streaming.payloads import (
     PayloadError,
@@ -70,6 +70,34 @@ hostile_events = st.fixed_dictionaries(
         "extra": json_values,
     },
 )
+
+
+formats = st.sampled_from(["binary", "json"])
+binary_events = st.builds(
+    lambda event_id, sensor_id, timestamp, features: encode_event(
+        event_id, sensor_id, timestamp, features, "binary"
+    ),
+    identifiers,
+    identifiers,
+    epoch_ms,
+    feature_maps,
+)
+
+
+@st.composite
+def hostile_binary(draw: st.DrawFn) -> bytes:
+    """A valid binary measurement mutated the ways a broken writer or a bad copy would: cut short,
+    lengthened, bytes overwritten (magic, version, n, lengths, values, ids)."""
+    value = bytearray(draw(binary_events))
+    mutation = draw(st.sampled_from(["cut", "extend", "overwrite"]))
+    if mutation == "cut":
+        return bytes(value[: draw(st.integers(0, len(value) - 1))])
+    if mutation == "extend":
+        return bytes(value) + draw(st.binary(min_size=1, max_size=20))
+    at = draw(st.integers(0, len(value) - 1))
+    patch = draw(st.binary(min_size=1, max_size=8))
+    value[at : at + len(patch)] = patch
+    return bytes(value)
 
 
 def check_accepted(event: Any) -> None:
@@ -130,31 +158,39 @@ def readings(value: bytes | None) -> tuple[Reading, Reading, Reading]:
         sink = None
     batch = decode_batch([value], FEATURE_NAMES)
     scorer: Reading = (
-        (batch.event_ids[0], batch.sensor_ids[0], batch.timestamps[0], batch.rows[0]) if len(batch) else None
+        (batch.event_ids[0], batch.sensor_ids[0], batch.timestamps[0], _values(batch.matrix[0]))
+        if len(batch)
+        else None
     )
     try:
-        event_id, row = parse_features(value)
+        event_id, row = feature_row(value)
+        peeked = peek_event_id(value) if value else None
+        assert peeked is None or peeked == event_id  # the monitor keeps a raw message by its peeked id
         event = decode_event(value)
         monitor: Reading = (
             event_id,
             event.sensor_id,
             event.timestamp,
-            [None if np.isnan(v) else float(v) for v in row],
+            _values(row),
         )
     except BadMessage:
         monitor = None
     return sink, scorer, monitor
 
 
+def _values(row: np.ndarray) -> list[float | None]:
+    return [None if np.isnan(v) else float(v) for v in row]
+
+
 @PROPERTY
-@given(valid_events)
+@given(valid_events, formats)
 def test_an_event_the_collector_accepts_is_read_identically_by_the_sink_the_scorer_and_the_monitor(
-    value: dict[str, Any],
+    value: dict[str, Any], fmt: Any
 ) -> None:
     [event] = parse_events(orjson.dumps(value), MAX_BATCH)
     event_id = event.event_id or "filled-by-collector"
     timestamp = event.timestamp if event.timestamp is not None else 1_700_000_000_000
-    record = event_record(event_id, event.sensor_id, timestamp, event.features)
+    record = event_record(event_id, event.sensor_id, timestamp, event.features, fmt)
 
     expected = (event_id, event.sensor_id, timestamp, [event.features.get(name) for name in FEATURE_NAMES])
     sink, scorer, monitor = readings(record.value)
@@ -162,7 +198,15 @@ def test_an_event_the_collector_accepts_is_read_identically_by_the_sink_the_scor
 
 
 @PROPERTY
-@given(st.one_of(hostile_events.map(orjson.dumps), st.binary(max_size=300), st.none()))
+@given(
+    st.one_of(
+        hostile_events.map(orjson.dumps),
+        st.binary(max_size=300),
+        st.none(),
+        hostile_binary(),
+        st.binary(max_size=600).map(lambda tail: b"\x00FM\x01" + tail),
+    )
+)
 def test_the_sink_the_scorer_and_the_monitor_agree_on_any_message(value: bytes | None) -> None:
     sink, scorer, monitor = readings(value)
     assert (sink is None) == (scorer is None) == (monitor is None), (sink, scorer, monitor)
@@ -212,7 +256,7 @@ def test_labels_and_legacy_bodies_answer_4xx_or_parse_for_any_bytes(body: bytes)
 
 
 @PROPERTY
-@given(st.one_of(st.binary(max_size=2048), st.none()))
+@given(st.one_of(st.binary(max_size=2048), st.none(), hostile_binary()))
 def test_the_decoder_decodes_or_reports_a_bad_message_for_any_bytes(value: bytes | None) -> None:
     try:
         event = decode_event(value)
@@ -225,13 +269,42 @@ def test_the_decoder_decodes_or_reports_a_bad_message_for_any_bytes(value: bytes
 
 
 @PROPERTY
-@given(st.lists(st.one_of(hostile_events.map(orjson.dumps), st.binary(max_size=200), st.none()), max_size=20))
+@given(
+    st.lists(
+        st.one_of(
+            hostile_events.map(orjson.dumps),
+            st.binary(max_size=200),
+            st.none(),
+            hostile_binary(),
+            binary_events,
+        ),
+        max_size=20,
+    )
+)
 def test_scorer_batch_keeps_every_message_as_an_event_or_as_poison(values: list[bytes | None]) -> None:
     batch = decode_batch(values, FEATURE_NAMES)
     assert len(batch) + len(batch.poison) == len(values)
     assert sorted(index for index, _ in batch.poison) == [i for i, _ in batch.poison]
-    matrix = batch.matrix(len(FEATURE_NAMES))
-    assert matrix.shape == (len(batch), len(FEATURE_NAMES))
+    assert batch.matrix.shape == (len(batch), len(FEATURE_NAMES))
+    # Each event's row is what the contract decodes from its own message, whatever its neighbours.
+    good = [value for i, value in enumerate(values) if i not in dict(batch.poison)]
+    for row, value in zip(batch.matrix, good, strict=True):
+        assert np.array_equal(row, feature_row(value)[1], equal_nan=True)
+
+
+@PROPERTY
+@given(identifiers, identifiers, epoch_ms, feature_maps, formats)
+def test_encoding_then_decoding_is_the_identity_in_both_formats(
+    event_id: str, sensor_id: str, timestamp: int, features: dict[str, float | None], fmt: Any
+) -> None:
+    event = decode_event(encode_event(event_id, sensor_id, timestamp, features, fmt))
+    present = {name: value for name, value in features.items() if value is not None}
+    assert (event.event_id, event.sensor_id, event.timestamp, event.features) == (
+        event_id,
+        sensor_id,
+        timestamp,
+        present,
+    )
 
 
 @pytest.mark.parametrize(

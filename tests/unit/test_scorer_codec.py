@@ -1,4 +1,5 @@
-"""Decoding events into the scoring matrix, poison detection, and the encoded predictions."""
+"""Decoding events into the scoring matrix (JSON, binary and mixed batches), poison detection, and the
+encoded predictions."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fireman.common.events import WireEvent
+from fireman.common.events import WireEvent, encode_event
 from fireman.common.events import encode_predictions as prediction_messages
 from fireman.common.model import Lineage
 from fireman.common.pointtime import point_time_ns
+from fireman.common.schema import FEATURE_NAMES
 from fireman.serving.codec import column_map, decode_batch, encode_predictions, shadow_lines
 from fireman.streaming.sink import event_point
 
@@ -33,7 +35,7 @@ def event(**overrides: object) -> bytes:
 
 def test_matrix_follows_the_model_order_with_nan_for_absent_and_null_features() -> None:
     batch = decode_batch([event(), event(event_id="e-2", features={"Cont_2": None, "Cont_9": 9.0})], ORDER)
-    matrix = batch.matrix(len(ORDER))
+    matrix = batch.matrix
     assert matrix.dtype.name == "float64"
     assert matrix[0, 0] == 3.0 and matrix[0, 1] == 1.0 and math.isnan(matrix[0, 2])
     assert all(math.isnan(v) for v in matrix[1])
@@ -43,7 +45,50 @@ def test_matrix_follows_the_model_order_with_nan_for_absent_and_null_features() 
 def test_the_wire_form_of_an_event_decodes() -> None:
     wire = WireEvent(event_id="a", sensor_id="b", timestamp=5, features={"Cont_1": 0.5}).to_json()
     batch = decode_batch([wire], ORDER)
-    assert batch.timestamps == [5] and batch.rows == [[None, 0.5, None]]
+    assert batch.timestamps == [5]
+    assert np.array_equal(batch.matrix, [[np.nan, 0.5, np.nan]], equal_nan=True)
+
+
+def binary(event_id: str = "e-1", **features: float | None) -> bytes:
+    return encode_event(
+        event_id, "s-1", 1_700_000_000_000, features or {"Cont_1": 1.0, "Cont_3": 3}, "binary"
+    )
+
+
+@pytest.mark.parametrize("order", [ORDER, FEATURE_NAMES])
+def test_a_mixed_batch_keeps_message_order_and_matches_the_json_matrix(order: tuple[str, ...]) -> None:
+    events = [
+        ("e-1", {"Cont_1": 1.0, "Cont_3": 3.0}),
+        ("e-2", {"Cont_2": 2.0}),
+        ("e-3", {}),
+        ("e-4", {"Cont_3": -0.5, "Cont_57": 57.0}),
+    ]
+
+    def encoded(fmt: str) -> list[bytes]:
+        return [encode_event(i, "s-1", 1_700_000_000_000 + n, f, fmt) for n, (i, f) in enumerate(events)]  # type: ignore[arg-type]
+
+    as_json, as_binary = encoded("json"), encoded("binary")
+    mixed = [as_binary[0], b"{poison", as_json[1], as_binary[2], None, as_json[3]]
+    expected = decode_batch(as_json, order)
+    for values in (as_binary, mixed):
+        batch = decode_batch(values, order)
+        assert batch.event_ids == ["e-1", "e-2", "e-3", "e-4"] == expected.event_ids
+        assert batch.timestamps == expected.timestamps and batch.sensor_ids == expected.sensor_ids
+        assert batch.matrix.shape == (4, len(order))
+        assert np.array_equal(batch.matrix, expected.matrix, equal_nan=True)
+    assert [index for index, _ in decode_batch(mixed, order).poison] == [1, 4]
+
+
+def test_a_binary_row_with_an_infinity_is_poison_and_the_rest_of_the_batch_goes_on() -> None:
+    values = [binary("e-1"), event(event_id="e-2"), binary("e-3", Cont_7=math.inf), binary("e-4")]
+    batch = decode_batch(values, ORDER)
+    assert batch.event_ids == ["e-1", "e-2", "e-4"]
+    assert batch.poison == [(2, "features.Cont_7: expected a finite number or missing, got inf")]
+    assert batch.matrix.shape == (3, 3) and np.isfinite(batch.matrix[:, :2]).all()
+
+
+def test_the_binary_matrix_is_writable_like_the_json_one() -> None:
+    assert decode_batch([binary(), binary("e-2")], FEATURE_NAMES).matrix.flags.writeable
 
 
 @pytest.mark.parametrize(
@@ -59,6 +104,10 @@ def test_the_wire_form_of_an_event_decodes() -> None:
         (event(features=[1.0]), "features"),
         (event(features={"Cont_1": "1.5"}), "features.Cont_1"),
         (event(features={"Cont_1": True}), "features.Cont_1"),
+        (binary()[:-1], "sensor_id"),
+        (binary()[:100], "features"),
+        (b"\x00FM\x09" + binary()[4:], "version"),
+        (binary(Cont_2=-math.inf), "features.Cont_2"),
     ],
 )
 def test_poison_is_reported_with_the_offending_field_and_the_batch_goes_on(
@@ -119,8 +168,8 @@ def test_column_map_reorders_and_selects_production_columns_for_the_challenger()
     assert np.array_equal(columns.apply(matrix), np.array([[np.nan, 3.0], [20.0, 30.0]]), equal_nan=True)
     # A batch matrix decoded straight in the challenger's order is the same matrix.
     raw = [event(), event(event_id="e-2", features={"Cont_1": 10.0, "Cont_2": 20.0, "Cont_3": 30.0})]
-    direct = decode_batch(raw, ("Cont_2", "Cont_3")).matrix(2)
-    picked = columns.apply(decode_batch(raw, production).matrix(3))
+    direct = decode_batch(raw, ("Cont_2", "Cont_3")).matrix
+    picked = columns.apply(decode_batch(raw, production).matrix)
     assert np.array_equal(picked, direct, equal_nan=True)
 
 
