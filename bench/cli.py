@@ -233,7 +233,7 @@ def register(app: typer.Typer) -> None:
         soak_minutes: float = typer.Option(10.0, min=0.5, help="Length of the soak run."),
         quick: bool = typer.Option(False, "--quick", help="Short runs of every bench (a smoke test)."),
     ) -> None:
-        """Run the collector, scorer, serve, training, monitoring and soak benches; write the report."""
+        """Run every bench (collector to soak), build the capacity model; write the report."""
         require_services("kafka", "influxdb", "mlflow")
         import logging
 

@@ -9,7 +9,8 @@ the training code at its production settings:
    wrong schema), all of which go to the DLQ; the scorer's rate of good events against run 1. Runs 1
    and 2 alternate (clean, poisoned, poisoned, clean) and each figure is the mean of its two runs;
 3. latency: events are produced at ``rate`` per second while the scorer runs; latency is scored time
-   minus event time;
+   minus event time. Once with the defaults, then once with the scorer as it was before #17 (JSON
+   events, scikit-learn, batches filled for up to 100 ms), each on a topic of its own;
 4. baseline: the seed's loop, the same topic read one message at a time with one ``predict_proba``
    call each in one thread (``n_jobs=1``), as the original FIREMAN classifier does (its Kafka and
    InfluxDB writes are batched, to favour it). The model is the same; training's ``n_jobs=-1`` would
@@ -22,6 +23,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -29,7 +31,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from fireman.bench.workload import make_events, spambase_rows, train_production
-from fireman.common.events import WireEvent, decode_event, is_binary
+from fireman.common.events import MeasurementFormat, WireEvent, decode_event, is_binary
 from fireman.common.schema import now_ms
 from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
 from fireman.serving.scorer import Scorer
@@ -48,6 +50,16 @@ class BenchOptions:
 
 
 @dataclass(frozen=True)
+class Previous:
+    """The scorer before #17, for the latency side by side: JSON events, scikit-learn, 100 ms batches."""
+
+    measurement_format: MeasurementFormat = "json"
+    onnx: bool = False
+    max_wait_ms: int = 100
+    name: str = "JSON events, scikit-learn, batches filled for up to 100 ms"
+
+
+@dataclass(frozen=True)
 class BenchResult:
     events_per_s: float
     p50_ms: float
@@ -55,6 +67,8 @@ class BenchResult:
     latency_events: int
     baseline_per_s: float
     poisoned_per_s: float
+    previous_p50_ms: float
+    previous_p99_ms: float
 
     @property
     def ratio(self) -> float:
@@ -74,10 +88,16 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> BenchRes
     base = KafkaSettings()
     throughput_topics = bench_topics(base, f"bench-{tag}-a")
     latency_topics = bench_topics(base, f"bench-{tag}-b")
+    previous_topics = bench_topics(base, f"bench-{tag}-d")
     poison_topics = bench_topics(base, f"bench-{tag}-c")
     influx = InfluxSettings().model_copy(update={"database": f"bench_{tag}"})
     mlflow = MlflowSettings().model_copy(update={"model_name": BENCH_MODEL, "experiment": BENCH_MODEL})
-    all_topics = [*throughput_topics.topics(), *latency_topics.topics(), *poison_topics.topics()]
+    all_topics = [
+        *throughput_topics.topics(),
+        *latency_topics.topics(),
+        *previous_topics.topics(),
+        *poison_topics.topics(),
+    ]
     # One database per throughput run: a run that overwrote the last run's 200,000 points would
     # measure InfluxDB deduplicating them, which a scorer only meets on a replay.
     run_databases = [influx.model_copy(update={"database": f"{influx.database}_run{i}"}) for i in range(4)]
@@ -107,6 +127,16 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> BenchRes
             + ", ".join(f"{rate:,.0f}" for rate in (rates[False][0], *rates[True], rates[False][1]))
         )
         latencies = _latency(latency_topics, influx, mlflow, options, console)
+        previous = Previous()
+        previous_latencies = _latency(
+            previous_topics.model_copy(update={"measurement_format": previous.measurement_format}),
+            influx,
+            mlflow,
+            options,
+            console,
+            onnx=previous.onnx,
+            max_wait_ms=previous.max_wait_ms,
+        )
         baseline = _baseline(throughput_topics, influx, mlflow, options.baseline_seconds, console)
     finally:
         delete_topics(base, all_topics)
@@ -120,11 +150,17 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> BenchRes
         latency_events=len(latencies),
         baseline_per_s=baseline,
         poisoned_per_s=poisoned_eps,
+        previous_p50_ms=float(np.percentile(previous_latencies, 50)),
+        previous_p99_ms=float(np.percentile(previous_latencies, 99)),
     )
     table = Table("measure", "value", title="fireman bench scorer")
     table.add_row("scorer, end to end (InfluxDB writes on)", f"{result.events_per_s:,.0f} events/s")
     table.add_row(f"latency at {options.rate:,} events/s: p50", f"{result.p50_ms:.0f} ms")
     table.add_row(f"latency at {options.rate:,} events/s: p99", f"{result.p99_ms:.0f} ms")
+    table.add_row(
+        f"latency at {options.rate:,} events/s, {previous.name}: p50 / p99",
+        f"{result.previous_p50_ms:.0f} / {result.previous_p99_ms:.0f} ms",
+    )
     table.add_row(
         "baseline: the seed's loop, one predict per message, 1 thread",
         f"{result.baseline_per_s:,.1f} events/s",
@@ -149,12 +185,12 @@ def bench_topics(base: KafkaSettings, prefix: str) -> KafkaSettings:
     )
 
 
-def spambase_payloads(count: int) -> list[tuple[bytes, bytes]]:
+def spambase_payloads(count: int, fmt: MeasurementFormat | None = None) -> list[tuple[bytes, bytes]]:
     """(key, value) of ``count`` Spambase events, 10% of values missing, all stamped later at send.
 
-    In the writers' default format (``FIREMAN_KAFKA_MEASUREMENT_FORMAT``), so the bench measures it.
+    In ``fmt``, by default the writers' (``FIREMAN_KAFKA_MEASUREMENT_FORMAT``), so the bench measures it.
     """
-    fmt = KafkaSettings().measurement_format
+    fmt = fmt or KafkaSettings().measurement_format
     rows = spambase_rows(DatasetSettings(), min(count, 4601), missing_rate=0.1)
     templates = make_events(rows, prefix="tmpl")
     payloads = []
@@ -226,14 +262,16 @@ def load_backlog(kafka: KafkaSettings, payloads: list[tuple[bytes, bytes]], cons
 
 
 def _start(
-    kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings
+    kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings, **overrides: Any
 ) -> tuple[Scorer, threading.Event, threading.Thread]:
+    """A scorer in a thread; ``overrides`` are ScorerSettings fields (the defaults otherwise)."""
     settings = ScorerSettings(
         kafka=kafka,
         influxdb=influx,
         mlflow=mlflow,
         group_id=f"bench-{uuid.uuid4().hex[:8]}",
         log_interval_s=3600,
+        **overrides,
     )
     scorer = Scorer(settings)
     stop = threading.Event()
@@ -282,9 +320,16 @@ def _latency(
     mlflow: MlflowSettings,
     options: BenchOptions,
     console: Console,
+    **overrides: Any,
 ) -> list[int]:
-    payloads = spambase_payloads(min(options.events, int(options.rate * options.latency_seconds)))
-    scorer, stop, thread = _start(kafka, influx, mlflow)
+    """Latencies (ms) of events produced at ``options.rate``, in ``kafka.measurement_format``.
+
+    ``overrides`` are the scorer's settings that differ from the defaults.
+    """
+    payloads = spambase_payloads(
+        min(options.events, int(options.rate * options.latency_seconds)), kafka.measurement_format
+    )
+    scorer, stop, thread = _start(kafka, influx, mlflow, **overrides)
     producer = _producer(kafka)
     try:
         _until(lambda: bool(scorer.assignment()), 120)
