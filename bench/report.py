@@ -286,7 +286,7 @@ def _onnx(quick: bool) -> list[Row]:
 def _scale_out(quick: bool, measured: Measured) -> list[Row]:
     from fireman.bench.scale_out import BenchOptions, run_bench
 
-    result = run_bench(BenchOptions(events=40_000, repeats=1) if quick else BenchOptions())
+    result = run_bench(BenchOptions(events=100_000, repeats=1) if quick else BenchOptions())
     measured.scale_out = result
     rows = [
         Row(
@@ -475,8 +475,9 @@ def render(
         "collector` (acks=all); single-event POSTs are the per-message baseline for batch POSTs.",
         "- **Scorer**: a backlog on Kafka is scored end to end (decode → one `predict_proba` per batch → "
         "predictions acknowledged by Kafka → InfluxDB → offsets committed); the baseline scores the same "
-        "events one `predict` call per message. Latency: events produced at a fixed rate, measured from the "
-        "event's timestamp to the written prediction.",
+        "events one `predict` call per message (the seed's loop, same model, one thread). Latency: events "
+        "produced at a fixed rate, measured from the event's timestamp to the written prediction, with the "
+        "defaults and then with the scorer as it was before #17 (JSON events, scikit-learn, 100 ms batches).",
         "- **Serve**: a real `fireman serve` process answers Open Inference Protocol V2 requests (1 row, "
         "then 100 rows each) sent open-loop at a fixed rate from this process; latency runs from each "
         "request's scheduled time to the last byte of its answer, so queueing counts.",
