@@ -149,7 +149,7 @@ def register(app: typer.Typer) -> None:
 
     @bench_app.command("scale-out")
     def bench_scale_out(
-        events: int = typer.Option(200_000, min=1000, help="Events in the backlog each run scores."),
+        events: int = typer.Option(400_000, min=1000, help="Events in the backlog each run scores."),
         repeats: int = typer.Option(2, min=1, help="Runs of each mode, in alternating order (1, 2, 2, 1)."),
         monitor: bool = typer.Option(
             True, "--monitor/--no-monitor", help="Also time one monitor over the same events."

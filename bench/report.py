@@ -286,7 +286,7 @@ def _onnx(quick: bool) -> list[Row]:
 def _scale_out(quick: bool, measured: Measured) -> list[Row]:
     from fireman.bench.scale_out import BenchOptions, run_bench
 
-    result = run_bench(BenchOptions(events=100_000, repeats=1) if quick else BenchOptions())
+    result = run_bench(BenchOptions(events=300_000, repeats=1) if quick else BenchOptions())
     measured.scale_out = result
     rows = [
         Row(

@@ -38,10 +38,24 @@ def test_quick_report_has_every_bench_with_figures_and_verdicts(
         "collector (1 worker), events/s in batch POSTs of 1,000",
         "collector (2 workers), events/s in batch POSTs of 1,000",
         "scorer, end-to-end events/s (Kafka → model → Kafka + InfluxDB)",
+        "scorer vs the seed's loop",
+        "scorer p50 / p99 latency at 2,000 events/s, defaults",
         "scorer rate of good events with 5% raw poison mixed in",
+        "model call alone, batches of 1,000, onnxruntime",
+        "scorer end to end with monitoring on, defaults",
         "scorer throughput with monitoring on / off",
+        "1 scorer in one group",
+        "2 scorers in one group",
     ):
-        assert expected in figures, figures
+        assert any(figure.startswith(expected) for figure in figures), (expected, figures)
+    # The latency and the monitored throughput stand beside the configuration before #17.
+    for row in rows:
+        if row.startswith(("| scorer p50 / p99 latency", "| scorer end to end with monitoring on")):
+            assert "JSON events, scikit-learn" in row.split(" | ")[4], row
+    # The capacity model is built from this run's figures, and checked against its scale-out runs.
+    capacity = page.split("## Capacity model", 1)[1].split("## How the figures were produced", 1)[0]
+    assert "| **all** |" in capacity and "| events/s | cores | scorer replicas |" in capacity, capacity
+    assert "| 2 | " in capacity.split("measured / model", 1)[1], capacity
     assert any(figure.startswith("training from") for figure in figures), figures
     assert any(figure.startswith("soak") for figure in figures), figures
     assert any(figure.startswith("serve p50 / p99 latency, 100 rows") for figure in figures), figures
