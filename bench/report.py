@@ -87,6 +87,7 @@ class Measured:
             sink_rate=result.sink.events_per_s,
             monitor_rate=self.scale_out.monitor_per_s if self.scale_out else None,
             partitions=KafkaSettings().partitions,
+            scorer_path_us=sum(cpu(DEFAULTS_OFF, process) for process in ("scorer", "kafka", "influxdb")),
         )
         scale = self.scale_out
         runs = (
