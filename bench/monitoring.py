@@ -149,7 +149,6 @@ class Run:
     monitor_us: float | None
     kafka_us: float | None
     influxdb_us: float | None
-    monitor_cores: float | None
 
 
 @dataclass(frozen=True)
@@ -273,14 +272,12 @@ def _measured_run(
     def per_event(name: str) -> float | None:
         return cpu_us[name] if watched[name] else None
 
-    monitor_us = per_event("monitor")
     return Run(
         events_per_s=rate,
         scorer_us=cpu_us["scorer"],
-        monitor_us=monitor_us,
+        monitor_us=per_event("monitor"),
         kafka_us=per_event("kafka"),
         influxdb_us=per_event("influxdb"),
-        monitor_cores=monitor_us * rate / 1e6 if monitor_us is not None else None,
     )
 
 

@@ -52,7 +52,6 @@ class Section:
     rows: list[Row] = field(default_factory=list)
     error: str | None = None
     load: tuple[float, float] = (0.0, 0.0)
-    details: list[str] = field(default_factory=list)  # markdown under the section's own heading
 
 
 @dataclass
