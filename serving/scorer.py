@@ -36,6 +36,7 @@ from fireman.common.influx import InfluxClient, InfluxError, Point
 from fireman.common.kafka_io import AckProducer, BatchConsumer, KafkaDeliveryError, Offsets, Record
 from fireman.common.metrics import Family, Snapshot, StatsCollector
 from fireman.common.model import Registry, ServingModel
+from fireman.common.runtime import freeze_heap
 from fireman.common.schema import now_ms
 from fireman.serving.codec import (
     ColumnMap,
@@ -255,6 +256,7 @@ class Scorer:
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
             )
+            freeze_heap()
             self.ready.set()
             self._loop(stop, watcher, challengers)
         finally:

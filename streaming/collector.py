@@ -24,6 +24,7 @@ from fireman.common.http_server import json_response as _json
 from fireman.common.http_server import read_body as read_limited_body
 from fireman.common.http_server import running as serve_in_thread
 from fireman.common.metrics import MULTIPROCESS_DIR, exposition
+from fireman.common.runtime import freeze_heap
 from fireman.common.schema import LabelIn
 from fireman.streaming.clock import SensorClock
 from fireman.streaming.payloads import (
@@ -130,6 +131,7 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         import asyncio
 
         await asyncio.to_thread(publisher.start)
+        freeze_heap()
         try:
             yield
         finally:

@@ -22,6 +22,7 @@ from fireman.common.kafka_io import AckProducer, BatchConsumer, Offsets, Record
 from fireman.common.measurements import LABELS, MEASUREMENTS
 from fireman.common.metrics import Family, MetricsServer, Snapshot, StatsCollector
 from fireman.common.pointtime import point_time_ns
+from fireman.common.runtime import freeze_heap
 from fireman.streaming.settings import SinkSettings
 
 log = logging.getLogger(__name__)
@@ -303,6 +304,7 @@ def run_sink(
     server = MetricsServer(sink_metrics(sink.stats, consumer), settings.metrics_host, settings.metrics_port)
     if metrics:
         server.start()
+    freeze_heap()
     try:
         return sink.run(stop)
     finally:

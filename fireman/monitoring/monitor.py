@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 from fireman.common.events import feature_row, peek_event_id
 from fireman.common.influx import InfluxClient, InfluxError, InfluxUnavailable, Point
 from fireman.common.metrics import Family, Snapshot, StatsCollector
+from fireman.common.runtime import freeze_heap
 from fireman.monitoring.alerts import Alerts
 from fireman.monitoring.coverage import Coverage
 from fireman.monitoring.drift import WindowDrift, compute_drift
@@ -139,6 +140,8 @@ class DriftWorker:
     def _run(self) -> None:
         # Importing Evidently takes seconds: do it before the first window is due.
         import evidently.presets  # noqa: F401
+
+        freeze_heap()  # from here on, the reading thread's garbage collections skip Evidently
 
         while True:
             window = self.queue.get()
