@@ -1,4 +1,4 @@
-"""freeze_heap: what a streaming service has loaded leaves the collector's scans, its garbage does not stay."""
+"""freeze_heap: a service's loaded libraries leave the collector's scans; its garbage does not stay."""
 
 from __future__ import annotations
 
