@@ -101,17 +101,6 @@ class WireLabel:
     label: int
 
 
-@dataclass(slots=True)
-class WirePrediction:
-    event_id: str
-    sensor_id: str
-    timestamp: int
-    prediction: int
-    probability: float
-    model_name: str
-    model_version: str
-
-
 def load_object(value: bytes | None) -> dict[str, Any]:
     if value is None:
         raise BadMessage("empty message (null value)")
@@ -292,8 +281,41 @@ def decode_label(value: bytes | None) -> WireLabel:
     )
 
 
-def decode_prediction(value: bytes | None) -> WirePrediction:
+# event_id, sensor_id, timestamp, prediction, probability, model_name, model_version
+PredictionFields = tuple[str, str, int, int, float, str, str]
+
+
+def decode_prediction(value: bytes | None) -> PredictionFields:
+    """A prediction's fields, checked. A tuple, not a record: the monitor reads every prediction and
+    keeps its own record of it (with the message's position), and one object per message is enough."""
     message = load_object(value)
+    # The monitor decodes every prediction: one pass over the fields the scorer always writes, and
+    # the field-by-field checks (which name the offending field) only for a message that fails it.
+    get = message.get
+    event_id, sensor_id, timestamp = get("event_id"), get("sensor_id"), get("timestamp")
+    prediction, probability = get("prediction"), get("probability")
+    model_name, model_version = get("model_name"), get("model_version")
+    if (
+        type(probability) is float
+        and 0.0 <= probability <= 1.0
+        and type(prediction) is int
+        and (prediction == 0 or prediction == 1)
+        and type(timestamp) is int
+        and MIN_EPOCH_MS <= timestamp <= MAX_EPOCH_MS
+        and type(model_name) is str
+        and model_name
+        and type(model_version) is str
+        and model_version
+        and type(event_id) is str
+        and type(sensor_id) is str
+        and IDENTIFIER.fullmatch(event_id)
+        and IDENTIFIER.fullmatch(sensor_id)
+    ):
+        return event_id, sensor_id, timestamp, prediction, probability, model_name, model_version
+    return _checked_prediction(message)
+
+
+def _checked_prediction(message: dict[str, Any]) -> PredictionFields:
     probability: Any = message.get("probability")
     if type(probability) not in (float, int) or not 0.0 <= probability <= 1.0:
         raise BadMessage(f"probability: expected a number in [0, 1], got {probability!r:.80}")
@@ -303,7 +325,7 @@ def decode_prediction(value: bytes | None) -> WirePrediction:
         if type(name) is not str or not name:
             raise BadMessage(f"{key}: expected a non-empty string, got {name!r:.80}")
         names.append(name)
-    return WirePrediction(
+    return (
         _identifier(message, "event_id"),
         _identifier(message, "sensor_id"),
         _timestamp(message),

@@ -166,17 +166,8 @@ def parse_measurement(value: bytes | None, event_id: str) -> np.ndarray:
 
 
 def parse_prediction(value: bytes | None, position: Position, now: float) -> Prediction:
-    wire = decode_prediction(value)
-    return Prediction(
-        event_id=wire.event_id,
-        timestamp=wire.timestamp,
-        model_name=wire.model_name,
-        version=wire.model_version,
-        prediction=wire.prediction,
-        probability=wire.probability,
-        position=position,
-        arrived=now,
-    )
+    event_id, _, timestamp, prediction, probability, model_name, version = decode_prediction(value)
+    return Prediction(event_id, timestamp, model_name, version, prediction, probability, position, now)
 
 
 def parse_label(value: bytes | None) -> tuple[str, int]:

@@ -19,7 +19,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fireman.common.events import BadMessage, decode_event, encode_event, feature_row, peek_event_id
+from fireman.common.events import (
+    BadMessage,
+    decode_event,
+    decode_prediction,
+    encode_event,
+    encode_predictions,
+    feature_row,
+    load_object,
+    peek_event_id,
+)
+from fireman.common.events import _checked_prediction as checked_prediction
 from fireman.common.schema import FEATURE_NAMES, MAX_EPOCH_MS, MIN_EPOCH_MS
 from fireman.serving.codec import decode_batch
 from fireman.streaming.payloads import (
@@ -324,3 +334,49 @@ def test_encoding_then_decoding_is_the_identity_in_both_formats(
 def test_known_poison_shapes_are_bad_messages(value: bytes) -> None:
     with pytest.raises(BadMessage):
         decode_event(value)
+
+
+probabilities = st.floats(0.0, 1.0)
+hostile_predictions = st.fixed_dictionaries(
+    {},
+    optional={
+        key: st.one_of(json_values, st.just(good))
+        for key, good in {
+            "event_id": "e-1",
+            "sensor_id": "s-1",
+            "timestamp": MIN_EPOCH_MS,
+            "prediction": 1,
+            "probability": 0.25,
+            "model_name": "m",
+            "model_version": "3",
+        }.items()
+    },
+)
+
+
+@PROPERTY
+@given(hostile_predictions)
+def test_the_fast_prediction_decode_agrees_with_the_field_by_field_checks(message: dict[str, Any]) -> None:
+    """``decode_prediction`` checks the usual message in one pass and names a bad field through the
+    field-by-field checks: on any message both give the same fields or both refuse it."""
+    value = orjson.dumps(message)
+    try:
+        expected: Any = checked_prediction(load_object(value))
+    except BadMessage as exc:
+        expected = str(exc)
+    try:
+        got: Any = decode_prediction(value)
+    except BadMessage as exc:
+        got = str(exc)
+    assert got == expected
+
+
+@PROPERTY
+@given(identifiers, identifiers, epoch_ms, st.sampled_from([0, 1]), probabilities, identifiers)
+def test_a_prediction_the_scorer_writes_decodes_to_what_it_scored(
+    event_id: str, sensor_id: str, timestamp: int, prediction: int, probability: float, version: str
+) -> None:
+    (value,) = encode_predictions(
+        [(event_id, sensor_id, timestamp)], [prediction], [repr(probability)], ("m", version, "r"), timestamp
+    )
+    assert decode_prediction(value) == (event_id, sensor_id, timestamp, prediction, probability, "m", version)
