@@ -180,7 +180,7 @@ def register(app: typer.Typer) -> None:
 
     @bench_app.command("monitoring")
     def bench_monitoring(
-        events: int = typer.Option(150_000, min=2000, help="Events per scorer throughput run."),
+        events: int = typer.Option(600_000, min=2000, help="Events per scorer throughput run."),
         repeats: int = typer.Option(4, min=1, help="Runs per configuration; the figures are their means."),
         windows: int = typer.Option(5, min=1, help="Windows timed for the Evidently cost."),
     ) -> None:
