@@ -65,7 +65,7 @@ class Reservoir(Generic[T]):
         mine = int(generator.hypergeometric(self.seen, other.seen, size)) if other.seen else size
         mine = min(max(mine, size - len(other)), len(self))
         for source, count in ((self, mine), (other, size - mine)):
-            for index in generator.choice(len(source), size=count, replace=False):
-                result.items.append(source.items[index])
-                result.scores.append(source.scores[index])
+            picked = generator.choice(len(source), size=count, replace=False).tolist()
+            result.items.extend([source.items[index] for index in picked])
+            result.scores.extend([source.scores[index] for index in picked])
         return result

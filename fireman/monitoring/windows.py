@@ -105,10 +105,17 @@ class ClosedWindow:
 
     key: WindowKey
     sample: Reservoir[Features]
-    positions: list[Position]  # held until the window's drift points are written
+    # Held until the window's drift points are written: one list per window merged into this one, so
+    # a merge joins two short lists instead of copying every position. While the drift worker paces
+    # itself, every window that closes merges into waiting ones that can hold ~10^5 events each.
+    position_lists: list[list[Position]]
     reason: str
     events: int = 0  # scored events, with or without a feature row
     windows: int = 1  # closed windows merged into this one
+
+    @property
+    def positions(self) -> list[Position]:
+        return [position for positions in self.position_lists for position in positions]
 
     @cached_property
     def parse(self) -> ParsedSample:
@@ -129,7 +136,7 @@ class ClosedWindow:
     def discard(self) -> None:
         """Let go of the sampled rows and positions once the window is done (its result may be kept)."""
         self.sample = Reservoir(1)
-        self.positions = []
+        self.position_lists = []
         self.__dict__.pop("parse", None)
 
     @property
@@ -150,7 +157,7 @@ class ClosedWindow:
         return ClosedWindow(
             key=min(self.key, later.key, key=lambda key: key.start_ns),
             sample=self.sample.merged(later.sample),
-            positions=self.positions + later.positions,
+            position_lists=self.position_lists + later.position_lists,
             reason=later.reason,
             events=self.events + later.events,
             windows=self.windows + later.windows,
@@ -367,7 +374,7 @@ class WindowBook:
         closed = ClosedWindow(
             key=window.key,
             sample=window.sample,
-            positions=window.positions,
+            position_lists=[window.positions],
             reason=reason,
             events=window.predictions,
         )

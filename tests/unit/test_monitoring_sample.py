@@ -99,7 +99,7 @@ def closed(start: int, events: int, version: str = "1") -> ClosedWindow:
     return ClosedWindow(
         key=WindowKey("m", version, start * 1_000_000),
         sample=sample,
-        positions=[("predictions", 0, i) for i in range(start, start + events)],
+        position_lists=[[("predictions", 0, i) for i in range(start, start + events)]],
         reason="size",
         events=events,
     )
