@@ -135,8 +135,8 @@ DEFAULTS_ON = Configuration("defaults (binary events, ONNX), monitoring on", "bi
 class BenchOptions:
     # ~10 s per run at defaults. Runs of 150,000 events (~2.5 s) measured the monitor's start, not its
     # steady state: its first drift test (~1.4 s of CPU, not yet paced by the CPU budget) fell inside
-    # the run, and runs of one configuration ranged from 48k to 84k events/s. At 600,000 they agree
-    # within a few percent.
+    # the run, and runs of one configuration ranged from 48k to 84k events/s. At 600,000 they agreed
+    # within 4-18% (docs/performance-notes.md, seventh round).
     events: int = 600_000
     repeats: int = 4  # each figure is the mean of this many runs (at least 3)
     windows: int = 5
