@@ -118,7 +118,6 @@ def ensure_topics(
         )
         for name in missing
     ]
-    # The broker answers once the topics exist, so a producer started next finds them.
     futures = admin.create_topics(new_topics, operation_timeout=timeout_s, request_timeout=timeout_s)
     for future in futures.values():
         try:
@@ -127,8 +126,38 @@ def ensure_topics(
             # Another process may win the race; the topic then exists, which is all we need.
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+    _await_metadata(admin, {topic.topic: topic.num_partitions for topic in new_topics})
     log.info("created topics %s", ", ".join(missing))
     return missing
+
+
+class _NotInMetadataYet(Exception):
+    pass
+
+
+def _await_metadata(admin: AdminClient, wanted: Mapping[str, int]) -> None:
+    """Wait until every topic in ``wanted`` is described with all its partitions.
+
+    The controller answers a create request before every broker's metadata has the topic, and a
+    describe or list-offsets request sent in that gap finds no such topic: a caller that creates a
+    topic and then reads its offsets (lag, a bench's end offsets) would see it empty.
+    """
+    deadline = time.monotonic() + LEADERS_SETTLE_S
+    try:
+        for attempt in Backoff(0.05, 1.0).retrying(
+            _NotInMetadataYet,
+            sleep=time.sleep,
+            give_up=lambda: time.monotonic() >= deadline,
+            failure="new topics are not in the broker's metadata yet",
+        ):
+            with attempt:
+                described = _partitions(admin, list(wanted))
+                short = [topic for topic, count in wanted.items() if len(described[topic]) < count]
+                if short:
+                    raise _NotInMetadataYet(", ".join(short))
+    except _NotInMetadataYet as exc:
+        message = f"topics created but not in the broker's metadata after {LEADERS_SETTLE_S:.0f}s: {exc}"
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, message)) from None
 
 
 def delete_topics(settings: KafkaSettings, topics: list[str]) -> None:
