@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from fireman.monitoring.settings import MonitorSettings
+
 RATES = (2_000, 10_000, 40_000, 100_000, 400_000)
 # Cores planned to 70% busy: bursts, rebalances and catching up after an outage use the rest.
 HEADROOM = 0.7
@@ -67,7 +69,7 @@ def render(costs: Costs, cpus: int, measured: dict[int, float] | None) -> list[s
     rows = [
         ("scorer (decode, model, encode, Kafka client, InfluxDB writer)", costs.scorer_us),
         ("sink (raw events to InfluxDB)", costs.sink_us),
-        ("monitor (join, windows, Evidently within its budget)", costs.monitor_us),
+        ("monitor (join and windows: one core over its unpaced intake rate)", costs.monitor_us),
         ("Kafka broker", costs.kafka_us),
         ("InfluxDB (predictions and raw events)", costs.influxdb_us),
         ("**all**", costs.total_us),
@@ -80,8 +82,9 @@ def render(costs: Costs, cpus: int, measured: dict[int, float] | None) -> list[s
         f"One scorer alone reached {costs.scorer_rate:,.0f} events/s and one sink {costs.sink_rate:,.0f} on "
         f"this {cpus}-core machine, sharing it with Kafka and InfluxDB"
         + (
-            f"; one monitor takes in {costs.monitor_rate:,.0f} events/s (it is a single instance by design, "
-            "see architecture.md, Scaling out)."
+            f"; one monitor takes in {costs.monitor_rate:,.0f} events/s unpaced, and about "
+            f"{costs.monitor_rate * MonitorSettings().intake_cpu_budget:,.0f} sustained within its default "
+            "intake budget (it is a single instance by design, see architecture.md, Scaling out)."
             if costs.monitor_rate
             else "."
         ),

@@ -229,7 +229,8 @@ class MonitoringResult:
         out.print(
             f"events per run: {self.events:,}, runs per configuration: {repeats}, CPUs: {os.cpu_count()}, "
             f"1-minute load average {self.loads[0]:.2f}-{self.loads[1]:.2f} (before and after each run); "
-            f"monitor: nice {settings.nice}, drift CPU budget {settings.drift_cpu_budget:.0%} of a core"
+            f"monitor: nice {settings.nice}, intake CPU budget {settings.intake_cpu_budget:.0%} and drift "
+            f"CPU budget {settings.drift_cpu_budget:.0%} of a core"
         )
 
 

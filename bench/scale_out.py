@@ -150,7 +150,8 @@ def _scorers_run(
 def _monitor_rate(
     kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings, events: int, console: Console
 ) -> float:
-    """Events/s one monitor takes in: each one's measurement and prediction read, joined and windowed.
+    """Events/s one monitor takes in unpaced: each one's measurement and prediction read, joined and
+    windowed.
 
     Timed from the first message read to the last of the ``events`` measurements and predictions. Drift
     tests run beside it within their CPU budget, as deployed; windows that close faster wait and merge.
@@ -158,7 +159,9 @@ def _monitor_rate(
     from fireman.bench.monitoring import monitor_settings_for
     from fireman.monitoring.monitor import Monitor
 
-    monitor = Monitor(monitor_settings_for(kafka, influx, mlflow, log_interval_s=3600))
+    # Unpaced (the whole core its reading thread can have): the capacity model's cost of a monitor.
+    settings = monitor_settings_for(kafka, influx, mlflow, log_interval_s=3600, intake_cpu_budget=1.0)
+    monitor = Monitor(settings)
     stop = threading.Event()
     thread = threading.Thread(target=monitor.run, args=(stop,), daemon=True)
     thread.start()

@@ -41,6 +41,7 @@ from fireman.monitoring.coverage import Coverage
 from fireman.monitoring.drift import WindowDrift, compute_drift
 from fireman.monitoring.live import LiveComparisonWorker
 from fireman.monitoring.offsets import OffsetTracker, Partition, Position
+from fireman.monitoring.pacing import CpuShare
 from fireman.monitoring.pending import PendingWindows
 from fireman.monitoring.points import (
     drift_points,
@@ -82,6 +83,7 @@ class MonitorStats:
     bad_feature_rows: int = 0  # sampled measurements the drift worker could not read
     performance_points: int = 0
     drift_seconds: float = 0.0
+    paused_s: float = 0.0  # the reading thread's pauses to keep within intake_cpu_budget
 
 
 class DriftWorker:
@@ -275,6 +277,7 @@ MONITOR_FAMILIES = [
     Family("windows_untested", "Windows written as not tested (too few events, no reference, a failure)."),
     Family("events_tested", "Scored events in windows whose drift was tested."),
     Family("events_untested", "Scored events in windows that could not be tested."),
+    Family("paused_seconds", "Seconds the reading thread paused to keep within its CPU budget."),
     Family("alerts", "Distinct alerts (drift and performance) this process raised."),
     Family("coverage", "Share of the scored events, through the drift worker, that were in a tested window."),
     Family("lag", "Messages behind the end of the monitor's partitions (all three topics)."),
@@ -298,6 +301,7 @@ def monitor_metrics(monitor: Monitor) -> StatsCollector:
             "events_tested": coverage.tested,
             "events_untested": coverage.untested,
             "alerts": monitor.alerts.raised,
+            "paused_seconds": stats.paused_s,
         }
         consumer = monitor._consumer
         gauges = {"coverage": coverage.share, "lag": consumer.last_lag if consumer is not None else None}
@@ -390,8 +394,14 @@ class Monitor:
             settings.alert_windows,
         )
         next_flush = next_log = time.monotonic()
+        share = CpuShare(settings.intake_cpu_budget)
         try:
             while not stop.is_set():
+                pause = share.pause_s()
+                if pause:
+                    self.stats.paused_s += pause
+                    if stop.wait(pause):
+                        break
                 records = consumer.poll(settings.max_batch, settings.poll_timeout_ms / 1000)
                 now = time.monotonic()
                 joined = self._read(records, now)
@@ -546,7 +556,8 @@ class Monitor:
         log.info(
             "read %d measurements, %d predictions, %d labels; joined %d; "
             "windows: %d tested, %d not tested (%d failed), %d merged while waiting; %s; %d alerts; "
-            "labels counted %d (early %d; dropped: %d unknown events, %d expired windows); %d offsets held",
+            "labels counted %d (early %d; dropped: %d unknown events, %d expired windows); %d offsets held; "
+            "paused %.0f s to keep within %.0f%% of a core",
             stats.measurements,
             stats.predictions,
             stats.labels,
@@ -562,6 +573,8 @@ class Monitor:
             book.labels_unknown,
             book.labels_expired,
             self.tracker.held_count(),
+            stats.paused_s,
+            100 * self.settings.intake_cpu_budget,
         )
         dropped = book.labels_unknown + book.labels_expired
         if dropped > self._dropped_logged:

@@ -112,6 +112,16 @@ class MonitorSettings(BaseSettings):
     live_comparison_interval_s: float = Field(
         default=60.0, gt=0, description="How often the challenger's live accuracy and F1 are compared."
     )
+    # Through a 600k-event burst on 2 cores, 0.25 kept the scorer at 92.6% of its throughput against
+    # 77.7% unpaced (docs/decisions.md). Sustained, the monitor then takes in a quarter of its unpaced
+    # rate, ~13,000 events/s here: more than a 2-core stack scores and stores with its sink. Give it
+    # more where the monitor has a core of its own.
+    intake_cpu_budget: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Most of one core the reading thread may use on average; 1 reads unpaced.",
+    )
     nice: int = Field(default=10, ge=0, le=19, description="Niceness added by `fireman monitor` itself.")
     log_interval_s: float = Field(default=30.0, gt=0)
     metrics_host: str = Field(default=LOOPBACK, description="Where /metrics listens (0.0.0.0 in containers).")

@@ -483,6 +483,8 @@ def test_a_backlog_at_default_settings_is_all_tested_and_its_shifted_tail_drifts
     coverage = monitor.coverage()
     assert coverage.tested == BACKLOG and coverage.share == 1.0 and coverage.waiting == 0
     assert all(w["tested"] == 1 for w in windows) and sum(w["events"] for w in windows) == BACKLOG
+    # The backlog was read within the default intake budget, pausing, and still every event was tested.
+    assert monitor.stats.paused_s > 0, monitor.stats
     # More windows than Evidently had time for: some merged (the monitor shed them).
     assert len(windows) < BACKLOG // 1000 and monitor.pending.merges > 0
     stats = rig.query("SELECT * FROM monitor_stats")
