@@ -149,6 +149,7 @@ def _await_metadata(admin: AdminClient, wanted: Mapping[str, int]) -> None:
             sleep=time.sleep,
             give_up=lambda: time.monotonic() >= deadline,
             failure="new topics are not in the broker's metadata yet",
+            level=logging.DEBUG,  # a short wait is the normal course; only the timeout is news
         ):
             with attempt:
                 described = _partitions(admin, list(wanted))

@@ -33,9 +33,11 @@ class Backoff:
         failure: str = "write failed",
         on_retry: Callable[[BaseException], None] | None = None,
         only_if: Callable[[BaseException], bool] = lambda _error: True,
+        level: int = logging.WARNING,
     ) -> tenacity.Retrying:
         """Retry ``retry_on`` (for which ``only_if`` holds) until it succeeds or ``give_up()``; then
-        the last error is raised.
+        the last error is raised. Each retry is logged at ``level``: a warning, unless waiting is
+        the expected course (then DEBUG).
 
         Use as ``for attempt in policy.retrying(...): with attempt: write()``.
         """
@@ -44,7 +46,7 @@ class Backoff:
         def before_sleep(state: tenacity.RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome is not None else None
             wait = state.next_action.sleep if state.next_action is not None else 0.0
-            log.warning("%s, retrying in %.1f s: %s", failure, wait, error)
+            log.log(level, "%s, retrying in %.1f s: %s", failure, wait, error)
             if on_retry is not None and error is not None:
                 on_retry(error)
 

@@ -10,9 +10,10 @@ waiting windows are not, so a restart replays them.
 Beside it, a thread compares the challenger (scored in shadow) with production every
 ``live_comparison_interval_s`` (:mod:`fireman.monitoring.live`).
 
-The monitor shares the machine with the scorer, so Evidently may use at most ``drift_cpu_budget`` of a
-core: after a test, the worker waits until its CPU time is that share of the time since the test
-began. Every scored event still takes part in a drift test: a window is tested on a bounded sample of
+The monitor shares the machine with the scorer, so the drift worker may use at most ``drift_cpu_budget``
+of a core: after a test, it waits until its CPU time is back within that share
+(:class:`~fireman.monitoring.pacing.CpuShare`; the reading thread keeps to ``intake_cpu_budget`` the same
+way). Every scored event still takes part in a drift test: a window is tested on a bounded sample of
 its rows (:mod:`fireman.monitoring.sample`; only sampled measurements are parsed), and windows that
 close while the worker is busy or pausing wait, merging when too many pile up
 (:mod:`fireman.monitoring.pending`). The worker is fed from the main loop on every iteration, so once
@@ -110,6 +111,7 @@ class DriftWorker:
         self._abort = threading.Event()
         self._windows = 0
         self._next_test = 0.0  # monotonic time before which no window is started (CPU budget)
+        self._share: CpuShare | None = None  # made by the worker thread, whose CPU time it reads
         self._lock = threading.Lock()
         self._busy = False
 
@@ -144,6 +146,7 @@ class DriftWorker:
         import evidently.presets  # noqa: F401
 
         freeze_heap()  # from here on, the reading thread's garbage collections skip Evidently
+        self._share = CpuShare(self.settings.drift_cpu_budget)  # the import above is not charged
 
         while True:
             window = self.queue.get()
@@ -181,7 +184,7 @@ class DriftWorker:
             if settings.html_report_every and (self._windows % settings.html_report_every == 0)
             else None
         )
-        started, cpu = time.perf_counter(), time.thread_time()
+        started = time.perf_counter()
         drift = compute_drift(
             reference,
             window.matrix,
@@ -192,10 +195,10 @@ class DriftWorker:
         )
         elapsed = time.perf_counter() - started
         self.stats.drift_seconds += elapsed
-        # The budget is CPU: on a busy machine the wall time includes waiting for a core.
-        spent = time.thread_time() - cpu
-        with self._lock:
-            self._next_test = time.monotonic() + spent * (1 / settings.drift_cpu_budget - 1)
+        if self._share is not None:
+            pause_s = self._share.pause_s()
+            with self._lock:
+                self._next_test = time.monotonic() + pause_s
         for feature, reason in drift.untested.items():
             log.warning("window %s: %s left out of the drift test: %s", _describe(window), feature, reason)
         points = drift_points(key, drift, window.events, window.windows)

@@ -1,4 +1,7 @@
-"""A CPU share for the monitor's reading thread: it reads as fast as it likes, then pauses to pay back.
+"""A CPU share for a monitor thread: it works as fast as it likes, then pauses to pay back.
+
+Two threads keep to one: the reading thread (``intake_cpu_budget``) and the drift worker
+(``drift_cpu_budget``), which waits after each Evidently test.
 
 The monitor is a background consumer on the scorer's machine. Read at full speed through a burst, it
 takes a core's worth of CPU, cache and broker fetches from the scorer, which lost 22-39% of its
