@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from fireman.bench.capacity import HEADROOM, Costs, render
@@ -44,3 +46,13 @@ def test_the_check_compares_measured_runs_with_the_machine_cap() -> None:
     assert "| 1 | 33,333 | 30,000 | 90% |" in lines
     assert "| 2 | 33,333 | 33,000 | 99% |" in lines
     assert "| **all** | 100.0 | 10,000 |" in lines
+
+
+def test_a_monitor_cost_without_its_unpaced_intake_says_it_is_a_lower_bound() -> None:
+    measured_intake = render(COSTS, cpus=2, measured=None)
+    paced_only = render(dataclasses.replace(COSTS, monitor_rate=None), cpus=2, measured=None)
+    assert any("one core over its unpaced intake rate" in line for line in measured_intake)
+    assert not any("lower bound" in line for line in measured_intake)
+    assert any(
+        "| monitor (its CPU during the run, paced: a lower bound) | 10.0 |" in line for line in paced_only
+    )
