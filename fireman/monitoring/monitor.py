@@ -111,7 +111,6 @@ class DriftWorker:
         self._abort = threading.Event()
         self._windows = 0
         self._next_test = 0.0  # monotonic time before which no window is started (CPU budget)
-        self._share: CpuShare | None = None  # made by the worker thread, whose CPU time it reads
         self._lock = threading.Lock()
         self._busy = False
 
@@ -146,7 +145,8 @@ class DriftWorker:
         import evidently.presets  # noqa: F401
 
         freeze_heap()  # from here on, the reading thread's garbage collections skip Evidently
-        self._share = CpuShare(self.settings.drift_cpu_budget)  # the import above is not charged
+        # Made here, after the import (not charged), because it reads this thread's CPU time.
+        share = CpuShare(self.settings.drift_cpu_budget)
 
         while True:
             window = self.queue.get()
@@ -161,8 +161,11 @@ class DriftWorker:
                 self._untested(window, f"drift test failed: {type(exc).__name__}: {exc}")
             finally:
                 window.discard()  # its result is kept for a while; its rows (up to a MB) are not
+                # Every window is charged: parsing, the test and the writes, tested or not.
+                pause_s = share.pause_s()
                 with self._lock:
                     self._busy = False
+                    self._next_test = time.monotonic() + pause_s
         self.done.set()
 
     def _handle(self, window: ClosedWindow) -> None:
@@ -195,10 +198,6 @@ class DriftWorker:
         )
         elapsed = time.perf_counter() - started
         self.stats.drift_seconds += elapsed
-        if self._share is not None:
-            pause_s = self._share.pause_s()
-            with self._lock:
-                self._next_test = time.monotonic() + pause_s
         for feature, reason in drift.untested.items():
             log.warning("window %s: %s left out of the drift test: %s", _describe(window), feature, reason)
         points = drift_points(key, drift, window.events, window.windows)

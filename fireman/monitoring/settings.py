@@ -75,7 +75,8 @@ class MonitorSettings(BaseSettings):
         default=0.1,
         gt=0,
         le=1,
-        description="Most of one core Evidently may use; windows closing faster wait and merge.",
+        description="Most of one core the drift worker (Evidently) may use; windows closing faster wait "
+        "and merge.",
     )
     html_report_every: int = Field(
         default=0, ge=0, description="Save an Evidently HTML report every N windows (0: never)."
