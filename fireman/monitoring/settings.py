@@ -113,12 +113,12 @@ class MonitorSettings(BaseSettings):
     live_comparison_interval_s: float = Field(
         default=60.0, gt=0, description="How often the challenger's live accuracy and F1 are compared."
     )
-    # Through a 600k-event burst on 2 cores, 0.25 kept the scorer at 92.6% of its throughput against
-    # 77.7% unpaced (docs/decisions.md). Sustained, the monitor then takes in a quarter of its unpaced
-    # rate, ~13,000 events/s here: more than a 2-core stack scores and stores with its sink. Give it
-    # more where the monitor has a core of its own.
+    # Through a 600k-event burst on 2 cores the scorer kept 92.5% of its throughput at 0.1, 85% at 0.15
+    # and 83% at 0.25 (4 runs each, side by side; docs/decisions.md). Sustained, the monitor then takes
+    # in a tenth of its unpaced rate, ~4,500 events/s here, 20x the soak's rate. Give it more where the
+    # monitor has a core of its own, or where sustained load is higher than bursts matter.
     intake_cpu_budget: float = Field(
-        default=0.25,
+        default=0.1,
         gt=0,
         le=1,
         description="Most of one core the reading thread may use on average; 1 reads unpaced.",
