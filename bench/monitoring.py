@@ -463,8 +463,13 @@ def _window_cost(reference: Any, rows: pd.DataFrame, windows: int) -> tuple[floa
 
 
 def run_bench(options: BenchOptions) -> MonitoringResult:
-    from fireman.bench.workload import make_events, produce_events, spambase_rows, train_production
-    from fireman.common.influx import InfluxClient
+    from fireman.bench.workload import (
+        drop_databases,
+        make_events,
+        produce_events,
+        spambase_rows,
+        train_production,
+    )
     from fireman.common.kafka_io import delete_topics
     from fireman.monitoring.reference import ReferenceStore
 
@@ -520,9 +525,7 @@ def run_bench(options: BenchOptions) -> MonitoringResult:
             from_stream, from_influx = _window_sources(scored, events, options.windows)
     finally:
         delete_topics(kafka, [name for topics in created for name in topics.topics()])
-        with InfluxClient(influx) as client:
-            for database in (influx, *databases):
-                client.drop_database(database.database)
+        drop_databases([influx, *databases])
         # The bench's model goes too: registered models left behind pile up in the MLflow UI.
         with RegistryClient(mlflow) as registry:
             registry.delete_model(name)

@@ -51,8 +51,7 @@ class BenchResult(ScorerRuns):
 
 def run_bench(options: BenchOptions, console: Console | None = None) -> BenchResult:
     from fireman.bench.scorer import bench_topics, load_backlog, spambase_payloads
-    from fireman.bench.workload import train_production
-    from fireman.common.influx import InfluxClient
+    from fireman.bench.workload import drop_databases, train_production
     from fireman.common.kafka_io import delete_topics, ensure_topics
     from fireman.common.model_registry import RegistryClient
 
@@ -97,9 +96,7 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> BenchRes
             result.monitor_per_s = _monitor_rate(kafka, database, mlflow, options.events, console)
     finally:
         delete_topics(base, created)
-        with InfluxClient(influx) as client:
-            for _, database in outputs:
-                client.drop_database(database.database)
+        drop_databases([database for _, database in outputs])
         # Registered models left behind pile up in the MLflow UI.
         with RegistryClient(mlflow) as registry:
             registry.delete_model(name)

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from fireman.bench.workload import make_events, spambase_rows, train_production
+from fireman.bench.workload import drop_databases, make_events, spambase_rows, train_production
 from fireman.common.events import MeasurementFormat, WireEvent, decode_event, is_binary
 from fireman.common.schema import now_ms
 from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
@@ -127,7 +127,7 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> BenchRes
         )
         # The latency runs write 40,000 points a run; InfluxDB compacting the throughput runs' 800,000
         # behind them measured up to 75 ms of p99 instead of 46 (docs/performance-notes.md, tenth round).
-        _drop_databases(run_databases)
+        drop_databases(run_databases)
         latencies = _latency(latency_topics, influx, mlflow, options, console)
         previous = Previous()
         previous_latencies = _latency(
@@ -142,7 +142,7 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> BenchRes
         baseline = _baseline(throughput_topics, influx, mlflow, options.baseline_seconds, console)
     finally:
         delete_topics(base, all_topics)
-        _drop_databases([influx, *run_databases])
+        drop_databases([influx, *run_databases])
     result = BenchResult(
         events_per_s=eps,
         p50_ms=float(np.percentile(latencies, 50)),
@@ -280,15 +280,6 @@ def _start(
     return scorer, stop, thread
 
 
-def _drop_databases(databases: list[InfluxSettings]) -> None:
-    """Drop each database (dropping one that does not exist is not an error)."""
-    from fireman.common.influx import InfluxClient
-
-    with InfluxClient(databases[0]) as client:
-        for database in databases:
-            client.drop_database(database.database)
-
-
 def _until(predicate, timeout_s: float, interval_s: float = 0.01) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -340,10 +331,10 @@ def _latency(
     )
     scorer, stop, thread = _start(kafka, influx, mlflow, **overrides)
     producer = _producer(kafka)
-    # Connected before the clock starts: the load generator's first connection and metadata request
-    # (~50 ms here) are not the scorer's latency.
-    producer.list_topics(kafka.topic_measurements, timeout=30)
     try:
+        # Connected before the clock starts: the load generator's first connection and metadata
+        # request (~50 ms here) are not the scorer's latency.
+        producer.list_topics(kafka.topic_measurements, timeout=30)
         _until(lambda: bool(scorer.assignment()), 120)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"producing at {options.rate:,} events/s (latency)", total=len(payloads))

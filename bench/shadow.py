@@ -263,8 +263,7 @@ def _busy_share(before: Any, after: Any) -> float:
 
 def run_bench(options: BenchOptions, console: Console | None = None) -> ScorerRuns:
     from fireman.bench.scorer import bench_topics, load_backlog, spambase_payloads
-    from fireman.bench.workload import train_production
-    from fireman.common.influx import InfluxClient
+    from fireman.bench.workload import drop_databases, train_production
     from fireman.common.kafka_io import delete_topics, ensure_topics
     from fireman.common.model_registry import RegistryClient
     from fireman.training.settings import TrainingSettings
@@ -331,9 +330,7 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> ScorerRu
                 )
     finally:
         delete_topics(base, all_topics)
-        with InfluxClient(influx) as client:
-            for database in databases:
-                client.drop_database(database.database)
+        drop_databases(databases)
         # Registered models left behind pile up in the MLflow UI.
         with RegistryClient(mlflow) as registry:
             registry.delete_model(name)

@@ -19,7 +19,7 @@ import pandas as pd
 from fireman.common.dataset import load_spambase, mask_completely_at_random
 from fireman.common.events import Features, WireEvent
 from fireman.common.schema import FEATURE_NAMES, now_ms
-from fireman.common.settings import DatasetSettings, KafkaSettings, MlflowSettings
+from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
 
 
 def spambase_rows(
@@ -52,6 +52,17 @@ def make_events(
             )
         )
     return events
+
+
+def drop_databases(databases: Sequence[InfluxSettings]) -> None:
+    """Drop a bench's InfluxDB databases (one that does not exist is no error), over one connection."""
+    from fireman.common.influx import InfluxClient
+
+    if not databases:
+        return
+    with InfluxClient(databases[0]) as client:
+        for database in databases:
+            client.drop_database(database.database)
 
 
 def produce_events(kafka: KafkaSettings, events: Sequence[WireEvent], extra: Sequence[bytes] = ()) -> None:
