@@ -1,14 +1,15 @@
 """What monitoring costs the scorer, and what the scorer's defaults buy: throughput side by side.
 
-Three configurations of the scorer, each run ``repeats`` times through the same backlog, in rotating
-order: the defaults (binary events, the ONNX export) with the monitor off and on, and the
+Four configurations of the scorer, each run ``repeats`` times through the same backlog, in rotating
+order: the defaults (binary events, the ONNX export) with the monitor off and on, the defaults with
+a monitor that does not give way to the scorer (``yield_lag=0``, the monitor before it did), and the
 configuration before #17 (JSON events, scikit-learn) with the monitor on. The monitor runs as
 deployed: a process of its own (niced by ``FIREMAN_MONITOR_NICE``), in its own consumer group,
-reading the same topics while the scorer works. Each run has fresh topics holding the same events,
-written in that configuration's wire format. Per run, the CPU time of the scorer, the monitor, the
-Kafka broker(s) and InfluxDB is divided by the events: the capacity model in docs/performance.md is
-built from those figures. The Evidently cost of one window (1,000 x 57 against the reference) is
-timed too, with and without Evidently's HTML widgets.
+reading the same topics while the scorer works, and told the scorer's group. Each run has fresh
+topics holding the same events, written in that configuration's wire format. Per run, the CPU time
+of the scorer, the monitor, the Kafka broker(s) and InfluxDB is divided by the events: the capacity
+model in docs/performance.md is built from those figures. The Evidently cost of one window
+(1,000 x 57 against the reference) is timed too, with and without Evidently's HTML widgets.
 
 For ``fireman bench scorer --with-monitoring``: wrap the scorer's measured run in
 ``with monitoring_running(monitor_settings_for(kafka, influxdb, mlflow)):``. The production version
@@ -123,12 +124,16 @@ class Configuration:
     wire: MeasurementFormat
     onnx: bool
     monitor: bool
+    gives_way: bool = True  # the monitor's default: it reads at yield_cpu_budget while the scorer is behind
 
 
 # Before #17: JSON events scored by scikit-learn. Now: the defaults, binary events and the ONNX export.
 PREVIOUS_ON = Configuration("JSON events, scikit-learn, monitoring on", "json", False, True)
 DEFAULTS_OFF = Configuration("defaults (binary events, ONNX), monitoring off", "binary", True, False)
 DEFAULTS_ON = Configuration("defaults (binary events, ONNX), monitoring on", "binary", True, True)
+NOT_GIVING_WAY = Configuration(
+    "defaults, monitoring on, not giving way to the scorer", "binary", True, True, gives_way=False
+)
 
 
 @dataclass
@@ -141,7 +146,7 @@ class BenchOptions:
     repeats: int = 4  # each figure is the mean of this many runs (at least 3)
     windows: int = 5
     configurations: list[Configuration] = field(
-        default_factory=lambda: [PREVIOUS_ON, DEFAULTS_OFF, DEFAULTS_ON]
+        default_factory=lambda: [PREVIOUS_ON, DEFAULTS_OFF, DEFAULTS_ON, NOT_GIVING_WAY]
     )
 
 
@@ -209,6 +214,10 @@ class MonitoringResult:
         )
         if DEFAULTS_ON in self.runs and DEFAULTS_OFF in self.runs:
             facts.add_row("defaults: monitoring on / off", f"{self.ratio(DEFAULTS_ON, DEFAULTS_OFF):.1%}")
+        if NOT_GIVING_WAY in self.runs and DEFAULTS_OFF in self.runs:
+            facts.add_row(
+                "monitoring on, not giving way / off", f"{self.ratio(NOT_GIVING_WAY, DEFAULTS_OFF):.1%}"
+            )
         if DEFAULTS_ON in self.runs and PREVIOUS_ON in self.runs:
             facts.add_row(
                 "monitoring on: defaults / JSON and scikit-learn",
@@ -230,7 +239,8 @@ class MonitoringResult:
             f"events per run: {self.events:,}, runs per configuration: {repeats}, CPUs: {os.cpu_count()}, "
             f"1-minute load average {self.loads[0]:.2f}-{self.loads[1]:.2f} (before and after each run); "
             f"monitor: nice {settings.nice}, intake CPU budget {settings.intake_cpu_budget:.0%} and drift "
-            f"CPU budget {settings.drift_cpu_budget:.0%} of a core"
+            f"CPU budget {settings.drift_cpu_budget:.0%} of a core, {settings.yield_cpu_budget:.0%} each "
+            f"while the scorer is over {settings.yield_lag:,} events behind"
         )
 
 
@@ -266,13 +276,20 @@ def _measured_run(
 ) -> Run:
     """One scorer run through the backlog under ``config``, with the CPU each process spent on it."""
     scorer = psutil.Process()
+    group = f"bench-{uuid.uuid4().hex[:8]}"
     with contextlib.ExitStack() as stack:
         monitor = None
         if config.monitor:
-            pid = stack.enter_context(monitoring_running(monitor_settings_for(kafka, influx, mlflow)))
+            # As FIREMAN_SCORER_GROUP_ID tells a deployed monitor: the group it gives way to.
+            given = {"scorer_group_id": group} if config.gives_way else {"yield_lag": 0}
+            pid = stack.enter_context(
+                monitoring_running(monitor_settings_for(kafka, influx, mlflow, **given))
+            )
             monitor = psutil.Process(pid)
         watched = {"scorer": [scorer], "monitor": [monitor] if monitor else [], **servers}
-        rate, cpu_us = _score_backlog(kafka, influx, mlflow, events, onnx=config.onnx, watched=watched)
+        rate, cpu_us = _score_backlog(
+            kafka, influx, mlflow, events, onnx=config.onnx, watched=watched, group_id=group
+        )
 
     def per_event(name: str) -> float | None:
         return cpu_us[name] if watched[name] else None
@@ -351,6 +368,7 @@ def _score_backlog(
     events: int,
     onnx: bool = True,
     watched: dict[str, list[psutil.Process]] | None = None,
+    group_id: str | None = None,
 ) -> tuple[float, dict[str, float]]:
     """Events/s of the scorer through a backlog of ``events``, from its first batch to the last committed.
 
@@ -363,7 +381,11 @@ def _score_backlog(
     watched = watched or {}
     scorer = Scorer(
         ScorerSettings(
-            kafka=kafka, influxdb=influx, mlflow=mlflow, group_id=f"bench-{uuid.uuid4().hex[:8]}", onnx=onnx
+            kafka=kafka,
+            influxdb=influx,
+            mlflow=mlflow,
+            group_id=group_id or f"bench-{uuid.uuid4().hex[:8]}",
+            onnx=onnx,
         )
     )
     stop = threading.Event()

@@ -235,15 +235,22 @@ def _training(quick: bool) -> list[Row]:
 
 
 def _monitoring(quick: bool, measured: Measured) -> list[Row]:
-    from fireman.bench.monitoring import DEFAULTS_OFF, DEFAULTS_ON, PREVIOUS_ON, BenchOptions, run_bench
+    from fireman.bench.monitoring import (
+        DEFAULTS_OFF,
+        DEFAULTS_ON,
+        NOT_GIVING_WAY,
+        PREVIOUS_ON,
+        BenchOptions,
+        run_bench,
+    )
 
     options = BenchOptions(events=30_000, repeats=1) if quick else BenchOptions()
     result = run_bench(options)
     measured.monitoring = result
-    on, off, previous = (result.rate(config) for config in (DEFAULTS_ON, DEFAULTS_OFF, PREVIOUS_ON))
+    configs = (DEFAULTS_ON, DEFAULTS_OFF, PREVIOUS_ON, NOT_GIVING_WAY)
+    on, off, previous, not_giving_way = (result.rate(config) for config in configs)
     runs = {
-        config: ", ".join(f"{run.events_per_s:,.0f}" for run in result.runs[config])
-        for config in (DEFAULTS_ON, DEFAULTS_OFF, PREVIOUS_ON)
+        config: ", ".join(f"{run.events_per_s:,.0f}" for run in result.runs[config]) for config in configs
     }
     repeats = len(result.runs[DEFAULTS_ON])
     return [
@@ -263,6 +270,15 @@ def _monitoring(quick: bool, measured: Measured) -> list[Row]:
             on / off >= 0.9,
             baseline=f"{off:,.0f} events/s (monitoring off: {runs[DEFAULTS_OFF]})",
             ratio=f"{on:,.0f} / {off:,.0f}",
+        ),
+        Row(
+            f"the same with a monitor that does not give way to the scorer (yield_lag 0), mean of {repeats} "
+            f"runs ({runs[NOT_GIVING_WAY]})",
+            f"{not_giving_way / off:.1%}",
+            "-",
+            None,
+            baseline="monitoring off, as above",
+            ratio=f"{not_giving_way:,.0f} / {off:,.0f}",
         ),
     ]
 
@@ -488,9 +504,10 @@ def render(
         "- **Training**: `fireman train` on synthetic history written to InfluxDB, wall time of all phases.",
         "- **Model call**: `ServingModel.score` alone on 1,000-row batches of unseen Spambase rows, "
         "sklearn against the version's ONNX export run by onnxruntime, in one and two threads.",
-        "- **Monitoring**: scorer throughput through the same backlog in three configurations, each run "
+        "- **Monitoring**: scorer throughput through the same backlog in four configurations, each run "
         "several times in rotating order: the defaults (binary events, ONNX) with the drift monitor "
-        "consuming the same topics and without it, and JSON events scored by scikit-learn (the "
+        "consuming the same topics and without it, the defaults with a monitor that does not give way "
+        "to the scorer while it is behind, and JSON events scored by scikit-learn (the "
         "configuration before the binary wire format and the ONNX export) with the monitor on. The CPU "
         "time of every process over each run feeds the capacity model; the sink runs alone once.",
         "- **Scale-out**: one scorer against two in one consumer group, each in a process of its own, "

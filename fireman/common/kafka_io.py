@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from confluent_kafka import (
@@ -186,6 +186,8 @@ class ConsumerLag:
     behind: dict[str, int]  # per group: events between its committed offsets and the end offsets
     partitions: dict[str, int]  # per group: partitions counted, every partition of its topics
     ends: Offsets  # high watermark of every partition of the topics asked about
+    # per group: partitions it has committed an offset on; none: the group never ran, or not yet
+    committed: dict[str, int] = field(default_factory=dict)
 
 
 def consumer_lag(admin: AdminClient, groups: Mapping[str, Sequence[str]]) -> ConsumerLag:
@@ -203,20 +205,22 @@ def consumer_lag(admin: AdminClient, groups: Mapping[str, Sequence[str]]) -> Con
     starts = _list_offsets(admin, every, OffsetSpec.earliest())
     behind: dict[str, int] = {}
     counted: dict[str, int] = {}
+    with_commits: dict[str, int] = {}
     for group, wanted in groups.items():
         # One request per group: librdkafka lists the offsets of a single group per call.
         request = [ConsumerGroupTopicPartitions(group)]
         listed = admin.list_consumer_group_offsets(request)[group].result().topic_partitions or []
         committed = {(tp.topic, tp.partition): tp.offset for tp in listed}
-        lag = count = 0
+        lag = count = done_count = 0
         for topic in wanted:
             for p in partitions.get(topic, []):
                 done = committed.get((topic, p), -1)
                 position = done if done >= 0 else starts.get((topic, p), 0)
                 lag += max(0, ends.get((topic, p), 0) - position)
                 count += 1
-        behind[group], counted[group] = lag, count
-    return ConsumerLag(behind, counted, ends)
+                done_count += done >= 0
+        behind[group], counted[group], with_commits[group] = lag, count, done_count
+    return ConsumerLag(behind, counted, ends, with_commits)
 
 
 def end_offsets(admin: AdminClient, topics: Sequence[str]) -> Offsets:

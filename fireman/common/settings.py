@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, computed_field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, computed_field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fireman.common.retry import Backoff
@@ -22,6 +22,16 @@ LOOPBACK = "127.0.0.1"
 SINK_GROUP = "fireman-sink"
 SCORER_GROUP = "fireman-scorer"
 MONITOR_GROUP = "fireman-monitor"
+
+
+def group_id_of(service: str, default: str, description: str | None = None) -> Any:
+    """A field for another service's consumer group, read from that service's own variable
+    (``FIREMAN_SCORER_GROUP_ID``, ...): one variable names a group for every process that watches it."""
+    return Field(
+        default=default,
+        validation_alias=AliasChoices(f"FIREMAN_{service}_GROUP_ID", f"{service.lower()}_group_id"),
+        description=description,
+    )
 
 
 def _config(prefix: str) -> SettingsConfigDict:

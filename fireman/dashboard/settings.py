@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fireman.common.settings import (
@@ -14,18 +12,10 @@ from fireman.common.settings import (
     SINK_GROUP,
     InfluxSettings,
     KafkaSettings,
+    group_id_of,
 )
 
 MAX_WINDOW_S = 7 * 24 * 3600
-
-
-def _group(service: str, default: str) -> Any:
-    # The service's own variable (FIREMAN_SCORER_GROUP_ID, ...), so the lag shown is the lag of the
-    # group that really runs.
-    return Field(
-        default=default,
-        validation_alias=AliasChoices(f"FIREMAN_{service}_GROUP_ID", f"{service.lower()}_group_id"),
-    )
 
 
 class DashboardSettings(BaseSettings):
@@ -40,9 +30,9 @@ class DashboardSettings(BaseSettings):
     record_lag: bool = Field(
         default=True, description="Sample consumer lag from Kafka into the consumer_lag measurement."
     )
-    scorer_group_id: str = _group("SCORER", SCORER_GROUP)
-    sink_group_id: str = _group("SINK", SINK_GROUP)
-    monitor_group_id: str = _group("MONITOR", MONITOR_GROUP)
+    scorer_group_id: str = group_id_of("SCORER", SCORER_GROUP)
+    sink_group_id: str = group_id_of("SINK", SINK_GROUP)
+    monitor_group_id: str = group_id_of("MONITOR", MONITOR_GROUP)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
 

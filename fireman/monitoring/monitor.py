@@ -13,12 +13,14 @@ Beside it, a thread compares the challenger (scored in shadow) with production e
 The monitor shares the machine with the scorer, so the drift worker may use at most ``drift_cpu_budget``
 of a core: after a test, it waits until its CPU time is back within that share
 (:class:`~fireman.monitoring.pacing.CpuShare`; the reading thread keeps to ``intake_cpu_budget`` the same
-way). Every scored event still takes part in a drift test: a window is tested on a bounded sample of
-its rows (:mod:`fireman.monitoring.sample`; only sampled measurements are parsed), and windows that
-close while the worker is busy or pausing wait, merging when too many pile up
-(:mod:`fireman.monitoring.pending`). The worker is fed from the main loop on every iteration, so once
-the stream is idle the last closed window is tested as soon as the budget allows. The share of scored
-events in tested windows (*coverage*) is logged and written as ``monitor_stats``.
+way). While the scorer's consumer group is more than ``yield_lag`` events behind, both threads keep to
+``yield_cpu_budget`` instead (:mod:`fireman.monitoring.priority`): the scorer is on the path to a
+prediction, the monitor is not. Every scored event still takes part in a drift test: a window is
+tested on a bounded sample of its rows (:mod:`fireman.monitoring.sample`; only sampled measurements
+are parsed), and windows that close while the worker is busy or pausing wait, merging when too many
+pile up (:mod:`fireman.monitoring.pending`). The worker is fed from the main loop on every iteration,
+so once the stream is idle the last closed window is tested as soon as the budget allows. The share
+of scored events in tested windows (*coverage*) is logged and written as ``monitor_stats``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from fireman.monitoring.points import (
     untested_point,
     write_points,
 )
+from fireman.monitoring.priority import GiveWay
 from fireman.monitoring.reference import ReferenceStore
 from fireman.monitoring.settings import MonitorSettings
 from fireman.monitoring.windows import (
@@ -65,9 +68,11 @@ from fireman.monitoring.windows import (
 )
 
 if TYPE_CHECKING:
-    from fireman.common.kafka_io import BatchConsumer, Record
+    from fireman.common.kafka_io import BatchConsumer, ConsumerLag, Record
 
 log = logging.getLogger(__name__)
+
+LAG_TIMEOUT_MS = 2000
 
 
 @dataclass
@@ -97,8 +102,10 @@ class DriftWorker:
         release: Callable[[list[Position]], None],
         stats: MonitorStats,
         alerts: Alerts,
+        give_way: GiveWay,
     ) -> None:
         self.settings = settings
+        self.give_way = give_way
         self.references = references
         self.release = release
         self.stats = stats
@@ -110,14 +117,19 @@ class DriftWorker:
         self._thread = threading.Thread(target=self._run, name="drift-worker", daemon=True)
         self._abort = threading.Event()
         self._windows = 0
-        self._next_test = 0.0  # monotonic time before which no window is started (CPU budget)
+        # After a window, no other starts until the CPU it spent beyond its budget is paid back, at the
+        # share in force when the next window is due: lower while the monitor gives way to the scorer.
+        # (Its CPU is counted in the worker thread; whether it may go on is asked on the reading thread.)
+        self._ended = 0.0
+        self._debt_s = 0.0
         self._lock = threading.Lock()
         self._busy = False
 
     def ready(self) -> bool:
         """Whether a window may be submitted now: none is under test and the budget's pause is over."""
         with self._lock:
-            return not self._busy and time.monotonic() >= self._next_test
+            pause_s = self._debt_s / self.give_way.share(self.settings.drift_cpu_budget)
+            return not self._busy and time.monotonic() >= self._ended + pause_s
 
     def start(self) -> None:
         self._thread.start()
@@ -162,10 +174,10 @@ class DriftWorker:
             finally:
                 window.discard()  # its result is kept for a while; its rows (up to a MB) are not
                 # Every window is charged: parsing, the test and the writes, tested or not.
-                pause_s = share.pause_s()
+                debt_s = share.pause_s() * share.share
                 with self._lock:
                     self._busy = False
-                    self._next_test = time.monotonic() + pause_s
+                    self._ended, self._debt_s = time.monotonic(), debt_s
         self.done.set()
 
     def _handle(self, window: ClosedWindow) -> None:
@@ -358,7 +370,10 @@ class Monitor:
             release=self._release_later,
             sample_rows=settings.sample_rows,
         )
-        self.worker = DriftWorker(settings, self.references, self.tracker.release, self.stats, self.alerts)
+        self.give_way = GiveWay(settings.scorer_group_id, settings.yield_lag, settings.yield_cpu_budget)
+        self.worker = DriftWorker(
+            settings, self.references, self.tracker.release, self.stats, self.alerts, self.give_way
+        )
         self.pending = PendingWindows(settings.drift_queue)
         # The newest labelled window's accuracy per version, for the metrics endpoint (other thread).
         self.online_accuracy: dict[str, float] = {}
@@ -372,7 +387,7 @@ class Monitor:
         self._dropped_logged = 0  # labels dropped as of the last progress report
 
     def run(self, stop: threading.Event) -> None:
-        from fireman.common.kafka_io import BatchConsumer
+        from fireman.common.kafka_io import BatchConsumer, admin_client, consumer_lag
 
         settings = self.settings
         kafka = settings.kafka
@@ -384,6 +399,17 @@ class Monitor:
             log.warning("InfluxDB not ready (%s); writes will be retried", exc)
         consumer = BatchConsumer(kafka, settings.group_id, topics, on_revoke=self._on_revoke)
         self._consumer = consumer
+        # A short timeout: the lag is read on the reading thread, which must not hang on a lost broker.
+        admin = admin_client(kafka, timeout_ms=LAG_TIMEOUT_MS)
+        scorer_reads = {settings.scorer_group_id: [kafka.topic_measurements]}
+
+        def scorer_lag() -> ConsumerLag:
+            try:
+                return consumer_lag(admin, scorer_reads)
+            finally:
+                admin.poll(0)  # hands librdkafka's queued log lines to logging
+
+        self.give_way.watch(scorer_lag)
         self.worker.start()
         self.live.start()
         self.ready.set()
@@ -399,7 +425,8 @@ class Monitor:
         share = CpuShare(settings.intake_cpu_budget)
         try:
             while not stop.is_set():
-                pause = share.pause_s()
+                self.give_way.check()
+                pause = share.pause_s(self.give_way.share(settings.intake_cpu_budget))
                 if pause:
                     self.stats.paused_s += pause
                     if stop.wait(pause):
@@ -559,7 +586,7 @@ class Monitor:
             "read %d measurements, %d predictions, %d labels; joined %d; "
             "windows: %d tested, %d not tested (%d failed), %d merged while waiting; %s; %d alerts; "
             "labels counted %d (early %d; dropped: %d unknown events, %d expired windows); %d offsets held; "
-            "paused %.0f s to keep within %.0f%% of a core",
+            "paused %.0f s to keep within %.0f%% of a core; gave way to the scorer for %.0f s",
             stats.measurements,
             stats.predictions,
             stats.labels,
@@ -577,6 +604,7 @@ class Monitor:
             self.tracker.held_count(),
             stats.paused_s,
             100 * self.settings.intake_cpu_budget,
+            self.give_way.yielded_s,
         )
         dropped = book.labels_unknown + book.labels_expired
         if dropped > self._dropped_logged:

@@ -31,17 +31,23 @@ class CpuShare:
     ) -> None:
         if not 0 < share <= 1:
             raise ValueError(f"a share of one core is in (0, 1], not {share}")
-        self.share = share
+        self.share = share  # may change between pauses: see pause_s
         self._cpu, self._clock = cpu, clock
         self._cpu_mark, self._wall_mark = cpu(), clock()
         self._debt = 0.0  # CPU seconds spent beyond the share; negative: credit
 
-    def pause_s(self) -> float:
-        """How long to pause now so that the CPU spent since the thread began stays within the share."""
-        if self.share >= 1:
-            return 0.0
+    def pause_s(self, share: float | None = None) -> float:
+        """How long to pause now so that the CPU spent since the thread began stays within the share.
+
+        ``share``, when given, is the share from now on, and for the stretch since the last call: a
+        thread that must give way (:mod:`fireman.monitoring.priority`) pays its debt at the lower share.
+        """
+        if share is not None:
+            self.share = share
         cpu, wall = self._cpu(), self._clock()
         allowed = self.share * (wall - self._wall_mark)
         self._debt = max(-CREDIT_S, self._debt + (cpu - self._cpu_mark) - allowed)
         self._cpu_mark, self._wall_mark = cpu, wall
+        if self.share >= 1:
+            return 0.0
         return self._debt / self.share if self._debt > 0 else 0.0

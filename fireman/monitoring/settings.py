@@ -8,12 +8,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from fireman.common.settings import (
     LOOPBACK,
     MONITOR_GROUP,
+    SCORER_GROUP,
     AirflowSettings,
     InfluxSettings,
     KafkaSettings,
     LiveEvidenceSettings,
     MlflowSettings,
     StateSettings,
+    group_id_of,
 )
 
 
@@ -122,6 +124,25 @@ class MonitorSettings(BaseSettings):
         gt=0,
         le=1,
         description="Most of one core the reading thread may use on average; 1 reads unpaced.",
+    )
+    # Giving way to the scorer (fireman.monitoring.priority): through a 600k-event burst on 2 cores, see
+    # docs/decisions.md for the scorer's throughput with and without it.
+    scorer_group_id: str = group_id_of(
+        "SCORER",
+        SCORER_GROUP,
+        "The scorer's consumer group (its own variable), whose lag the monitor gives way to.",
+    )
+    # Two full scorer batches: a scorer keeping up is never that far behind between its commits.
+    yield_lag: int = Field(
+        default=10_000,
+        ge=0,
+        description="Scorer lag (events) beyond which the monitor gives way; 0: never gives way.",
+    )
+    yield_cpu_budget: float = Field(
+        default=0.02,
+        gt=0,
+        le=1,
+        description="Most of one core each monitor thread uses while the scorer is behind.",
     )
     nice: int = Field(default=10, ge=0, le=19, description="Niceness added by `fireman monitor` itself.")
     log_interval_s: float = Field(default=30.0, gt=0)

@@ -122,6 +122,7 @@ def test_consumer_lag_counts_from_the_committed_offset_or_the_earliest(kafka_top
     assert lag.behind[group] == PRODUCED - (halfway.offset() or 0)
     assert lag.behind[never] == PRODUCED
     assert lag.partitions == {group: kafka_topics.partitions, never: 2 * kafka_topics.partitions}
+    assert lag.committed == {group: 1, never: 0}
     assert lag.ends == end_offsets(admin, [topic, labels])
     assert sum(lag.ends.values()) == PRODUCED
 

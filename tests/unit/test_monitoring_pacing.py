@@ -46,6 +46,29 @@ def test_a_busy_thread_averages_its_share_over_many_batches() -> None:
     assert clocks.cpu_s / clocks.wall_s == pytest.approx(0.25, rel=0.01)
 
 
+def test_a_lower_share_from_a_pause_on_keeps_the_thread_to_it_without_a_burst_of_credit() -> None:
+    """Giving way to the scorer: from one pause to the next, the share drops from 0.1 to 0.02 of a core,
+    then comes back. Each stretch averages the share in force, not the old one less some credit."""
+    clocks = Clocks()
+    pacing = share_of(clocks, 0.1)
+    for share in (0.1, 0.02, 0.1):
+        began_cpu, began_wall = clocks.cpu_s, clocks.wall_s
+        for _ in range(1000):
+            clocks.work(0.002)
+            clocks.idle(pacing.pause_s(share))
+        spent = (clocks.cpu_s - began_cpu) / (clocks.wall_s - began_wall)
+        assert spent == pytest.approx(share, rel=0.05), (share, spent)
+
+
+def test_a_whole_core_from_a_pause_on_starts_with_no_debt_when_paced_again() -> None:
+    clocks = Clocks()
+    pacing = share_of(clocks, 1.0)
+    clocks.work(10.0)
+    assert pacing.pause_s() == 0.0
+    clocks.work(0.01)
+    assert pacing.pause_s(0.1) == pytest.approx((0.01 - 0.1 * 0.01) / 0.1)
+
+
 def test_idle_time_banks_only_a_little_credit() -> None:
     clocks = Clocks()
     pacing = share_of(clocks, 0.25)
