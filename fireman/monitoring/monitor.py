@@ -292,6 +292,8 @@ MONITOR_FAMILIES = [
     Family("events_tested", "Scored events in windows whose drift was tested."),
     Family("events_untested", "Scored events in windows that could not be tested."),
     Family("paused_seconds", "Seconds the reading thread paused to keep within its CPU budget."),
+    Family("gave_way_seconds", "Seconds the monitor kept to yield_cpu_budget while the scorer was behind."),
+    Family("giving_way", "1 while the scorer's group is over yield_lag events behind, else 0."),
     Family("alerts", "Distinct alerts (drift and performance) this process raised."),
     Family("coverage", "Share of the scored events, through the drift worker, that were in a tested window."),
     Family("lag", "Messages behind the end of the monitor's partitions (all three topics)."),
@@ -316,9 +318,14 @@ def monitor_metrics(monitor: Monitor) -> StatsCollector:
             "events_untested": coverage.untested,
             "alerts": monitor.alerts.raised,
             "paused_seconds": stats.paused_s,
+            "gave_way_seconds": monitor.give_way.yielded_s,
         }
         consumer = monitor._consumer
-        gauges = {"coverage": coverage.share, "lag": consumer.last_lag if consumer is not None else None}
+        gauges = {
+            "coverage": coverage.share,
+            "lag": consumer.last_lag if consumer is not None else None,
+            "giving_way": float(monitor.give_way.behind),
+        }
         drift: dict[tuple[str, ...], float] = {
             (window.key.version,): result.share_drifted_features
             for window, result in list(monitor.worker.results)

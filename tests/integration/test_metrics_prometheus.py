@@ -117,6 +117,8 @@ def test_prometheus_scrapes_the_collector_and_every_consumer(
                 )
             assert wait_until(lambda: prometheus.value("fireman_scorer_lag") == 0, 30, 0.5)
             assert wait_until(lambda: prometheus.value("fireman_sink_lag") == 0, 30, 0.5)
+            # The monitor watches the scorer's group (FIREMAN_SCORER_GROUP_ID above), which has caught up.
+            assert wait_until(lambda: prometheus.value("fireman_monitor_giving_way") == 0, 30, 0.5)
     finally:
         for process in processes:
             stop_process(process)
