@@ -36,8 +36,9 @@ MODES = {"1 scorer": 1, "2 scorers": 2}
 
 @dataclass(frozen=True)
 class BenchOptions:
-    # ~9 s per run at ~45,000 events/s: the first scorer alone scores ~150,000 of them during the ~3 s
-    # rebalance as the second joins, and the rest times the two together.
+    # ~6-9 s per run at 45,000-70,000 events/s: the first scorer alone scores 150,000-250,000 of them
+    # during the ~3 s rebalance as the second joins (250,000 in a CI run, which failed a 300,000-event
+    # backlog), and the rest times the two together.
     events: int = 400_000
     repeats: int = 2  # runs of each mode; 2 gives the order 1, 2, 2, 1
     monitor: bool = True
