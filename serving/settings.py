@@ -14,7 +14,10 @@ from fireman.common.settings import LOOPBACK, SCORER_GROUP, InfluxSettings, Kafk
 class ScorerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FIREMAN_SCORER_", extra="ignore", env_file=None)
 
-    group_id: str = SCORER_GROUP
+    group_id: str = Field(
+        default=SCORER_GROUP,
+        description="The scorer's consumer group; the monitor and the dashboard read this variable too.",
+    )
     max_batch: int = Field(
         default=5000, ge=1, le=100_000, description="Most events scored in one model call."
     )
