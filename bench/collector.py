@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fireman.bench.http_load import cpu_seconds, free_port, loadavg, post, read_response, start_server, stop
+from fireman.bench.workload import bench_topics
 from fireman.common.kafka_io import admin_client, delete_topics, end_offsets, ensure_topics
 from fireman.common.schema import FEATURE_NAMES
 from fireman.common.settings import KafkaSettings
@@ -151,37 +152,23 @@ async def _load(
     return sink
 
 
-def _run_load(
-    port: int, bodies: list[bytes], events_per_request: int, concurrency: int, options: BenchOptions
-) -> dict:
-    import uvloop
-
-    return uvloop.run(_load(port, bodies, events_per_request, concurrency, options))
-
-
 def _start_collector(
     kafka: KafkaSettings, workers: int, profile: Path | None, log: Path
 ) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    env = dict(os.environ)
-    env.update(
-        {
-            "FIREMAN_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
-            "FIREMAN_KAFKA_TOPIC_MEASUREMENTS": kafka.topic_measurements,
-            "FIREMAN_KAFKA_TOPIC_LABELS": kafka.topic_labels,
-            "FIREMAN_COLLECTOR_PORT": str(port),
-            "FIREMAN_COLLECTOR_WORKERS": str(workers),
-        }
-    )
+    env = {
+        **os.environ,
+        "FIREMAN_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
+        "FIREMAN_KAFKA_TOPIC_MEASUREMENTS": kafka.topic_measurements,
+        "FIREMAN_KAFKA_TOPIC_LABELS": kafka.topic_labels,
+        "FIREMAN_COLLECTOR_PORT": str(port),
+        "FIREMAN_COLLECTOR_WORKERS": str(workers),
+    }
     env.pop("FIREMAN_COLLECTOR_TOKEN", None)
     command = [sys.executable, "-m", "fireman.cli", "collector"]
     if profile is not None:
         command = [sys.executable, "-c", PROFILED_COLLECTOR, str(profile)]
     return start_server(command, env, log, f"http://127.0.0.1:{port}/readyz", "collector"), port
-
-
-def _topic_records(kafka: KafkaSettings) -> int:
-    return sum(end_offsets(admin_client(kafka), [kafka.topic_measurements]).values())
 
 
 def _scenario(
@@ -196,7 +183,9 @@ def _scenario(
 ) -> Result:
     cpu_before = cpu_seconds(proc)
     wall_before = time.perf_counter()
-    sink = _run_load(port, bodies, per_request, concurrency, options)
+    import uvloop
+
+    sink = uvloop.run(_load(port, bodies, per_request, concurrency, options))
     cpu = (cpu_seconds(proc) - cpu_before) / (time.perf_counter() - wall_before)
     return Result(
         workers,
@@ -212,15 +201,7 @@ def _scenario(
 
 def run_bench(options: BenchOptions) -> list[Result]:
     tag = uuid.uuid4().hex[:8]
-    base = KafkaSettings()
-    kafka = base.model_copy(
-        update={
-            "topic_measurements": f"bench-measurements-{tag}",
-            "topic_labels": f"bench-labels-{tag}",
-            "topic_predictions": f"bench-predictions-{tag}",
-            "topic_dlq": f"bench-dlq-{tag}",
-        }
-    )
+    kafka = bench_topics(KafkaSettings(), f"bench-{{}}-{tag}")
     topics = [kafka.topic_measurements, kafka.topic_labels]
     ensure_topics(kafka, topics)
     events = _events(4000, seed=1)
@@ -238,27 +219,19 @@ def run_bench(options: BenchOptions) -> list[Result]:
         for workers in options.workers:
             profile = options.profile if workers == 1 else None
             proc, port = _start_collector(kafka, workers, profile, log)
+            scenarios = (
+                ("single", singles, 1, options.concurrency),
+                (f"batch {options.batch_size}", batches, options.batch_size, options.batch_concurrency),
+            )
             try:
-                results.append(
-                    _scenario("single", port, proc, workers, singles, 1, options.concurrency, options)
-                )
-                console.print(_describe(results[-1]))
-                results.append(
-                    _scenario(
-                        f"batch {options.batch_size}",
-                        port,
-                        proc,
-                        workers,
-                        batches,
-                        options.batch_size,
-                        options.batch_concurrency,
-                        options,
+                for name, bodies, per_request, concurrency in scenarios:
+                    results.append(
+                        _scenario(name, port, proc, workers, bodies, per_request, concurrency, options)
                     )
-                )
-                console.print(_describe(results[-1]))
+                    console.print(_describe(results[-1]))
             finally:
                 stop(proc)
-        on_kafka = _topic_records(kafka)
+        on_kafka = sum(end_offsets(admin_client(kafka), [kafka.topic_measurements]).values())
     finally:
         delete_topics(kafka, topics)
     _report(results, on_kafka)

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from fireman.bench.workload import cpu_s
 from fireman.common.errors import UserError
 from fireman.services.process import wait_until
 
@@ -66,11 +67,7 @@ def cpu_seconds(proc: subprocess.Popen) -> float:
     """CPU time of the process and its children so far."""
     try:
         root = psutil.Process(proc.pid)
-        total = 0.0
-        for member in [root, *root.children(recursive=True)]:
-            times = member.cpu_times()
-            total += times.user + times.system
-        return total
+        return cpu_s([root, *root.children(recursive=True)])
     except psutil.Error:
         return 0.0
 

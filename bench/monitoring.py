@@ -20,6 +20,7 @@ from ``fireman.bench.workload.train_production`` has it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 import statistics
@@ -28,7 +29,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,16 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from fireman.bench.workload import (
+    bench_topics,
+    cpu_s,
+    drop_databases,
+    in_thread,
+    make_events,
+    produce_events,
+    spambase_rows,
+    train_production,
+)
 from fireman.common import production_history
 from fireman.common.events import MeasurementFormat
 from fireman.common.model_registry import RegistryClient
@@ -134,6 +145,7 @@ DEFAULTS_ON = Configuration("defaults (binary events, ONNX), monitoring on", "bi
 NOT_GIVING_WAY = Configuration(
     "defaults, monitoring on, not giving way to the scorer", "binary", True, True, gives_way=False
 )
+CONFIGURATIONS = (PREVIOUS_ON, DEFAULTS_OFF, DEFAULTS_ON, NOT_GIVING_WAY)
 
 
 @dataclass
@@ -145,9 +157,6 @@ class BenchOptions:
     events: int = 600_000
     repeats: int = 4  # each figure is the mean of this many runs (at least 3)
     windows: int = 5
-    configurations: list[Configuration] = field(
-        default_factory=lambda: [PREVIOUS_ON, DEFAULTS_OFF, DEFAULTS_ON, NOT_GIVING_WAY]
-    )
 
 
 @dataclass(frozen=True)
@@ -212,17 +221,13 @@ class MonitoringResult:
             "the sink alone through one backlog (events/s; CPU µs/event: sink, Kafka, InfluxDB)",
             f"{sink.events_per_s:,.0f}; {sink.sink_us:.1f}, {_us(sink.kafka_us)}, {_us(sink.influxdb_us)}",
         )
-        if DEFAULTS_ON in self.runs and DEFAULTS_OFF in self.runs:
-            facts.add_row("defaults: monitoring on / off", f"{self.ratio(DEFAULTS_ON, DEFAULTS_OFF):.1%}")
-        if NOT_GIVING_WAY in self.runs and DEFAULTS_OFF in self.runs:
-            facts.add_row(
-                "monitoring on, not giving way / off", f"{self.ratio(NOT_GIVING_WAY, DEFAULTS_OFF):.1%}"
-            )
-        if DEFAULTS_ON in self.runs and PREVIOUS_ON in self.runs:
-            facts.add_row(
-                "monitoring on: defaults / JSON and scikit-learn",
-                f"{self.ratio(DEFAULTS_ON, PREVIOUS_ON):.2f}x",
-            )
+        facts.add_row("defaults: monitoring on / off", f"{self.ratio(DEFAULTS_ON, DEFAULTS_OFF):.1%}")
+        facts.add_row(
+            "monitoring on, not giving way / off", f"{self.ratio(NOT_GIVING_WAY, DEFAULTS_OFF):.1%}"
+        )
+        facts.add_row(
+            "monitoring on: defaults / JSON and scikit-learn", f"{self.ratio(DEFAULTS_ON, PREVIOUS_ON):.2f}x"
+        )
         facts.add_row("Evidently, 1,000 x 57 window, no widgets (s)", f"{self.window_s:.2f}")
         facts.add_row("Evidently, same window with HTML widgets (s)", f"{self.window_html_s:.2f}")
         facts.add_row("widgets cost (x)", f"{self.window_html_s / self.window_s:.1f}")
@@ -260,10 +265,6 @@ def server_processes(kafka: KafkaSettings, influx: InfluxSettings) -> dict[str, 
             if connection.laddr.port in wanted and all(p.pid != connection.pid for p in found[name]):
                 found[name].append(psutil.Process(connection.pid))
     return found
-
-
-def _cpu_s(processes: list[psutil.Process]) -> float:
-    return sum(sum(process.cpu_times()[:2]) for process in processes)
 
 
 def _measured_run(
@@ -313,17 +314,15 @@ def _sink_run(
     settings = SinkSettings(
         kafka=kafka, influxdb=influx, group_id=f"bench-sink-{uuid.uuid4().hex[:8]}", log_interval_s=3600
     )
-    stats, stop = SinkStats(), threading.Event()
-    thread = threading.Thread(target=run_sink, args=(settings, stop), kwargs={"stats": stats}, daemon=True)
+    stats = SinkStats()
     watched = {"sink": [psutil.Process()], **servers}
-    thread.start()
-    try:
+    with in_thread(functools.partial(run_sink, settings, stats=stats), 60) as thread:
         deadline = time.monotonic() + 180
         while stats.consumed == 0:
             if time.monotonic() > deadline or not thread.is_alive():
                 raise RuntimeError("the sink did not start reading")
             time.sleep(0.01)
-        before = {name: _cpu_s(processes) for name, processes in watched.items()}
+        before = {name: cpu_s(processes) for name, processes in watched.items()}
         started = time.perf_counter()
         deadline = time.monotonic() + 600
         while stats.written < events:
@@ -331,10 +330,7 @@ def _sink_run(
                 raise RuntimeError(f"the sink wrote {stats.written:,} of {events:,} events")
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
-        spent = {name: _cpu_s(processes) - before[name] for name, processes in watched.items()}
-    finally:
-        stop.set()
-        thread.join(60)
+        spent = {name: cpu_s(processes) - before[name] for name, processes in watched.items()}
 
     def per_event(name: str) -> float | None:
         return spent[name] / events * 1e6 if watched[name] else None
@@ -348,15 +344,7 @@ def _sink_run(
 def _fresh_topics(kafka: KafkaSettings) -> KafkaSettings:
     from fireman.common.kafka_io import ensure_topics
 
-    tag = uuid.uuid4().hex[:8]
-    topics = kafka.model_copy(
-        update={
-            "topic_measurements": f"bench-measurements-{tag}",
-            "topic_labels": f"bench-labels-{tag}",
-            "topic_predictions": f"bench-predictions-{tag}",
-            "topic_dlq": f"bench-dlq-{tag}",
-        }
-    )
+    topics = bench_topics(kafka, f"bench-{{}}-{uuid.uuid4().hex[:8]}")
     ensure_topics(topics)
     return topics
 
@@ -366,9 +354,9 @@ def _score_backlog(
     influx: InfluxSettings,
     mlflow: MlflowSettings,
     events: int,
-    onnx: bool = True,
-    watched: dict[str, list[psutil.Process]] | None = None,
-    group_id: str | None = None,
+    onnx: bool,
+    watched: dict[str, list[psutil.Process]],
+    group_id: str,
 ) -> tuple[float, dict[str, float]]:
     """Events/s of the scorer through a backlog of ``events``, from its first batch to the last committed.
 
@@ -378,20 +366,8 @@ def _score_backlog(
     from fireman.serving.scorer import Scorer
     from fireman.serving.settings import ScorerSettings
 
-    watched = watched or {}
-    scorer = Scorer(
-        ScorerSettings(
-            kafka=kafka,
-            influxdb=influx,
-            mlflow=mlflow,
-            group_id=group_id or f"bench-{uuid.uuid4().hex[:8]}",
-            onnx=onnx,
-        )
-    )
-    stop = threading.Event()
-    thread = threading.Thread(target=scorer.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    scorer = Scorer(ScorerSettings(kafka=kafka, influxdb=influx, mlflow=mlflow, group_id=group_id, onnx=onnx))
+    with in_thread(scorer.run, 60):
         deadline = time.monotonic() + 120
         # From the first batch scored, as `fireman bench scorer` times it: joining the group and the
         # first fetch are start-up, not throughput. Only the events after that batch count.
@@ -399,7 +375,7 @@ def _score_backlog(
             if time.monotonic() > deadline:
                 raise RuntimeError("the scorer did not start scoring")
             time.sleep(0.002)
-        before = {name: _cpu_s(processes) for name, processes in watched.items()}
+        before = {name: cpu_s(processes) for name, processes in watched.items()}
         started = time.perf_counter()
         deadline = time.monotonic() + 600
         while scorer.stats.committed < events:
@@ -408,11 +384,8 @@ def _score_backlog(
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
         counted = events - first
-        per_event = {name: (_cpu_s(ps) - before[name]) / counted * 1e6 for name, ps in watched.items()}
+        per_event = {name: (cpu_s(ps) - before[name]) / counted * 1e6 for name, ps in watched.items()}
         return counted / elapsed, per_event
-    finally:
-        stop.set()
-        thread.join(60)
 
 
 def _window_sources(influx: InfluxSettings, events: list[Any], windows: int) -> tuple[float, float]:
@@ -485,13 +458,6 @@ def _window_cost(reference: Any, rows: pd.DataFrame, windows: int) -> tuple[floa
 
 
 def run_bench(options: BenchOptions) -> MonitoringResult:
-    from fireman.bench.workload import (
-        drop_databases,
-        make_events,
-        produce_events,
-        spambase_rows,
-        train_production,
-    )
     from fireman.common.kafka_io import delete_topics
     from fireman.monitoring.reference import ReferenceStore
 
@@ -505,7 +471,7 @@ def run_bench(options: BenchOptions) -> MonitoringResult:
     # Spambase is sorted by class: shuffled, windows look like the reference (no drift alerts).
     rows = spambase_rows(dataset, options.events, missing_rate=0.2).sample(frac=1.0, random_state=0)
     events = make_events(rows)
-    runs: dict[Configuration, list[Run]] = {config: [] for config in options.configurations}
+    runs: dict[Configuration, list[Run]] = {config: [] for config in CONFIGURATIONS}
     # One database per run: a run writing over the last run's points would measure InfluxDB
     # deduplicating them, which a scorer only meets on a replay.
     databases: list[InfluxSettings] = []
@@ -516,8 +482,8 @@ def run_bench(options: BenchOptions) -> MonitoringResult:
     try:
         for repeat in range(options.repeats):
             # Rotated each round, so no configuration always runs first (or right after another).
-            shift = repeat % len(options.configurations)
-            for config in options.configurations[shift:] + options.configurations[:shift]:
+            shift = repeat % len(CONFIGURATIONS)
+            for config in CONFIGURATIONS[shift:] + CONFIGURATIONS[:shift]:
                 label = f"run {repeat + 1}/{options.repeats}, {config.name}"
                 topics = _fresh_topics(kafka).model_copy(update={"measurement_format": config.wire})
                 created.append(topics)

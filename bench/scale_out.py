@@ -29,7 +29,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fireman.bench.shadow import Run, ScorerRuns, measure_scorers
 from fireman.common.settings import InfluxSettings, KafkaSettings, MlflowSettings
-from fireman.serving.settings import ScorerSettings
 
 MODES = {"1 scorer": 1, "2 scorers": 2}
 
@@ -51,15 +50,15 @@ class BenchResult(ScorerRuns):
 
 
 def run_bench(options: BenchOptions, console: Console | None = None) -> BenchResult:
-    from fireman.bench.scorer import bench_topics, load_backlog, spambase_payloads
-    from fireman.bench.workload import drop_databases, train_production
+    from fireman.bench.scorer import load_backlog, spambase_payloads
+    from fireman.bench.workload import bench_topics, drop_databases, train_production
     from fireman.common.kafka_io import delete_topics, ensure_topics
     from fireman.common.model_registry import RegistryClient
 
     console = console or Console(width=150)  # the table's columns, unwrapped in a log too
     name = f"bench-scale-{uuid.uuid4().hex[:8]}"
     base = KafkaSettings()
-    topics = bench_topics(base, name)
+    topics = bench_topics(base, f"{name}-{{}}")
     mlflow = MlflowSettings().model_copy(update={"model_name": name, "experiment": name})
     influx = InfluxSettings().model_copy(update={"database": name.replace("-", "_")})
     plan = [
@@ -126,14 +125,9 @@ def _scorers_run(
     console: Console,
 ) -> Run:
     """``MODES[mode]`` scorers in one fresh consumer group, until they committed ``events`` between them."""
-    group = f"bench-{uuid.uuid4().hex[:8]}"
-    settings = ScorerSettings(
-        kafka=kafka,
-        influxdb=influx,
-        mlflow=mlflow,
-        group_id=group,
-        log_interval_s=3600,
-    )
+    from fireman.bench.scorer import scorer_settings
+
+    settings = scorer_settings(kafka, influx, mlflow)
     with _bar(console) as progress:
         task = progress.add_task(f"{label}: {mode}", total=events)
         return measure_scorers(
@@ -155,30 +149,24 @@ def _monitor_rate(
     tests run beside it within their CPU budget, as deployed; windows that close faster wait and merge.
     """
     from fireman.bench.monitoring import monitor_settings_for
+    from fireman.bench.workload import in_thread
     from fireman.monitoring.monitor import Monitor
 
     # Unpaced (the whole core its reading thread can have): the capacity model's cost of a monitor.
     settings = monitor_settings_for(kafka, influx, mlflow, log_interval_s=3600, intake_cpu_budget=1.0)
     monitor = Monitor(settings)
-    stop = threading.Event()
-    thread = threading.Thread(target=monitor.run, args=(stop,), daemon=True)
-    thread.start()
     stats = monitor.stats
-    try:
-        with _bar(console) as progress:
-            task = progress.add_task("one monitor: measurements and predictions joined", total=events)
-            deadline = time.monotonic() + 180
-            while stats.measurements + stats.predictions == 0:
-                _check(thread, deadline, "the monitor to read")
-            started = time.perf_counter()
-            deadline = time.monotonic() + 600
-            while (done := min(stats.measurements, stats.predictions)) < events:
-                _check(thread, deadline, f"the monitor to take in {events:,} events (it has {done:,})")
-                progress.update(task, completed=done)
-            elapsed = time.perf_counter() - started
-    finally:
-        stop.set()
-        thread.join(120)
+    with in_thread(monitor.run, 120) as thread, _bar(console) as progress:
+        task = progress.add_task("one monitor: measurements and predictions joined", total=events)
+        deadline = time.monotonic() + 180
+        while stats.measurements + stats.predictions == 0:
+            _check(thread, deadline, "the monitor to read")
+        started = time.perf_counter()
+        deadline = time.monotonic() + 600
+        while (done := min(stats.measurements, stats.predictions)) < events:
+            _check(thread, deadline, f"the monitor to take in {events:,} events (it has {done:,})")
+            progress.update(task, completed=done)
+        elapsed = time.perf_counter() - started
     return events / elapsed
 
 

@@ -19,7 +19,6 @@ the training code at its production settings:
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,7 +29,14 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from fireman.bench.workload import drop_databases, make_events, spambase_rows, train_production
+from fireman.bench.workload import (
+    bench_topics,
+    drop_databases,
+    in_thread,
+    make_events,
+    spambase_rows,
+    train_production,
+)
 from fireman.common.events import MeasurementFormat, WireEvent, decode_event, is_binary
 from fireman.common.schema import now_ms
 from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
@@ -85,18 +91,11 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> BenchRes
     console = console or Console()
     tag = uuid.uuid4().hex[:8]
     base = KafkaSettings()
-    throughput_topics = bench_topics(base, f"bench-{tag}-a")
-    latency_topics = bench_topics(base, f"bench-{tag}-b")
-    previous_topics = bench_topics(base, f"bench-{tag}-d")
-    poison_topics = bench_topics(base, f"bench-{tag}-c")
+    sets = [bench_topics(base, f"bench-{tag}-{run}-{{}}") for run in "abdc"]
+    throughput_topics, latency_topics, previous_topics, poison_topics = sets
     influx = InfluxSettings().model_copy(update={"database": f"bench_{tag}"})
     mlflow = MlflowSettings().model_copy(update={"model_name": BENCH_MODEL, "experiment": BENCH_MODEL})
-    all_topics = [
-        *throughput_topics.topics(),
-        *latency_topics.topics(),
-        *previous_topics.topics(),
-        *poison_topics.topics(),
-    ]
+    all_topics = [topic for topics in sets for topic in topics.topics()]
     # One database per throughput run: a run that overwrote the last run's 200,000 points would
     # measure InfluxDB deduplicating them, which a scorer only meets on a replay.
     run_databases = [influx.model_copy(update={"database": f"{influx.database}_run{i}"}) for i in range(4)]
@@ -172,17 +171,6 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> BenchRes
     )
     console.print(table)
     return result
-
-
-def bench_topics(base: KafkaSettings, prefix: str) -> KafkaSettings:
-    return base.model_copy(
-        update={
-            "topic_measurements": f"{prefix}-measurements",
-            "topic_labels": f"{prefix}-labels",
-            "topic_predictions": f"{prefix}-predictions",
-            "topic_dlq": f"{prefix}-dlq",
-        }
-    )
 
 
 def spambase_payloads(count: int, fmt: MeasurementFormat | None = None) -> list[tuple[bytes, bytes]]:
@@ -261,11 +249,11 @@ def load_backlog(kafka: KafkaSettings, payloads: list[tuple[bytes, bytes]], cons
         producer.flush()
 
 
-def _start(
+def scorer_settings(
     kafka: KafkaSettings, influx: InfluxSettings, mlflow: MlflowSettings, **overrides: Any
-) -> tuple[Scorer, threading.Event, threading.Thread]:
-    """A scorer in a thread; ``overrides`` are ScorerSettings fields (the defaults otherwise)."""
-    settings = ScorerSettings(
+) -> ScorerSettings:
+    """A bench scorer's settings, in a fresh consumer group; ``overrides`` are other ScorerSettings fields."""
+    return ScorerSettings(
         kafka=kafka,
         influxdb=influx,
         mlflow=mlflow,
@@ -273,11 +261,6 @@ def _start(
         log_interval_s=3600,
         **overrides,
     )
-    scorer = Scorer(settings)
-    stop = threading.Event()
-    thread = threading.Thread(target=scorer.run, args=(stop,), daemon=True)
-    thread.start()
-    return scorer, stop, thread
 
 
 def _until(predicate, timeout_s: float, interval_s: float = 0.01) -> None:
@@ -295,22 +278,18 @@ def _throughput(
     events: int,
     console: Console,
 ) -> float:
-    scorer, stop, thread = _start(kafka, influx, mlflow)
-    try:
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("scoring (throughput)", total=events)
-            _until(lambda: scorer.stats.polled > 0, 120)
-            started = time.perf_counter()
+    scorer = Scorer(scorer_settings(kafka, influx, mlflow))
+    with in_thread(scorer.run, 120), Progress(console=console, transient=True) as progress:
+        task = progress.add_task("scoring (throughput)", total=events)
+        _until(lambda: scorer.stats.polled > 0, 120)
+        started = time.perf_counter()
 
-            def done() -> bool:
-                progress.update(task, completed=scorer.stats.committed)
-                return scorer.stats.committed >= events
+        def done() -> bool:
+            progress.update(task, completed=scorer.stats.committed)
+            return scorer.stats.committed >= events
 
-            _until(done, 600)
-            elapsed = time.perf_counter() - started
-    finally:
-        stop.set()
-        thread.join(timeout=120)
+        _until(done, 600)
+        elapsed = time.perf_counter() - started
     return events / elapsed
 
 
@@ -329,9 +308,9 @@ def _latency(
     payloads = spambase_payloads(
         min(options.events, int(options.rate * options.latency_seconds)), kafka.measurement_format
     )
-    scorer, stop, thread = _start(kafka, influx, mlflow, **overrides)
-    producer = _producer(kafka)
-    try:
+    scorer = Scorer(scorer_settings(kafka, influx, mlflow, **overrides))
+    with in_thread(scorer.run, 120):
+        producer = _producer(kafka)
         # Connected before the clock starts: the load generator's first connection and metadata
         # request (~50 ms here) are not the scorer's latency.
         producer.list_topics(kafka.topic_measurements, timeout=30)
@@ -350,9 +329,6 @@ def _latency(
                 _send(producer, kafka.topic_measurements, key, _stamp(value, now_ms()))
             producer.flush()
         _until(lambda: scorer.stats.committed >= len(payloads), 120)
-    finally:
-        stop.set()
-        thread.join(timeout=120)
     return list(scorer.stats.latencies_ms)
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import statistics
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -36,6 +35,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from fireman.bench.workload import cpu_s, in_thread
 from fireman.common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 from fireman.serving.settings import ScorerSettings
 
@@ -142,17 +142,13 @@ def _scorer_process(
     warm.set()
     go.wait()
     scorer = Scorer(settings)
-    halt = threading.Event()
-    thread = threading.Thread(target=scorer.run, args=(halt,), daemon=True)
-    thread.start()
-    while not stop.wait(0.01):
-        stats = scorer.stats
-        if not assigned_at.value and scorer.assignment():
-            assigned_at.value = time.monotonic()
-        committed.value = stats.committed
-        shadow_scored.value = stats.shadow_scored
-    halt.set()
-    thread.join(60)
+    with in_thread(scorer.run, 60):
+        while not stop.wait(0.01):
+            stats = scorer.stats
+            if not assigned_at.value and scorer.assignment():
+                assigned_at.value = time.monotonic()
+            committed.value = stats.committed
+            shadow_scored.value = stats.shadow_scored
 
 
 def measure_scorers(
@@ -197,7 +193,7 @@ def measure_scorers(
             _check(processes, deadline, "the scorers to start")
             time.sleep(0.005)
         clock_started, before = time.monotonic(), (_committed(shared, split) if every else 0)
-        cpu_before = sum(_cpu(handle) for handle in handles)
+        cpu_before = cpu_s(handles)
         machine_before = psutil.cpu_times()
         while (done := _committed(shared, split)) < events:
             _check(processes, deadline, f"{events:,} events committed" + ("" if split else " by each scorer"))
@@ -207,7 +203,7 @@ def measure_scorers(
         ended = time.monotonic()
         assigned = [s.assigned_at.value for s in shared]
         started = clock_started if every else min(assigned)
-        cpu = sum(_cpu(handle) for handle in handles) - cpu_before
+        cpu = cpu_s(handles) - cpu_before
         busy = _busy_share(machine_before, psutil.cpu_times())
         if mode == "in the batch" and shared[0].shadow_scored.value < events:
             raise RuntimeError(f"the challenger scored {shared[0].shadow_scored.value} of {events} events")
@@ -248,11 +244,6 @@ def _check(processes: Sequence[multiprocessing.process.BaseProcess], deadline: f
         raise RuntimeError(f"the benchmark timed out waiting for {what}")
 
 
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
-
-
 def _busy_share(before: Any, after: Any) -> float:
     """The share of the machine's CPU time between two ``psutil.cpu_times()`` that was not idle."""
     spent = {name: getattr(after, name) - getattr(before, name) for name in after._fields}
@@ -262,8 +253,8 @@ def _busy_share(before: Any, after: Any) -> float:
 
 
 def run_bench(options: BenchOptions, console: Console | None = None) -> ScorerRuns:
-    from fireman.bench.scorer import bench_topics, load_backlog, spambase_payloads
-    from fireman.bench.workload import drop_databases, train_production
+    from fireman.bench.scorer import load_backlog, scorer_settings, spambase_payloads
+    from fireman.bench.workload import bench_topics, drop_databases, train_production
     from fireman.common.kafka_io import delete_topics, ensure_topics
     from fireman.common.model_registry import RegistryClient
     from fireman.training.settings import TrainingSettings
@@ -272,7 +263,7 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> ScorerRu
     console = console or Console(width=150)  # the table's columns, unwrapped in a log too
     tag = uuid.uuid4().hex[:8]
     base = KafkaSettings()
-    topics = bench_topics(base, f"bench-shadow-{tag}")
+    topics = bench_topics(base, f"bench-shadow-{tag}-{{}}")
     # The second scorer publishes its (challenger's) predictions apart from production's.
     second_topics = topics.model_copy(update={"topic_predictions": f"{topics.topic_predictions}-challenger"})
     all_topics = [*topics.topics(), second_topics.topic_predictions]
@@ -298,13 +289,7 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> ScorerRu
             # InfluxDB deduplicating them, which a scorer only meets on a replay.
             database = influx.model_copy(update={"database": f"{influx.database}_{len(databases)}"})
             databases.append(database)
-            return ScorerSettings(
-                kafka=kafka,
-                influxdb=database,
-                mlflow=models,
-                group_id=f"bench-{uuid.uuid4().hex[:8]}",
-                log_interval_s=3600,
-            )
+            return scorer_settings(kafka, database, models)
 
         alone = mlflow.model_copy(update={"challenger_alias": NO_CHALLENGER})
         # The second scorer serves the challenger as its production model. It records that version in
@@ -334,9 +319,5 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> ScorerRu
         # Registered models left behind pile up in the MLflow UI.
         with RegistryClient(mlflow) as registry:
             registry.delete_model(name)
-    _print(result, options, console)
-    return result
-
-
-def _print(result: ScorerRuns, options: BenchOptions, console: Console) -> None:
     console.print(result.table(f"fireman bench shadow: {options.events:,} events per run, end to end"))
+    return result

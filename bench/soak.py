@@ -31,6 +31,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from fireman.bench.http_load import free_port, loadavg
+from fireman.bench.workload import bench_topics, train_production
 from fireman.common import mlflow_uri
 from fireman.common.errors import UserError
 from fireman.common.influx import InfluxClient, InfluxError, quote_identifier
@@ -146,58 +148,12 @@ class _Names:
     port: int
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _names(services: ServicesSettings) -> _Names:
     tag = uuid.uuid4().hex[:8]
-    kafka = services.kafka.model_copy(
-        update={
-            "topic_measurements": f"soak-measurements-{tag}",
-            "topic_labels": f"soak-labels-{tag}",
-            "topic_predictions": f"soak-predictions-{tag}",
-            "topic_dlq": f"soak-dlq-{tag}",
-        }
-    )
+    kafka = bench_topics(services.kafka, f"soak-{{}}-{tag}")
     influx = services.influxdb.model_copy(update={"database": f"soak_{tag}"})
     mlflow = services.mlflow.model_copy(update={"experiment": f"soak-{tag}", "model_name": f"soak-{tag}"})
-    return _Names(kafka, influx, mlflow, _free_port())
-
-
-def _check_servers(names: _Names) -> None:
-    from fireman.common.kafka_io import broker_reachable
-
-    down = []
-    if not broker_reachable(names.kafka):
-        down.append(f"Kafka at {names.kafka.bootstrap_servers}")
-    with InfluxClient(names.influx) as client:
-        if not client.ping():
-            down.append(f"InfluxDB at {names.influx.url}")
-    try:
-        httpx.get(f"{names.mlflow.tracking_uri}/health", timeout=5).raise_for_status()
-    except httpx.HTTPError:
-        down.append(f"MLflow at {names.mlflow.tracking_uri}")
-    if down:
-        raise UserError(
-            f"the soak needs the servers running: {', '.join(down)} (run `fireman services start`)"
-        )
-
-
-def _register_model(mlflow: MlflowSettings) -> None:
-    """The run's production model, trained on the generator's synthetic fleet by the training code.
-
-    Trained on the data the generator replays, with the drift reference training logs, so the
-    monitor tests every window for drift as it does in production.
-    """
-    from fireman.bench.workload import train_production
-    from fireman.streaming.generator import synthetic_frame
-
-    train_production(mlflow, frame=synthetic_frame(0))
+    return _Names(kafka, influx, mlflow, free_port())
 
 
 def pipeline_environment(
@@ -236,24 +192,16 @@ def pipeline_environment(
     return env
 
 
-def _environment(names: _Names, options: SoakOptions, home: Path) -> dict[str, str]:
-    env = pipeline_environment(names.kafka, names.influx, names.mlflow, home, names.port)
-    env.update(
-        {
-            "FIREMAN_GENERATOR_RATE": str(options.rate),
-            "FIREMAN_GENERATOR_BATCH": str(options.batch),
-            "FIREMAN_GENERATOR_LABEL_DELAY_S": "5",
-        }
-    )
-    return env
-
-
 @contextlib.contextmanager
 def _processes(
     names: _Names, options: SoakOptions, workdir: Path
 ) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     fireman = str(Path(sys.executable).with_name("fireman"))
-    env = _environment(names, options, workdir)
+    env = pipeline_environment(names.kafka, names.influx, names.mlflow, workdir, names.port) | {
+        "FIREMAN_GENERATOR_RATE": str(options.rate),
+        "FIREMAN_GENERATOR_BATCH": str(options.batch),
+        "FIREMAN_GENERATOR_LABEL_DELAY_S": "5",
+    }
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(name: str) -> None:
@@ -370,15 +318,20 @@ def _cleanup(names: _Names) -> None:
 
 def run_soak(options: SoakOptions, console: Console | None = None) -> SoakResult:
     """Run the soak and print its table; the result carries the samples and the verdicts."""
+    from fireman.bench.cli import require_services
     from fireman.common.kafka_io import ensure_topics
+    from fireman.streaming.generator import synthetic_frame
 
     console = console or Console()
+    # Again here: in `fireman bench report` the soak starts long after the command checked them.
+    require_services("kafka", "influxdb", "mlflow")
     names = _names(ServicesSettings())
-    _check_servers(names)
     ensure_topics(names.kafka)
     with InfluxClient(names.influx) as client:
         client.ensure_database()
-    _register_model(names.mlflow)
+    # The run's production model, trained by the training code on the synthetic fleet the generator
+    # replays, with the drift reference training logs: the monitor tests every window as in production.
+    train_production(names.mlflow, frame=synthetic_frame(0))
     duration = options.minutes * 60
     from fireman.monitoring.settings import MonitorSettings
 
@@ -391,8 +344,7 @@ def run_soak(options: SoakOptions, console: Console | None = None) -> SoakResult
     workdir = Path(tempfile.mkdtemp(prefix="fireman-soak-"))
     console.print(
         f"soak: {options.minutes:g} min at {options.rate:g} events/s (batches of {options.batch}), "
-        f"warm-up {result.warmup_s:.0f} s, {os.cpu_count()} CPUs, load average "
-        f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}; logs in {workdir}"
+        f"warm-up {result.warmup_s:.0f} s, {os.cpu_count()} CPUs, load average {loadavg()}; logs in {workdir}"
     )
     lags = _LagReader(names.kafka)
     influx = InfluxClient(names.influx)
@@ -441,10 +393,6 @@ def _describe(sample: Sample) -> str:
     return f"{sample.elapsed_s:5.0f} s  lag {lag}  p99 {p99} ms"
 
 
-def _mb(value: float) -> str:
-    return f"{value / 1e6:.0f}"
-
-
 def _print(result: SoakResult, console: Console) -> None:
     samples = result.samples
     if not samples:
@@ -457,7 +405,7 @@ def _print(result: SoakResult, console: Console) -> None:
     for sample in samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else []):
         timeline.add_row(
             f"{sample.elapsed_s:.0f}",
-            *(_mb(sample.rss[name]) if name in sample.rss else "-" for name in PROCESSES),
+            *(f"{sample.rss[name] / 1e6:.0f}" if name in sample.rss else "-" for name in PROCESSES),
             *(str(sample.lag.get(g)) if sample.lag.get(g) is not None else "-" for g in GROUPS),
             f"{sample.p50_ms:.0f}" if sample.p50_ms is not None else "-",
             f"{sample.p99_ms:.0f}" if sample.p99_ms is not None else "-",

@@ -1,4 +1,4 @@
-"""The workload the benchmarks share: Spambase events, producing them, and a production model.
+"""What the benchmarks share: Spambase events, producing them, a production model, fresh topics, CPU time.
 
 The model is trained by the training code (``fireman.training.workflow``), so a benchmark scores with the
 pipeline users serve (``fireman.training.pipeline.build_pipeline`` at the training settings) and the monitor
@@ -8,13 +8,16 @@ finds the drift reference that training logs with every version. The tests use t
 from __future__ import annotations
 
 import tempfile
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import psutil
 
 from fireman.common.dataset import load_spambase, mask_completely_at_random
 from fireman.common.events import Features, WireEvent
@@ -52,6 +55,30 @@ def make_events(
             )
         )
     return events
+
+
+def bench_topics(base: KafkaSettings, name: str) -> KafkaSettings:
+    """``base`` with topics of its own: ``name`` with ``{}`` as measurements, labels, predictions or dlq."""
+    kinds = ("measurements", "labels", "predictions", "dlq")
+    return base.model_copy(update={f"topic_{kind}": name.format(kind) for kind in kinds})
+
+
+def cpu_s(processes: Sequence[psutil.Process]) -> float:
+    """User and system CPU seconds of ``processes`` so far."""
+    return sum(sum(process.cpu_times()[:2]) for process in processes)
+
+
+@contextmanager
+def in_thread(run: Callable[[threading.Event], object], join_s: float) -> Iterator[threading.Thread]:
+    """``run(stop)`` in a daemon thread for the block; then ``stop`` is set and the thread joined."""
+    stop = threading.Event()
+    thread = threading.Thread(target=run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(join_s)
 
 
 def drop_databases(databases: Sequence[InfluxSettings]) -> None:
