@@ -11,10 +11,8 @@ of the scorer, the monitor, the Kafka broker(s) and InfluxDB is divided by the e
 model in docs/performance.md is built from those figures. The Evidently cost of one window
 (1,000 x 57 against the reference) is timed too, with and without Evidently's HTML widgets.
 
-For ``fireman bench scorer --with-monitoring``: wrap the scorer's measured run in
-``with monitoring_running(monitor_settings_for(kafka, influxdb, mlflow)):``. The production version
-needs a drift reference or the monitor skips drift; training logs one with every version, so a model
-from ``fireman.bench.workload.train_production`` has it.
+The production version needs a drift reference or the monitor skips drift; training logs one with
+every version, so a model from ``fireman.bench.workload.train_production`` has it.
 """
 
 from __future__ import annotations

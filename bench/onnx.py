@@ -44,7 +44,7 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> dict[int
     # Fitted on half, scoring the other half: unseen rows, as the scorer's are (and as often near a tie).
     train = frame.sample(frac=0.5, random_state=settings.random_state)
     unseen = frame.drop(train.index)
-    params = fit_params_for(_training_params(settings), len(train))
+    params = fit_params_for({name: getattr(settings, name) for name in PARAM_NAMES}, len(train))
     model = build_pipeline(**params).fit(train[list(FEATURE_NAMES)], train[LABEL_COLUMN])
     model.set_params(forest__n_jobs=1)  # predict in one thread, as the scorer's model thread does
     rows = unseen[list(FEATURE_NAMES)].to_numpy(dtype=np.float64)
@@ -72,19 +72,12 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> dict[int
         "sklearn, 2 threads": two_jobs.score,
         "onnxruntime, 2 threads": exported[2].score,
     }
-    results = {size: _measure(backends, _batch(rows, size), options) for size in options.batches}
+    # ``size`` rows each, cycling the data set if it is shorter.
+    results = {
+        size: _measure(backends, np.resize(rows, (size, rows.shape[1])), options) for size in options.batches
+    }
     _print(results, console)
     return results
-
-
-def _training_params(settings: TrainingSettings) -> dict[str, object]:
-    return {name: getattr(settings, name) for name in PARAM_NAMES}
-
-
-def _batch(rows: np.ndarray, size: int) -> np.ndarray:
-    """``size`` rows, repeating the data set if it is shorter."""
-    repeats = -(-size // len(rows))
-    return np.tile(rows, (repeats, 1))[:size]
 
 
 def _measure(backends: dict[str, Predict], batch: np.ndarray, options: BenchOptions) -> dict[str, float]:

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fireman.bench.scorer import load_backlog, scorer_settings, spambase_payloads
 from fireman.bench.shadow import Run, ScorerRuns, measure_scorers
+from fireman.bench.workload import bench_topics, drop_databases, in_thread, train_production
 from fireman.common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 
 MODES = {"1 scorer": 1, "2 scorers": 2}
@@ -50,8 +52,6 @@ class BenchResult(ScorerRuns):
 
 
 def run_bench(options: BenchOptions, console: Console | None = None) -> BenchResult:
-    from fireman.bench.scorer import load_backlog, spambase_payloads
-    from fireman.bench.workload import bench_topics, drop_databases, train_production
     from fireman.common.kafka_io import delete_topics, ensure_topics
     from fireman.common.model_registry import RegistryClient
 
@@ -125,8 +125,6 @@ def _scorers_run(
     console: Console,
 ) -> Run:
     """``MODES[mode]`` scorers in one fresh consumer group, until they committed ``events`` between them."""
-    from fireman.bench.scorer import scorer_settings
-
     settings = scorer_settings(kafka, influx, mlflow)
     with _bar(console) as progress:
         task = progress.add_task(f"{label}: {mode}", total=events)
@@ -149,7 +147,6 @@ def _monitor_rate(
     tests run beside it within their CPU budget, as deployed; windows that close faster wait and merge.
     """
     from fireman.bench.monitoring import monitor_settings_for
-    from fireman.bench.workload import in_thread
     from fireman.monitoring.monitor import Monitor
 
     # Unpaced (the whole core its reading thread can have): the capacity model's cost of a monitor.

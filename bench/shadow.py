@@ -35,7 +35,8 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from fireman.bench.workload import cpu_s, in_thread
+from fireman.bench.scorer import load_backlog, scorer_settings, spambase_payloads
+from fireman.bench.workload import bench_topics, cpu_s, drop_databases, in_thread, train_production
 from fireman.common.settings import InfluxSettings, KafkaSettings, MlflowSettings
 from fireman.serving.settings import ScorerSettings
 
@@ -253,8 +254,6 @@ def _busy_share(before: Any, after: Any) -> float:
 
 
 def run_bench(options: BenchOptions, console: Console | None = None) -> ScorerRuns:
-    from fireman.bench.scorer import load_backlog, scorer_settings, spambase_payloads
-    from fireman.bench.workload import bench_topics, drop_databases, train_production
     from fireman.common.kafka_io import delete_topics, ensure_topics
     from fireman.common.model_registry import RegistryClient
     from fireman.training.settings import TrainingSettings

@@ -412,16 +412,14 @@ def _print(result: SoakResult, console: Console) -> None:
         )
     console.print(timeline)
     verdicts = Table("figure", "value", "target", "verdict", title="soak verdicts (after warm-up)")
+    limit = result.options.max_growth
     for name in PROCESSES:
-        growth = result.growth(name)
-        if growth is not None:
-            ok = growth < result.options.max_growth
+        if (growth := result.growth(name)) is not None:
             verdicts.add_row(
-                f"RSS growth {name}", f"{growth:+.1%}", f"< {result.options.max_growth:.0%}", _verdict(ok)
+                f"RSS growth {name}", f"{growth:+.1%}", f"< {limit:.0%}", _verdict(growth < limit)
             )
     for group in GROUPS:
-        lag = result.max_lag(group)
-        if lag is not None:
+        if (lag := result.max_lag(group)) is not None:
             bound = result.lag_bound(group)
             verdicts.add_row(f"max lag {group}", f"{lag} events", f"<= {bound:.0f}", _verdict(lag <= bound))
     p50, p99 = result.latency()
