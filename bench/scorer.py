@@ -40,6 +40,7 @@ from fireman.bench.workload import (
 from fireman.common.events import MeasurementFormat, WireEvent, decode_event, is_binary
 from fireman.common.schema import now_ms
 from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
+from fireman.services.process import wait_until
 from fireman.serving.scorer import Scorer
 from fireman.serving.settings import ScorerSettings
 
@@ -263,12 +264,9 @@ def scorer_settings(
     )
 
 
-def _until(predicate, timeout_s: float, interval_s: float = 0.01) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError("the benchmark timed out waiting for the scorer")
-        time.sleep(interval_s)
+def _until(predicate, timeout_s: float) -> None:
+    if not wait_until(predicate, timeout_s, interval_s=0.01):
+        raise RuntimeError("the benchmark timed out waiting for the scorer")
 
 
 def _throughput(
