@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from fireman.common.errors import UserError
+from fireman.common.http_client import HttpClient
 from fireman.common.settings import InfluxSettings
 
 FieldValue = float | int | bool | str
@@ -110,21 +111,12 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-class InfluxClient:
+class InfluxClient(HttpClient):
     def __init__(self, settings: InfluxSettings, database: str | None = None) -> None:
         self.settings = settings
         self.database = database or settings.database
         auth = (settings.username, settings.password or "") if settings.username else None
         self._http = httpx.Client(base_url=settings.url, timeout=settings.timeout_s, auth=auth)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> InfluxClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def ping(self) -> bool:
         try:

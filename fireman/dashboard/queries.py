@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fireman.common.influx import InfluxClient, quote_identifier
+from fireman.common.influx import InfluxClient
+from fireman.common.influx import quote_identifier as q
 from fireman.common.measurements import (
     CONSUMER_LAG,
     DRIFT,
@@ -53,14 +54,6 @@ class Window:
     def where(self, complete_only: bool = False) -> str:
         end = self.complete_end_s if complete_only else math.ceil(self.now_s)
         return f"time >= {self.start_s}s AND time < {end}s"
-
-
-def q(name: str) -> str:
-    return quote_identifier(name)
-
-
-# Production's predictions: a challenger's shadow answers are not what the platform served. Points from
-# before roles existed have no role tag, which != matches.
 
 
 def series_panel(x: list[float], series: Mapping[str, list[float | None]], **extra: Any) -> dict[str, Any]:
