@@ -121,9 +121,7 @@ class AirflowApi(HttpClient):
 
 
 def _token_rejected(response: httpx.Response) -> bool:
-    if response.status_code == 401:
-        return True
-    return response.status_code == 403 and "Invalid JWT" in response.text
+    return response.status_code == 401 or (response.status_code == 403 and "Invalid JWT" in response.text)
 
 
 def _raise_for(response: httpx.Response, what: str) -> None:
@@ -190,18 +188,12 @@ class AlertNotifier:
 
     def _run(self) -> None:
         while True:
-            point = self._queue.get()
-            batch = [point] if point is not None else []
-            closing = point is None
-            while not closing:  # everything queued meanwhile, in the same event
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    closing = True
-                else:
-                    batch.append(more)
+            queued = [self._queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while queued[-1] is not None:  # everything queued meanwhile, in the same event
+                    queued.append(self._queue.get_nowait())
+            closing = queued[-1] is None
+            batch = [point for point in queued if point is not None]
             if batch:
                 try:
                     self._send(batch)

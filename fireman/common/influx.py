@@ -177,9 +177,12 @@ class InfluxClient(HttpClient):
 
     def execute(self, statement: str, database: str | None = None) -> None:
         """A statement with side effects (CREATE, DROP, DELETE); runs on POST as the API requires."""
-        params = {"q": statement, "db": database or self.database}
-        response = self._request("POST", "/query", params=params)
-        self._results(response)
+        response = self._request("POST", "/query", params={"q": statement, "db": database or self.database})
+        if response.status_code >= 400:
+            raise InfluxError(f"statement failed ({response.status_code}): {response.text.strip()}")
+        for result in response.json().get("results", []):
+            if "error" in result:
+                raise InfluxError(result["error"])
 
     def query(self, statement: str, database: str | None = None, epoch: str = "ms") -> list[dict[str, Any]]:
         """Run an InfluxQL query; one dict per row, with ``time`` in epoch ms (or ``epoch``: "ns" reads
@@ -224,16 +227,6 @@ class InfluxClient(HttpClient):
         if response.status_code >= 500:
             raise InfluxUnavailable(f"InfluxDB answered {response.status_code}: {response.text.strip()}")
         return response
-
-    @staticmethod
-    def _results(response: httpx.Response) -> list[dict[str, Any]]:
-        if response.status_code >= 400:
-            raise InfluxError(f"statement failed ({response.status_code}): {response.text.strip()}")
-        payload = response.json()
-        for result in payload.get("results", []):
-            if "error" in result:
-                raise InfluxError(result["error"])
-        return list(payload.get("results", []))
 
 
 def _refused(error: InfluxError) -> bool:
