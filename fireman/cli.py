@@ -84,8 +84,7 @@ def services_status(only: str | None = typer.Option(None, "--only", help=ONLY_HE
 @services_app.command("fetch-kafka")
 def services_fetch_kafka() -> None:
     """Fetch the Kafka broker jars from Maven Central into the state dir (run by `make setup`)."""
-    manager = _manager()
-    kafka = manager.kafka
+    kafka = _manager().kafka
     fetched = kafka.fetch_jars()
     console.print(f"kafka jars {'fetched into' if fetched else 'up to date in'} {kafka.libs}")
 
@@ -99,11 +98,11 @@ def up(
 ) -> None:
     """Start the platform: servers, a first model if none, then every fireman process and the generator."""
     import os
-    import signal
     import time
 
     from rich.live import Live
 
+    from fireman.common.runtime import unwind_on_sigterm
     from fireman.common.settings import ServicesSettings
     from fireman.live import LiveStatus, render
     from fireman.serving.settings import ScorerSettings
@@ -127,11 +126,7 @@ def up(
     if detach:
         console.print("running in the background; stop it with [bold]fireman down[/]")
         return
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
+    unwind_on_sigterm()
     live_status = LiveStatus(settings.kafka, settings.influxdb, settings.mlflow, ScorerSettings().group_id)
     try:
         with Live(console=console, refresh_per_second=1) as live:

@@ -7,7 +7,6 @@ import inspect
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
@@ -55,10 +54,7 @@ def _is_nested(field: FieldInfo) -> bool:
 def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
         return "(computed)"
-    value: Any = field.default
-    if value is None:
-        return "unset"
-    return f"`{value}`"
+    return "unset" if field.default is None else f"`{field.default}`"
 
 
 def markdown_table() -> str:

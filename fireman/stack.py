@@ -34,9 +34,7 @@ def fireman_executable() -> str:
 
 
 class AppProcess(LocalService):
-    """A fireman process of the stack; healthy while the process we started is alive."""
-
-    args: ClassVar[tuple[str, ...]]
+    """A fireman process of the stack (``fireman <name>``); healthy while the process we started is alive."""
 
     @property
     def dir(self) -> Path:
@@ -52,14 +50,19 @@ class AppProcess(LocalService):
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def command(self) -> list[str]:
-        return [fireman_executable(), *self.args]
+        return [fireman_executable(), self.name]
 
     def healthy(self) -> bool:
-        record = PidRecord.read(self.pid_path)
-        return record is not None and record.process() is not None
+        return _running(self)
 
     def describe(self) -> str:
         return f"log {self.log_path}"
+
+
+def _running(service: LocalService) -> bool:
+    """The process fireman started for ``service`` is alive."""
+    record = PidRecord.read(service.pid_path)
+    return record is not None and record.process() is not None
 
 
 class HttpApp(AppProcess):
@@ -88,26 +91,22 @@ class HttpApp(AppProcess):
 
 class CollectorApp(HttpApp):
     name = "collector"
-    args = ("collector",)
     health_path = "/healthz"
     settings_class = CollectorSettings
 
 
 class SinkApp(AppProcess):
     name = "sink"
-    args = ("sink",)
 
 
 class ScorerApp(AppProcess):
     name = "scorer"
-    args = ("scorer",)
 
 
 class ServeApp(HttpApp):
     """Online inference (Open Inference Protocol V2) with the same production model as the scorer."""
 
     name = "serve"
-    args = ("serve",)
     # Live, not ready: the process is up and answering; readiness (a loaded model) it reports itself.
     health_path = "/v2/health/live"
     settings_class = ServeSettings
@@ -118,12 +117,10 @@ class ServeApp(HttpApp):
 
 class MonitorApp(AppProcess):
     name = "monitor"
-    args = ("monitor",)
 
 
 class DashboardApp(HttpApp):
     name = "dashboard"
-    args = ("dashboard",)
     health_path = "/api/health"
     settings_class = DashboardSettings
 
@@ -132,7 +129,6 @@ class GeneratorApp(AppProcess):
     """The demo sensor fleet; its rate and drift come from the demo profile's FIREMAN_GENERATOR_* values."""
 
     name = "generator"
-    args = ("generator",)
 
 
 # The demo shifts 36 of 57 features: the generator's ten high-importance defaults alone move a drift
@@ -209,13 +205,12 @@ class Stack:
         self.apps.stop(self.apps.started if only_started else list(APP_TYPES), on_progress=on_progress)
         servers = self.servers.started if only_started else list(self.servers.services)
         self.servers.stop(servers, on_progress=on_progress)
-        survivors = []
-        for manager in (self.apps, self.servers):
-            for name, service in manager.services.items():
-                record = PidRecord.read(service.pid_path)
-                if record and record.process():
-                    survivors.append(name)
-        return survivors
+        return [
+            name
+            for manager in (self.apps, self.servers)
+            for name, service in manager.services.items()
+            if _running(service)
+        ]
 
 
 def ensure_first_model(on_progress: Progress) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from fireman.common.http_client import HttpClient
 from fireman.common.influx import Point
 from fireman.common.retry import Backoff
 from fireman.common.settings import AirflowSettings, StateSettings
@@ -67,7 +68,7 @@ def credentials(settings: AirflowSettings, state: StateSettings) -> tuple[str, s
     return (user, str(password)) if password else None
 
 
-class AirflowApi:
+class AirflowApi(HttpClient):
     """A JWT-authenticated client of ``/api/v2``: a token from ``/auth/token``, renewed on a 401."""
 
     def __init__(self, url: str, username: str, password: str, timeout_s: float) -> None:
@@ -76,15 +77,6 @@ class AirflowApi:
         self._password = password
         self._http = httpx.Client(base_url=url, timeout=timeout_s)
         self._token: str | None = None
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> AirflowApi:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """One call, its JSON answer; a rejected token is renewed once: tokens expire (401), and a
@@ -107,10 +99,9 @@ class AirflowApi:
         raise AirflowApiError(f"Airflow has no asset {uri}: is the monitor_drift DAG loaded?")
 
     def post_asset_event(self, uri: str, extra: dict[str, Any]) -> dict[str, Any]:
-        event: dict[str, Any] = self.request(
+        return self.request(
             "POST", "/api/v2/assets/events", json={"asset_id": self.asset_id(uri), "extra": extra}
         )
-        return event
 
     def _new_token(self) -> str:
         response = self._call(
@@ -130,9 +121,7 @@ class AirflowApi:
 
 
 def _token_rejected(response: httpx.Response) -> bool:
-    if response.status_code == 401:
-        return True
-    return response.status_code == 403 and "Invalid JWT" in response.text
+    return response.status_code == 401 or (response.status_code == 403 and "Invalid JWT" in response.text)
 
 
 def _raise_for(response: httpx.Response, what: str) -> None:
@@ -199,18 +188,12 @@ class AlertNotifier:
 
     def _run(self) -> None:
         while True:
-            point = self._queue.get()
-            batch = [point] if point is not None else []
-            closing = point is None
-            while not closing:  # everything queued meanwhile, in the same event
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    closing = True
-                else:
-                    batch.append(more)
+            queued = [self._queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while queued[-1] is not None:  # everything queued meanwhile, in the same event
+                    queued.append(self._queue.get_nowait())
+            closing = queued[-1] is None
+            batch = [point for point in queued if point is not None]
             if batch:
                 try:
                     self._send(batch)

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from fireman.common.errors import UserError
+from fireman.common.http_client import HttpClient
 from fireman.common.settings import InfluxSettings
 
 FieldValue = float | int | bool | str
@@ -110,21 +111,12 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-class InfluxClient:
+class InfluxClient(HttpClient):
     def __init__(self, settings: InfluxSettings, database: str | None = None) -> None:
         self.settings = settings
         self.database = database or settings.database
         auth = (settings.username, settings.password or "") if settings.username else None
         self._http = httpx.Client(base_url=settings.url, timeout=settings.timeout_s, auth=auth)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> InfluxClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def ping(self) -> bool:
         try:
@@ -185,9 +177,12 @@ class InfluxClient:
 
     def execute(self, statement: str, database: str | None = None) -> None:
         """A statement with side effects (CREATE, DROP, DELETE); runs on POST as the API requires."""
-        params = {"q": statement, "db": database or self.database}
-        response = self._request("POST", "/query", params=params)
-        self._results(response)
+        response = self._request("POST", "/query", params={"q": statement, "db": database or self.database})
+        if response.status_code >= 400:
+            raise InfluxError(f"statement failed ({response.status_code}): {response.text.strip()}")
+        for result in response.json().get("results", []):
+            if "error" in result:
+                raise InfluxError(result["error"])
 
     def query(self, statement: str, database: str | None = None, epoch: str = "ms") -> list[dict[str, Any]]:
         """Run an InfluxQL query; one dict per row, with ``time`` in epoch ms (or ``epoch``: "ns" reads
@@ -232,16 +227,6 @@ class InfluxClient:
         if response.status_code >= 500:
             raise InfluxUnavailable(f"InfluxDB answered {response.status_code}: {response.text.strip()}")
         return response
-
-    @staticmethod
-    def _results(response: httpx.Response) -> list[dict[str, Any]]:
-        if response.status_code >= 400:
-            raise InfluxError(f"statement failed ({response.status_code}): {response.text.strip()}")
-        payload = response.json()
-        for result in payload.get("results", []):
-            if "error" in result:
-                raise InfluxError(result["error"])
-        return list(payload.get("results", []))
 
 
 def _refused(error: InfluxError) -> bool:

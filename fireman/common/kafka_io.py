@@ -80,11 +80,7 @@ def admin_client(settings: KafkaSettings, timeout_ms: int | None = None) -> Admi
 
 def broker_reachable(settings: KafkaSettings, timeout_ms: int = 2000) -> bool:
     """True when a metadata request to the cluster succeeds."""
-    try:
-        admin_client(settings, timeout_ms).list_topics(timeout=timeout_ms / 1000)
-    except KafkaException:
-        return False
-    return True
+    return broker_count(settings, timeout_ms) > 0
 
 
 def broker_count(settings: KafkaSettings, timeout_ms: int = 2000) -> int:
@@ -119,13 +115,8 @@ def ensure_topics(
         for name in missing
     ]
     futures = admin.create_topics(new_topics, operation_timeout=timeout_s, request_timeout=timeout_s)
-    for future in futures.values():
-        try:
-            future.result()
-        except KafkaException as exc:
-            # Another process may win the race; the topic then exists, which is all we need.
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
+    # Another process may win the race; the topic then exists, which is all we need.
+    _await_all(futures, done_already=KafkaError.TOPIC_ALREADY_EXISTS)
     _await_metadata(admin, {topic.topic: topic.num_partitions for topic in new_topics})
     log.info("created topics %s", ", ".join(missing))
     return missing
@@ -168,14 +159,18 @@ def delete_topics(settings: KafkaSettings, topics: list[str]) -> None:
     doomed = [name for name in topics if name in existing]
     if not doomed:
         return
-    for future in admin.delete_topics(
-        doomed, operation_timeout=timeout_s, request_timeout=timeout_s
-    ).values():
+    futures = admin.delete_topics(doomed, operation_timeout=timeout_s, request_timeout=timeout_s)
+    # Deleted by someone else in the meantime: gone is what was asked for.
+    _await_all(futures, done_already=KafkaError.UNKNOWN_TOPIC_OR_PART)
+
+
+def _await_all(futures: Mapping[str, Any], done_already: int) -> None:
+    """Wait for each topic's admin request; the error ``done_already`` says another did it first."""
+    for future in futures.values():
         try:
             future.result()
         except KafkaException as exc:
-            # Deleted by someone else in the meantime: gone is what was asked for.
-            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+            if exc.args[0].code() != done_already:
                 raise
 
 

@@ -27,7 +27,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fireman.common.confusion import Confusion
-from fireman.common.influx import InfluxClient, InfluxError, quote_identifier, quote_literal
+from fireman.common.influx import InfluxClient, InfluxError, quote_literal
+from fireman.common.influx import quote_identifier as _q
 from fireman.common.measurements import LABELS, PREDICTIONS, PRODUCTION_ONLY, ROLE_SHADOW
 from fireman.common.settings import LiveEvidenceSettings
 
@@ -131,10 +132,6 @@ def _by_event(client: InfluxClient, statement: str, field: str, keep: dict[str, 
 
 def _rows(client: InfluxClient, statement: str, field: str) -> Iterator[dict[str, Any]]:
     return (row for row in client.iter_query(statement) if row.get("event_id") and row.get(field) is not None)
-
-
-def _q(name: str) -> str:
-    return quote_identifier(name)
 
 
 def _metrics(confusion: Confusion) -> dict[str, float]:

@@ -13,13 +13,13 @@ have Airflow's retry policy.
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from fireman.common.errors import UserError
+from fireman.common.http_client import HttpClient
 from fireman.common.settings import MlflowSettings
 
 API = "/api/2.0/mlflow"
@@ -80,20 +80,10 @@ class RegisteredModel:
 
 
 def _auth(settings: MlflowSettings) -> httpx.Auth | None:
-    if settings.tracking_token:
-        return _Bearer(settings.tracking_token)
-    if settings.tracking_username:
+    """Basic auth, unless a bearer token (which wins) goes in the client's headers."""
+    if settings.tracking_username and not settings.tracking_token:
         return httpx.BasicAuth(settings.tracking_username, settings.tracking_password or "")
     return None
-
-
-class _Bearer(httpx.Auth):
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self.token}"
-        yield request
 
 
 def _verify(settings: MlflowSettings) -> bool | str:
@@ -102,7 +92,7 @@ def _verify(settings: MlflowSettings) -> bool | str:
     return settings.tracking_server_cert_path or True
 
 
-class RegistryClient:
+class RegistryClient(HttpClient):
     """One connection to the registry at ``settings.tracking_uri``; safe to share between threads."""
 
     def __init__(self, settings: MlflowSettings, transport: httpx.BaseTransport | None = None) -> None:
@@ -110,20 +100,12 @@ class RegistryClient:
         self._http = httpx.Client(
             base_url=self.uri + API,
             auth=_auth(settings),
+            headers={"Authorization": f"Bearer {token}"} if (token := settings.tracking_token) else None,
             verify=_verify(settings),
             cert=settings.tracking_client_cert_path,
             timeout=settings.request_timeout_s,
             transport=transport,
         )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> RegistryClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     # --- reads: None when the thing does not exist -------------------------------------------------
 

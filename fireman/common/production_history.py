@@ -85,8 +85,7 @@ def _save(client: RegistryClient, settings: MlflowSettings, entries: list[Entry]
 
 def observe(client: RegistryClient, settings: MlflowSettings, version: str, seen_by: str) -> bool:
     """Record ``version`` as serving if the record does not end with it; True when it was news."""
-    entries = read(client, settings.model_name)
-    return _record_observed(client, settings, entries, version, seen_by)
+    return _record_observed(client, settings, read(client, settings.model_name), version, seen_by)
 
 
 def _record_observed(

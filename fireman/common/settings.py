@@ -210,6 +210,11 @@ class InfluxSettings(BaseSettings):
         return Backoff(self.retry_initial_s, self.retry_max_s)
 
 
+def _mlflow_own(variable: str, description: str, default: object = None) -> Any:
+    """A field read from one of MLflow's own variables, not from a FIREMAN_MLFLOW_* one."""
+    return Field(default=default, alias=variable, description=f"MLflow's own; {description}")
+
+
 class MlflowSettings(BaseSettings):
     model_config = _config("FIREMAN_MLFLOW_")
 
@@ -225,27 +230,13 @@ class MlflowSettings(BaseSettings):
     request_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one registry request.")
     # MLflow's own credential and TLS variables, so fireman's registry calls and MLflow's client
     # (log_model, load_model) authenticate alike.
-    tracking_username: str | None = Field(
-        default=None, alias="MLFLOW_TRACKING_USERNAME", description="MLflow's own; basic auth for both."
-    )
-    tracking_password: str | None = Field(
-        default=None, alias="MLFLOW_TRACKING_PASSWORD", description="MLflow's own; basic auth for both."
-    )
-    tracking_token: str | None = Field(
-        default=None,
-        alias="MLFLOW_TRACKING_TOKEN",
-        description="MLflow's own; a bearer token, wins over basic.",
-    )
-    tracking_insecure_tls: bool = Field(
-        default=False, alias="MLFLOW_TRACKING_INSECURE_TLS", description="MLflow's own; skip TLS checks."
-    )
-    tracking_server_cert_path: str | None = Field(
-        default=None, alias="MLFLOW_TRACKING_SERVER_CERT_PATH", description="MLflow's own; CA bundle."
-    )
-    tracking_client_cert_path: str | None = Field(
-        default=None,
-        alias="MLFLOW_TRACKING_CLIENT_CERT_PATH",
-        description="MLflow's own; client certificate.",
+    tracking_username: str | None = _mlflow_own("MLFLOW_TRACKING_USERNAME", "basic auth for both.")
+    tracking_password: str | None = _mlflow_own("MLFLOW_TRACKING_PASSWORD", "basic auth for both.")
+    tracking_token: str | None = _mlflow_own("MLFLOW_TRACKING_TOKEN", "a bearer token, wins over basic.")
+    tracking_insecure_tls: bool = _mlflow_own("MLFLOW_TRACKING_INSECURE_TLS", "skip TLS checks.", False)
+    tracking_server_cert_path: str | None = _mlflow_own("MLFLOW_TRACKING_SERVER_CERT_PATH", "CA bundle.")
+    tracking_client_cert_path: str | None = _mlflow_own(
+        "MLFLOW_TRACKING_CLIENT_CERT_PATH", "client certificate."
     )
     experiment: str = "spam-classifier"
     model_name: str = "spam-classifier"

@@ -19,21 +19,17 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Serve the live dashboard: ingest, predictions, accuracy, drift, model switches, consumer lag."""
-        import logging
-
         import uvicorn
         from rich.console import Console
 
-        from fireman.common.runtime import load_settings
+        from fireman.common.runtime import configure_logging, load_settings
         from fireman.dashboard.app import Dashboard
         from fireman.dashboard.settings import DashboardSettings
 
         given: dict[str, Any] = {"host": host, "port": port, "window_s": window}
         options = {k: v for k, v in given.items() if v is not None}
         settings = load_settings(DashboardSettings, **options)
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        for noisy in ("kafka", "httpx"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        configure_logging()
         Console().print(
             f"dashboard on [bold]http://{settings.host}:{settings.port}/[/] reading InfluxDB "
             f"{settings.influxdb.url}/{settings.influxdb.database}, lag of "

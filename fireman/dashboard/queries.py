@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fireman.common.influx import InfluxClient, quote_identifier
+from fireman.common.influx import InfluxClient
+from fireman.common.influx import quote_identifier as q
 from fireman.common.measurements import (
     CONSUMER_LAG,
     DRIFT,
@@ -53,14 +54,6 @@ class Window:
     def where(self, complete_only: bool = False) -> str:
         end = self.complete_end_s if complete_only else math.ceil(self.now_s)
         return f"time >= {self.start_s}s AND time < {end}s"
-
-
-def q(name: str) -> str:
-    return quote_identifier(name)
-
-
-# Production's predictions: a challenger's shadow answers are not what the platform served. Points from
-# before roles existed have no role tag, which != matches.
 
 
 def series_panel(x: list[float], series: Mapping[str, list[float | None]], **extra: Any) -> dict[str, Any]:
@@ -143,7 +136,8 @@ def performance(client: InfluxClient, window: Window) -> dict[str, Any]:
 
 def shadow(client: InfluxClient, window: Window) -> dict[str, Any]:
     """The challenger (shadow) against production on the same labelled events, from the monitor."""
-    fields = ("champion_accuracy", "champion_f1", "challenger_accuracy", "challenger_f1")
+    roles = {"champion": "production", "challenger": "shadow"}  # field prefix -> the role it shows
+    fields = [f"{side}_{metric}" for side in roles for metric in ("accuracy", "f1")]
     means = ", ".join(f"mean({q(field)}) AS {q(field)}" for field in fields)
     rows = client.query(
         f"SELECT {means}, last({q('events')}) AS events FROM {q(LIVE_COMPARISON.name)} "
@@ -153,13 +147,10 @@ def shadow(client: InfluxClient, window: Window) -> dict[str, Any]:
     series: dict[str, list[tuple[float, float | None]]] = {}
     for row in sorted(rows, key=lambda r: r["time"]):
         t = _seconds(row)
-        for role, version, prefix in (
-            ("production", row.get("champion_version"), "champion"),
-            ("shadow", row.get("challenger_version"), "challenger"),
-        ):
+        for side, role in roles.items():
             for metric, name in (("accuracy", "accuracy"), ("f1", "F1")):
-                label = f"{role} v{version or '?'} {name}"
-                series.setdefault(label, []).append((t, _number(row[f"{prefix}_{metric}"])))
+                label = f"{role} v{row.get(f'{side}_version') or '?'} {name}"
+                series.setdefault(label, []).append((t, _number(row[f"{side}_{metric}"])))
     x, aligned = align(series)
     latest = None
     if rows:
@@ -168,11 +159,7 @@ def shadow(client: InfluxClient, window: Window) -> dict[str, Any]:
             "champion_version": last.get("champion_version") or "",
             "challenger_version": last.get("challenger_version") or "",
             "events": _number(last["events"]),
-            "champion": {"accuracy": _number(last["champion_accuracy"]), "f1": _number(last["champion_f1"])},
-            "challenger": {
-                "accuracy": _number(last["challenger_accuracy"]),
-                "f1": _number(last["challenger_f1"]),
-            },
+            **{side: {m: _number(last[f"{side}_{m}"]) for m in ("accuracy", "f1")} for side in roles},
         }
     return series_panel(x, aligned, unit="", latest=latest)
 

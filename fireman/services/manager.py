@@ -165,12 +165,10 @@ class ServiceManager:
         ok = wait_until(ready_or_dead, timeout_s, interval_s=0.25)
         if ok and record.process() is not None:
             return
-        reason = (
-            "exited during start-up"
-            if record.process() is None
-            else (f"did not become healthy within {timeout_s:.0f}s")
-        )
-        if record.process() is not None:
+        if record.process() is None:
+            reason = "exited during start-up"
+        else:
+            reason = f"did not become healthy within {timeout_s:.0f}s"
             terminate(record, self.settings.stop_timeout_s, service.stop_signal)
         raise ServiceError(
             f"{service.name} {reason}. Last lines of {service.log_path}:\n{tail(service.log_path)}"
