@@ -99,12 +99,9 @@ class Extracted:
 
 
 def _pipeline_params(settings: TrainingSettings, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    params = settings.pipeline_params()
-    unknown = sorted(set(overrides or {}) - set(PARAM_NAMES))
-    if unknown:
+    if unknown := sorted(set(overrides or {}) - set(PARAM_NAMES)):
         raise UserError(f"unknown model parameters: {', '.join(unknown)} (known: {', '.join(PARAM_NAMES)})")
-    params.update(overrides or {})
-    return params
+    return {**settings.pipeline_params(), **(overrides or {})}
 
 
 # --- DAG steps -------------------------------------------------------------------------------------
