@@ -75,10 +75,9 @@ DEFAULTS = TrainingSettings()
 
 def _params() -> dict[str, Param]:
     # The form shows the values a run would use.
-    defaults = DEFAULTS
     return {
         "window_hours": Param(
-            defaults.history_hours,
+            DEFAULTS.history_hours,
             type="number",
             exclusiveMinimum=0,
             title="Window (hours)",
@@ -102,7 +101,7 @@ def _params() -> dict[str, Param]:
             description="Used with a window start. Empty: until the moment of the trigger.",
         ),
         "gate_metric": Param(
-            defaults.gate_metric,
+            DEFAULTS.gate_metric,
             type="string",
             enum=METRICS,
             title="Gate metric",
@@ -110,7 +109,7 @@ def _params() -> dict[str, Param]:
             "Default: FIREMAN_TRAIN_GATE_METRIC.",
         ),
         "margin": Param(
-            defaults.margin,
+            DEFAULTS.margin,
             type="number",
             minimum=0,
             title="Margin",
@@ -152,6 +151,18 @@ def _run_key(context: dict[str, Any]) -> str:
     return f"{DAG_ID}/{context['run_id']}"
 
 
+def _window_args(context: dict[str, Any]) -> tuple[Any, ...]:
+    """What ``dag_tasks.training_window`` reads: params, run type, data interval and ``run_after``."""
+    run = context["dag_run"]
+    return (
+        context["params"],
+        run.run_type,
+        context.get("data_interval_start"),
+        context.get("data_interval_end"),
+        run.run_after,
+    )
+
+
 @dag(
     dag_id=DAG_ID,
     schedule=_timetable(),
@@ -172,27 +183,13 @@ def retrain_spam_classifier() -> None:
     def await_history(**context: Any) -> Any:
         from fireman.training import dag_tasks
 
-        return dag_tasks.await_history(
-            context["params"],
-            context["dag_run"].run_type,
-            context.get("data_interval_start"),
-            context.get("data_interval_end"),
-            context["dag_run"].run_after,
-        )
+        return dag_tasks.await_history(*_window_args(context))
 
     @task
     def extract(history: dict[str, Any], **context: Any) -> dict[str, Any]:
         from fireman.training import dag_tasks
 
-        return dag_tasks.extract(
-            _run_key(context),
-            context["params"],
-            context["dag_run"].run_type,
-            context.get("data_interval_start"),
-            context.get("data_interval_end"),
-            context["dag_run"].run_after,
-            history,
-        )
+        return dag_tasks.extract(_run_key(context), *_window_args(context), history)
 
     @task
     def validate(extracted: dict[str, Any]) -> dict[str, Any]:

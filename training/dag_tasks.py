@@ -24,7 +24,7 @@ import re
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, get_args
@@ -41,6 +41,7 @@ from fireman.common.schema import FEATURE_NAMES, LABEL_COLUMN
 # a sensor's every poke and the light tasks start without them.
 from fireman.training import live_gate, registry, sources
 from fireman.training.gate import PROMOTE_MODES
+from fireman.training.retrain_trigger import utc
 from fireman.training.settings import TrainingSettings
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def training_window(
     A manual run's data interval is the timetable's last *completed* interval (yesterday, for
     ``@daily``), which is not what a person clicking Trigger means.
     """
-    moment = _utc(run_after or datetime.now(UTC))
+    moment = utc(run_after or datetime.now(UTC))
     start_text, end_text = params.get("window_start"), params.get("window_end")
     hours = params.get("window_hours")
     if hours is not None and float(hours) <= 0:
@@ -159,7 +160,7 @@ def training_window(
     elif end_text:
         raise UserError("window_end was given without window_start")
     elif _interval_run(run_type) and data_interval_start is not None and data_interval_end is not None:
-        start, end = _utc(data_interval_start), _utc(data_interval_end)
+        start, end = utc(data_interval_start), utc(data_interval_end)
     else:
         end = moment
         start = end - timedelta(hours=float(hours if hours is not None else default_hours))
@@ -174,16 +175,9 @@ def _interval_run(run_type: str) -> bool:
 
 def _parse(text: str, what: str) -> datetime:
     try:
-        return _utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+        return utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
     except ValueError:
         raise UserError(f"{what} is not an ISO 8601 time: {text!r}") from None
-
-
-def _utc(moment: datetime) -> datetime:
-    """A plain ``datetime`` in UTC; Airflow hands out pendulum times, whose arithmetic can drop the zone."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return datetime.fromtimestamp(moment.timestamp(), tz=UTC)
 
 
 # --- after a shift: enough history since the onset -------------------------------------------------
@@ -226,7 +220,7 @@ def wait_for_history(
     rows = count(start, end)
     if rows >= min_rows:
         return HistoryWait(True, start, end, rows, f"{rows} labelled rows since the onset")
-    moved = _utc(now).replace(microsecond=0)
+    moved = utc(now).replace(microsecond=0)
     if moved > end:
         end, rows = moved, count(start, moved)
         if rows >= min_rows:
@@ -236,7 +230,7 @@ def wait_for_history(
         f"{rows} labelled rows since the drift onset {start.isoformat()} (until {end.isoformat()}), "
         f"{min_rows} needed (FIREMAN_TRAIN_SHIFT_MIN_ROWS)"
     )
-    if _utc(now) >= deadline:
+    if utc(now) >= deadline:
         raise sources.TooLittleHistory(
             f"{shortfall}; waited until {deadline.isoformat()} (FIREMAN_TRAIN_HISTORY_TIMEOUT_HOURS). "
             "History before the onset is not used; the next drift check triggers a new retrain"
@@ -259,7 +253,7 @@ def await_history(
     window = training_window(
         params, run_type, data_interval_start, data_interval_end, run_after, settings.history_hours
     )
-    started = _utc(run_after or datetime.now(UTC))
+    started = utc(run_after or datetime.now(UTC))
     wait = wait_for_history(
         params,
         window,
@@ -305,7 +299,7 @@ def extract(
     with tempfile.TemporaryDirectory(prefix="fireman-extract-") as directory:
         try:
             local = Path(directory) / data_name(run_key)
-            extracted = workflow.extract_history(settings, local, "influx", since, until)
+            extracted = workflow.extract_history(settings, local, since, until)
             window = f" between {extracted.since} and {extracted.until}"
             sources.require_rows(extracted.rows, settings.min_rows, window)
         except sources.TooLittleHistory as exc:
@@ -378,37 +372,31 @@ def train(data: str, run_key: str) -> dict[str, Any]:
 
     client = connect(settings.mlflow, settings.health_timeout_s)
     with mlflow_in_task_log(), RegistryClient(settings.mlflow) as registry_client:
-        return _train(settings, client, registry_client, data, run_key)
+        from fireman.training import handoff, workflow
 
-
-def _train(
-    settings: RetrainSettings, client: Any, registry_client: RegistryClient, data: str, run_key: str
-) -> dict[str, Any]:
-    from fireman.training import handoff, workflow
-
-    found = _registered_for(client, registry_client, settings, run_key)
-    if found is not None:
-        log.info("DAG run %s already trained MLflow run %s (version %s): reusing it", run_key, *found)
-        run_id, version = found
-        run_metrics = registry_client.run_metrics(run_id) or {}
-        metrics = {k: v for k, v in run_metrics.items() if k != "missing_rate"}
-        return {"run_id": run_id, "version": version, "metrics": metrics, "reused": True}
-    with handoff.fetched(settings.mlflow, data, settings.health_timeout_s) as path:
-        registered = workflow.train_from_file(settings, path)
-    client.set_tag(registered.run_id, RUN_TAG, run_key)
-    log.info(
-        "MLflow run %s registered %s version %s: %s",
-        registered.run_id,
-        settings.mlflow.model_name,
-        registered.version,
-        _metrics_text(registered.metrics),
-    )
-    return {
-        "run_id": registered.run_id,
-        "version": registered.version,
-        "metrics": registered.metrics,
-        "reused": False,
-    }
+        found = _registered_for(client, registry_client, settings, run_key)
+        if found is not None:
+            log.info("DAG run %s already trained MLflow run %s (version %s): reusing it", run_key, *found)
+            run_id, version = found
+            run_metrics = registry_client.run_metrics(run_id) or {}
+            metrics = {k: v for k, v in run_metrics.items() if k != "missing_rate"}
+            return {"run_id": run_id, "version": version, "metrics": metrics, "reused": True}
+        with handoff.fetched(settings.mlflow, data, settings.health_timeout_s) as path:
+            registered = workflow.train_from_file(settings, path)
+        client.set_tag(registered.run_id, RUN_TAG, run_key)
+        log.info(
+            "MLflow run %s registered %s version %s: %s",
+            registered.run_id,
+            settings.mlflow.model_name,
+            registered.version,
+            _metrics_text(registered.metrics),
+        )
+        return {
+            "run_id": registered.run_id,
+            "version": registered.version,
+            "metrics": registered.metrics,
+            "reused": False,
+        }
 
 
 def _registered_for(
@@ -424,8 +412,7 @@ def _registered_for(
         max_results=5,
     )
     for run in runs:
-        versions = registry_client.search_versions(f"run_id = '{run.info.run_id}'")
-        for version in versions:
+        for version in registry_client.search_versions(f"run_id = '{run.info.run_id}'"):
             if version.name == settings.mlflow.model_name:
                 return run.info.run_id, str(version.version)
     return None
@@ -462,18 +449,13 @@ def evaluate_and_promote(
         decision.reason,
         decision.champion or "none",
     )
+    # The decision's every field (version, promoted, decision, reason, champion, metrics, challenger,
+    # holdout), and the gate it was taken with.
     return {
-        "version": decision.version,
-        "promoted": decision.promoted,
-        "decision": decision.decision,
-        "reason": decision.reason,
-        "champion": decision.champion,
-        "metrics": decision.metrics,
-        "holdout": decision.holdout,
+        **asdict(decision),
         "gate_metric": settings.gate_metric,
         "margin": settings.margin,
         "promote": promote,
-        "challenger": decision.challenger,
     }
 
 

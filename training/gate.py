@@ -41,10 +41,7 @@ class Verdict:
 
 
 def decide(
-    rule: GateRule,
-    challenger: dict[str, float],
-    champion: dict[str, float] | None,
-    mode: str = "auto",
+    rule: GateRule, challenger: dict[str, float], champion: dict[str, float] | None, mode: str = "auto"
 ) -> Verdict:
     if mode not in MODES:
         raise ValueError(f"unknown promotion mode {mode!r}: use one of {', '.join(MODES)}")

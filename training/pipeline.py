@@ -60,8 +60,5 @@ def build_pipeline(
 
 def fit_params_for(params: dict[str, Any], n_rows: int) -> dict[str, Any]:
     """Pipeline parameters for a training set of ``n_rows``: ``max_samples`` is a cap, not a demand."""
-    effective = dict(params)
-    cap = effective.get("max_samples")
-    if isinstance(cap, int) and cap >= n_rows:
-        effective["max_samples"] = None
-    return effective
+    cap = params.get("max_samples")
+    return {**params, "max_samples": None} if isinstance(cap, int) and cap >= n_rows else dict(params)

@@ -32,8 +32,7 @@ def now_iso() -> str:
 
 def actor() -> str:
     """Who is acting: ``FIREMAN_ACTOR`` (e.g. ``airflow:retrain``) or the OS user."""
-    name = os.environ.get("FIREMAN_ACTOR")
-    if name:
+    if name := os.environ.get("FIREMAN_ACTOR"):
         return name
     try:
         return getpass.getuser()
@@ -44,9 +43,7 @@ def actor() -> str:
 def resolve_production(client: RegistryClient, settings: MlflowSettings) -> tuple[str, str] | None:
     """``(version, run_id)`` of the serving model, or None before the first promotion."""
     version = client.version_by_alias(settings.model_name, settings.production_alias)
-    if version is None:
-        return None
-    return str(version.version), str(version.run_id)
+    return None if version is None else (str(version.version), str(version.run_id))
 
 
 def get_version(client: RegistryClient, name: str, version: str) -> ModelVersion:

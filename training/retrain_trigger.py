@@ -25,6 +25,7 @@ reset, are visible to dashboards, and writing one twice overwrites the same poin
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -87,9 +88,6 @@ class TriggerDecision:
     last_retrain: str | None = None
     pending_run: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @property
     def retrain_run_id(self) -> str:
         """One retrain per interval and kind: a re-run of this interval finds the run and skips."""
@@ -117,15 +115,15 @@ def monitor_interval(
         and data_interval_end is not None
         and data_interval_start < data_interval_end
     ):
-        return _utc(data_interval_start), _utc(data_interval_end)
-    end = _utc(data_interval_end or run_after or datetime.now(UTC))
+        return utc(data_interval_start), utc(data_interval_end)
+    end = utc(data_interval_end or run_after or datetime.now(UTC))
     return end - timedelta(hours=hours), end
 
 
 def decide_retrain(
     settings: DriftTriggerSettings, start: datetime, end: datetime, pending: PendingRuns | None = None
 ) -> TriggerDecision:
-    start, end = _utc(start), _utc(end)
+    start, end = utc(start), utc(end)
     if start >= end:
         raise ValueError(f"empty interval: {start.isoformat()} is not before {end.isoformat()}")
     with InfluxClient(settings.influxdb) as client:
@@ -180,20 +178,15 @@ def check(
     if not decision.trigger:
         return False
     return {
-        **decision.to_dict(),
+        **asdict(decision),
         "retrain_run_id": decision.retrain_run_id,
         "retrain_conf": decision.retrain_conf(),
     }
 
 
 def record(decision: dict[str, Any], dag_id: str) -> None:
-    """The ``record_trigger`` task."""
-    record_trigger(DriftTriggerSettings(), decision, dag_id)
-
-
-def record_trigger(settings: DriftTriggerSettings, decision: dict[str, Any], dag_id: str) -> None:
-    """Remember a retrain that was triggered (the run ids the next checks ask Airflow about);
-    idempotent for one interval."""
+    """The ``record_trigger`` task: remember a retrain that was triggered (the run ids the next checks
+    ask Airflow about); idempotent for one interval."""
     if not decision.get("trigger"):
         return
     end = _parse(decision["interval_end"])
@@ -208,7 +201,7 @@ def record_trigger(settings: DriftTriggerSettings, decision: dict[str, Any], dag
     }
     tags = {"dag_id": dag_id, "kind": decision.get("kind") or DEFAULT_KIND}
     point = Point(RETRAIN_TRIGGERS.name, fields, _ns(end), tags)
-    with InfluxClient(settings.influxdb) as client:
+    with InfluxClient(DriftTriggerSettings().influxdb) as client:
         client.write([point])
     log.info("recorded the retrain triggered for %s (run %s)", decision["interval_end"], run_id)
 
@@ -246,10 +239,7 @@ def _alerts(client: InfluxClient, start: datetime, end: datetime) -> list[dict[s
 
 
 def _count(alerts: list[dict[str, Any]]) -> str:
-    kinds: dict[str, int] = {}
-    for row in alerts:
-        kind = _text(row.get("kind")) or DEFAULT_KIND
-        kinds[kind] = kinds.get(kind, 0) + 1
+    kinds = Counter(_text(row.get("kind")) or DEFAULT_KIND for row in alerts)
     return ", ".join(f"{n} {kind} alert(s)" for kind, n in kinds.items())
 
 
@@ -327,7 +317,7 @@ def _pending_run(
 # --- small conversions -----------------------------------------------------------------------------
 
 
-def _utc(moment: datetime) -> datetime:
+def utc(moment: datetime) -> datetime:
     """A plain ``datetime`` in UTC; Airflow hands out pendulum times, whose arithmetic can drop the zone."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -335,15 +325,15 @@ def _utc(moment: datetime) -> datetime:
 
 
 def _iso(moment: datetime) -> str:
-    return _utc(moment).isoformat()
+    return utc(moment).isoformat()
 
 
 def _parse(text: str) -> datetime:
-    return _utc(datetime.fromisoformat(text))
+    return utc(datetime.fromisoformat(text))
 
 
 def _ns(moment: datetime) -> int:
-    return int(_utc(moment).timestamp() * 1_000_000) * 1000
+    return int(utc(moment).timestamp() * 1_000_000) * 1000
 
 
 def _from_ms(ms: Any) -> datetime:
@@ -351,11 +341,7 @@ def _from_ms(ms: Any) -> datetime:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        return float(value)
-    return None
+    return float(value) if isinstance(value, int | float) else None  # bool is an int: True is 1.0
 
 
 def _text(value: Any) -> str | None:

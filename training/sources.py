@@ -82,10 +82,10 @@ def _ns(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000) * 1000
 
 
-def load_file(settings: TrainingSettings, missing_rate: float | None = None) -> Dataset:
+def load_file(settings: TrainingSettings) -> Dataset:
     from fireman.common.dataset import load_spambase, mask_completely_at_random
 
-    rate = settings.missing_rate if missing_rate is None else missing_rate
+    rate = settings.missing_rate
     frame = load_spambase(settings.dataset)
     if rate > 0:
         frame = mask_completely_at_random(frame, rate, seed=settings.random_state)

@@ -61,7 +61,6 @@ class Registered:
     run_id: str
     version: str
     metrics: dict[str, float]
-    rows: int
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -95,18 +94,14 @@ class Extracted:
     path: str
     rows: int
     unlabelled_excluded: int
-    source: str
     since: str | None
     until: str | None
 
 
 def _pipeline_params(settings: TrainingSettings, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    params = settings.pipeline_params()
-    unknown = sorted(set(overrides or {}) - set(PARAM_NAMES))
-    if unknown:
+    if unknown := sorted(set(overrides or {}) - set(PARAM_NAMES)):
         raise UserError(f"unknown model parameters: {', '.join(unknown)} (known: {', '.join(PARAM_NAMES)})")
-    params.update(overrides or {})
-    return params
+    return {**settings.pipeline_params(), **(overrides or {})}
 
 
 # --- DAG steps -------------------------------------------------------------------------------------
@@ -115,16 +110,14 @@ def _pipeline_params(settings: TrainingSettings, overrides: dict[str, Any] | Non
 def extract_history(
     settings: TrainingSettings,
     out_path: str | Path,
-    source: str = "influx",
     since: datetime | None = None,
     until: datetime | None = None,
-    last_hours: float | None = None,
 ) -> Extracted:
-    """Read the training window and write it to a parquet file (with the window in its metadata)."""
-    dataset = sources.load(settings, source, since, until, last_hours)
+    """Read the InfluxDB training window into a parquet file (with the window in its metadata)."""
+    dataset = sources.load_influx(settings, since, until)
     path = sources.write_parquet(dataset, Path(out_path))
     info = dataset.info
-    return Extracted(str(path), dataset.rows, info.unlabelled_excluded, info.source, info.since, info.until)
+    return Extracted(str(path), dataset.rows, info.unlabelled_excluded, info.since, info.until)
 
 
 def validate_file(settings: TrainingSettings, path: str | Path) -> int:
@@ -140,8 +133,7 @@ def train_from_file(
     dataset = sources.read_parquet(Path(path))
     sources.validate(dataset, settings.min_rows)
     client = connect(settings.mlflow, settings.health_timeout_s)
-    registered, _, _ = _train_and_register(settings, client, dataset, params)
-    return registered
+    return _train_and_register(settings, client, dataset, params)[0]
 
 
 def evaluate_and_promote(settings: TrainingSettings, version: str, promote: str = "auto") -> Decision:
@@ -290,9 +282,9 @@ def _train_and_register(
             reference = train[FEATURES].sample(
                 n=min(settings.reference_rows, len(train)), random_state=settings.random_state
             )
-            _log_parquet(reference, Path(tmp), REFERENCE_ARTIFACT)
-            _log_parquet(held_out, Path(tmp), HOLDOUT_ARTIFACT)
-            _log_parquet(unseen.to_frame(prints), Path(tmp), FINGERPRINT_ARTIFACT)
+            _log_artifact(reference, Path(tmp), REFERENCE_ARTIFACT)
+            _log_artifact(held_out, Path(tmp), HOLDOUT_ARTIFACT)
+            _log_artifact(unseen.to_frame(prints), Path(tmp), FINGERPRINT_ARTIFACT)
             metadata = _log_onnx_export(model, reference, Path(tmp))
         example = train[FEATURES].head(5)
         signature = infer_signature(example, model.predict(example))
@@ -320,18 +312,21 @@ def _train_and_register(
         run_id=run_id,
         version=str(version.version),
         metrics=metrics,
-        rows=dataset.rows,
         timings={"fit": fit_s, "evaluate": evaluate_s, "log_register": log_s},
     )
     return registered, model, held_out
 
 
-def _log_parquet(frame: pd.DataFrame, tmp: Path, artifact: str) -> None:
+def _log_artifact(content: pd.DataFrame | bytes, tmp: Path, artifact: str) -> None:
+    """Write ``content`` (a frame as parquet, or bytes) under ``tmp`` and log it at ``artifact``."""
     import mlflow
 
     local = tmp / artifact
     local.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(local, index=False)
+    if isinstance(content, bytes):
+        local.write_bytes(content)
+    else:
+        content.to_parquet(local, index=False)
     mlflow.log_artifact(str(local), artifact_path=str(Path(artifact).parent))
 
 
@@ -341,15 +336,10 @@ def _log_onnx_export(model: Any, sample: pd.DataFrame, tmp: Path) -> dict[str, s
     ``sample`` (training rows) is what the export is checked on beside fixed rows; with no export the
     version is registered all the same, and scored by sklearn.
     """
-    import mlflow
-
     content = onnx_export.export(model, sample.head(ONNX_CHECK_ROWS).to_numpy(dtype=np.float64))
     if content is None:
         return None
-    local = tmp / onnx_export.ARTIFACT
-    local.parent.mkdir(parents=True, exist_ok=True)
-    local.write_bytes(content)
-    mlflow.log_artifact(str(local), artifact_path=str(Path(onnx_export.ARTIFACT).parent))
+    _log_artifact(content, tmp, onnx_export.ARTIFACT)
     return {onnx_export.METADATA_KEY: onnx_export.ARTIFACT}
 
 
@@ -394,12 +384,12 @@ def _gate(
         verdict = decide(rule, challenger_scores, champion_scores, promote)
         if current is not None and verdict.decision in ("promoted", "rejected"):
             verdict = Verdict(verdict.promote, verdict.decision, f"{verdict.reason}; {exclusion.text()}")
-    compared = {rule.gate_metric, rule.guard_metric}
-    metrics: dict[str, dict[str, float]] = {}
-    if challenger_scores:
-        metrics["challenger"] = {key: round(challenger_scores[key], 6) for key in sorted(compared)}
-    if champion_scores is not None:
-        metrics["champion"] = {key: round(champion_scores[key], 6) for key in sorted(compared)}
+    compared = sorted({rule.gate_metric, rule.guard_metric})
+    metrics = {
+        role: {key: round(scores[key], 6) for key in compared}
+        for role, scores in (("challenger", challenger_scores), ("champion", champion_scores))
+        if scores
+    }
     counts = exclusion.counts()
     by = registry.actor() if verdict.decision == "forced" else None
     registry.record_decision(
