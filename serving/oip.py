@@ -154,8 +154,8 @@ def _location(document: dict[str, Any], loc: Sequence[int | str]) -> str:
         tensor = tensors[loc[1]] if isinstance(tensors, list) and loc[1] < len(tensors) else None
         name = tensor.get("name") if isinstance(tensor, dict) else None
         if isinstance(name, str):
-            rest = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[2:]).lstrip(".")
-            return f"input {name!r} ({path.split('.', 1)[0]}){' ' + rest if rest else ''}"
+            head, _, rest = path.partition(".")
+            return f"input {name!r} ({head}){' ' + rest if rest else ''}"
     return path or "the request"
 
 
@@ -344,10 +344,7 @@ def _outputs(request: _Request) -> tuple[tuple[str, bool], ...]:
 
 
 def encode_response(
-    request: InferRequest,
-    lineage: Lineage,
-    predictions: Sequence[int],
-    probabilities: Sequence[float],
+    request: InferRequest, lineage: Lineage, predictions: Sequence[int], probabilities: Sequence[float]
 ) -> tuple[bytes, dict[str, str]]:
     """The V2 response body, and its extra headers (the JSON header's length when tensors are binary)."""
     values: dict[str, Sequence[float] | Sequence[int]] = {

@@ -38,10 +38,6 @@ class KafkaUnavailable(Exception):
     """Kafka did not acknowledge (or is known to be down): the request gets 503."""
 
 
-def make_publisher(settings: CollectorSettings) -> ConfluentPublisher:
-    return ConfluentPublisher(settings)
-
-
 class _Request:
     """One POST's records in flight: delivery reports count down on the poller thread."""
 
@@ -63,6 +59,16 @@ def _settle(requests: list[_Request]) -> None:
             request.future.set_result(None)
         else:
             request.future.set_exception(KafkaUnavailable(f"Kafka did not acknowledge: {request.error}"))
+
+
+def _servable(topic: Any) -> bool:
+    """A topic in the metadata with partitions, every one of them led."""
+    return (
+        topic is not None
+        and topic.error is None
+        and bool(topic.partitions)
+        and all(p.leader >= 0 for p in topic.partitions.values())
+    )
 
 
 class ConfluentPublisher:
@@ -210,15 +216,7 @@ class ConfluentPublisher:
                 log.debug("Kafka metadata request failed: %s", exc)
                 reachable = False
             else:
-                for name in self.topics:
-                    topic = metadata.topics.get(name)
-                    if (
-                        topic is None
-                        or topic.error is not None
-                        or not topic.partitions
-                        or any(p.leader < 0 for p in topic.partitions.values())
-                    ):
-                        reachable = False
+                reachable = all(_servable(metadata.topics.get(name)) for name in self.topics)
         if reachable and not self._ready:
             log.info("Kafka at %s is reachable", kafka.bootstrap_servers)
         elif self._ready and not reachable:
