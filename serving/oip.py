@@ -35,7 +35,6 @@ OUTPUTS: dict[str, tuple[str, str]] = {
     PROBABILITY_OUTPUT: ("FP64", "<f8"),
     PREDICTION_OUTPUT: ("INT64", "<i8"),
 }
-FP64 = "FP64"
 WIDTH = len(FEATURE_NAMES)
 FEATURE_COLUMN = {name: index for index, name in enumerate(FEATURE_NAMES)}
 BINARY_HEADER = "inference-header-content-length"
@@ -195,7 +194,7 @@ def _binary_chunks(inputs: list[_Input], binary: bytes, has_header: bool) -> lis
 
 
 def _check_datatype(tensor: _Input) -> None:
-    if tensor.datatype != FP64:
+    if tensor.datatype != "FP64":
         raise ProtocolError(400, f"input {tensor.name!r}: datatype {tensor.datatype!r}, expected 'FP64'")
 
 

@@ -263,7 +263,6 @@ class Scorer:
         assert self._consumer is not None
         settings = self.settings
         timeout_s = settings.max_wait_ms / 1000
-        next_log = time.monotonic() + settings.log_interval_s
         logged_at, logged_scored, logged_batches = time.monotonic(), 0, 0
         while not stop.is_set():
             fresh = watcher.take_pending()
@@ -284,8 +283,8 @@ class Scorer:
             previous, self._in_flight = self._in_flight, flight
             if previous is not None:
                 self._finish(previous)
-            if time.monotonic() >= next_log:
-                now = time.monotonic()
+            now = time.monotonic()
+            if now >= logged_at + settings.log_interval_s:
                 stats = self.stats
                 batches = max(1, stats.batches - logged_batches)
                 log.info(
@@ -303,7 +302,6 @@ class Scorer:
                     " (paused: InfluxDB behind)" if self._consumer.paused else "",
                 )
                 logged_at, logged_scored, logged_batches = now, stats.scored, stats.batches
-                next_log = now + settings.log_interval_s
 
     def _start(self, records: list[Record]) -> _Flight:
         """Decode a polled batch, dead-letter its poison, and hand its matrix to the model thread."""

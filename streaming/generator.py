@@ -273,11 +273,10 @@ class Generator:
             try:
                 response = self.client.post(path, content=body, headers=headers)
                 status = response.status_code
+                if status >= 400:
+                    self.stats.last_error = f"{status}: {response.text[:200]}"
                 if status != 503:
-                    if status >= 400:
-                        self.stats.last_error = f"{status}: {response.text[:200]}"
                     return status
-                self.stats.last_error = f"503: {response.text[:200]}"
             except httpx.TransportError as exc:
                 status = None
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
