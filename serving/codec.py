@@ -33,7 +33,7 @@ from fireman.common.events import encode_predictions as prediction_messages
 from fireman.common.influx import format_field_value
 from fireman.common.measurements import PREDICTIONS, ROLE_PRODUCTION, ROLE_SHADOW
 from fireman.common.model import Lineage
-from fireman.common.pointtime import NS_PER_MS, point_time_ns
+from fireman.common.pointtime import point_time_ns
 from fireman.common.schema import FEATURE_NAMES
 
 # Rendered by hand below, one f-string per prediction on the scorer's hot path: ids that passed the
@@ -84,7 +84,7 @@ def decode_batch(values: Sequence[bytes | None], feature_order: Sequence[str]) -
         infinite = infinite_rows(matrix)
         if infinite:
             matrix = _drop(batch, matrix, indices, infinite)
-    batch.matrix = _columns(tuple(feature_order)).apply(matrix)
+    batch.matrix = model_columns(tuple(feature_order)).apply(matrix)
     return batch
 
 
@@ -118,7 +118,8 @@ def _drop(batch: DecodedBatch, matrix: np.ndarray, indices: list[int], rows: dic
 
 
 @lru_cache(maxsize=16)
-def _columns(feature_order: tuple[str, ...]) -> ColumnMap:
+def model_columns(feature_order: tuple[str, ...]) -> ColumnMap:
+    """Where a model's features sit in a matrix built in ``FEATURE_NAMES`` order."""
     columns = column_map(FEATURE_NAMES, feature_order)
     if columns is None:
         unknown = next(name for name in feature_order if name not in FEATURE_NAMES)
@@ -218,16 +219,3 @@ def _lines(
             strict=True,
         )
     ]
-
-
-__all__ = [
-    "MEASUREMENT",
-    "NS_PER_MS",
-    "ColumnMap",
-    "DecodedBatch",
-    "Lineage",
-    "column_map",
-    "decode_batch",
-    "encode_predictions",
-    "shadow_lines",
-]

@@ -29,9 +29,9 @@ from starlette.exceptions import HTTPException
 from fireman.common.http_server import BodyRejected, json_response, read_body, running, uvicorn_config
 from fireman.common.model import Registry, ServingModel, predict_in_one_thread, trees_in_turn
 from fireman.common.schema import FEATURE_NAMES
+from fireman.serving.codec import ColumnMap, model_columns
 from fireman.serving.oip import (
     BINARY_HEADER,
-    FEATURE_COLUMN,
     FEATURES_INPUT,
     OUTPUTS,
     WIDTH,
@@ -56,7 +56,7 @@ class Loaded:
     """A servable version and the columns of the request matrix it reads, in its feature order."""
 
     model: ServingModel
-    columns: np.ndarray | None  # None: the model reads Cont_1..Cont_57 in order
+    columns: ColumnMap
 
 
 def prepare_for_requests(model: ServingModel) -> ServingModel:
@@ -76,12 +76,6 @@ def prepare_for_requests(model: ServingModel) -> ServingModel:
     if trees is not None:
         return replace(model, estimator=trees)
     return model
-
-
-def _loaded(model: ServingModel) -> Loaded:
-    order = model.feature_order
-    columns = None if order == FEATURE_NAMES else np.array([FEATURE_COLUMN[name] for name in order])
-    return Loaded(model, columns)
 
 
 class Served:
@@ -112,21 +106,24 @@ class Served:
         model = self.watcher.wait_for_first(self._stop)
         if model is None or self._stop.is_set():  # stopped while the first version was loading
             return
-        self._loaded = _loaded(prepare_for_requests(model))
-        log.info("%s", switch_message(model, None))
+        self._use(model)
         self.watcher.start(model.version)
 
     def current(self) -> Loaded | None:
         """The version to answer with now; takes a newly checked one if the watcher has it."""
         fresh = self.watcher.take_pending()
         if fresh is not None:
-            previous = self._loaded
             # Prepared here, in the thread that scores requests, not on the watcher's thread: the check
             # scoring beside a request's scoring on another thread deadlocked `fireman serve` in CI's
             # closed-loop test (every thread asleep on a lock, version 1 answering for good).
-            self._loaded = _loaded(prepare_for_requests(fresh))
-            log.info("%s", switch_message(fresh, previous.model if previous else None))
+            self._use(fresh)
         return self._loaded
+
+    def _use(self, model: ServingModel) -> None:
+        previous = self._loaded
+        prepared = prepare_for_requests(model)
+        self._loaded = Loaded(prepared, model_columns(prepared.feature_order))
+        log.info("%s", switch_message(model, previous.model if previous else None))
 
     def not_ready(self) -> str:
         mlflow = self.settings.mlflow
@@ -217,8 +214,7 @@ class Batcher:
             return
         matrices = [waiting.request.matrix for waiting in scored]
         matrix = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
-        if loaded.columns is not None:
-            matrix = matrix[:, loaded.columns]
+        matrix = loaded.columns.apply(matrix)
         predictions, probabilities = await asyncio.to_thread(model.score, matrix)
         start = 0
         for waiting in scored:

@@ -34,11 +34,10 @@ class InfluxWriter:
         self._jobs: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._next_seq = 0
-        self._durable_seq = 0
-        self._buffered = 0
+        # Every job up to this sequence number is written (or was dropped as unwritable).
+        self.durable_seq = 0
+        self.buffered_points = 0
         self._closing = False
-        self.failures = 0
-        self.dropped_points = 0
         self.down_since: float | None = None
         self._thread = threading.Thread(target=self._run, name="influx-writer", daemon=True)
         self._thread.start()
@@ -48,25 +47,16 @@ class InfluxWriter:
         with self._cond:
             self._next_seq += 1
             self._jobs.append(_Job(self._next_seq, lines))
-            self._buffered += len(lines)
+            self.buffered_points += len(lines)
             self._cond.notify_all()
             return self._next_seq
 
     def submit_points(self, points: list[Point]) -> int:
         return self.submit([line for line in map(to_line, points) if line is not None])
 
-    @property
-    def durable_seq(self) -> int:
-        """Every job up to this sequence number is written (or was dropped as unwritable)."""
-        return self._durable_seq
-
-    @property
-    def buffered_points(self) -> int:
-        return self._buffered
-
     def wait_durable(self, seq: int, timeout_s: float) -> bool:
         with self._cond:
-            return self._cond.wait_for(lambda: self._durable_seq >= seq, timeout=timeout_s)
+            return self._cond.wait_for(lambda: self.durable_seq >= seq, timeout=timeout_s)
 
     def close(self, timeout_s: float) -> bool:
         """Drain for up to ``timeout_s``; True if everything was written."""
@@ -103,19 +93,17 @@ class InfluxWriter:
                     continue
                 # A permanent rejection (e.g. a field type conflict): retrying cannot help, and the
                 # predictions are on Kafka anyway; stalling the scorer forever would be worse.
-                self.dropped_points += len(job.lines) - job.written
                 log.error("InfluxDB rejected %d points, dropping them: %s", len(job.lines) - job.written, exc)
             if self.down_since is not None:
                 log.info("InfluxDB is back after %.1f s", time.monotonic() - self.down_since)
                 self.down_since = None
             with self._cond:
                 self._jobs.popleft()
-                self._buffered -= len(job.lines)
-                self._durable_seq = job.seq
+                self.buffered_points -= len(job.lines)
+                self.durable_seq = job.seq
                 self._cond.notify_all()
 
     def _went_down(self, _error: BaseException) -> None:
-        self.failures += 1
         if self.down_since is None:
             self.down_since = time.monotonic()
 

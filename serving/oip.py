@@ -35,7 +35,6 @@ OUTPUTS: dict[str, tuple[str, str]] = {
     PROBABILITY_OUTPUT: ("FP64", "<f8"),
     PREDICTION_OUTPUT: ("INT64", "<i8"),
 }
-FP64 = "FP64"
 WIDTH = len(FEATURE_NAMES)
 FEATURE_COLUMN = {name: index for index, name in enumerate(FEATURE_NAMES)}
 BINARY_HEADER = "inference-header-content-length"
@@ -154,8 +153,8 @@ def _location(document: dict[str, Any], loc: Sequence[int | str]) -> str:
         tensor = tensors[loc[1]] if isinstance(tensors, list) and loc[1] < len(tensors) else None
         name = tensor.get("name") if isinstance(tensor, dict) else None
         if isinstance(name, str):
-            rest = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[2:]).lstrip(".")
-            return f"input {name!r} ({path.split('.', 1)[0]}){' ' + rest if rest else ''}"
+            head, _, rest = path.partition(".")
+            return f"input {name!r} ({head}){' ' + rest if rest else ''}"
     return path or "the request"
 
 
@@ -195,7 +194,7 @@ def _binary_chunks(inputs: list[_Input], binary: bytes, has_header: bool) -> lis
 
 
 def _check_datatype(tensor: _Input) -> None:
-    if tensor.datatype != FP64:
+    if tensor.datatype != "FP64":
         raise ProtocolError(400, f"input {tensor.name!r}: datatype {tensor.datatype!r}, expected 'FP64'")
 
 
@@ -344,10 +343,7 @@ def _outputs(request: _Request) -> tuple[tuple[str, bool], ...]:
 
 
 def encode_response(
-    request: InferRequest,
-    lineage: Lineage,
-    predictions: Sequence[int],
-    probabilities: Sequence[float],
+    request: InferRequest, lineage: Lineage, predictions: Sequence[int], probabilities: Sequence[float]
 ) -> tuple[bytes, dict[str, str]]:
     """The V2 response body, and its extra headers (the JSON header's length when tensors are binary)."""
     values: dict[str, Sequence[float] | Sequence[int]] = {

@@ -57,11 +57,7 @@ class ModelWatcher:
         observer: str = "the scorer",
         waiting: str = "waits without consuming",
         alias: str | None = None,
-        prepare: Callable[[ServingModel], ServingModel] | None = None,
     ) -> None:
-        # What the caller does to a checked version before using it (``fireman serve`` tunes it for
-        # requests of a few rows), here on the watcher's thread, never on the caller's hot path.
-        self._prepare = prepare
         # Who is watching, in the logs and in the production history (``seen by the scorer``), and what
         # it does while there is no production model yet.
         self.observer = observer
@@ -160,7 +156,7 @@ class ModelWatcher:
         )
         started = time.perf_counter()
         try:
-            model = self.registry.load(target)
+            return self.registry.load(target)
         except ModelRefused as exc:
             self._refused = target.version
             if not self.production:
@@ -192,7 +188,6 @@ class ModelWatcher:
                 )
             )
             return None
-        return self._prepare(model) if self._prepare is not None else model
 
     def start(self, current_version: str | None) -> None:
         self.current_version = current_version

@@ -90,7 +90,6 @@ class _Flight:
     records: int
     batch: DecodedBatch
     model: ServingModel
-    features: np.ndarray
     prediction: Future[tuple[list[int], list[float]]] | None
     shadow: ServingModel | None = None
     shadow_prediction: Future[tuple[list[int], list[float]]] | None = None
@@ -149,30 +148,15 @@ def scorer_metrics(scorer: Scorer) -> StatsCollector:
 
     def read() -> Snapshot:
         stats = scorer.stats
-        counters = {
-            name: float(getattr(stats, name))
-            for name in (
-                "polled",
-                "scored",
-                "poison",
-                "committed",
-                "batches",
-                "switches",
-                "rewinds",
-                "shadow_scored",
-                "shadow_failures",
-            )
-        }
+        # Every int of the stats is a counter (polled, scored, ..., shadow_failures).
+        counters = {name: float(value) for name, value in vars(stats).items() if isinstance(value, int)}
         consumer, writer = scorer._consumer, scorer._writer
         gauges = {
             "lag": consumer.last_lag if consumer is not None else None,
             "influx_buffered_points": writer.buffered_points if writer is not None else None,
         }
-        versions: dict[tuple[str, ...], float] = {}
-        if stats.model_version:
-            versions[(stats.model_version, "production")] = 1.0
-        if stats.shadow_version:
-            versions[(stats.shadow_version, "shadow")] = 1.0
+        roles = ((stats.model_version, "production"), (stats.shadow_version, "shadow"))
+        versions: dict[tuple[str, ...], float] = {(version, role): 1.0 for version, role in roles if version}
         labelled: dict[str, tuple[tuple[str, ...], Mapping[tuple[str, ...], float]]] = {
             "model": (("version", "role"), versions)
         }
@@ -186,19 +170,15 @@ def scorer_metrics(scorer: Scorer) -> StatsCollector:
         except RuntimeError:  # appended to while copied: skip this scrape's quantiles
             recent = np.empty(0)
         if len(recent):
-            quantiles = dict(zip(("0.5", "0.99"), np.percentile(recent, [50, 99]), strict=True))
-            labelled["latency_ms"] = (("quantile",), {(q,): float(v) for q, v in quantiles.items()})
+            quantiles = zip(("0.5", "0.99"), np.percentile(recent, [50, 99]), strict=True)
+            labelled["latency_ms"] = (("quantile",), {(q,): float(v) for q, v in quantiles})
         return Snapshot(counters=counters, gauges=gauges, labelled_gauges=labelled)
 
     return StatsCollector("scorer", SCORER_FAMILIES, read)
 
 
 class Scorer:
-    def __init__(
-        self,
-        settings: ScorerSettings,
-        registry: Registry | None = None,
-    ) -> None:
+    def __init__(self, settings: ScorerSettings, registry: Registry | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.stats = ScorerStats()
@@ -235,7 +215,7 @@ class Scorer:
         registry = self.registry or self.new_registry()
         self._prepare_database()
         writer = self._writer = InfluxWriter(settings.influxdb, settings.influx_chunk_points)
-        watcher = ModelWatcher(registry, settings.reload_interval_s, lambda p: self._emit(p))
+        watcher = ModelWatcher(registry, settings.reload_interval_s, self._emit)
         challengers = self._challenger_watcher(registry)
         try:
             model = watcher.wait_for_first(stop)
@@ -276,14 +256,13 @@ class Scorer:
             )
             return None
         return ModelWatcher(
-            registry, self.settings.reload_interval_s, lambda p: self._emit(p), alias=mlflow.challenger_alias
+            registry, self.settings.reload_interval_s, self._emit, alias=mlflow.challenger_alias
         )
 
     def _loop(self, stop: threading.Event, watcher: ModelWatcher, challengers: ModelWatcher | None) -> None:
         assert self._consumer is not None
         settings = self.settings
         timeout_s = settings.max_wait_ms / 1000
-        next_log = time.monotonic() + settings.log_interval_s
         logged_at, logged_scored, logged_batches = time.monotonic(), 0, 0
         while not stop.is_set():
             fresh = watcher.take_pending()
@@ -304,8 +283,8 @@ class Scorer:
             previous, self._in_flight = self._in_flight, flight
             if previous is not None:
                 self._finish(previous)
-            if time.monotonic() >= next_log:
-                now = time.monotonic()
+            now = time.monotonic()
+            if now >= logged_at + settings.log_interval_s:
                 stats = self.stats
                 batches = max(1, stats.batches - logged_batches)
                 log.info(
@@ -323,7 +302,6 @@ class Scorer:
                     " (paused: InfluxDB behind)" if self._consumer.paused else "",
                 )
                 logged_at, logged_scored, logged_batches = now, stats.scored, stats.batches
-                next_log = now + settings.log_interval_s
 
     def _start(self, records: list[Record]) -> _Flight:
         """Decode a polled batch, dead-letter its poison, and hand its matrix to the model thread."""
@@ -338,16 +316,15 @@ class Scorer:
         batch = decode_batch([r.value() for r in records], model.feature_order)  # type: ignore[misc]
         for index, reason in batch.poison:
             self._dead_letter(records[index], reason)
-        features = batch.matrix
-        flight = _Flight(first, following, len(records), batch, model, features, None)
+        flight = _Flight(first, following, len(records), batch, model, None)
         if len(batch):
-            flight.prediction = self._predictor.submit(model.score, features)
+            flight.prediction = self._predictor.submit(model.score, batch.matrix)
             shadow = self._shadow
             if shadow is not None:
                 # After production's score on the same thread: its predictions go to Kafka while the
                 # challenger scores.
                 flight.shadow = shadow.model
-                flight.shadow_prediction = self._predictor.submit(shadow.score, features)
+                flight.shadow_prediction = self._predictor.submit(shadow.score, batch.matrix)
         return flight
 
     def _finish(self, flight: _Flight) -> bool:
@@ -356,7 +333,6 @@ class Scorer:
         batch = flight.batch
         lines: list[str] = []
         latencies: list[int] = []
-        probabilities: list[float] = []
         try:
             if flight.prediction is not None:
                 predictions, probabilities = flight.prediction.result()
@@ -438,8 +414,7 @@ class Scorer:
                 reason,
                 f" ({held} more since the last report)" if held else "",
             )
-        value = record.value()
-        key = record.key()
+        value, key = record.value(), record.key()
         self._producer.produce(
             self.settings.kafka.topic_dlq,
             value.encode() if isinstance(value, str) else (value or b""),
@@ -580,8 +555,7 @@ class Scorer:
     def _shutdown(self, writer: InfluxWriter) -> None:
         drain = self.settings.drain_timeout_s
         try:
-            if self._in_flight is not None and self._consumer is not None:
-                self._drain_in_flight()
+            self._drain_in_flight()
             if self._predictor is not None:
                 self._predictor.shutdown(wait=True)
             if self._producer is not None:

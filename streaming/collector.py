@@ -37,7 +37,7 @@ from fireman.streaming.payloads import (
     parse_labels,
     parse_legacy,
 )
-from fireman.streaming.publisher import KafkaUnavailable, make_publisher
+from fireman.streaming.publisher import ConfluentPublisher, KafkaUnavailable
 from fireman.streaming.settings import CollectorSettings
 
 # The version (4) and RFC 4122 variant bits of a random UUID.
@@ -112,6 +112,10 @@ class CollectorMetrics:
             self.rejects.labels(reason).inc()
 
 
+# The request bodies' models go with the app's own, under components/schemas.
+SCHEMA_REF = "#/components/schemas/{model}"
+
+
 def _request_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
     content = {"application/json": {"schema": schema}}
     return {"requestBody": {"required": True, "description": description, "content": content}}
@@ -119,7 +123,7 @@ def _request_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def create_app(settings: CollectorSettings) -> FastAPI:
     """The collector app; its Kafka producer lives (and is flushed) with the app's lifespan."""
-    publisher = make_publisher(settings)
+    publisher = ConfluentPublisher(settings)
     clock = SensorClock()
     new_id = _uuid4_factory()
     token = settings.token.get_secret_value().encode() if settings.token else None
@@ -188,12 +192,8 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         await publish(topics.topic_measurements, records)
         return accepted(route, ids)
 
-    event_schema = TypeAdapter(EventBody | list[EventBody]).json_schema(
-        ref_template="#/components/schemas/{model}"
-    )
-    label_schema = TypeAdapter(LabelIn | list[LabelIn]).json_schema(
-        ref_template="#/components/schemas/{model}"
-    )
+    event_schema = TypeAdapter(EventBody | list[EventBody]).json_schema(ref_template=SCHEMA_REF)
+    label_schema = TypeAdapter(LabelIn | list[LabelIn]).json_schema(ref_template=SCHEMA_REF)
     components = {**event_schema.pop("$defs", {}), **label_schema.pop("$defs", {})}
 
     @app.post(

@@ -109,8 +109,7 @@ def iter_rows(frame: pd.DataFrame, settings: GeneratorSettings) -> Iterator[Sens
         )
         values = masked[list(FEATURE_NAMES)].to_numpy(dtype="float64")
         labels = masked[LABEL_COLUMN].to_numpy()
-        drifted: np.ndarray | None = None
-        drifted_labels = labels
+        drifted, drifted_labels = values, labels
         if settings.drift_after is not None and settings.drift_after < index + len(frame):
             shifted = apply_drift(
                 masked,
@@ -125,10 +124,8 @@ def iter_rows(frame: pd.DataFrame, settings: GeneratorSettings) -> Iterator[Sens
         for position in range(len(frame)):
             if settings.limit is not None and index >= settings.limit:
                 return
-            use_drift = (
-                drifted is not None and settings.drift_after is not None and index >= settings.drift_after
-            )
-            row = drifted[position] if use_drift and drifted is not None else values[position]
+            use_drift = settings.drift_after is not None and index >= settings.drift_after
+            row = drifted[position] if use_drift else values[position]
             yield SensorRow(
                 index=index,
                 sensor_id=f"sensor-{index % settings.sensors + 1}",
@@ -276,11 +273,10 @@ class Generator:
             try:
                 response = self.client.post(path, content=body, headers=headers)
                 status = response.status_code
+                if status >= 400:
+                    self.stats.last_error = f"{status}: {response.text[:200]}"
                 if status != 503:
-                    if status >= 400:
-                        self.stats.last_error = f"{status}: {response.text[:200]}"
                     return status
-                self.stats.last_error = f"503: {response.text[:200]}"
             except httpx.TransportError as exc:
                 status = None
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"

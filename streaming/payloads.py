@@ -54,10 +54,6 @@ class PayloadError(Exception):
         return {"detail": self.message, "errors": self.errors}
 
 
-def is_array(body: bytes) -> bool:
-    return body.lstrip()[:1] == b"["
-
-
 def parse_events(body: bytes, max_batch: int) -> list[EventBody]:
     return _parse(body, EVENT_ONE, EVENT_MANY, max_batch, "event")
 
@@ -78,7 +74,7 @@ def parse_legacy(body: bytes) -> dict[str, float]:
 def _parse(
     body: bytes, one: TypeAdapter[Any], many: TypeAdapter[Any], max_batch: int, noun: str
 ) -> list[Any]:
-    batch = is_array(body)
+    batch = body.lstrip()[:1] == b"["
     try:
         items = many.validate_json(body) if batch else [one.validate_json(body)]
     except ValidationError as exc:

@@ -38,10 +38,6 @@ class KafkaUnavailable(Exception):
     """Kafka did not acknowledge (or is known to be down): the request gets 503."""
 
 
-def make_publisher(settings: CollectorSettings) -> ConfluentPublisher:
-    return ConfluentPublisher(settings)
-
-
 class _Request:
     """One POST's records in flight: delivery reports count down on the poller thread."""
 
@@ -65,6 +61,16 @@ def _settle(requests: list[_Request]) -> None:
             request.future.set_exception(KafkaUnavailable(f"Kafka did not acknowledge: {request.error}"))
 
 
+def _servable(topic: Any) -> bool:
+    """A topic in the metadata with partitions, every one of them led."""
+    return (
+        topic is not None
+        and topic.error is None
+        and bool(topic.partitions)
+        and all(p.leader >= 0 for p in topic.partitions.values())
+    )
+
+
 class ConfluentPublisher:
     """librdkafka producer; ``ready`` is true while the broker answers with the topics' metadata."""
 
@@ -73,7 +79,7 @@ class ConfluentPublisher:
         self.topics = [settings.kafka.topic_measurements, settings.kafka.topic_labels]
         self._producer = self._make_producer()
         self._fatal: KafkaError | None = None
-        self._ready = False
+        self.ready = False
         # Set by the readiness check when the producer should be replaced though nothing was fatal.
         self._stale = False
         self._down_since = time.monotonic()
@@ -83,10 +89,6 @@ class ConfluentPublisher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
-
-    @property
-    def ready(self) -> bool:
-        return self._ready
 
     def start(self) -> None:
         self._check()
@@ -108,7 +110,7 @@ class ConfluentPublisher:
     async def publish(self, topic: str, records: Sequence[Record]) -> None:
         """Return once Kafka has acknowledged every record; raise KafkaUnavailable otherwise."""
         producer = self._producer
-        if not self._ready:
+        if not self.ready:
             raise KafkaUnavailable("Kafka is not reachable; nothing was accepted, retry later")
         if len(producer) + len(records) > QUEUE_MAX_MESSAGES:
             raise KafkaUnavailable("the collector's Kafka queue is full; nothing was accepted, retry later")
@@ -188,7 +190,7 @@ class ConfluentPublisher:
         self._wake.set()
 
     def _suspect(self) -> None:
-        self._ready = False
+        self.ready = False
         self._wake.set()
 
     def _watch(self) -> None:
@@ -210,18 +212,10 @@ class ConfluentPublisher:
                 log.debug("Kafka metadata request failed: %s", exc)
                 reachable = False
             else:
-                for name in self.topics:
-                    topic = metadata.topics.get(name)
-                    if (
-                        topic is None
-                        or topic.error is not None
-                        or not topic.partitions
-                        or any(p.leader < 0 for p in topic.partitions.values())
-                    ):
-                        reachable = False
-        if reachable and not self._ready:
+                reachable = all(_servable(metadata.topics.get(name)) for name in self.topics)
+        if reachable and not self.ready:
             log.info("Kafka at %s is reachable", kafka.bootstrap_servers)
-        elif self._ready and not reachable:
+        elif self.ready and not reachable:
             log.warning("Kafka at %s is DOWN: writes get 503 until it is back", kafka.bootstrap_servers)
             self._down_since = time.monotonic()
         elif not reachable and time.monotonic() - self._down_since > self._replace_after_s:
@@ -231,7 +225,7 @@ class ConfluentPublisher:
             log.warning("Kafka still unreachable: starting a fresh producer")
             self._down_since = time.monotonic()
             self._stale = True
-        self._ready = reachable
+        self.ready = reachable
 
     def _on_error(self, error: KafkaError) -> None:
         # On the poller thread. Transport errors are retried by librdkafka and seen by the readiness
@@ -239,7 +233,7 @@ class ConfluentPublisher:
         if error.fatal():
             log.error("fatal Kafka producer error, replacing the producer: %s", error)
             self._fatal = error
-            self._ready = False
+            self.ready = False
         else:
             log.debug("Kafka producer: %s", error)
 

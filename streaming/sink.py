@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fireman.common.dead_letter import dead_letter_headers
 from fireman.common.events import decode_event, decode_label
@@ -46,17 +46,6 @@ class _Item:
     message: Record
     point: Point | None = None
     error: str | None = None
-
-
-@dataclass
-class _Batch:
-    items: list[_Item] = field(default_factory=list)
-
-    def points(self) -> list[_Item]:
-        return [item for item in self.items if item.point is not None]
-
-    def dead(self) -> list[_Item]:
-        return [item for item in self.items if item.error is not None]
 
 
 def event_point(value: bytes, measurement: str) -> Point:
@@ -122,36 +111,33 @@ class Sink:
             return 0
         self.stats.consumed += len(messages)
         self.stats.batches += 1
-        batch = self._convert(messages)
-        if not self._write(batch, stop):
+        items = [self._convert(message) for message in messages]
+        if not self._write(items, stop):
             # Stopping while InfluxDB is still down: leave the offsets uncommitted so the group
             # hands these messages out again; rewind so a later poll in this process would too.
             self._rewind(messages)
             return len(messages)
-        self._dead_letter(batch.dead())
+        self._dead_letter([item for item in items if item.error is not None])
         self._commit(messages)
         if self.on_batch is not None:
             self.on_batch(self.stats)
         return len(messages)
 
-    def _convert(self, messages: list[Record]) -> _Batch:
-        batch = _Batch()
-        for message in messages:
-            item = _Item(message)
-            convert = self._converters.get(message.topic() or "")
-            value = message.value()
-            try:
-                if convert is None:
-                    raise ValueError(f"no conversion for topic {message.topic()!r}")
-                if value is None:
-                    raise ValueError("empty message")
-                item.point = convert(value.encode() if isinstance(value, str) else value)
-            except ValueError as exc:
-                item.error = str(exc)
-            batch.items.append(item)
-        return batch
+    def _convert(self, message: Record) -> _Item:
+        item = _Item(message)
+        convert = self._converters.get(message.topic() or "")
+        value = message.value()
+        try:
+            if convert is None:
+                raise ValueError(f"no conversion for topic {message.topic()!r}")
+            if value is None:
+                raise ValueError("empty message")
+            item.point = convert(value.encode() if isinstance(value, str) else value)
+        except ValueError as exc:
+            item.error = str(exc)
+        return item
 
-    def _write(self, batch: _Batch, stop: threading.Event) -> bool:
+    def _write(self, items: list[_Item], stop: threading.Event) -> bool:
         """Write the batch's points, waiting out InfluxDB outages; False only when told to stop first."""
         give_up_at: list[float] = []
 
@@ -175,11 +161,11 @@ class Sink:
         try:
             for attempt in retrying:
                 with attempt:
-                    self._write_isolating(batch.points())
+                    self._write_isolating([item for item in items if item.point is not None])
             return True
         except InfluxUnavailable:
             self.stats.write_failures += 1
-            log.warning("stopping with %d messages unwritten; they stay uncommitted", len(batch.items))
+            log.warning("stopping with %d messages unwritten; they stay uncommitted", len(items))
             return False
         finally:
             self.consumer.resume()
