@@ -148,8 +148,20 @@ def scorer_metrics(scorer: Scorer) -> StatsCollector:
 
     def read() -> Snapshot:
         stats = scorer.stats
-        # Every int of the stats is a counter (polled, scored, ..., shadow_failures).
-        counters = {name: float(value) for name, value in vars(stats).items() if isinstance(value, int)}
+        counters = {
+            name: float(getattr(stats, name))
+            for name in (
+                "polled",
+                "scored",
+                "poison",
+                "committed",
+                "batches",
+                "switches",
+                "rewinds",
+                "shadow_scored",
+                "shadow_failures",
+            )
+        }
         consumer, writer = scorer._consumer, scorer._writer
         gauges = {
             "lag": consumer.last_lag if consumer is not None else None,
