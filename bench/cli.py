@@ -42,6 +42,16 @@ def row_counts(text: str, option: str) -> list[int]:
     return counts
 
 
+def _quiet_logging() -> None:
+    """Warnings only, and no librdkafka connection chatter, over a long run's progress output."""
+    import logging
+
+    from fireman.common.runtime import configure_logging
+
+    configure_logging("WARNING")
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+
+
 def register(app: typer.Typer) -> None:
     """Add the `fireman bench` group to the `fireman` app."""
     bench_app = typer.Typer(
@@ -202,13 +212,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The full pipeline at a fixed rate: RSS of every process, consumer lag, end-to-end latency."""
         require_services("kafka", "influxdb", "mlflow")
-        import logging
-
         from fireman.bench.soak import SoakOptions, run_soak
-        from fireman.common.runtime import configure_logging
 
-        configure_logging("WARNING")
-        logging.getLogger("kafka").setLevel(logging.ERROR)
+        _quiet_logging()
         result = run_soak(
             SoakOptions(minutes=minutes, rate=rate, batch=batch, sample_s=sample_seconds, monitor=monitor)
         )
@@ -235,11 +241,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run every bench (collector to soak), build the capacity model; write the report."""
         require_services("kafka", "influxdb", "mlflow")
-        import logging
-
         from fireman.bench.report import ReportOptions, run_report
-        from fireman.common.runtime import configure_logging
 
-        configure_logging("WARNING")
-        logging.getLogger("kafka").setLevel(logging.ERROR)
+        _quiet_logging()
         run_report(ReportOptions(output=output, soak_minutes=soak_minutes, quick=quick))

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import ast
 import inspect
+from typing import TYPE_CHECKING
 
 import orjson
 
 from fireman.common import measurements as contract
 from fireman.common.schema import FEATURE_NAMES
+
+if TYPE_CHECKING:
+    from fireman.monitoring.drift import FeatureDrift, WindowDrift
 
 
 def parse_line(line: str) -> tuple[str, set[str], set[str]]:
@@ -69,23 +73,13 @@ def test_measurements_match_the_sink() -> None:
 
 def test_drift_and_performance_match_the_monitor() -> None:
     from fireman.common.confusion import Confusion
-    from fireman.monitoring.drift import FeatureDrift, WindowDrift
+    from fireman.monitoring.drift import FeatureDrift
     from fireman.monitoring.points import drift_points, performance_point, untested_point
     from fireman.monitoring.windows import Window, WindowKey
 
     key = WindowKey("m", "2", 1_700_000_000_000_000_000)
-    drift = WindowDrift(
-        window_size=100,
-        missing_share=0.2,
-        tested_features=2,
-        drifted_features=1,
-        share_drifted_features=0.5,
-        dataset_drift=True,
-        prediction_drift_score=0.1,
-        features=[
-            FeatureDrift("Cont_1", 0.1, 0.01, True, "ks"),
-            FeatureDrift("Cont_2", 0.3, 0.6, False, "ks"),
-        ],
+    drift = _window_drift(
+        [FeatureDrift("Cont_1", 0.1, 0.01, True, "ks"), FeatureDrift("Cont_2", 0.3, 0.6, False, "ks")]
     )
     points = drift_points(key, drift, events=2500, windows=3)
     assert {p.measurement for p in points} == {contract.DRIFT.name}
@@ -153,20 +147,10 @@ def test_live_comparison_points_match_the_monitor() -> None:
 
 def test_alerts_of_both_kinds_match_the_contract() -> None:
     from fireman.monitoring.alerts import Shortfall, Streak, drift_alert_point, performance_alert_point
-    from fireman.monitoring.drift import WindowDrift
     from fireman.monitoring.windows import WindowKey
 
     key = WindowKey("m", "2", 1_700_000_000_000_000_000)
-    drift = WindowDrift(
-        window_size=100,
-        missing_share=0.2,
-        tested_features=2,
-        drifted_features=1,
-        share_drifted_features=0.5,
-        dataset_drift=True,
-        prediction_drift_score=0.1,
-        features=[],
-    )
+    drift = _window_drift([])
     run = Streak(2, key.start_ns - 1)
     points = [
         drift_alert_point(key, drift, 0.5, run, 2),
@@ -175,3 +159,19 @@ def test_alerts_of_both_kinds_match_the_contract() -> None:
     assert {p.tags["kind"] for p in points} == {contract.ALERT_DRIFT, contract.ALERT_PERFORMANCE}
     assert all(set(p.tags) == contract.ALERTS.tags for p in points)
     assert set().union(*(p.fields for p in points)) == contract.ALERTS.fields
+
+
+def _window_drift(features: list[FeatureDrift]) -> WindowDrift:
+    """A drifting window (half its two tested features) with the given per-feature results."""
+    from fireman.monitoring.drift import WindowDrift
+
+    return WindowDrift(
+        window_size=100,
+        missing_share=0.2,
+        tested_features=2,
+        drifted_features=1,
+        share_drifted_features=0.5,
+        dataset_drift=True,
+        prediction_drift_score=0.1,
+        features=features,
+    )
