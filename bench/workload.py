@@ -69,10 +69,12 @@ def cpu_s(processes: Sequence[psutil.Process]) -> float:
 
 
 @contextmanager
-def in_thread(run: Callable[[threading.Event], object], join_s: float) -> Iterator[threading.Thread]:
+def in_thread(
+    run: Callable[[threading.Event], object], join_s: float, name: str | None = None
+) -> Iterator[threading.Thread]:
     """``run(stop)`` in a daemon thread for the block; then ``stop`` is set and the thread joined."""
     stop = threading.Event()
-    thread = threading.Thread(target=run, args=(stop,), daemon=True)
+    thread = threading.Thread(target=run, args=(stop,), name=name, daemon=True)
     thread.start()
     try:
         yield thread

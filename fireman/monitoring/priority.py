@@ -48,12 +48,13 @@ class GiveWay:
         self.group = group
         self.yield_lag = yield_lag
         self.yield_share = yield_share
-        self.behind = False
-        self._yielded_s = 0.0
+        # (seconds given way in spells that ended, start of the current spell or None), replaced as one
+        # tuple: the metrics thread reads it while the reading thread changes it, and a counter read
+        # halfway through a change could go backwards.
+        self._spells: tuple[float, float | None] = (0.0, None)
         self._measure: Callable[[], ConsumerLag] | None = None
         self._clock = clock
         self._next_check = clock()
-        self._since = 0.0
         self._failing = False
 
     def watch(self, measure: Callable[[], ConsumerLag]) -> None:
@@ -80,19 +81,26 @@ class GiveWay:
         return behind
 
     @property
+    def behind(self) -> bool:
+        """Whether the monitor gives way now (the scorer was behind at the last check)."""
+        return self._spells[1] is not None
+
+    @property
     def yielded_s(self) -> float:
-        """Time spent giving way so far, for the progress log."""
-        return self._yielded_s + (self._clock() - self._since if self.behind else 0.0)
+        """Time spent giving way so far, for the progress log and ``gave_way_seconds``."""
+        ended, since = self._spells
+        return ended + (self._clock() - since if since is not None else 0.0)
 
     def share(self, budget: float) -> float:
         """The share of a core a thread whose own budget is ``budget`` keeps to now."""
         return min(budget, self.yield_share) if self.behind else budget
 
     def _set(self, behind: bool, now: float, lag: int) -> None:
-        if behind == self.behind:
+        ended, since = self._spells
+        if behind == (since is not None):
             return
-        if behind:
-            self._since = now
+        if since is None:
+            self._spells = (ended, now)
             log.info(
                 "scorer group %s is %d events behind: the monitor gives way, at %.0f%% of a core per "
                 "thread, until it catches up",
@@ -101,10 +109,9 @@ class GiveWay:
                 100 * self.yield_share,
             )
         else:
-            self._yielded_s += now - self._since
+            self._spells = (ended + now - since, None)
             log.info(
                 "scorer group %s caught up after %.0f s: the monitor reads at its own budgets",
                 self.group,
-                now - self._since,
+                now - since,
             )
-        self.behind = behind

@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from fireman.bench.workload import in_thread
+
 
 @contextmanager
 def on_thread(target: Callable[[threading.Event], object], name: str, join_s: float = 60) -> Iterator[None]:
@@ -19,23 +21,17 @@ def on_thread(target: Callable[[threading.Event], object], name: str, join_s: fl
     On exit ``stop`` is set and the thread joined; then, unless the body raised, it is checked to have
     stopped within ``join_s`` and not to have raised.
     """
-    stop = threading.Event()
     errors: list[BaseException] = []
 
-    def body() -> None:
+    def body(stop: threading.Event) -> None:
         try:
             target(stop)
         except BaseException as exc:
             errors.append(exc)
             raise
 
-    thread = threading.Thread(target=body, name=name, daemon=True)
-    thread.start()
-    try:
+    with in_thread(body, join_s, name) as thread:
         yield
-    finally:
-        stop.set()
-        thread.join(timeout=join_s)
     assert not thread.is_alive(), f"the {name} did not stop"
     assert not errors, f"the {name} crashed: {errors[0]!r}"
 
