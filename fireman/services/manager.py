@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,16 @@ from fireman.services.influxdb import InfluxService
 from fireman.services.kafka import KafkaService, kafka_nodes
 from fireman.services.mlflow_server import MlflowService
 from fireman.services.postgres import PostgresService
-from fireman.services.process import PidRecord, ServiceError, port_owner, spawn, tail, terminate, wait_until
+from fireman.services.process import (
+    PidRecord,
+    ServiceError,
+    exclusive,
+    port_owner,
+    spawn,
+    tail,
+    terminate,
+    wait_until,
+)
 
 SERVER_TYPES: tuple[type[LocalService], ...] = (
     PostgresService,
@@ -96,20 +106,28 @@ class ServiceManager:
         """Start ``names``, each after the services it needs (``LocalService.needs``); the peers of a
         cluster are all launched before any is awaited."""
         states = []
-        for group in self._peer_groups(self.with_needs(names)):
-            started = time.monotonic()
-            launched = [(self.services[name], self._launch(self.services[name])) for name in group]
-            for service, (_, record) in launched:
-                if record is not None:
-                    self._await_health(service, record)
-            # What after_start creates (a cluster's topics) belongs to the group: once, when all are up.
-            launched[-1][0].after_start()
-            took = time.monotonic() - started
-            for service, (reused, _) in launched:
-                what = "already running" if reused else f"started in {took:.1f}s"
-                on_progress(f"{service.name}: {what} at {service.describe()}")
-                states.append(self.state(service.name))
+        with self._exclusive(on_progress):
+            for group in self._peer_groups(self.with_needs(names)):
+                started = time.monotonic()
+                launched = [(self.services[name], self._launch(self.services[name])) for name in group]
+                for service, (_, record) in launched:
+                    if record is not None:
+                        self._await_health(service, record)
+                # What after_start creates (a cluster's topics) belongs to the group: once, when all are up.
+                launched[-1][0].after_start()
+                took = time.monotonic() - started
+                for service, (reused, _) in launched:
+                    what = "already running" if reused else f"started in {took:.1f}s"
+                    on_progress(f"{service.name}: {what} at {service.describe()}")
+                    states.append(self.state(service.name))
         return states
+
+    def _exclusive(self, on_progress: Progress) -> AbstractContextManager[None]:
+        """One start or stop at a time per state dir, across processes (``fireman up`` and a test
+        session, say)."""
+        # As long as the other holder may need to start or stop everything there is.
+        timeout_s = sum(s.start_timeout_s() + self.settings.stop_timeout_s for s in self.services.values())
+        return exclusive(self.settings.state.root / "services.lock", timeout_s, on_progress)
 
     def with_needs(self, names: Iterable[str]) -> list[str]:
         ordered: list[str] = []
@@ -170,6 +188,7 @@ class ServiceManager:
         else:
             reason = f"did not become healthy within {timeout_s:.0f}s"
             terminate(record, self.settings.stop_timeout_s, service.stop_signal)
+        record.forget(service.pid_path)
         raise ServiceError(
             f"{service.name} {reason}. Last lines of {service.log_path}:\n{tail(service.log_path)}"
         )
@@ -177,20 +196,26 @@ class ServiceManager:
     def stop(self, names: Iterable[str], on_progress: Progress = print) -> None:
         # Stop in reverse start order so clients go before the servers they use. The nodes of a cluster
         # stop together: the last one left alone would wait for a quorum that is gone.
-        for group in reversed(self._peer_groups(self.with_peers(names))):
-            with ThreadPoolExecutor(len(group)) as pool:
-                outcomes = list(pool.map(self._stop_one, reversed(group)))
-            for outcome in outcomes:
-                on_progress(outcome)
+        with self._exclusive(on_progress):
+            for group in reversed(self._peer_groups(self.with_peers(names))):
+                with ThreadPoolExecutor(len(group)) as pool:
+                    outcomes = list(pool.map(self._stop_one, reversed(group)))
+                for outcome in outcomes:
+                    on_progress(outcome)
 
     def _stop_one(self, name: str) -> str:
         service = self.services[name]
         record = PidRecord.read(service.pid_path)
-        if record is None:
-            return f"{name}: not started by fireman"
-        was_running = terminate(record, self.settings.stop_timeout_s, service.stop_signal)
+        stopped = record is not None and terminate(record, self.settings.stop_timeout_s, service.stop_signal)
         service.pid_path.unlink(missing_ok=True)
-        return f"{name}: {'stopped' if was_running else 'was not running'}"
+        if stopped:
+            return f"{name}: stopped"
+        outcome = f"{name}: {'not started by fireman' if record is None else 'was not running'}"
+        # Say who holds the port, or a user believes the server is stopped while it still answers.
+        held = [
+            f"port {port} is in use by {owner}" for port in service.ports() if (owner := port_owner(port))
+        ]
+        return f"{outcome} ({'; '.join(held)}, not a process this state dir started)" if held else outcome
 
     def state(self, name: str) -> ServiceState:
         service = self.services[name]

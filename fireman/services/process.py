@@ -8,13 +8,14 @@ pid is never killed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +43,17 @@ class PidRecord:
             return None
 
     def write(self, path: Path) -> None:
-        path.write_text(
+        # Whole or not at all: a reader (status, stop) must never see half a record.
+        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        partial.write_text(
             json.dumps({"pid": self.pid, "create_time": self.create_time, "command": self.command})
         )
+        partial.replace(path)
+
+    def forget(self, path: Path) -> None:
+        """Remove ``path`` if it still records this process."""
+        if PidRecord.read(path) == self:
+            path.unlink(missing_ok=True)
 
     def process(self) -> psutil.Process | None:
         """The recorded process if it is still the one we started, else None."""
@@ -73,6 +82,39 @@ def port_owner(port: int, host: str = "127.0.0.1") -> str | None:
     except psutil.Error:
         pass
     return "unknown process"
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path, timeout_s: float, on_wait: Callable[[str], object]) -> Iterator[None]:
+    """Hold ``lock_path``'s lock, waiting up to ``timeout_s`` for another holder to finish.
+
+    Two starts on one state dir would otherwise both find the ports free and both spawn; the loser
+    exits on a taken port, and its pid file replaces the winner's, leaving a server no stop can find.
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a+") as handle:
+
+        def take() -> bool:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        if not take():
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            on_wait(f"waiting for another fireman start or stop in {lock_path.parent} (pid {holder})")
+            if not wait_until(take, timeout_s, interval_s=0.2):
+                raise ServiceError(
+                    f"another fireman start or stop in {lock_path.parent} (pid {holder}) still runs after "
+                    f"{timeout_s:.0f}s; wait for it, or stop it"
+                )
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float, interval_s: float = 0.2) -> bool:

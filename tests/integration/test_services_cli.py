@@ -8,14 +8,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
 import pytest
 
-from fireman.services.process import PidRecord, wait_until
-from tests.conftest import free_port, share_kafka_jars
+from fireman.common.settings import KafkaSettings, ServicesSettings
+from fireman.services.manager import ServiceManager
+from fireman.services.process import PidRecord, port_owner, wait_until
+from tests.conftest import REPO_ROOT, free_port, share_kafka_jars
 
 FIREMAN = str(Path(sys.executable).with_name("fireman"))
 
@@ -87,6 +91,60 @@ def test_start_status_kill_and_stop(tmp_path: Path) -> None:
     assert "mlflow: stopped" in stopped.stdout
     assert wait_until(lambda: not processes_under(home), timeout_s=15), processes_under(home)
     assert run(env, "status").returncode == 1
+
+
+def test_starts_at_once_share_one_server_that_stop_stops(tmp_path: Path) -> None:
+    """``fireman up`` in one terminal and a test session in another start one state dir at once.
+
+    Threads released together by a barrier (each manager locks through its own file handle, as
+    separate processes do) reach the port check together; Kafka, seconds from spawn to listening,
+    leaves every one of them time to find the port free.
+    """
+    settings = ServicesSettings(
+        state={"home": tmp_path}, kafka=KafkaSettings(port=free_port(), controller_port=free_port())
+    )
+    share_kafka_jars(tmp_path)
+    said: list[str] = []
+    together = threading.Barrier(3)
+
+    def start() -> None:
+        manager = ServiceManager(settings, REPO_ROOT)
+        together.wait()
+        manager.start(["kafka"], on_progress=said.append)
+
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            for started in [pool.submit(start) for _ in range(3)]:
+                started.result(timeout=180)
+        outcomes = sorted(
+            line.split(" at ")[0].split(" in ")[0] for line in said if line.startswith("kafka:")
+        )
+        assert outcomes == ["kafka: already running"] * 2 + ["kafka: started"], said
+
+        record = PidRecord.read(tmp_path / "kafka" / "kafka.pid")
+        assert record is not None and record.process() is not None
+        assert port_owner(settings.kafka.port) == f"pid {record.pid} (java)"
+
+        stopped: list[str] = []
+        ServiceManager(settings, REPO_ROOT).stop(["kafka"], on_progress=stopped.append)
+        assert stopped == ["kafka: stopped"]
+        assert port_owner(settings.kafka.port) is None
+    finally:
+        # Without the lock, the server a lost pid file hides would outlive the test.
+        for proc in processes_under(tmp_path):
+            proc.kill()
+
+
+def test_stop_names_a_server_it_did_not_start(tmp_path: Path) -> None:
+    env = private_env(tmp_path)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(env["FIREMAN_INFLUXDB_PORT"])))
+        squatter.listen()
+        stopped = run(env, "stop", "--only", "influxdb")
+    assert stopped.returncode == 0, stopped.stderr
+    port = env["FIREMAN_INFLUXDB_PORT"]
+    message = " ".join(stopped.stdout.split())
+    assert f"influxdb: not started by fireman (port {port} is in use by pid {os.getpid()}" in message
 
 
 def test_unknown_service_name_exits_2(tmp_path: Path) -> None:
