@@ -105,7 +105,19 @@ class ModelWatcher:
         self._missing_logged = False
         if self.production:
             self._observe(target.version)
-        if target.version in (self.current_version, self._refused):
+        with self._lock:  # against take_pending, which moves the pending version into use
+            pending = self._pending.version if self._pending is not None else None
+            if target.version == self.current_version and pending is not None:
+                # The alias moved and came back before anyone took the version it moved to: taking
+                # that one now would serve a version the alias no longer names.
+                log.info(
+                    "alias %r is back at version %s: version %s, loaded but never used, is dropped",
+                    self.alias,
+                    target.version,
+                    pending,
+                )
+                self._pending = None
+        if target.version in (self.current_version, pending, self._refused):
             return None
         model = self._load(target)
         if model is None and not self.production:
@@ -195,14 +207,21 @@ class ModelWatcher:
         self._thread.start()
 
     def _run(self) -> None:
+        # Polls on while a loaded version waits to be taken (fireman serve takes it at the next
+        # request, which may be minutes away): the version taken is the one the alias names now.
         while not self._halt.wait(self.interval_s):
-            with self._lock:
-                if self._pending is not None:
-                    continue  # the scorer has not taken the last one yet
             model = self.check()
-            if model is not None:
-                with self._lock:
-                    self._pending = model
+            if model is None:
+                continue
+            with self._lock:
+                stale, self._pending = self._pending, model
+            if stale is not None:
+                log.info(
+                    "version %s replaces version %s (alias %r), which was loaded but never used",
+                    model.version,
+                    stale.version,
+                    self.alias,
+                )
 
     def take_pending(self) -> ServingModel | None:
         with self._lock:

@@ -3,11 +3,12 @@
 One server (default settings but its port and model name) serves most of the module from a model
 registered for it; its answers are compared with the same version loaded directly through
 ``fireman.common.model``. Triton's own HTTP client talks to a real `fireman serve` process. The
-reload test has a server of its own, polling the alias every half second.
+reload tests have a server of their own each, polling the alias every half second.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -402,3 +403,44 @@ def test_not_ready_until_promoted_then_moving_the_alias_switches_versions_live(
     for answer in answers:
         got = {output["name"]: output["data"] for output in answer["outputs"]}["probability"]
         assert got == pytest.approx(expected[answer["model_version"]], abs=1e-12)
+
+
+def test_moving_the_alias_while_serve_is_idle_answers_with_where_it_points_now(
+    mlflow_names: MlflowSettings, dataset_settings: DatasetSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No request while the alias moves twice: the first one after is answered by the version the alias
+    names then, not by one it named on the way (loaded meanwhile, waiting for a request to take it)."""
+    frame = spambase_rows(dataset_settings, 20, missing_rate=0.2)[list(FEATURE_NAMES)]
+    first, second, third = (
+        register_model(mlflow_names, fit_pipeline(dataset_settings, seed=seed), frame, promote=False)
+        for seed in (1, 2, 3)
+    )
+    set_production(mlflow_names, first)
+    body = infer_body(frame.to_numpy(np.float64))
+    path = f"/v2/models/{mlflow_names.model_name}/infer"
+    settings = ServeSettings(port=free_port(), mlflow=mlflow_names, reload_interval_s=0.5)
+
+    def logged(text: str) -> int:
+        return sum(text in record.getMessage() for record in caplog.records)
+
+    with (
+        caplog.at_level(logging.INFO, logger="fireman.serving.reload"),
+        serving(settings) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        assert wait_for(lambda: client.get("/v2/health/ready").status_code == 200, 120)
+        assert client.post(path, content=body).json()["model_version"] == first
+
+        # On to a new version while the one moved to on the way waits: the newer one replaces it.
+        set_production(mlflow_names, second)
+        assert wait_for(lambda: logged(f"version {second} (run") == 1, 60), caplog.text
+        set_production(mlflow_names, third)
+        assert wait_for(lambda: logged(f"version {third} replaces version {second}") == 1, 60), caplog.text
+        assert client.post(path, content=body).json()["model_version"] == third
+
+        # Away and back to the version in use: the one moved to on the way is dropped.
+        set_production(mlflow_names, second)
+        assert wait_for(lambda: logged(f"version {second} (run") == 2, 60), caplog.text
+        set_production(mlflow_names, third)
+        assert wait_for(lambda: logged(f"is back at version {third}: version {second}") == 1, 60), caplog.text
+        assert client.post(path, content=body).json()["model_version"] == third
