@@ -39,6 +39,7 @@ WIDTH = len(FEATURE_NAMES)
 FEATURE_COLUMN = {name: index for index, name in enumerate(FEATURE_NAMES)}
 BINARY_HEADER = "inference-header-content-length"
 NUMBER_TYPES = frozenset({float, int, type(None)})
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class ProtocolError(Exception):
@@ -312,12 +313,16 @@ def _where(tensor: _Input, index: int) -> str:
 
 
 def _check_finite(values: np.ndarray, name: str, where: Any) -> None:
-    infinite = np.isinf(values)
-    if infinite.any():
-        position = np.argwhere(infinite)[0]
+    # Beyond float32's range counts as infinite: sklearn's trees compare in float32, and refuse the
+    # whole model call (every request merged into it) on a value that overflows there.
+    out_of_range = np.abs(values) > FLOAT32_MAX
+    if out_of_range.any():
+        position = np.argwhere(out_of_range)[0]
         row, column = (int(position[0]), int(position[1])) if values.ndim == 2 else (int(position[0]), 0)
         raise ProtocolError(
-            400, f"input {name!r}, {where(row, column)}: {values[tuple(position)]} is not a finite number"
+            400,
+            f"input {name!r}, {where(row, column)}: {values[tuple(position)]} is not a finite number "
+            f"within ±{FLOAT32_MAX:.7g} (the largest float32)",
         )
 
 

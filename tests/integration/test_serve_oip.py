@@ -236,6 +236,28 @@ BAD_REQUESTS: list[tuple[str, Any, int, str]] = [
         "input 'features', row 0, Cont_1: inf is not a finite number",
     ),
     (
+        "beyond float32",
+        {"inputs": [tensor(shape=[2, 57], data=[0.5] * 60 + [1e308] + [0.5] * 53)]},
+        400,
+        "input 'features', row 1, Cont_4: 1e+308 is not a finite number within",
+    ),
+    (
+        "beyond float32, one input per feature",
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "datatype": "FP64",
+                    "shape": [1],
+                    "data": [-1e300 if name == "Cont_9" else 0.5],
+                }
+                for name in FEATURE_NAMES
+            ]
+        },
+        400,
+        "input 'Cont_9', row 0: -1e+300 is not a finite number within",
+    ),
+    (
         "unknown feature",
         {"inputs": [{"name": "Cont_99", "datatype": "FP64", "shape": [1], "data": [1.0]}]},
         400,
