@@ -98,6 +98,12 @@ def parse_request(body: bytes, header_length: str | None, max_rows: int) -> Infe
     chunks = _binary_chunks(request.inputs, binary, header_length is not None)
     names = [tensor.name for tensor in request.inputs]
     if FEATURES_INPUT in names:
+        first = names.index(FEATURES_INPUT)
+        if FEATURES_INPUT in names[first + 1 :]:
+            again = names.index(FEATURES_INPUT, first + 1)
+            raise ProtocolError(
+                400, f"input {FEATURES_INPUT!r} appears twice (inputs[{first}] and [{again}])"
+            )
         if len(names) > 1:
             others = ", ".join(repr(name) for name in names if name != FEATURES_INPUT)
             raise ProtocolError(

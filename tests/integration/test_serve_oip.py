@@ -275,6 +275,12 @@ BAD_REQUESTS: list[tuple[str, Any, int, str]] = [
         400,
         "drop the other inputs ('Cont_1')",
     ),
+    (
+        "features twice",
+        {"inputs": [tensor(), tensor()]},
+        400,
+        "input 'features' appears twice (inputs[0] and [1])",
+    ),
     ("no data", {"inputs": [tensor(data=None)]}, 400, "input 'features' has no data"),
     ("unknown output", {"inputs": [tensor()], "outputs": [{"name": "score"}]}, 400, "unknown output 'score'"),
     ("too many rows", {"inputs": [tensor(shape=[10_001, 57], data=[])]}, 413, "10001 rows in one request"),
