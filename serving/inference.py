@@ -178,13 +178,24 @@ class Batcher:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                batch = self._take()
-                try:
-                    await self._call(batch)
-                except Exception as exc:  # answer, and keep serving: a waiting request must not hang
-                    log.exception("a model call of %d requests failed", len(batch))
-                    for waiting in batch:
-                        _fail(waiting, ProtocolError(500, f"scoring failed: {exc}"))
+                await self._answer(self._take())
+
+    async def _answer(self, batch: list[_Waiting]) -> None:
+        """Score a batch; if its call fails, every request on its own, so only a failing one fails."""
+        try:
+            await self._call(batch)
+        except Exception as exc:  # answer, and keep serving: a waiting request must not hang
+            if len(batch) > 1:
+                # The call merged requests of different clients: one client's rows the model cannot
+                # take must not fail the others'.
+                log.warning(
+                    "a model call of %d requests failed (%s); scoring each on its own", len(batch), exc
+                )
+                for waiting in batch:
+                    await self._answer([waiting])
+                return
+            log.exception("a model call failed")
+            _fail(batch[0], ProtocolError(500, f"scoring failed: {exc}"))
 
     def _take(self) -> list[_Waiting]:
         """The queued requests, oldest first, up to max_rows rows (always at least one request)."""

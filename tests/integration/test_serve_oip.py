@@ -3,11 +3,13 @@
 One server (default settings but its port and model name) serves most of the module from a model
 registered for it; its answers are compared with the same version loaded directly through
 ``fireman.common.model``. Triton's own HTTP client talks to a real `fireman serve` process. The
-reload tests have a server of their own each, polling the alias every half second.
+reload tests, and the test of a model that fails on some rows, have a server of their own each,
+polling the alias every half second.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -33,7 +35,7 @@ from fireman.common.settings import DatasetSettings, MlflowSettings
 from fireman.serving.inference import serving
 from fireman.serving.settings import ServeSettings
 from tests.conftest import REPO_ROOT, forget_model, free_port, unique
-from tests.support.scoring import fit_pipeline, register_model, set_production, wait_for
+from tests.support.scoring import FailsWhenScoring, fit_pipeline, register_model, set_production, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -472,3 +474,36 @@ def test_moving_the_alias_while_serve_is_idle_answers_with_where_it_points_now(
         set_production(mlflow_names, third)
         assert wait_for(lambda: logged(f"is back at version {third}: version {second}") == 1, 60), caplog.text
         assert client.post(path, content=body).json()["model_version"] == third
+
+
+def test_a_request_the_model_fails_on_fails_alone_not_the_requests_scored_with_it(
+    mlflow_names: MlflowSettings, dataset_settings: DatasetSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Requests that queue during a model call go into the next call together; when that call fails
+    on one request's rows, that request gets the 500 and the others their answers."""
+    frame = spambase_rows(dataset_settings, 2000, missing_rate=0.2)[list(FEATURE_NAMES)]
+    # Spambase's largest value is below 20 000: only the bad request's rows reach the model's bug.
+    model = FailsWhenScoring(fit_pipeline(dataset_settings), above=1e6)
+    register_model(mlflow_names, model, frame.head(20), serialization="cloudpickle")
+    rows = frame.to_numpy(np.float64)
+    path = f"/v2/models/{mlflow_names.model_name}/infer"
+    big, good, bad = infer_body(rows), infer_body(rows[:1]), infer_body(np.full((50, 57), 1e9))
+    settings = ServeSettings(port=free_port(), mlflow=mlflow_names)
+
+    async def together(url: str) -> list[int]:
+        """A big request, then a bad one among good ones, all at once: those queue behind the big one."""
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            responses = await asyncio.gather(
+                *(client.post(path, content=content) for content in (big, bad, *[good] * 40))
+            )
+        return [response.status_code for response in responses]
+
+    def merged_with_the_bad_one(url: str) -> bool:
+        statuses = asyncio.run(together(url))
+        assert statuses[1] == 500 and set(statuses[:1] + statuses[2:]) == {200}, statuses
+        return any("scoring each on its own" in record.getMessage() for record in caplog.records)
+
+    with caplog.at_level(logging.WARNING, logger="fireman.serving.inference"), serving(settings) as url:
+        assert wait_for(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, 120)
+        # Until the bad request was merged with others at least once (usually the first time).
+        assert wait_for(lambda: merged_with_the_bad_one(url), 60), caplog.text

@@ -153,23 +153,29 @@ def set_alias(mlflow_settings: MlflowSettings, alias: str, version: str | None) 
 
 
 class FailsWhenScoring:
-    """A fitted model that passes the scorer's load check and raises on every real batch.
+    """A fitted model that passes the scorer's load check and raises on real rows.
 
     The check scores two sample rows (all zeros, all missing); anything else raises, as a challenger
-    with a bug its load check does not reach would.
+    with a bug its load check does not reach would. With ``above``, only matrices holding a value
+    above it raise (a bug that only some rows reach).
     """
 
-    def __init__(self, fitted: Any) -> None:
+    def __init__(self, fitted: Any, above: float | None = None) -> None:
         self.fitted = fitted
         self.classes_ = fitted.classes_
+        self.above = above
 
     def predict(self, matrix: Any) -> Any:
         return self.fitted.predict(matrix)
 
     def predict_proba(self, matrix: Any) -> Any:
         values = np.asarray(matrix, dtype=np.float64)
-        if not (len(values) == 2 and (values[0] == 0).all() and np.isnan(values[1]).all()):
-            raise RuntimeError("challenger bug: cannot score this batch")
+        if self.above is not None:
+            fails = bool((values > self.above).any())
+        else:
+            fails = not (len(values) == 2 and (values[0] == 0).all() and np.isnan(values[1]).all())
+        if fails:
+            raise RuntimeError("model bug: cannot score these rows")
         return self.fitted.predict_proba(matrix)
 
 
