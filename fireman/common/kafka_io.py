@@ -42,6 +42,10 @@ LEADERS_SETTLE_S = 10.0
 # they come back per partition from an admin request, so they are named here.
 SETTLING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE})
 
+# How long the consuming thread waits for the committed offsets ``BatchConsumer.lag`` asks for: an
+# unanswered ask is repeated at the next lag, and must not hold up the polls meanwhile.
+COMMITTED_TIMEOUT_S = 1.0
+
 Offsets = dict[tuple[str, int], int]
 Header = tuple[str, str | bytes | None]
 
@@ -308,6 +312,9 @@ class BatchConsumer:
         self._owned: frozenset[tuple[str, int]] = frozenset()
         self.last_lag: int | None = None  # events behind, as of the last poll (at most 1 s old)
         self._lag_due = 0.0
+        # The group's committed offset of each owned partition, once asked or committed by this
+        # member: where a partition with nothing consumed yet stands, without a broker call per lag.
+        self._committed: Offsets = {}
         self._consumer.subscribe(
             list(topics), on_revoke=self._revoked, on_assign=self._assigned, on_lost=self._lost
         )
@@ -315,6 +322,8 @@ class BatchConsumer:
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", _describe(partitions))
         self._owned = self._owned | {(tp.topic, tp.partition) for tp in partitions}
+        for tp in partitions:  # another member may have committed since this one last owned it
+            self._committed.pop((tp.topic, tp.partition), None)
         # Assigned here rather than by the library after this callback: pausing a partition this
         # member never owned before is silently ignored until it is assigned, and it then fetched
         # (and poll returned) records while the consumer was meant to be paused.
@@ -367,6 +376,7 @@ class BatchConsumer:
         if not offsets:
             return True
         partitions = [TopicPartition(topic, part, offset) for (topic, part), offset in offsets.items()]
+        self._committed.update(offsets)
         try:
             if asynchronous:
                 self._consumer.commit(offsets=partitions, asynchronous=True)
@@ -414,17 +424,26 @@ class BatchConsumer:
     def lag(self) -> int | None:
         """Events behind the end of the assigned partitions, or None if unknown.
 
-        Local only (positions and the high watermarks of the last fetch responses, no broker call), for
-        a consumer's own progress line; ``consumer_lag`` is the broker's view of a group.
+        Local (positions and the high watermarks of the last fetch responses), for a consumer's own
+        progress line; ``consumer_lag`` is the broker's view of a group. A partition with nothing
+        consumed yet counts from the group's committed offset, asked of the broker once per assignment.
         """
         total = 0
         try:
-            for tp in self._consumer.position(self._consumer.assignment()):
+            positions = self._consumer.position(self._consumer.assignment())
+            unknown = [
+                tp for tp in positions if tp.offset < 0 and (tp.topic, tp.partition) not in self._committed
+            ]
+            if unknown:
+                for tp in self._consumer.committed(unknown, timeout=COMMITTED_TIMEOUT_S):
+                    self._committed[(tp.topic, tp.partition)] = tp.offset
+            for tp in positions:
                 low, high = self._consumer.get_watermark_offsets(tp, cached=True)
                 if high < 0:
                     return None
-                # No position yet: nothing consumed from it, so all of it is ahead (empty: none).
-                total += max(0, high - (tp.offset if tp.offset >= 0 else max(low, 0)))
+                start = tp.offset if tp.offset >= 0 else self._committed.get((tp.topic, tp.partition), -1)
+                # Never committed either: the group starts at the earliest offset (empty: none ahead).
+                total += max(0, high - (start if start >= 0 else max(low, 0)))
         except KafkaException:
             return None
         return total

@@ -18,6 +18,7 @@ from fireman.common.kafka_io import (
     ensure_topics,
 )
 from fireman.common.settings import KafkaSettings
+from fireman.services.process import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +136,30 @@ def test_ensure_topics_creates_only_what_is_missing(kafka_topics: KafkaSettings)
         assert len(end_offsets(admin_client(kafka_topics), [fresh])) == 2
     finally:
         delete_topics(kafka_topics, [fresh])
+
+
+def test_lag_of_a_restarted_member_counts_from_the_committed_offsets(kafka_topics: KafkaSettings) -> None:
+    """A member that starts where its group committed everything, with nothing new: no position yet
+    on any partition, and nothing ahead (it once counted from the earliest offset instead)."""
+    produce(kafka_topics, PRODUCED)
+    topic = kafka_topics.topic_measurements
+    group = f"restart-{uuid.uuid4().hex[:8]}"
+    first = BatchConsumer(kafka_topics, group, [topic])
+    try:
+        records: list[Record] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(records) < PRODUCED:
+            records += first.poll(1000, 0.2)
+        ends = {(r.topic(), r.partition()): (r.offset() or 0) + 1 for r in records}
+        assert first.commit(ends, asynchronous=False)  # type: ignore[arg-type]
+    finally:
+        first.close()
+
+    restarted = BatchConsumer(kafka_topics, group, [topic])
+    try:
+        # Assigned, and every partition's high watermark known from a fetch: lag is then measured.
+        assert wait_until(lambda: restarted.poll(1000, 0.2) == [] and restarted.lag() is not None, 30)
+        assert len(restarted.assignment()) == kafka_topics.partitions
+        assert restarted.lag() == 0
+    finally:
+        restarted.close()
