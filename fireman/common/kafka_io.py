@@ -53,14 +53,47 @@ Header = tuple[str, str | bytes | None]
 class LibrdkafkaLog:
     """librdkafka's own log lines, at DEBUG instead of on raw stderr.
 
-    It logs every refused reconnect (several a second) as an error while Kafka is down; callers
-    report an outage once, from the error their request got.
+    It logs every refused reconnect (~20 a second) as an error while Kafka is down; ``ClientErrors``
+    reports the outage once instead.
     """
 
     _log = log.getChild("librdkafka")
 
     def log(self, _level: int, message: str, *args: Any) -> None:
         self._log.debug(message, *args)
+
+
+class ClientErrors:
+    """librdkafka's client-level errors (``error_cb``, served in the client's poll, consume or flush).
+
+    Each refused reconnect is a ``_TRANSPORT`` error, at DEBUG like its log line; librdkafka raises
+    ``_ALL_BROKERS_DOWN`` once each time the last broker connection goes, which is the one WARNING
+    of an outage, naming the brokers and the last connection error.
+    """
+
+    def __init__(self, servers: str) -> None:
+        self._servers = servers
+        self._last = ""
+
+    def __call__(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            last = f"; last: {self._last}" if self._last else ""
+            log.warning("Kafka unreachable at %s (%s%s): retrying", self._servers, error.str(), last)
+        elif error.fatal():
+            log.error("fatal Kafka client error: %s", error)
+        else:
+            if error.code() == KafkaError._TRANSPORT:
+                self._last = error.str()
+            log.debug("Kafka client: %s", error)
+
+
+def client_config(settings: KafkaSettings) -> dict[str, Any]:
+    """What every client built here starts from: the cluster, and librdkafka's logs and errors handled."""
+    return {
+        **settings.client_config(),
+        "logger": LibrdkafkaLog(),
+        "error_cb": ClientErrors(settings.bootstrap_servers),
+    }
 
 
 # --- admin requests ---------------------------------------------------------------------------------
@@ -73,11 +106,10 @@ def admin_client(settings: KafkaSettings, timeout_ms: int | None = None) -> Admi
     ``admin.poll(0)`` now and then.
     """
     config: dict[str, Any] = {
-        **settings.client_config(),
+        **client_config(settings),
         "client.id": "fireman-admin",
         # The default of every admin request's own timeout.
         "socket.timeout.ms": timeout_ms or settings.request_timeout_ms,
-        "logger": LibrdkafkaLog(),
     }
     return AdminClient(config)
 
@@ -294,7 +326,7 @@ class BatchConsumer:
     ) -> None:
         self._consumer = Consumer(
             {
-                **settings.client_config(),
+                **client_config(settings),
                 "group.id": group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -459,7 +491,7 @@ class AckProducer:
     def __init__(self, settings: KafkaSettings, delivery_timeout_ms: int = 30_000) -> None:
         self._errors: list[str] = []
         self._config: dict[str, Any] = {
-            **settings.client_config(),
+            **client_config(settings),
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 5,

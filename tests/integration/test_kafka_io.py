@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
@@ -19,6 +20,7 @@ from fireman.common.kafka_io import (
 )
 from fireman.common.settings import KafkaSettings
 from fireman.services.process import wait_until
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -163,3 +165,36 @@ def test_lag_of_a_restarted_member_counts_from_the_committed_offsets(kafka_topic
         assert restarted.lag() == 0
     finally:
         restarted.close()
+
+
+def test_an_unreachable_broker_is_one_warning_and_librdkafka_lines_stay_at_debug(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Every refused reconnect (~20 a second) was a raw librdkafka line on stderr, and fireman itself
+    said nothing of the outage."""
+    nowhere = KafkaSettings(bootstrap=f"127.0.0.1:{free_port()}")
+    caplog.set_level(logging.DEBUG, logger="fireman.common.kafka_io")
+    consumer = BatchConsumer(nowhere, f"down-{uuid.uuid4().hex[:8]}", ["measurements"])
+    producer = AckProducer(nowhere)
+    try:
+        producer.produce("measurements", b"x")
+
+        def retried_a_while() -> bool:
+            consumer.poll(10, 0.2)
+            producer._producer.poll(0)  # serves the producer's callbacks, as its flush does
+            failed = [
+                r for r in caplog.records if r.name.endswith(".librdkafka") and "FAIL" in r.getMessage()
+            ]
+            return len(failed) >= 10
+
+        assert wait_until(retried_a_while, 30)
+    finally:
+        consumer.close()
+        producer._producer.purge()
+    raw = [r for r in caplog.records if r.name.endswith(".librdkafka")]
+    assert {r.levelno for r in raw} == {logging.DEBUG}
+    assert "FAIL" not in capfd.readouterr().err
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    # One per client (the consumer, the producer), however many reconnects failed.
+    assert len(warnings) == 2, warnings
+    assert all(f"Kafka unreachable at {nowhere.bootstrap_servers}" in w for w in warnings), warnings
