@@ -2,10 +2,10 @@
 
 This is the hot path. A binary measurement (``fireman.common.events``) costs a header check: its
 values are collected as bytes and become the matrix in one ``np.frombuffer`` per batch, with one
-vectorised check for infinities. A JSON one costs an ``orjson.loads``, a few type checks and a list
-of its values. Rows are built in ``FEATURE_NAMES`` order, whatever the format, and the model's columns
-picked out at the end when its order differs. Anything that is not a well-formed event is reported
-as poison with the reason, never raised.
+vectorised check for values not finite in float32. A JSON one costs an ``orjson.loads``, a few type
+checks and a list of its values. Rows are built in ``FEATURE_NAMES`` order, whatever the format, and
+the model's columns picked out at the end when its order differs. Anything that is not a well-formed
+event is reported as poison with the reason, never raised.
 
 A challenger scored in shadow reuses the production matrix through a ``ColumnMap`` (its own feature
 order, picked from production's columns) and gets InfluxDB lines only (``shadow_lines``), never Kafka
@@ -26,8 +26,8 @@ from fireman.common.events import (
     BadMessage,
     binary_parts,
     decode_event,
-    infinite_rows,
     is_binary,
+    out_of_range_rows,
 )
 from fireman.common.events import encode_predictions as prediction_messages
 from fireman.common.influx import format_field_value
@@ -50,6 +50,7 @@ class DecodedBatch:
     matrix: np.ndarray = field(default_factory=lambda: np.empty((0, WIDTH)))
     # (index of the message in the polled batch, reason)
     poison: list[tuple[int, str]] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)  # each event's index in the polled batch
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -61,7 +62,6 @@ def decode_batch(values: Sequence[bytes | None], feature_order: Sequence[str]) -
     blocks: list[bytes] = []  # the values of binary events, 8n bytes each
     json_rows: list[list[float | int | None]] = []
     json_at: list[int] = []  # which events (positions in the batch) are JSON
-    indices: list[int] = []  # each event's index in ``values``
     for index, value in enumerate(values):
         try:
             if value is not None and is_binary(value):
@@ -70,7 +70,7 @@ def decode_batch(values: Sequence[bytes | None], feature_order: Sequence[str]) -
             else:
                 event = decode_event(value)
                 event_id, sensor_id, timestamp = event.event_id, event.sensor_id, event.timestamp
-                json_at.append(len(indices))
+                json_at.append(len(batch))
                 json_rows.append(list(map(event.features.get, FEATURE_NAMES)))
         except BadMessage as exc:
             batch.poison.append((index, str(exc)))
@@ -78,13 +78,13 @@ def decode_batch(values: Sequence[bytes | None], feature_order: Sequence[str]) -
         batch.event_ids.append(event_id)
         batch.sensor_ids.append(sensor_id)
         batch.timestamps.append(timestamp)
-        indices.append(index)
-    matrix = _matrix(blocks, json_rows, json_at, len(indices))
-    if blocks:  # JSON cannot carry an infinity; the binary format can
-        infinite = infinite_rows(matrix)
-        if infinite:
-            matrix = _drop(batch, matrix, indices, infinite)
-    batch.matrix = model_columns(tuple(feature_order)).apply(matrix)
+        batch.indices.append(index)
+    batch.matrix = _matrix(blocks, json_rows, json_at, len(batch))
+    if blocks:  # the JSON rows were checked by decode_event; binary ones are checked here, at once
+        out_of_range = out_of_range_rows(batch.matrix)
+        if out_of_range:
+            drop_rows(batch, out_of_range)
+    batch.matrix = model_columns(tuple(feature_order)).apply(batch.matrix)
     return batch
 
 
@@ -107,14 +107,15 @@ def _matrix(
     return matrix
 
 
-def _drop(batch: DecodedBatch, matrix: np.ndarray, indices: list[int], rows: dict[int, str]) -> np.ndarray:
-    """The matrix without ``rows`` (positions in the batch), which become poison with their reasons."""
-    keep = [row for row in range(len(indices)) if row not in rows]
+def drop_rows(batch: DecodedBatch, rows: dict[int, str]) -> None:
+    """Take ``rows`` (positions among the events) out of the batch: they become poison with their reasons."""
+    keep = [row for row in range(len(batch)) if row not in rows]
     batch.event_ids = [batch.event_ids[row] for row in keep]
     batch.sensor_ids = [batch.sensor_ids[row] for row in keep]
     batch.timestamps = [batch.timestamps[row] for row in keep]
-    batch.poison = sorted(batch.poison + [(indices[row], reason) for row, reason in rows.items()])
-    return matrix[keep]
+    batch.poison = sorted(batch.poison + [(batch.indices[row], reason) for row, reason in rows.items()])
+    batch.indices = [batch.indices[row] for row in keep]
+    batch.matrix = batch.matrix[keep]
 
 
 @lru_cache(maxsize=16)

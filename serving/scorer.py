@@ -43,6 +43,7 @@ from fireman.serving.codec import (
     DecodedBatch,
     column_map,
     decode_batch,
+    drop_rows,
     encode_predictions,
     shadow_lines,
 )
@@ -87,7 +88,7 @@ class _Flight:
 
     first_offsets: Offsets
     next_offsets: Offsets
-    records: int
+    records: list[Record]
     batch: DecodedBatch
     model: ServingModel
     prediction: Future[tuple[list[int], list[float]]] | None
@@ -328,7 +329,7 @@ class Scorer:
         batch = decode_batch([r.value() for r in records], model.feature_order)  # type: ignore[misc]
         for index, reason in batch.poison:
             self._dead_letter(records[index], reason)
-        flight = _Flight(first, following, len(records), batch, model, None)
+        flight = _Flight(first, following, records, batch, model, None)
         if len(batch):
             flight.prediction = self._predictor.submit(model.score, batch.matrix)
             shadow = self._shadow
@@ -347,7 +348,10 @@ class Scorer:
         latencies: list[int] = []
         try:
             if flight.prediction is not None:
-                predictions, probabilities = flight.prediction.result()
+                try:
+                    predictions, probabilities = flight.prediction.result()
+                except ValueError as exc:
+                    predictions, probabilities = self._score_one_by_one(flight, exc)
                 messages, lines, latencies = encode_predictions(
                     batch, predictions, probabilities, flight.model.lineage, now_ms()
                 )
@@ -369,13 +373,38 @@ class Scorer:
         # In the same submission as production's lines: the batch's one commit covers both.
         lines.extend(self._shadow_lines(flight))
         seq = self._writer.submit(lines)
-        self._pending.append(_Pending(seq, flight.next_offsets, flight.records))
+        self._pending.append(_Pending(seq, flight.next_offsets, len(flight.records)))
         stats = self.stats
-        stats.polled += flight.records
+        stats.polled += len(flight.records)
         stats.scored += len(batch)
         stats.poison += len(batch.poison)
         stats.batches += 1
         return True
+
+    def _score_one_by_one(self, flight: _Flight, error: ValueError) -> tuple[list[int], list[float]]:
+        """After the model refused a batch for its data: each event alone, those it refuses to the DLQ.
+
+        Raising would end the scorer, and every restart would meet the same event again. Their
+        dead letters are flushed with the predictions, before the batch's offsets are committed.
+        """
+        batch = flight.batch
+        log.warning("the model refused a batch of %d events (%s): scoring them one by one", len(batch), error)
+        # Shadow scores of the whole batch would no longer line up with its events.
+        flight.shadow_prediction = None
+        refused: dict[int, str] = {}
+        predictions: list[int] = []
+        probabilities: list[float] = []
+        for row in range(len(batch)):
+            try:
+                prediction, probability = flight.model.score(batch.matrix[row : row + 1])
+            except ValueError as exc:
+                refused[row] = f"model version {flight.model.version} refused the event: {exc}"
+                self._dead_letter(flight.records[batch.indices[row]], refused[row])
+                continue
+            predictions += prediction
+            probabilities += probability
+        drop_rows(batch, refused)
+        return predictions, probabilities
 
     def _shadow_lines(self, flight: _Flight) -> list[str]:
         """The challenger's lines of a published flight; none if it failed (logged, production unaffected)."""

@@ -1,9 +1,9 @@
 """Parsing and validating what clients post, and the bytes that go on Kafka.
 
-The rules are those of :class:`fireman.common.schema.EventIn` (known feature names, finite numbers or
-null, identifiers, RFC 3339 or epoch-ms timestamps). Features are validated as a dict keyed by a
-``Literal`` of the 57 names rather than a 57-field model: pydantic-core parses and checks the whole
-body in one call, about twice as fast, which matters at tens of thousands of events per second.
+The rules are those of :class:`fireman.common.schema.EventIn` (known feature names, numbers finite
+in float32 or null, identifiers, RFC 3339 or epoch-ms timestamps). Features are validated as a dict
+keyed by a ``Literal`` of the 57 names rather than a 57-field model: pydantic-core parses and checks
+the whole body in one call, about twice as fast, which matters at tens of thousands of events per second.
 ``tests/unit/test_ingest_payloads.py`` checks both accept and reject the same inputs.
 """
 
@@ -16,10 +16,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from fireman.common.events import MeasurementFormat, encode_event, encode_label
-from fireman.common.schema import FEATURE_NAMES, EpochMs, Identifier, LabelIn
+from fireman.common.schema import FEATURE_NAMES, FLOAT32_MAX, EpochMs, Identifier, LabelIn
 
 FeatureName = Literal[FEATURE_NAMES]  # type: ignore[valid-type]
-FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 FeatureMap = dict[FeatureName, FiniteFloat | None]
 
 MAX_REPORTED_ERRORS = 20
@@ -101,6 +101,9 @@ def _payload_error(exc: ValidationError, noun: str, batch: bool, prefix: Sequenc
             message = f"unknown feature name {path[-1]!r}; expected Cont_1..Cont_57"
         elif error["type"] == "extra_forbidden":
             message = f"unknown field {path[-1]!r}"
+        elif path[:1] == ["features"] and error["type"] in ("less_than_equal", "greater_than_equal"):
+            # A feature value's bounds are float32's, where the models score.
+            message = f"Input should be a finite number in float32 (|x| <= {FLOAT32_MAX:.8g})"
         errors.append({"item": item, "field": ".".join(path) or None, "msg": message, "type": error["type"]})
     first = errors[0]
     where = f"{noun} {first['item']}" if first["item"] is not None else f"the {noun} list"

@@ -6,8 +6,9 @@ the scorer and the monitor. A message that breaks a rule is a :class:`BadMessage
 the offending field; readers send it to the dead-letter topic (sink, scorer) or skip it (monitor).
 
 The rules are the collector's: ids match ``IDENTIFIER``, timestamps are epoch milliseconds in
-1970..2100, feature names are ``Cont_1``..``Cont_57``, values are finite numbers or missing (JSON
-cannot carry a non-finite number, and booleans are not numbers), labels and predictions are 0 or 1.
+1970..2100, feature names are ``Cont_1``..``Cont_57``, values are numbers finite in float32 or missing
+(the models score in float32, where a larger value is infinity; booleans are not numbers), labels and
+predictions are 0 or 1.
 Fields beyond the JSON contract are ignored, so a newer writer's additions do not poison older readers.
 
 Labels and predictions are JSON objects. A measurement is in one of two formats (``MeasurementFormat``),
@@ -25,12 +26,11 @@ and every reader accepts both on the same topic, told apart by the first byte:
 Decoding JSON is a plain ``orjson.loads`` and a few type checks, not pydantic: the scorer decodes
 every event on its hot path, and the checks cost about a microsecond per event. The binary format
 costs a header check per event, and its values go into the scorer's matrix with one ``np.frombuffer``
-per batch (``binary_parts``, ``infinite_rows``).
+per batch (``binary_parts``, ``out_of_range_rows``).
 """
 
 from __future__ import annotations
 
-import math
 import re
 import struct
 from collections.abc import Iterable
@@ -40,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from fireman.common.schema import FEATURE_NAMES, MAX_EPOCH_MS, MIN_EPOCH_MS
+from fireman.common.schema import FEATURE_NAMES, FLOAT32_MAX, MAX_EPOCH_MS, MIN_EPOCH_MS
 
 # Ids that match need no escaping in line protocol or JSON; the collector's ``Identifier`` has the
 # same pattern.
@@ -144,6 +144,9 @@ def event_from(message: dict[str, Any]) -> WireEvent:
     if not set(map(type, features.values())) <= _NUMBER_OR_NULL:
         bad = next(k for k, v in features.items() if type(v) not in _NUMBER_OR_NULL)
         raise BadMessage(f"features.{bad}: expected a number or null, got {features[bad]!r:.80}")
+    for name, v in features.items():
+        if v is not None and not -FLOAT32_MAX <= v <= FLOAT32_MAX:
+            raise BadMessage(_out_of_range_reason(name, v))
     return WireEvent(
         _identifier(message, "event_id"), _identifier(message, "sensor_id"), _timestamp(message), features
     )
@@ -160,8 +163,9 @@ def decode_event(value: bytes | None) -> WireEvent:
         return event_from(load_object(value))
     event_id, sensor_id, timestamp, block = binary_parts(value)
     values = _VALUES.unpack(block)
-    if math.inf in values or -math.inf in values:
-        raise BadMessage(str(_infinite(values)))
+    reason = _out_of_range(values)
+    if reason is not None:
+        raise BadMessage(reason)
     # v == v: false only for NaN, which is a missing feature.
     features: Features = {name: v for name, v in zip(FEATURE_NAMES, values, strict=True) if v == v}
     return WireEvent(event_id, sensor_id, timestamp, features)
@@ -170,8 +174,8 @@ def decode_event(value: bytes | None) -> WireEvent:
 def binary_parts(value: bytes) -> tuple[str, str, int, bytes]:
     """(event_id, sensor_id, timestamp, the 8n bytes of values) of a binary measurement.
 
-    Every rule is checked but one: whether the values are finite, which readers check at once for a
-    whole batch (:func:`infinite_rows`) or one row (:func:`decode_event`, :func:`feature_row`).
+    Every rule is checked but one: whether the values are finite in float32, which readers check at
+    once for a whole batch (:func:`out_of_range_rows`) or one row (:func:`decode_event`, :func:`feature_row`).
     """
     size = len(value)
     if value[:4] != _PREFIX or size < VALUES_AT:
@@ -214,18 +218,24 @@ def _length_problem(size: int, id_size: int, end: int) -> str:
     return f"sensor_id: followed by {size - end} extra byte(s); the message must end with it, at byte {end}"
 
 
-def _infinite(values: Any) -> str | None:
-    """The reason a row in FEATURE_NAMES order is refused, if it holds an infinity (NaN is missing)."""
+def _out_of_range_reason(name: str, value: float) -> str:
+    bound = f"{FLOAT32_MAX:.8g}"
+    return f"features.{name}: expected a finite number (|x| <= {bound}, float32) or missing, got {value}"
+
+
+def _out_of_range(values: Any) -> str | None:
+    """The reason a row in FEATURE_NAMES order is refused, if a value is not finite in float32."""
     for name, v in zip(FEATURE_NAMES, values, strict=True):
-        if v in (math.inf, -math.inf):
-            return f"features.{name}: expected a finite number or missing, got {v}"
+        # False for NaN, which is a missing feature.
+        if v > FLOAT32_MAX or v < -FLOAT32_MAX:
+            return _out_of_range_reason(name, v)
     return None
 
 
-def infinite_rows(matrix: np.ndarray) -> dict[int, str]:
-    """The rows of a FEATURE_NAMES-ordered matrix that hold an infinity, each with the reason."""
-    rows = np.flatnonzero(np.isinf(matrix).any(axis=1))
-    return {int(row): str(_infinite(matrix[row].tolist())) for row in rows}
+def out_of_range_rows(matrix: np.ndarray) -> dict[int, str]:
+    """The rows of a FEATURE_NAMES-ordered matrix with a value not finite in float32, with the reason."""
+    rows = np.flatnonzero((np.abs(matrix) > FLOAT32_MAX).any(axis=1))
+    return {int(row): str(_out_of_range(matrix[row].tolist())) for row in rows}
 
 
 def feature_row(value: bytes | None) -> tuple[str, np.ndarray]:
@@ -233,7 +243,7 @@ def feature_row(value: bytes | None) -> tuple[str, np.ndarray]:
     if value is not None and is_binary(value):
         event_id, _, _, block = binary_parts(value)
         row = np.frombuffer(block, dtype=FLOAT64)
-        reason = _infinite(row.tolist()) if np.isinf(row).any() else None
+        reason = _out_of_range(row.tolist()) if (np.abs(row) > FLOAT32_MAX).any() else None
         if reason is not None:
             raise BadMessage(reason)
         return event_id, row

@@ -42,6 +42,10 @@ LEADERS_SETTLE_S = 10.0
 # they come back per partition from an admin request, so they are named here.
 SETTLING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE})
 
+# How long the consuming thread waits for the committed offsets ``BatchConsumer.lag`` asks for: an
+# unanswered ask is repeated at the next lag, and must not hold up the polls meanwhile.
+COMMITTED_TIMEOUT_S = 1.0
+
 Offsets = dict[tuple[str, int], int]
 Header = tuple[str, str | bytes | None]
 
@@ -49,14 +53,47 @@ Header = tuple[str, str | bytes | None]
 class LibrdkafkaLog:
     """librdkafka's own log lines, at DEBUG instead of on raw stderr.
 
-    It logs every refused reconnect (several a second) as an error while Kafka is down; callers
-    report an outage once, from the error their request got.
+    It logs every refused reconnect (~20 a second) as an error while Kafka is down; ``ClientErrors``
+    reports the outage once instead.
     """
 
     _log = log.getChild("librdkafka")
 
     def log(self, _level: int, message: str, *args: Any) -> None:
         self._log.debug(message, *args)
+
+
+class ClientErrors:
+    """librdkafka's client-level errors (``error_cb``, served in the client's poll, consume or flush).
+
+    Each refused reconnect is a ``_TRANSPORT`` error, at DEBUG like its log line; librdkafka raises
+    ``_ALL_BROKERS_DOWN`` once each time the last broker connection goes, which is the one WARNING
+    of an outage, naming the brokers and the last connection error.
+    """
+
+    def __init__(self, servers: str) -> None:
+        self._servers = servers
+        self._last = ""
+
+    def __call__(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            last = f"; last: {self._last}" if self._last else ""
+            log.warning("Kafka unreachable at %s (%s%s): retrying", self._servers, error.str(), last)
+        elif error.fatal():
+            log.error("fatal Kafka client error: %s", error)
+        else:
+            if error.code() == KafkaError._TRANSPORT:
+                self._last = error.str()
+            log.debug("Kafka client: %s", error)
+
+
+def client_config(settings: KafkaSettings) -> dict[str, Any]:
+    """What every client built here starts from: the cluster, and librdkafka's logs and errors handled."""
+    return {
+        **settings.client_config(),
+        "logger": LibrdkafkaLog(),
+        "error_cb": ClientErrors(settings.bootstrap_servers),
+    }
 
 
 # --- admin requests ---------------------------------------------------------------------------------
@@ -69,11 +106,10 @@ def admin_client(settings: KafkaSettings, timeout_ms: int | None = None) -> Admi
     ``admin.poll(0)`` now and then.
     """
     config: dict[str, Any] = {
-        **settings.client_config(),
+        **client_config(settings),
         "client.id": "fireman-admin",
         # The default of every admin request's own timeout.
         "socket.timeout.ms": timeout_ms or settings.request_timeout_ms,
-        "logger": LibrdkafkaLog(),
     }
     return AdminClient(config)
 
@@ -290,7 +326,7 @@ class BatchConsumer:
     ) -> None:
         self._consumer = Consumer(
             {
-                **settings.client_config(),
+                **client_config(settings),
                 "group.id": group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -308,6 +344,9 @@ class BatchConsumer:
         self._owned: frozenset[tuple[str, int]] = frozenset()
         self.last_lag: int | None = None  # events behind, as of the last poll (at most 1 s old)
         self._lag_due = 0.0
+        # The group's committed offset of each owned partition, once asked or committed by this
+        # member: where a partition with nothing consumed yet stands, without a broker call per lag.
+        self._committed: Offsets = {}
         self._consumer.subscribe(
             list(topics), on_revoke=self._revoked, on_assign=self._assigned, on_lost=self._lost
         )
@@ -315,6 +354,8 @@ class BatchConsumer:
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", _describe(partitions))
         self._owned = self._owned | {(tp.topic, tp.partition) for tp in partitions}
+        for tp in partitions:  # another member may have committed since this one last owned it
+            self._committed.pop((tp.topic, tp.partition), None)
         # Assigned here rather than by the library after this callback: pausing a partition this
         # member never owned before is silently ignored until it is assigned, and it then fetched
         # (and poll returned) records while the consumer was meant to be paused.
@@ -367,6 +408,7 @@ class BatchConsumer:
         if not offsets:
             return True
         partitions = [TopicPartition(topic, part, offset) for (topic, part), offset in offsets.items()]
+        self._committed.update(offsets)
         try:
             if asynchronous:
                 self._consumer.commit(offsets=partitions, asynchronous=True)
@@ -414,17 +456,26 @@ class BatchConsumer:
     def lag(self) -> int | None:
         """Events behind the end of the assigned partitions, or None if unknown.
 
-        Local only (positions and the high watermarks of the last fetch responses, no broker call), for
-        a consumer's own progress line; ``consumer_lag`` is the broker's view of a group.
+        Local (positions and the high watermarks of the last fetch responses), for a consumer's own
+        progress line; ``consumer_lag`` is the broker's view of a group. A partition with nothing
+        consumed yet counts from the group's committed offset, asked of the broker once per assignment.
         """
         total = 0
         try:
-            for tp in self._consumer.position(self._consumer.assignment()):
+            positions = self._consumer.position(self._consumer.assignment())
+            unknown = [
+                tp for tp in positions if tp.offset < 0 and (tp.topic, tp.partition) not in self._committed
+            ]
+            if unknown:
+                for tp in self._consumer.committed(unknown, timeout=COMMITTED_TIMEOUT_S):
+                    self._committed[(tp.topic, tp.partition)] = tp.offset
+            for tp in positions:
                 low, high = self._consumer.get_watermark_offsets(tp, cached=True)
                 if high < 0:
                     return None
-                # No position yet: nothing consumed from it, so all of it is ahead (empty: none).
-                total += max(0, high - (tp.offset if tp.offset >= 0 else max(low, 0)))
+                start = tp.offset if tp.offset >= 0 else self._committed.get((tp.topic, tp.partition), -1)
+                # Never committed either: the group starts at the earliest offset (empty: none ahead).
+                total += max(0, high - (start if start >= 0 else max(low, 0)))
         except KafkaException:
             return None
         return total
@@ -440,7 +491,7 @@ class AckProducer:
     def __init__(self, settings: KafkaSettings, delivery_timeout_ms: int = 30_000) -> None:
         self._errors: list[str] = []
         self._config: dict[str, Any] = {
-            **settings.client_config(),
+            **client_config(settings),
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 5,

@@ -11,6 +11,7 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f"Cont_{i}" for i in range(1, 58))
@@ -49,9 +50,15 @@ def now_ms() -> int:
     return int(datetime.now(UTC).timestamp() * 1000)
 
 
+# Models score in float32 (ONNX, and sklearn's input check): a larger value becomes infinity there.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 EpochMs = Annotated[int, BeforeValidator(to_epoch_ms)]
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
-FeatureValue = Annotated[float | None, Field(default=None, strict=True, allow_inf_nan=False)]
+FeatureValue = Annotated[
+    float | None,
+    Field(default=None, strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX),
+]
 
 Features = create_model(  # type: ignore[call-overload]
     "Features",

@@ -194,6 +194,15 @@ BAD_REQUESTS = [
         id="infinity",
     ),
     pytest.param(
+        # Finite in float64, infinite in the models' float32: accepted, it crash-looped the scorer.
+        b'[{"sensor_id": "s-1", "features": {}}, {"sensor_id": "big1", "event_id": "huge-1",'
+        b' "features": {"Cont_1": 1e308}}]',
+        422,
+        "finite number in float32",
+        (1, "features.Cont_1"),
+        id="beyond-float32",
+    ),
+    pytest.param(
         json.dumps([event(), {**event(), "timestamp": "yesterday"}]).encode(),
         422,
         "not RFC 3339",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
@@ -18,6 +19,8 @@ from fireman.common.kafka_io import (
     ensure_topics,
 )
 from fireman.common.settings import KafkaSettings
+from fireman.services.process import wait_until
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +138,63 @@ def test_ensure_topics_creates_only_what_is_missing(kafka_topics: KafkaSettings)
         assert len(end_offsets(admin_client(kafka_topics), [fresh])) == 2
     finally:
         delete_topics(kafka_topics, [fresh])
+
+
+def test_lag_of_a_restarted_member_counts_from_the_committed_offsets(kafka_topics: KafkaSettings) -> None:
+    """A member that starts where its group committed everything, with nothing new: no position yet
+    on any partition, and nothing ahead (it once counted from the earliest offset instead)."""
+    produce(kafka_topics, PRODUCED)
+    topic = kafka_topics.topic_measurements
+    group = f"restart-{uuid.uuid4().hex[:8]}"
+    first = BatchConsumer(kafka_topics, group, [topic])
+    try:
+        records: list[Record] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(records) < PRODUCED:
+            records += first.poll(1000, 0.2)
+        ends = {(r.topic(), r.partition()): (r.offset() or 0) + 1 for r in records}
+        assert first.commit(ends, asynchronous=False)  # type: ignore[arg-type]
+    finally:
+        first.close()
+
+    restarted = BatchConsumer(kafka_topics, group, [topic])
+    try:
+        # Assigned, and every partition's high watermark known from a fetch: lag is then measured.
+        assert wait_until(lambda: restarted.poll(1000, 0.2) == [] and restarted.lag() is not None, 30)
+        assert len(restarted.assignment()) == kafka_topics.partitions
+        assert restarted.lag() == 0
+    finally:
+        restarted.close()
+
+
+def test_an_unreachable_broker_is_one_warning_and_librdkafka_lines_stay_at_debug(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Every refused reconnect (~20 a second) was a raw librdkafka line on stderr, and fireman itself
+    said nothing of the outage."""
+    nowhere = KafkaSettings(bootstrap=f"127.0.0.1:{free_port()}")
+    caplog.set_level(logging.DEBUG, logger="fireman.common.kafka_io")
+    consumer = BatchConsumer(nowhere, f"down-{uuid.uuid4().hex[:8]}", ["measurements"])
+    producer = AckProducer(nowhere)
+    try:
+        producer.produce("measurements", b"x")
+
+        def retried_a_while() -> bool:
+            consumer.poll(10, 0.2)
+            producer._producer.poll(0)  # serves the producer's callbacks, as its flush does
+            failed = [
+                r for r in caplog.records if r.name.endswith(".librdkafka") and "FAIL" in r.getMessage()
+            ]
+            return len(failed) >= 10
+
+        assert wait_until(retried_a_while, 30)
+    finally:
+        consumer.close()
+        producer._producer.purge()
+    raw = [r for r in caplog.records if r.name.endswith(".librdkafka")]
+    assert {r.levelno for r in raw} == {logging.DEBUG}
+    assert "FAIL" not in capfd.readouterr().err
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    # One per client (the consumer, the producer), however many reconnects failed.
+    assert len(warnings) == 2, warnings
+    assert all(f"Kafka unreachable at {nowhere.bootstrap_servers}" in w for w in warnings), warnings

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from fireman.bench.workload import make_events, produce_events, spambase_rows
+from fireman.common.events import encode_event
 from fireman.common.kafka_io import delete_topics, ensure_topics
 from fireman.common.schema import FEATURE_NAMES
 from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
@@ -303,3 +304,35 @@ def test_predictions_kafka_refuses_are_not_committed_and_are_scored_again(rig: R
     ids = [orjson.loads(m.value())["event_id"] for m in messages]
     assert sorted(ids) == sorted(e.event_id for e in events)
     assert prediction_count(rig.influx) == len(events)
+
+
+@pytest.mark.parametrize("onnx", [False, True], ids=["sklearn", "onnx"])
+def test_a_value_beyond_float32_is_dead_lettered_and_the_events_after_it_are_scored(
+    rig: Rig, production: str, onnx: bool
+) -> None:
+    # Finite in float64, infinite in float32: sklearn refused the batch (the scorer crash-looped on
+    # it), onnxruntime scored an infinity. Both formats can carry it; the collector would refuse it.
+    huge = [
+        orjson.dumps(
+            {"event_id": "huge-1", "sensor_id": "big1", "timestamp": 1, "features": {"Cont_1": 1e308}}
+        ),
+        encode_event("huge-2", "big1", 1, {"Cont_2": -1e39}, "binary"),
+    ]
+    before, after = make_events(rig.rows(20)), make_events(rig.rows(30))
+    fmt = rig.kafka.measurement_format
+    # On the poison's partition (same key) too, behind it, so they are scored only if it is passed.
+    produce_events(rig.kafka, before, extra=[*huge, *(e.encode(fmt) for e in after)])
+
+    with running(rig.scorer(onnx=onnx)) as scorer:
+        total = len(before) + len(huge) + len(after)
+        assert wait_for(lambda: scorer.stats.committed >= total, 60), scorer.stats
+        assert scorer.stats.poison == len(huge)
+
+    dead = read_topic(rig.kafka, rig.kafka.topic_dlq, len(huge))
+    assert sorted(m.value() for m in dead) == sorted(huge)
+    reasons = sorted(dict(m.headers())["error"].decode() for m in dead)
+    assert reasons[0].startswith("features.Cont_1: expected a finite number"), reasons
+    assert reasons[1].startswith("features.Cont_2: expected a finite number"), reasons
+    messages = read_topic(rig.kafka, rig.kafka.topic_predictions, len(before) + len(after))
+    scored = {orjson.loads(m.value())["event_id"] for m in messages}
+    assert scored == {e.event_id for e in before + after}

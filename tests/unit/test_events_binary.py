@@ -18,7 +18,7 @@ from fireman.common.events import (
     is_binary,
     peek_event_id,
 )
-from fireman.common.schema import FEATURE_NAMES, MAX_EPOCH_MS, MIN_EPOCH_MS
+from fireman.common.schema import FEATURE_NAMES, FLOAT32_MAX, MAX_EPOCH_MS, MIN_EPOCH_MS
 
 T = 1_700_000_000_000
 
@@ -62,7 +62,7 @@ def test_the_layout_is_the_documented_one() -> None:
         (
             "e.1:x-_",
             "s-1",
-            {"Cont_1": 0.0, "Cont_2": None, "Cont_9": -1e-300, "Cont_57": 1.7976931348623157e308},
+            {"Cont_1": -FLOAT32_MAX, "Cont_2": None, "Cont_9": -1e-300, "Cont_57": FLOAT32_MAX},
         ),
         ("e-2", "s-2", {"Cont_5": 3}),  # an integer is a number
     ],
@@ -127,9 +127,23 @@ GOOD = raw()
         (raw(event_id=b"\xff\xfe"), "event_id: expected an identifier string"),
         (
             raw(values=[1.0] * 6 + [math.inf] + [1.0] * 50),
-            "features.Cont_7: expected a finite number or missing, got inf",
+            "features.Cont_7: expected a finite number (|x| <= 3.4028235e+38, float32) or missing, got inf",
         ),
-        (raw(values=[-math.inf] * 57), "features.Cont_1: expected a finite number or missing, got -inf"),
+        (raw(values=[-math.inf] * 57), "features.Cont_1: expected a finite number (|x| <= 3.4028235e+38"),
+        # Finite in float64 but infinite in the models' float32.
+        (
+            raw(values=[1.0] * 56 + [1e308]),
+            "features.Cont_57: expected a finite number (|x| <= 3.4028235e+38",
+        ),
+        (raw(values=[-1e39] + [1.0] * 56), "features.Cont_1: expected a finite number (|x| <= 3.4028235e+38"),
+        (
+            b'{"event_id":"e","sensor_id":"s","timestamp":1,"features":{"Cont_3":1e308}}',
+            "features.Cont_3: expected a finite number",
+        ),
+        (
+            b'{"event_id":"e","sensor_id":"s","timestamp":1,"features":{"Cont_4":-3.5e38}}',
+            "features.Cont_4: expected a finite number",
+        ),
     ],
 )
 def test_a_broken_binary_message_is_a_bad_message_naming_the_field(value: bytes | None, field: str) -> None:

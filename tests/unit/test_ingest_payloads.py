@@ -31,6 +31,10 @@ CASES = [
     {"sensor_id": "s-1", "features": {"Cont_1": "1.0"}},
     {"sensor_id": "s-1", "features": {"Cont_1": True}},
     {"sensor_id": "s-1", "features": {"Cont_1": [1.0]}},
+    # Finite in float64, not in the models' float32: 1e308 would be infinity to the model.
+    {"sensor_id": "s-1", "features": {"Cont_1": 1e308}},
+    {"sensor_id": "s-1", "features": {"Cont_1": -3.5e38}},
+    {"sensor_id": "s-1", "features": {"Cont_1": 3.4028234663852886e38, "Cont_2": -3.4028234663852886e38}},
     {"sensor_id": "s-1", "timestamp": "2026-01-31T12:00:00", "features": {}},
     {"sensor_id": "s-1", "timestamp": -5, "features": {}},
     {"sensor_id": "s-1", "features": {}, "extra": 1},
@@ -78,6 +82,19 @@ def test_errors_name_the_item_and_field() -> None:
     assert caught.value.status == 422
     assert caught.value.errors[0]["item"] == 1 and caught.value.errors[0]["field"] == "features.Cont_3"
     assert caught.value.message.startswith("event 1, field features.Cont_3:")
+
+
+def test_a_value_beyond_float32_is_refused_naming_the_field() -> None:
+    body = b'[{"sensor_id": "a", "features": {}}, {"sensor_id": "big1", "features": {"Cont_1": 1e308}}]'
+    with pytest.raises(PayloadError) as caught:
+        parse_events(body, max_batch=10)
+    assert caught.value.status == 422
+    assert caught.value.message.startswith(
+        "event 1, field features.Cont_1: Input should be a finite number in float32 (|x| <= 3.4028235e+38)"
+    )
+    with pytest.raises(PayloadError) as caught:
+        parse_legacy(b'{"Cont_2": -1e39}')
+    assert caught.value.errors[0]["field"] == "features.Cont_2"
 
 
 @pytest.mark.parametrize(

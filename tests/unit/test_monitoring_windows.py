@@ -156,7 +156,11 @@ def test_parsers_name_the_bad_field() -> None:
         feature_row(orjson.dumps({**event, "features": {"Cont_1": "x"}}))
     binary = encode_event("a", "s", 1, {"Cont_2": 1.5, "Cont_3": None}, "binary")
     assert np.array_equal(feature_row(binary)[1], row, equal_nan=True)
-    with pytest.raises(BadMessage, match=r"features\.Cont_7: expected a finite number or missing, got -inf"):
+    with pytest.raises(
+        BadMessage,
+        match=r"features\.Cont_7: expected a finite number \(\|x\| <= 3\.4028235e\+38, float32\) or missing, "
+        r"got -inf",
+    ):
         feature_row(encode_event("a", "s", 1, {"Cont_7": -math.inf}, "binary"))
     with pytest.raises(BadMessage, match="model_version: expected a non-empty string"):
         message = {**event, "prediction": 1, "probability": 0.5, "model_name": "m"}

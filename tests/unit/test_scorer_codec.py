@@ -83,7 +83,9 @@ def test_a_binary_row_with_an_infinity_is_poison_and_the_rest_of_the_batch_goes_
     values = [binary("e-1"), event(event_id="e-2"), binary("e-3", Cont_7=math.inf), binary("e-4")]
     batch = decode_batch(values, ORDER)
     assert batch.event_ids == ["e-1", "e-2", "e-4"]
-    assert batch.poison == [(2, "features.Cont_7: expected a finite number or missing, got inf")]
+    assert batch.poison == [
+        (2, "features.Cont_7: expected a finite number (|x| <= 3.4028235e+38, float32) or missing, got inf")
+    ]
     assert batch.matrix.shape == (3, 3) and np.isfinite(batch.matrix[:, :2]).all()
 
 
@@ -108,6 +110,8 @@ def test_the_binary_matrix_is_writable_like_the_json_one() -> None:
         (binary()[:100], "features"),
         (b"\x00FM\x09" + binary()[4:], "version"),
         (binary(Cont_2=-math.inf), "features.Cont_2"),
+        (binary(Cont_3=1e308), "features.Cont_3"),  # finite in float64, infinite to the model
+        (event(features={"Cont_1": -1e39}), "features.Cont_1"),
     ],
 )
 def test_poison_is_reported_with_the_offending_field_and_the_batch_goes_on(
