@@ -25,7 +25,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from fireman.common.model import Lineage
-from fireman.common.schema import FEATURE_NAMES
+from fireman.common.schema import FEATURE_NAMES, FLOAT32_MAX
 
 FEATURES_INPUT = "features"
 PROBABILITY_OUTPUT = "probability"
@@ -39,7 +39,6 @@ WIDTH = len(FEATURE_NAMES)
 FEATURE_COLUMN = {name: index for index, name in enumerate(FEATURE_NAMES)}
 BINARY_HEADER = "inference-header-content-length"
 NUMBER_TYPES = frozenset({float, int, type(None)})
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class ProtocolError(Exception):

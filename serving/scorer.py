@@ -385,7 +385,9 @@ class Scorer:
         """After the model refused a batch for its data: each event alone, those it refuses to the DLQ.
 
         Raising would end the scorer, and every restart would meet the same event again. Their
-        dead letters are flushed with the predictions, before the batch's offsets are committed.
+        dead letters are flushed with the predictions, before the batch's offsets are committed. A
+        model that refuses every event of the batch is what is wrong, not the events: that raises,
+        and the events wait in Kafka for a model that works instead of all going to the DLQ.
         """
         batch = flight.batch
         log.warning("the model refused a batch of %d events (%s): scoring them one by one", len(batch), error)
@@ -399,10 +401,13 @@ class Scorer:
                 prediction, probability = flight.model.score(batch.matrix[row : row + 1])
             except ValueError as exc:
                 refused[row] = f"model version {flight.model.version} refused the event: {exc}"
-                self._dead_letter(flight.records[batch.indices[row]], refused[row])
                 continue
             predictions += prediction
             probabilities += probability
+        if not predictions:
+            raise error
+        for row, reason in refused.items():
+            self._dead_letter(flight.records[batch.indices[row]], reason)
         drop_rows(batch, refused)
         return predictions, probabilities
 

@@ -14,11 +14,13 @@ import pytest
 
 from fireman.bench.workload import make_events, produce_events, spambase_rows
 from fireman.common.events import encode_event
-from fireman.common.kafka_io import delete_topics, ensure_topics
+from fireman.common.kafka_io import admin_client, delete_topics, end_offsets, ensure_topics
 from fireman.common.schema import FEATURE_NAMES
 from fireman.common.settings import DatasetSettings, InfluxSettings, KafkaSettings, MlflowSettings
+from fireman.serving.scorer import Scorer
 from fireman.serving.settings import ScorerSettings
 from tests.support.scoring import (
+    FailsWhenScoring,
     fit_pipeline,
     influx_rows,
     read_topic,
@@ -336,3 +338,52 @@ def test_a_value_beyond_float32_is_dead_lettered_and_the_events_after_it_are_sco
     messages = read_topic(rig.kafka, rig.kafka.topic_predictions, len(before) + len(after))
     scored = {orjson.loads(m.value())["event_id"] for m in messages}
     assert scored == {e.event_id for e in before + after}
+
+
+def refusing_production(rig: Rig, pipeline: Any, above: float) -> str:
+    """A production model that refuses, as scikit-learn does (ValueError), any rows holding a value above
+    ``above``; it passes the load check, whose rows are zeros and missing values."""
+    model = FailsWhenScoring(pipeline, above=above, error=ValueError)
+    features = rig.rows(50)[list(FEATURE_NAMES)]
+    return register_model(rig.mlflow, model, features, serialization="cloudpickle")
+
+
+def test_an_event_the_model_refuses_is_dead_lettered_and_the_batch_around_it_scored(
+    rig: Rig, pipeline: Any
+) -> None:
+    version = refusing_production(rig, pipeline, above=1e6)
+    # Within the contract, so only the model can refuse it; behind it on its partition, more events.
+    odd = encode_event("odd-1", "big1", 1, {"Cont_1": 1e9}, "binary")
+    before, after = make_events(rig.rows(20)), make_events(rig.rows(30))
+    produce_events(rig.kafka, before, extra=[odd, *(e.encode(rig.kafka.measurement_format) for e in after)])
+
+    with running(rig.scorer()) as scorer:
+        assert wait_for(lambda: scorer.stats.committed >= len(before) + 1 + len(after), 60), scorer.stats
+        assert scorer.stats.poison == 1
+
+    dead = read_topic(rig.kafka, rig.kafka.topic_dlq, 1)
+    assert [m.value() for m in dead] == [odd]
+    reason = dict(dead[0].headers())["error"].decode()
+    assert reason.startswith(f"model version {version} refused the event: model bug"), reason
+    messages = read_topic(rig.kafka, rig.kafka.topic_predictions, len(before) + len(after))
+    assert {orjson.loads(m.value())["event_id"] for m in messages} == {e.event_id for e in before + after}
+
+
+def test_a_model_that_refuses_every_event_stops_the_scorer_instead_of_dead_lettering_the_stream(
+    rig: Rig, pipeline: Any
+) -> None:
+    # Every Spambase row has a value above 0.5: the model, not the events, is what is wrong.
+    refusing_production(rig, pipeline, above=0.5)
+    events = make_events(rig.rows(40))
+    produce_events(rig.kafka, events)
+
+    stop = threading.Event()
+    deadline = threading.Timer(90, stop.set)  # a scorer that does not stop ends here, and the test fails
+    deadline.start()
+    try:
+        with pytest.raises(ValueError, match="model bug"):
+            Scorer(rig.scorer()).run(stop)
+    finally:
+        deadline.cancel()
+    topics = [rig.kafka.topic_dlq, rig.kafka.topic_predictions]
+    assert sum(end_offsets(admin_client(rig.kafka), topics).values()) == 0

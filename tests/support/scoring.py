@@ -157,13 +157,17 @@ class FailsWhenScoring:
 
     The check scores two sample rows (all zeros, all missing); anything else raises, as a challenger
     with a bug its load check does not reach would. With ``above``, only matrices holding a value
-    above it raise (a bug that only some rows reach).
+    above it raise (a bug that only some rows reach). ``error`` is what it raises: ``ValueError`` is
+    how scikit-learn refuses rows for their values.
     """
 
-    def __init__(self, fitted: Any, above: float | None = None) -> None:
+    def __init__(
+        self, fitted: Any, above: float | None = None, error: type[Exception] = RuntimeError
+    ) -> None:
         self.fitted = fitted
         self.classes_ = fitted.classes_
         self.above = above
+        self.error = error
 
     def predict(self, matrix: Any) -> Any:
         return self.fitted.predict(matrix)
@@ -175,7 +179,7 @@ class FailsWhenScoring:
         else:
             fails = not (len(values) == 2 and (values[0] == 0).all() and np.isnan(values[1]).all())
         if fails:
-            raise RuntimeError("model bug: cannot score these rows")
+            raise self.error("model bug: cannot score these rows")
         return self.fitted.predict_proba(matrix)
 
 
