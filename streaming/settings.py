@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fireman.common.settings import LOOPBACK, SINK_GROUP, DatasetSettings, InfluxSettings, KafkaSettings
+from fireman.common.settings import LOOPBACK, SINK_GROUP, DatasetSettings, InfluxSettings, KafkaSettings, Port
 
 
 def _config(prefix: str) -> SettingsConfigDict:
@@ -21,7 +21,7 @@ class CollectorSettings(BaseSettings):
     model_config = _config("FIREMAN_COLLECTOR_")
 
     host: str = LOOPBACK
-    port: int = 8000
+    port: Port = 8000
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes, each with its own producer.")
     token: SecretStr | None = Field(
         default=None, description="When set, writes need 'Authorization: Bearer'."
