@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fireman.bench.soak import SoakOptions, SoakResult, run_soak
@@ -420,7 +421,7 @@ def run_report(options: ReportOptions, console: Console | None = None) -> Path:
             section.rows = run()
         except Exception as exc:  # one failing bench must not lose the others' figures
             section.error = f"{type(exc).__name__}: {exc}"
-            console.print(f"[red]{name} bench failed: {section.error}[/]")
+            console.print(f"[red]{name} bench failed: {escape(section.error)}[/]")
         section.load = (before, os.getloadavg()[0])
         sections.append(section)
     finished = dt.datetime.now(dt.UTC)
@@ -540,5 +541,5 @@ def _print(sections: list[Section], console: Console) -> None:
         for row in section.rows:
             table.add_row(row.figure, row.value, row.target, _verdict(row.met), row.baseline, row.ratio)
         if section.error:
-            table.add_row(section.name, f"[red]failed[/]: {section.error[:80]}", "-", "-", "-", "-")
+            table.add_row(section.name, f"[red]failed[/]: {escape(section.error[:80])}", "-", "-", "-", "-")
     console.print(table)

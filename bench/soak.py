@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import httpx
 import psutil
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -363,7 +364,8 @@ def run_soak(options: SoakOptions, console: Console | None = None) -> SoakResult
                     if proc.poll() is not None and name not in result.exited:
                         result.exited[name] = proc.returncode
                         console.print(
-                            f"[red]{name} exited with {proc.returncode}[/]; see {workdir / name}.log"
+                            f"[red]{name} exited with {proc.returncode}[/]; "
+                            f"see {escape(str(workdir / name))}.log"
                         )
                 if time.monotonic() >= next_sample:
                     p50, p99 = _latency(influx, options.sample_s * 2)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fireman.common.errors import UserError
@@ -226,7 +227,8 @@ def main() -> None:
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is plain text: brackets in it (a list, a path) are not Rich markup.
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise SystemExit(2) from None
 
 

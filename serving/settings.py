@@ -8,7 +8,14 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fireman.common.settings import LOOPBACK, SCORER_GROUP, InfluxSettings, KafkaSettings, MlflowSettings
+from fireman.common.settings import (
+    LOOPBACK,
+    SCORER_GROUP,
+    InfluxSettings,
+    KafkaSettings,
+    MlflowSettings,
+    Port,
+)
 
 
 class ScorerSettings(BaseSettings):
@@ -60,7 +67,7 @@ class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FIREMAN_SERVE_", extra="ignore", env_file=None)
 
     host: str = LOOPBACK
-    port: int = 8010
+    port: Port = 8010
     reload_interval_s: float = Field(
         default=10.0, gt=0, description="How often fireman serve polls the registry's production alias."
     )

@@ -118,6 +118,7 @@ def register(app: typer.Typer) -> None:
         """Replay Spambase rows as sensor events with missing values, optional drift and delayed labels."""
         import httpx
         from rich.console import Console
+        from rich.markup import escape
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
         from fireman.common.runtime import load_settings
@@ -158,6 +159,10 @@ def register(app: typer.Typer) -> None:
                 progress.update(task, description=stats.summary())
 
             stats = Generator(settings, client, frame, on_progress=show).run(stop)
-        console.print(f"{'stopped' if stop.is_set() else 'done'}: {stats.summary()}")
+        console.print(f"{'stopped' if stop.is_set() else 'done'}: {escape(stats.summary())}")
         if stats.last_error:
-            console.print(f"last error: {stats.last_error}")
+            console.print(f"last error: {escape(stats.last_error)}")
+        if lost := stats.failed + stats.rejected:
+            # Exit non-zero so a script (or make) sees that events were lost, not just the log.
+            console.print(f"{lost} of {stats.sent} events were not accepted by {settings.collector_url}")
+            raise typer.Exit(1)

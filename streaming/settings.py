@@ -5,12 +5,13 @@ Each class is built once in its ``fireman`` command and passed down; nothing her
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fireman.common.settings import LOOPBACK, SINK_GROUP, DatasetSettings, InfluxSettings, KafkaSettings
+from fireman.common.settings import LOOPBACK, SINK_GROUP, DatasetSettings, InfluxSettings, KafkaSettings, Port
 
 
 def _config(prefix: str) -> SettingsConfigDict:
@@ -21,7 +22,7 @@ class CollectorSettings(BaseSettings):
     model_config = _config("FIREMAN_COLLECTOR_")
 
     host: str = LOOPBACK
-    port: int = 8000
+    port: Port = 8000
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes, each with its own producer.")
     token: SecretStr | None = Field(
         default=None, description="When set, writes need 'Authorization: Bearer'."
@@ -99,3 +100,11 @@ class GeneratorSettings(BaseSettings):
     timeout_s: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=5, ge=0, description="Retries of a POST that got 503 or no answer.")
     data: DatasetSettings = Field(default_factory=DatasetSettings)
+
+    @field_validator("collector_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        # Checked here so a mistyped URL stops the run at its settings, before any event is sent.
+        if not re.match(r"https?://[^/?#\s]+", value):
+            raise ValueError("must be an http:// or https:// URL, like http://127.0.0.1:8000")
+        return value

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fireman.common.errors import UserError
@@ -127,7 +128,7 @@ def register(app: typer.Typer) -> None:
             table.add_row(key, f"{value:.4f}")
         console.print(table)
         verdict = "[green]promoted[/]" if outcome.promoted else "[yellow]not promoted[/]"
-        console.print(f"decision  {verdict} ({outcome.decision}): {outcome.reason}")
+        console.print(f"decision  {verdict} ({outcome.decision}): {escape(outcome.reason)}")
         if outcome.challenger:
             console.print(
                 f"          v{outcome.version} is now {settings.mlflow.challenger_alias!r}, scored in shadow "
@@ -167,7 +168,7 @@ def register(app: typer.Typer) -> None:
 
     def _print_change(settings: Any, production: str, previous: str | None, why: str = "") -> None:
         name = settings.mlflow.model_name
-        console.print(f"{name}: production -> v{production}{why}", highlight=False, soft_wrap=True)
+        console.print(f"{name}: production -> v{production}{escape(why)}", highlight=False, soft_wrap=True)
         if previous:
             console.print(f"{name}: previous -> v{previous}", highlight=False)
 

@@ -58,6 +58,13 @@ def build_pipeline(
     return Pipeline([("imputer", imputer), ("forest", forest)])
 
 
+def check_params(params: dict[str, Any]) -> None:
+    """Raise sklearn's InvalidParameterError (a ValueError) for a bad value now, not in fit."""
+    for _, step in build_pipeline(**params).steps:
+        # No public API validates an unfitted estimator; this is the check fit itself runs first.
+        step._validate_params()
+
+
 def fit_params_for(params: dict[str, Any], n_rows: int) -> dict[str, Any]:
     """Pipeline parameters for a training set of ``n_rows``: ``max_samples`` is a cap, not a demand."""
     cap = params.get("max_samples")

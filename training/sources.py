@@ -234,7 +234,9 @@ def validate(dataset: Dataset, min_rows: int) -> None:
         raise UserError(f"feature columns must be float64: {', '.join(bad.index[:5])}")
     labels = set(pd.unique(frame[LABEL_COLUMN]))
     if not labels <= {0, 1}:
-        raise UserError(f"labels must be 0 or 1, found {sorted(labels - {0, 1})[:5]}")
+        raise UserError(
+            f"labels must be 0 or 1, found {', '.join(str(label) for label in sorted(labels - {0, 1})[:5])}"
+        )
     if len(labels) < 2:
         only = next(iter(labels))
         absent = 1 - int(only)

@@ -24,7 +24,7 @@ from fireman.common.model_registry import RegistryClient
 from fireman.common.schema import FEATURE_NAMES, LABEL_COLUMN
 from fireman.training import evaluation, live_gate, registry, sources, unseen
 from fireman.training.gate import PROMOTE_MODES, GateRule, Verdict, decide, holdout_verdict
-from fireman.training.pipeline import PARAM_NAMES, build_pipeline, fit_params_for
+from fireman.training.pipeline import PARAM_NAMES, build_pipeline, check_params, fit_params_for
 from fireman.training.settings import TrainingSettings
 from fireman.training.tracking import connect
 
@@ -101,7 +101,17 @@ class Extracted:
 def _pipeline_params(settings: TrainingSettings, overrides: dict[str, Any] | None) -> dict[str, Any]:
     if unknown := sorted(set(overrides or {}) - set(PARAM_NAMES)):
         raise UserError(f"unknown model parameters: {', '.join(unknown)} (known: {', '.join(PARAM_NAMES)})")
-    return {**settings.pipeline_params(), **(overrides or {})}
+    params = settings.pipeline_params()
+    # The settings, then one override at a time, so the error names the value at fault.
+    changes: list[tuple[str, dict[str, Any]]] = [("model settings (FIREMAN_TRAIN_*)", {})]
+    changes += [(f"--param {key}={value}", {key: value}) for key, value in (overrides or {}).items()]
+    for name, change in changes:
+        params.update(change)
+        try:
+            check_params(params)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"{name}: {exc}") from exc
+    return params
 
 
 # --- DAG steps -------------------------------------------------------------------------------------

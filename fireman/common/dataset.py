@@ -37,18 +37,37 @@ SPAMBASE_ATTRIBUTION = (
 def load_spambase(settings: DatasetSettings) -> pd.DataFrame:
     """Spambase as float64 features and an int label column."""
     path = spambase_path(settings)
-    frame = pd.read_csv(path)
+    try:
+        frame = pd.read_csv(path)
+    except (ValueError, OSError) as exc:  # an empty file, a binary one, bad quoting: all ValueErrors
+        raise UserError(f"{path} is not a readable CSV file: {exc}") from exc
     missing = [column for column in COLUMNS if column not in frame.columns]
     if missing:
         raise UserError(f"{path} is not Spambase: missing columns {', '.join(missing[:5])}")
     frame = frame[COLUMNS]
-    frame[list(FEATURE_NAMES)] = frame[list(FEATURE_NAMES)].astype("float64")
-    frame[LABEL_COLUMN] = frame[LABEL_COLUMN].astype("int64")
-    return frame
+    if frame.empty:
+        raise UserError(f"{path} has a header but no rows")
+    numbers = frame.apply(pd.to_numeric, errors="coerce").astype("float64")
+    # An empty feature is a missing value, as in an event; text or a non-finite value is not. The
+    # label must be a whole number (validation then asks for 0 or 1).
+    bad = (numbers.isna() & frame.notna()) | np.isinf(numbers)
+    bad[LABEL_COLUMN] = (numbers[LABEL_COLUMN] % 1 != 0).to_numpy()
+    rows, columns = np.nonzero(bad.to_numpy())
+    if len(rows):
+        row, column = rows[0], columns[0]
+        value = frame.iat[row, column]
+        shown = "an empty cell" if pd.isna(value) else repr(str(value))
+        wanted = "a whole-number label" if COLUMNS[column] == LABEL_COLUMN else "a finite number"
+        # Line numbers as an editor shows them: the header is line 1.
+        raise UserError(f"{path}: column {COLUMNS[column]} line {row + 2}: {shown} is not {wanted}")
+    numbers[LABEL_COLUMN] = numbers[LABEL_COLUMN].astype("int64")
+    return numbers
 
 
 def spambase_path(settings: DatasetSettings) -> Path:
     if settings.spambase_path is not None:
+        if settings.spambase_path.is_dir():
+            raise UserError(f"FIREMAN_SPAMBASE_PATH points to {settings.spambase_path}, which is a directory")
         if not settings.spambase_path.is_file():
             raise UserError(f"FIREMAN_SPAMBASE_PATH points to {settings.spambase_path}, which does not exist")
         return settings.spambase_path

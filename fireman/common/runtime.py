@@ -63,7 +63,7 @@ def settings_problem(exc: ValidationError, options: Mapping[str, Any] | None = N
         else:
             variable = field.alias if field is not None and field.alias else f"{prefix}{name}".upper()
         shown = f"={error['input']!r}" if isinstance(error.get("input"), str | int | float) else ""
-        problems.append(f"{variable}{shown}: {error['msg']}")
+        problems.append(f"{variable}{shown}: {str(error['msg']).removeprefix('Value error, ')}")
     return "invalid setting " + "; ".join(problems)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from pydantic import AliasChoices, Field, SecretStr, computed_field, field_validator, model_validator
@@ -22,6 +22,8 @@ LOOPBACK = "127.0.0.1"
 SINK_GROUP = "fireman-sink"
 SCORER_GROUP = "fireman-scorer"
 MONITOR_GROUP = "fireman-monitor"
+# Every TCP port setting: out of range, it fails at the settings, not at the first bind or connect.
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 def group_id_of(service: str, default: str, description: str | None = None) -> Any:
@@ -54,8 +56,8 @@ class KafkaSettings(BaseSettings):
     model_config = _config("FIREMAN_KAFKA_")
 
     host: str = LOOPBACK
-    port: int = 9092
-    controller_port: int = 9093
+    port: Port = 9092
+    controller_port: Port = 9093
     bootstrap: str | None = Field(default=None, description="Overrides host:port, e.g. for a remote cluster.")
     topic_measurements: str = "measurements"
     topic_labels: str = "labels"
@@ -176,8 +178,8 @@ class InfluxSettings(BaseSettings):
     model_config = _config("FIREMAN_INFLUXDB_")
 
     host: str = LOOPBACK
-    port: int = 8086
-    rpc_port: int = 8088
+    port: Port = 8086
+    rpc_port: Port = 8088
     url_override: str | None = Field(default=None, alias="FIREMAN_INFLUXDB_URL")
     database: str = "fireman"
     username: str | None = Field(
@@ -219,7 +221,7 @@ class MlflowSettings(BaseSettings):
     model_config = _config("FIREMAN_MLFLOW_")
 
     host: str = LOOPBACK
-    port: int = 5000
+    port: Port = 5000
     workers: int = 2
     tracking_uri_override: str | None = Field(
         default=None,
@@ -263,7 +265,7 @@ class PostgresSettings(BaseSettings):
         "which `fireman services` runs and starts before them; false: SQLite files in $FIREMAN_HOME.",
     )
     host: str = Field(default=LOOPBACK, description="Where MLflow and Airflow reach PostgreSQL.")
-    port: int = 5432
+    port: Port = 5432
     user: str = Field(default="fireman", description="The role that owns the mlflow and airflow databases.")
     password: SecretStr | None = Field(
         default=None,
@@ -303,11 +305,11 @@ class AirflowSettings(BaseSettings):
     model_config = _config("FIREMAN_AIRFLOW_")
 
     host: str = LOOPBACK
-    port: int = 8080
+    port: Port = 8080
     # Log servers of the scheduler's task runner and of the triggerer: a second Airflow on the same
     # machine (a test's private one) must move these too.
-    worker_log_port: int = 8793
-    trigger_log_port: int = 8794
+    worker_log_port: Port = 8793
+    trigger_log_port: Port = 8794
     retrain_schedule: str = Field(default="@daily", description="Cron or preset; 'none' = manual only.")
     drift_check_schedule: str = Field(
         default="@hourly",

@@ -12,6 +12,7 @@ from fireman.common.settings import (
     SINK_GROUP,
     InfluxSettings,
     KafkaSettings,
+    Port,
     group_id_of,
 )
 
@@ -22,7 +23,7 @@ class DashboardSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FIREMAN_DASHBOARD_", extra="ignore", env_file=None)
 
     host: str = LOOPBACK
-    port: int = Field(default=8050, ge=1, le=65535)
+    port: Port = 8050
     refresh_s: float = Field(default=5.0, ge=1, le=300, description="How often the page polls the API.")
     window_s: int = Field(default=1800, ge=60, le=MAX_WINDOW_S, description="Time span the charts show.")
     max_points: int = Field(default=180, ge=10, le=2000, description="Most time buckets per chart.")

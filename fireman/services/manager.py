@@ -74,17 +74,17 @@ def parse_names(
     ``available`` are the services there are in start order (``ServiceManager.services``); defaults
     not among them (postgres, when disabled) are left out.
     """
-    if not only:
+    if only is None:  # no --only; an empty one names no service, an error rather than "all of them"
         defaults = set(default)
         return [name for name in available if name in defaults]
     names = [part.strip() for part in only.split(",") if part.strip()]
     unknown = [name for name in names if name not in available]
     if unknown or not names:
         hint = " (postgres: with FIREMAN_POSTGRES_ENABLED=true)" if "postgres" in unknown else ""
-        raise ServiceError(
-            f"unknown service {', '.join(repr(n) for n in unknown) or '(none given)'}; "
-            f"choose from {', '.join(available)}{hint}"
+        problem = (
+            f"unknown service {', '.join(repr(n) for n in unknown)}" if unknown else "--only names no service"
         )
+        raise ServiceError(f"{problem}; choose from {', '.join(available)}{hint}")
     return [name for name in available if name in names]
 
 

@@ -182,3 +182,14 @@ def test_missing_java_or_maven_exits_2(tmp_path: Path, missing: str) -> None:
     assert result.returncode == 2
     assert f"'{missing}' was not found on PATH" in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["start", "stop", "status"])
+@pytest.mark.parametrize("only", ["", ",,"])
+def test_an_empty_only_is_an_error_not_every_service(tmp_path: Path, command: str, only: str) -> None:
+    result = run(private_env(tmp_path), command, "--only", only)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr.splitlines() == [
+        "error: --only names no service; choose from kafka, influxdb, mlflow, airflow"
+    ]
+    assert result.stdout == ""

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow.pyfunc
 import mlflow.sklearn
@@ -183,3 +184,86 @@ def test_unreachable_tracking_server_exits_2_quickly() -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "unreachable" in done.stderr and "Traceback" not in done.stderr
+
+
+def train(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fireman.cli", "train", "--promote", "never", *args],
+        env={**os.environ, "COLUMNS": "80", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def errors(done: subprocess.CompletedProcess[str]) -> list[str]:
+    """The error lines of a run that must end in exit 2; the environment's MLFLOW_* notices aside."""
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    return [line for line in done.stderr.splitlines() if not line.startswith("ignoring MLFLOW_")]
+
+
+@pytest.mark.parametrize(
+    ("param", "reason"),
+    [
+        ("n_estimators=abc", "'n_estimators' parameter of RandomForestClassifier must be an int"),
+        ("n_estimators=-1", "'n_estimators' parameter of RandomForestClassifier must be an int"),
+        ("criterion=bogus", "'criterion' parameter of RandomForestClassifier must be a str among"),
+        ("imputer_strategy=bogus", "'strategy' parameter of SimpleImputer must be a str among"),
+    ],
+)
+def test_a_bad_model_parameter_value_is_one_line_before_training(param: str, reason: str) -> None:
+    [line] = errors(train({}, "--param", param))
+    assert line.startswith(f"error: --param {param}: ") and reason in line, line
+
+
+def _spambase_copy(rows: int) -> list[list[str]]:
+    frame = load_spambase(DatasetSettings()).head(rows)
+    return [list(frame.columns), *frame.astype(str).to_numpy().tolist()]
+
+
+def _with(cells: list[list[str]], line: int, column: str, value: str) -> str:
+    changed = [list(row) for row in cells]
+    changed[line - 1][changed[0].index(column)] = value
+    return "\n".join(",".join(row) for row in changed) + "\n"
+
+
+BAD_FILES = {
+    "text feature": (
+        lambda c: _with(c, 18, "Cont_3", "abc"),
+        "column Cont_3 line 18: 'abc' is not a finite number",
+    ),
+    "infinite feature": (
+        lambda c: _with(c, 4, "Cont_1", "inf"),
+        "column Cont_1 line 4: 'inf' is not a finite number",
+    ),
+    "empty label": (
+        lambda c: _with(c, 6, "label", ""),
+        "column label line 6: an empty cell is not a whole-number",
+    ),
+    "text label": (
+        lambda c: _with(c, 6, "label", "spam"),
+        "column label line 6: 'spam' is not a whole-number",
+    ),
+    "empty file": (lambda c: "", "is not a readable CSV file"),
+    "header only": (lambda c: ",".join(c[0]) + "\n", "has a header but no rows"),
+    "binary": (lambda c: bytes(range(256)) * 8, "is not a readable CSV file"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES, ids=str)
+def test_a_bad_training_file_is_one_line_naming_it(case: str, tmp_path: Path) -> None:
+    make, expected = BAD_FILES[case]
+    content = make(_spambase_copy(300))
+    path = tmp_path / "spambase.csv"
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    [line] = errors(train({"FIREMAN_SPAMBASE_PATH": str(path)}))
+    assert line.startswith(f"error: {path}") and expected in line, line
+
+
+def test_brackets_in_an_error_reach_stderr_intact(tmp_path: Path) -> None:
+    # "[spam]" is valid Rich markup: printed as markup, the path would lose it.
+    folder = tmp_path / "[spam]"
+    folder.mkdir()
+    assert errors(train({"FIREMAN_SPAMBASE_PATH": str(folder)})) == [
+        f"error: FIREMAN_SPAMBASE_PATH points to {folder}, which is a directory"
+    ]

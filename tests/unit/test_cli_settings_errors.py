@@ -17,6 +17,9 @@ CASES = [
     (("sink",), "FIREMAN_KAFKA_PORT", "abc"),
     (("scorer",), "FIREMAN_KAFKA_PORT", "abc"),
     (("serve",), "FIREMAN_SERVE_PORT", "abc"),
+    (("serve",), "FIREMAN_SERVE_PORT", "0"),
+    (("collector",), "FIREMAN_COLLECTOR_PORT", "65536"),
+    (("sink",), "FIREMAN_INFLUXDB_PORT", "-1"),
     (("serve",), "FIREMAN_MLFLOW_PORT", "abc"),
     (("monitor",), "FIREMAN_INFLUXDB_PORT", "abc"),
     (("collector",), "FIREMAN_KAFKA_PORT", "abc"),
@@ -59,4 +62,24 @@ def test_sasl_without_credentials_names_the_missing_variables() -> None:
     assert done.stderr.splitlines() == [
         "error: invalid setting FIREMAN_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs FIREMAN_KAFKA_SASL_USERNAME "
         "and FIREMAN_KAFKA_SASL_PASSWORD"
+    ]
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_a_port_option_out_of_range_is_one_line(port: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fireman.cli", "serve", "--port", port],
+        env={**os.environ, "COLUMNS": "80"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, (done.stdout[-1000:], done.stderr[-2000:])
+    assert done.stderr.splitlines() == [
+        f"error: invalid setting port (command line)={port}: "
+        + (
+            "Input should be less than or equal to 65535"
+            if port == "99999"
+            else "Input should be greater than or equal to 1"
+        )
     ]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +15,7 @@ from fireman.common.schema import FEATURE_NAMES, EventIn, LabelIn
 from fireman.common.settings import DatasetSettings
 from fireman.streaming.generator import generate, iter_rows, synthetic_frame
 from fireman.streaming.settings import GeneratorSettings
+from tests.conftest import free_port
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +98,30 @@ def test_labels_drift_keeps_inverting_on_later_passes(spambase: pd.DataFrame) ->
     concept = list(iter_rows(small, looping.model_copy(update={"drift_after": 20, "drift_kind": "labels"})))
     assert [row.label for row in concept[20:]] == [1 - row.label for row in plain[20:]]
     assert [row.features for row in concept] == [row.features for row in plain]
+
+
+def generator(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fireman.cli", "generator", "--limit", "2", "--rate", "0", *args],
+        env={**os.environ, "FIREMAN_GENERATOR_MAX_RETRIES": "0", "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_events_nobody_accepted_make_the_generator_exit_1() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    done = generator("--url", url)
+    assert done.returncode == 1, (done.stdout, done.stderr[-2000:])
+    assert "failed 2" in done.stdout and f"2 of 2 events were not accepted by {url}" in done.stdout
+
+
+def test_a_collector_url_that_is_not_one_is_an_error_before_sending() -> None:
+    done = generator("--url", "notaurl")
+    assert done.returncode == 2, (done.stdout, done.stderr[-2000:])
+    assert done.stderr.splitlines() == [
+        "error: invalid setting collector_url (command line)='notaurl': "
+        "must be an http:// or https:// URL, like http://127.0.0.1:8000"
+    ]
+    assert "sent" not in done.stdout

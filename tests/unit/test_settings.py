@@ -46,7 +46,7 @@ def test_service_names_are_started_in_dependency_order() -> None:
     assert parse_names("airflow") == ["airflow"]
 
 
-@pytest.mark.parametrize("only", ["kafak", "kafka,zookeeper", " , "])
+@pytest.mark.parametrize("only", ["kafak", "kafka,zookeeper", " , ", "", ",,"])
 def test_unknown_or_empty_service_names_are_an_error(only: str) -> None:
     with pytest.raises(ServiceError, match="choose from kafka, influxdb, mlflow, airflow"):
         parse_names(only)
